@@ -1,3 +1,8 @@
+#[allow(dead_code)]
+mod edges;
+#[allow(dead_code)]
+mod resolve;
+
 fn main() {
     println!("corescope");
 }
