@@ -789,30 +789,6 @@ pub fn write(
     }
 }
 
-/// Parses `--since`: a duration (`90s`, `30m`, `24h`, `7d`, `2w`) counted back
-/// from `now`, else a time via `parse`. Returns epoch seconds.
-pub fn parse_since(s: &str, now: i64, parse: &dyn Fn(&str) -> Option<i64>) -> Option<i64> {
-    let t = s.trim();
-    if let Some(unit) = t.chars().last() {
-        let mult = match unit {
-            's' => Some(1),
-            'm' => Some(60),
-            'h' => Some(3600),
-            'd' => Some(86_400),
-            'w' => Some(7 * 86_400),
-            _ => None,
-        };
-        if let Some(mult) = mult {
-            let num = &t[..t.len() - 1];
-            if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) {
-                let n: i64 = num.parse().ok()?;
-                return now.checked_sub(n.checked_mul(mult)?);
-            }
-        }
-    }
-    parse(t)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1140,18 +1116,5 @@ mod tests {
             .find(|x| x["properties"]["target"] == "bb")
             .unwrap();
         assert_eq!(ab["geometry"], Value::Null);
-    }
-
-    #[test]
-    fn since_parsing() {
-        assert_eq!(parse_since("90s", 1000, &parse), Some(910));
-        assert_eq!(parse_since("2m", 1000, &parse), Some(880));
-        assert_eq!(parse_since("1h", 10_000, &parse), Some(6400));
-        assert_eq!(parse_since("1d", 100_000, &parse), Some(13_600));
-        assert_eq!(parse_since("1w", 1_000_000, &parse), Some(395_200));
-        assert_eq!(parse_since("T500", 1000, &parse), Some(500));
-        assert_eq!(parse_since("xd", 1000, &parse), None);
-        assert_eq!(parse_since("", 1000, &parse), None);
-        assert_eq!(parse_since("99999999999999999999d", 1000, &parse), None);
     }
 }
