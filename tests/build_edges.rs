@@ -45,7 +45,10 @@ fn known_db(dir: &Path) -> (std::path::PathBuf, World) {
     let grp = add_tx(&c, 5, None, None);
     let grp2 = add_tx(&c, 5, None, None);
     let trace = add_tx(&c, 9, None, None);
-    let dj = format!("{{\"type\":\"ADVERT\",\"pubKey\":\"{}\"}}", w.f2.to_uppercase());
+    let dj = format!(
+        "{{\"type\":\"ADVERT\",\"pubKey\":\"{}\"}}",
+        w.f2.to_uppercase()
+    );
     let advert_f2 = add_tx(&c, 4, None, Some(&dj));
     let i = Sql::Integer;
     // 1. zero-hop ADVERT f1 heard by o1 at 1000 → (f1, o1)
@@ -65,7 +68,13 @@ fn known_db(dir: &Path) -> (std::path::PathBuf, World) {
     // 8. no observer row → no observer edge
     add_obs(&c, grp2, Sql::Null, Some("[\"A1\"]"), 3200);
     // 9. text observer_idx (legacy, spec §10 #23) → joins nothing
-    add_obs(&c, grp2, Sql::Text(w.o1.to_uppercase()), Some("[\"A1\"]"), 3300);
+    add_obs(
+        &c,
+        grp2,
+        Sql::Text(w.o1.to_uppercase()),
+        Some("[\"A1\"]"),
+        3300,
+    );
     // 10. ADVERT with NULL from_pubkey, pubKey from decoded_json, zero hops → (f2, o1)
     add_obs(&c, advert_f2, i(o1), Some("[]"), 4000);
     // 11. invalid path_json → nothing
@@ -86,7 +95,9 @@ fn expected_known(w: &World) -> Vec<EdgeRow> {
     add(&w.o1, &w.b2, 2, "1970-01-01T00:33:20Z");
     add(&w.o1, &w.c1, 1, "1970-01-01T00:50:00Z");
     add(&w.f2, &w.o1, 2, "1970-01-01T01:06:40Z");
-    m.into_iter().map(|((a, b), (n, t))| (a, b, n, Some(t))).collect()
+    m.into_iter()
+        .map(|((a, b), (n, t))| (a, b, n, Some(t)))
+        .collect()
 }
 
 #[test]
@@ -121,7 +132,11 @@ fn known_rows_exact() {
     // New observations are added on top, exactly once.
     let c = Connection::open(&db).unwrap();
     let o1: i64 = c
-        .query_row("SELECT rowid FROM observers WHERE id = ?1", [w.o1.to_uppercase()], |r| r.get(0))
+        .query_row(
+            "SELECT rowid FROM observers WHERE id = ?1",
+            [w.o1.to_uppercase()],
+            |r| r.get(0),
+        )
         .unwrap();
     let t = add_tx(&c, 2, None, None);
     add_obs(&c, t, Sql::Integer(o1), Some("[\"b2\"]"), 900); // late, older time
@@ -143,7 +158,11 @@ fn known_rows_exact() {
 fn human_report_is_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let (db, _) = known_db(dir.path());
-    let out = bin().args(["build-edges", "--db"]).arg(&db).output().unwrap();
+    let out = bin()
+        .args(["build-edges", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let s = String::from_utf8(out.stdout).unwrap();
     assert_eq!(s.lines().count(), 1, "{s}");
@@ -160,7 +179,11 @@ fn refuses_unmigrated_database() {
     )
     .unwrap();
     let before = std::fs::read(&p).unwrap();
-    let out = bin().args(["build-edges", "--db"]).arg(&p).output().unwrap();
+    let out = bin()
+        .args(["build-edges", "--db"])
+        .arg(&p)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("corescope migrate"));
     assert_eq!(std::fs::read(&p).unwrap(), before);
@@ -179,7 +202,13 @@ fn first_run_on_corescope_table_seeds_watermark() {
     let t = add_tx(&c, 5, None, None);
     // CoreScope counted these (timestamps <= its MAX(last_seen) = 300).
     for (i, ts) in [100, 200, 300].iter().enumerate() {
-        add_obs(&c, t, Sql::Integer(ob), Some(&format!("[\"{:02X}\",\"A1\"]", i + 1)), *ts);
+        add_obs(
+            &c,
+            t,
+            Sql::Integer(ob),
+            Some(&format!("[\"{:02X}\",\"A1\"]", i + 1)),
+            *ts,
+        );
     }
     // Not yet counted.
     add_obs(&c, t, Sql::Integer(ob), Some("[\"A1\"]"), 400);
@@ -199,8 +228,15 @@ fn first_run_on_corescope_table_seeds_watermark() {
     assert_eq!(r["observations_scanned"], 2);
     assert_eq!(r["watermark"], 5);
     // Later instant replaces the .000Z value; counts add up.
-    assert_eq!(edges(&db), vec![(a.clone(), b.clone(), 5, Some("1970-01-01T00:08:20Z".into()))]);
-    let out = bin().args(["build-edges", "--db"]).arg(&db).output().unwrap();
+    assert_eq!(
+        edges(&db),
+        vec![(a.clone(), b.clone(), 5, Some("1970-01-01T00:08:20Z".into()))]
+    );
+    let out = bin()
+        .args(["build-edges", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     assert!(!String::from_utf8_lossy(&out.stdout).contains("CoreScope"));
 }
 
@@ -226,7 +262,10 @@ fn equal_instant_keeps_stored_value() {
     let r = build(&db, &[]);
     assert_eq!(r["seeded"], serde_json::Value::Null);
     let (a, b) = pair(&o, &h);
-    assert_eq!(edges(&db), vec![(a, b, 8, Some("1970-01-01T00:05:00.000Z".into()))]);
+    assert_eq!(
+        edges(&db),
+        vec![(a, b, 8, Some("1970-01-01T00:05:00.000Z".into()))]
+    );
 }
 
 #[test]
@@ -276,13 +315,19 @@ fn rebuild_recomputes_and_drops_bad_rows() {
 fn rebuild_interrupted_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let (db, w) = known_db(dir.path());
-    let r = build(&db, &["--rebuild", "--batch-size", "2", "--max-seconds", "0"]);
+    let r = build(
+        &db,
+        &["--rebuild", "--batch-size", "2", "--max-seconds", "0"],
+    );
     assert_eq!(r["complete"], false);
     assert_eq!(r["rebuild"]["swapped"], false);
     assert_eq!(r["observations_scanned"], 2);
     // The live table is untouched (empty) until the swap.
     assert!(edges(&db).is_empty());
-    let r = build(&db, &["--rebuild", "--batch-size", "2", "--max-seconds", "0"]);
+    let r = build(
+        &db,
+        &["--rebuild", "--batch-size", "2", "--max-seconds", "0"],
+    );
     assert_eq!(r["rebuild"]["resumed_after_id"], 2);
     let r = build(&db, &["--rebuild"]);
     assert_eq!(r["complete"], true);
@@ -304,12 +349,22 @@ fn random_db(dir: &Path, name: &str, n: usize, seed: u64) -> std::path::PathBuf 
         // Deliberate collisions: only 24 distinct first bytes.
         let k = format!("{:02x}{:02x}", (i % 24) * 10, i);
         let k = key(&k);
-        add_node(&txn, &k, Some(&format!("node {i}")), Some(37.0 + i as f64 / 100.0), Some(-122.0));
+        add_node(
+            &txn,
+            &k,
+            Some(&format!("node {i}")),
+            Some(37.0 + i as f64 / 100.0),
+            Some(-122.0),
+        );
         keys.push(k);
     }
     let mut observers = Vec::new();
     for i in 0..6 {
-        observers.push(add_observer(&txn, &keys[i * 7].to_uppercase(), &format!("obs {i}")));
+        observers.push(add_observer(
+            &txn,
+            &keys[i * 7].to_uppercase(),
+            &format!("obs {i}"),
+        ));
     }
     let mut txs = Vec::new();
     for _ in 0..(n / 3).max(1) {
@@ -333,7 +388,13 @@ fn random_db(dir: &Path, name: &str, n: usize, seed: u64) -> std::path::PathBuf 
         if !used.insert((t, ob, pj.clone())) {
             continue;
         }
-        add_obs(&txn, t, Sql::Integer(ob), Some(&pj), 1_779_000_000 + rng.gen_range(0..100_000));
+        add_obs(
+            &txn,
+            t,
+            Sql::Integer(ob),
+            Some(&pj),
+            1_779_000_000 + rng.gen_range(0..100_000),
+        );
         made += 1;
     }
     txn.commit().unwrap();
@@ -343,7 +404,8 @@ fn random_db(dir: &Path, name: &str, n: usize, seed: u64) -> std::path::PathBuf 
 fn copy_db(src: &Path, dst: &Path) {
     // Checkpoint so that the main file alone holds everything.
     let c = Connection::open(src).unwrap();
-    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
     drop(c);
     std::fs::copy(src, dst).unwrap();
 }

@@ -244,7 +244,10 @@ impl Run<'_> {
     fn drain(&mut self, dest: Dest) -> anyhow::Result<bool> {
         loop {
             let wm = read_watermark(self.db.conn(), dest.key)?.unwrap_or(0);
-            let size = self.fixed_batch.unwrap_or_else(|| self.batcher.size()).max(1);
+            let size = self
+                .fixed_batch
+                .unwrap_or_else(|| self.batcher.size())
+                .max(1);
             let batch = scan(self.db.conn(), &self.idx, wm, size)?;
             if batch.rows == 0 {
                 return Ok(true);
@@ -262,7 +265,8 @@ impl Run<'_> {
                     self.totals.trace_skipped += batch.trace_skipped;
                     self.totals.upserted += upserted;
                     self.totals.new += new;
-                    self.batcher.observe(batch.rows as usize, held.max(Duration::from_micros(1)));
+                    self.batcher
+                        .observe(batch.rows as usize, held.max(Duration::from_micros(1)));
                     if let Some(p) = &self.progress {
                         p.inc(batch.rows);
                     }
@@ -392,10 +396,7 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
     let mut db = WriteDb::open(&ctx.db_path, &ctx.open_options(false))?;
     db.require_ready()?;
     let idx = load_index(db.conn()).context("loading the node prefix index")?;
-    let mut batcher = Batcher::new(args.write.max_lock_ms);
-    if let Some(n) = args.batch_size {
-        batcher = Batcher::with_bounds(args.write.max_lock_ms, n, n, n);
-    }
+    let batcher = Batcher::new(args.write.max_lock_ms);
     let deadline = Deadline::new(args.write.max_seconds);
     let mut out = Outcome::new();
 
@@ -410,9 +411,11 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
     };
 
     let start_wm = read_watermark(db.conn(), dest.key)?.unwrap_or(0);
-    let max_id: i64 = db
-        .conn()
-        .query_row("SELECT COALESCE(MAX(id), 0) FROM observations", [], |r| r.get(0))?;
+    let max_id: i64 =
+        db.conn()
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM observations", [], |r| {
+                r.get(0)
+            })?;
     let backlog = (max_id - start_wm).max(0) as u64;
     let progress = (ctx.progress_allowed() && backlog >= 100_000).then(|| {
         let p = indicatif::ProgressBar::new(backlog);
@@ -429,7 +432,7 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
         db: &mut db,
         idx,
         batcher,
-        fixed_batch: args.batch_size,
+        fixed_batch: args.batch_size.map(|n| n.min(1_000_000) as usize),
         deadline,
         totals: Totals::default(),
         progress,
@@ -450,7 +453,14 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
         .conn()
         .query_row("SELECT count(*) FROM neighbor_edges", [], |r| r.get(0))?;
 
-    out.set("mode", if args.rebuild { "rebuild" } else { "incremental" });
+    out.set(
+        "mode",
+        if args.rebuild {
+            "rebuild"
+        } else {
+            "incremental"
+        },
+    );
     out.set("observations_scanned", totals.scanned);
     out.set("candidates", totals.candidates);
     out.set("edges_upserted", totals.upserted);
@@ -493,7 +503,9 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
         ));
     }
     if let Some(r) = resumed_from {
-        human.push_str(&format!("; resumed an interrupted rebuild after observation {r}"));
+        human.push_str(&format!(
+            "; resumed an interrupted rebuild after observation {r}"
+        ));
     }
     if args.rebuild && complete {
         human.push_str(&format!("; {edges_total} edges swapped in"));

@@ -71,7 +71,10 @@ fn load_edges(db: &ReadOnlyDb) -> anyhow::Result<(Vec<graph::Edge>, NormalizeRep
     Ok(graph::normalize_edges(raw, &timeutil::parse_instant))
 }
 
-fn load_node_table(db: &ReadOnlyDb, table: &str) -> anyhow::Result<std::collections::HashMap<String, NodeRow>> {
+fn load_node_table(
+    db: &ReadOnlyDb,
+    table: &str,
+) -> anyhow::Result<std::collections::HashMap<String, NodeRow>> {
     let mut out = std::collections::HashMap::new();
     if !db.table_exists(table)? {
         return Ok(out);
@@ -81,7 +84,9 @@ fn load_node_table(db: &ReadOnlyDb, table: &str) -> anyhow::Result<std::collecti
     ))?;
     let mut rows = st.query([])?;
     while let Some(r) = rows.next()? {
-        let Some(key) = text(r.get_ref(0)?) else { continue };
+        let Some(key) = text(r.get_ref(0)?) else {
+            continue;
+        };
         let key = key.trim().to_ascii_lowercase();
         if key.is_empty() {
             continue;
@@ -107,7 +112,9 @@ fn load_directory(db: &ReadOnlyDb) -> anyhow::Result<Directory> {
         let mut st = db.prepare("SELECT id, name FROM observers ORDER BY id")?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
-            let Some(id) = text(r.get_ref(0)?) else { continue };
+            let Some(id) = text(r.get_ref(0)?) else {
+                continue;
+            };
             let id = id.trim().to_ascii_lowercase();
             if id.is_empty() {
                 continue;
@@ -120,7 +127,9 @@ fn load_directory(db: &ReadOnlyDb) -> anyhow::Result<Directory> {
 
 fn parse_filter(f: &GraphFilterArgs) -> anyhow::Result<(Filter, i64)> {
     let now = match &f.now {
-        Some(s) => timeutil::parse_user_time(s).map_err(|m| Failure::Usage(format!("--now: {m}")))?,
+        Some(s) => {
+            timeutil::parse_user_time(s).map_err(|m| Failure::Usage(format!("--now: {m}")))?
+        }
         None => timeutil::now_epoch(),
     };
     let since = match &f.since {
@@ -153,7 +162,11 @@ fn load_graph(ctx: &Ctx, f: &GraphFilterArgs) -> anyhow::Result<(Graph, Normaliz
     let (edges, rep) = load_edges(&db)?;
     let edges = graph::filter_edges(edges, &filter).map_err(|e| Failure::Usage(e.to_string()))?;
     let dir = load_directory(&db)?;
-    Ok((Graph::from_edges(edges, &dir, &timeutil::parse_instant), rep, now))
+    Ok((
+        Graph::from_edges(edges, &dir, &timeutil::parse_instant),
+        rep,
+        now,
+    ))
 }
 
 fn skipped_json(rep: &NormalizeReport) -> Value {
@@ -167,7 +180,10 @@ fn skipped_json(rep: &NormalizeReport) -> Value {
 }
 
 /// Writes `path` atomically: a temporary file beside it, fsync, rename.
-fn write_atomic(path: &Path, f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> anyhow::Result<()> {
+fn write_atomic(
+    path: &Path,
+    f: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> anyhow::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -236,11 +252,15 @@ fn dump(ctx: &Ctx, a: &GraphDumpArgs) -> anyhow::Result<Outcome> {
     out.set("edges", g.edges.len());
     out.set(
         "output",
-        a.output.as_ref().map_or(Value::Null, |p| Value::from(p.display().to_string())),
+        a.output
+            .as_ref()
+            .map_or(Value::Null, |p| Value::from(p.display().to_string())),
     );
     out.set(
         "nodes_csv",
-        a.nodes_csv.as_ref().map_or(Value::Null, |p| Value::from(p.display().to_string())),
+        a.nodes_csv
+            .as_ref()
+            .map_or(Value::Null, |p| Value::from(p.display().to_string())),
     );
     out.set("stored_rows", skipped_json(&rep));
     if let Some(p) = &a.output {
@@ -319,7 +339,11 @@ fn stats(ctx: &Ctx, a: &GraphStatsArgs) -> anyhow::Result<Outcome> {
     }
     let mut t = report::table(&["hub", "name", "degree"]);
     for (id, label, d) in &s.hubs {
-        t.add_row(vec![id.chars().take(16).collect::<String>(), label.clone(), d.to_string()]);
+        t.add_row(vec![
+            id.chars().take(16).collect::<String>(),
+            label.clone(),
+            d.to_string(),
+        ]);
     }
     h.push_str(&format!("{t}\n"));
     let mut t = report::table(&["last seen", "edges"]);

@@ -26,7 +26,9 @@ pub fn fresh_db(dir: &Path, name: &str) -> PathBuf {
 /// pattern derived from the prefix so keys stay distinct.
 pub fn key(prefix: &str) -> String {
     let mut k = prefix.to_string();
-    let fill = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "a", "b", "c", "d", "e", "f"];
+    let fill = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "a", "b", "c", "d", "e", "f",
+    ];
     let mut i = prefix.len();
     while k.len() < 64 {
         k.push_str(fill[i % 16]);
@@ -55,9 +57,18 @@ pub fn add_observer(c: &Connection, id: &str, name: &str) -> i64 {
 }
 
 /// Inserts a transmission, returns its id.
-pub fn add_tx(c: &Connection, payload_type: i64, from_pubkey: Option<&str>, decoded_json: Option<&str>) -> i64 {
+pub fn add_tx(
+    c: &Connection,
+    payload_type: i64,
+    from_pubkey: Option<&str>,
+    decoded_json: Option<&str>,
+) -> i64 {
     let n: i64 = c
-        .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM transmissions", [], |r| r.get(0))
+        .query_row(
+            "SELECT COALESCE(MAX(id), 0) + 1 FROM transmissions",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     c.execute(
         "INSERT INTO transmissions (raw_hex, hash, first_seen, route_type, payload_type, decoded_json, from_pubkey)
@@ -69,7 +80,13 @@ pub fn add_tx(c: &Connection, payload_type: i64, from_pubkey: Option<&str>, deco
 }
 
 /// Inserts an observation, returns its id. `observer_idx` is any SQL value.
-pub fn add_obs(c: &Connection, tx: i64, observer_idx: rusqlite::types::Value, path_json: Option<&str>, ts: i64) -> i64 {
+pub fn add_obs(
+    c: &Connection,
+    tx: i64,
+    observer_idx: rusqlite::types::Value,
+    path_json: Option<&str>,
+    ts: i64,
+) -> i64 {
     c.execute(
         "INSERT INTO observations (transmission_id, observer_idx, path_json, timestamp) VALUES (?1, ?2, ?3, ?4)",
         params![tx, observer_idx, path_json, ts],
@@ -83,7 +100,9 @@ pub type EdgeRow = (String, String, i64, Option<String>);
 pub fn edges(db: &Path) -> Vec<EdgeRow> {
     let c = Connection::open(db).unwrap();
     let mut st = c
-        .prepare("SELECT node_a, node_b, count, last_seen FROM neighbor_edges ORDER BY node_a, node_b")
+        .prepare(
+            "SELECT node_a, node_b, count, last_seen FROM neighbor_edges ORDER BY node_a, node_b",
+        )
         .unwrap();
     let rows = st
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
@@ -93,8 +112,12 @@ pub fn edges(db: &Path) -> Vec<EdgeRow> {
 
 pub fn state(db: &Path, k: &str) -> Option<String> {
     let c = Connection::open(db).unwrap();
-    c.query_row("SELECT value FROM _corescope_state WHERE key = ?1", [k], |r| r.get(0))
-        .ok()
+    c.query_row(
+        "SELECT value FROM _corescope_state WHERE key = ?1",
+        [k],
+        |r| r.get(0),
+    )
+    .ok()
 }
 
 /// Canonical pair: smaller first.

@@ -1,0 +1,221 @@
+//! The command-line definition (clap derive). man pages and completions are
+//! generated from this, so every flag's help text is user documentation.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::catalog::Target;
+
+const AFTER_HELP: &str = "\
+Database selection: --db PATH, else CORESCOPE_DB, else dbPath from the config file (--config / CORESCOPE_CONFIG).
+
+Exit codes: 0 success (also a run stopped by --max-seconds); 1 error (cannot open, not a database, corrupt, I/O, SQL);
+2 usage error; 3 schema not ready or migrations pending (write commands refuse to run); 75 busy, try again next run.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "corescope",
+    version,
+    about = "Maintenance toolkit for the SQLite database of CoreScope (MeshCore mesh analyzer)",
+    long_about = "Maintenance toolkit for the SQLite database of CoreScope (MeshCore mesh analyzer): schema migrations, \
+                  read-only readiness checks, and the maintenance jobs that timers run beside a live ingestor.",
+    after_help = AFTER_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// SQLite database file of CoreScope
+    #[arg(long, global = true, env = "CORESCOPE_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
+    /// CoreScope config.json (dbPath, retention.*, neighborEdgesMaxAgeDays, db.*, observerBlacklist)
+    #[arg(long, global = true, env = "CORESCOPE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Print exactly one JSON object on stdout instead of the human report
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// No report and no progress, only errors; the exit code carries the result
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// How long to wait for SQLite's write lock before giving up with exit 75
+    #[arg(long, global = true, value_name = "MS", default_value_t = 5000)]
+    pub busy_timeout: u64,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring the schema to the target: tables, columns, indexes, view and named one-shot migrations
+    Migrate(MigrateArgs),
+    /// Read-only: schema readiness, pending migrations and backfills, data anomalies, vacuum/WAL health
+    Check(CheckArgs),
+    /// Incremental, exactly-once neighbor-edge build from observations not yet counted
+    #[command(name = "build-edges")]
+    BuildEdges(BuildEdgesArgs),
+    /// Read-only: export the neighbor graph (dump) or summarise it (stats)
+    Graph(GraphArgs),
+}
+
+impl Command {
+    /// The command name used in reports (`"command"` key).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Migrate(_) => "migrate",
+            Command::Check(_) => "check",
+            Command::BuildEdges(_) => "build-edges",
+            Command::Graph(g) => match g.cmd {
+                GraphCmd::Dump(_) => "graph dump",
+                GraphCmd::Stats(_) => "graph stats",
+            },
+        }
+    }
+}
+
+/// Options shared by the long-running write commands.
+#[derive(Debug, Args, Clone)]
+pub struct WriteOpts {
+    /// Stop cleanly at a batch boundary after S seconds; the next run resumes
+    #[arg(long, value_name = "S")]
+    pub max_seconds: Option<f64>,
+
+    /// No single write transaction may hold SQLite's write lock longer than this
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_lock_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Schema target
+    #[arg(long, value_enum, default_value_t = Target::Latest)]
+    pub target: Target,
+
+    /// Print the plan (steps, rows each data step would touch) and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Allow creating a new database file (auto_vacuum=INCREMENTAL, WAL, full schema)
+    #[arg(long)]
+    pub create: bool,
+
+    /// No single write transaction of a data step holds the write lock longer than this
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_lock_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Schema target
+    #[arg(long, value_enum, default_value_t = Target::Latest)]
+    pub target: Target,
+
+    /// Exit 3 on any warning, not only when the schema is not ready
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Also run PRAGMA quick_check and foreign_key_check (reads the whole file)
+    #[arg(long)]
+    pub integrity: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Count neighbor-edge candidates (spec §6.8) of every observation not yet counted into neighbor_edges. \
+                  Progress is a watermark on observations.id kept in _corescope_state and committed in the same \
+                  transaction as the upserts, so interrupted, repeated or overlapping runs count every observation exactly once."
+)]
+pub struct BuildEdgesArgs {
+    /// Recompute the table from all retained observations into a staging table, then swap it in atomically
+    #[arg(long)]
+    pub rebuild: bool,
+
+    /// Fixed number of observations per batch instead of the adaptive size (testing, tuning)
+    #[arg(long, value_name = "N", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: Option<u64>,
+
+    #[command(flatten)]
+    pub write: WriteOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    #[command(subcommand)]
+    pub cmd: GraphCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GraphCmd {
+    /// Export nodes and edges (json, dot, csv, graphml, geojson); deterministic order
+    Dump(GraphDumpArgs),
+    /// Node and edge counts, components, degree distribution, hubs, edge ages
+    Stats(GraphStatsArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    Json,
+    Dot,
+    Csv,
+    Graphml,
+    Geojson,
+}
+
+/// Edge filters shared by `graph dump` and `graph stats`.
+#[derive(Debug, Args, Clone)]
+pub struct GraphFilterArgs {
+    /// Only edges with at least this count
+    #[arg(long, value_name = "N")]
+    pub min_count: Option<i64>,
+
+    /// Only edges seen since: a duration back from now (90s, 30m, 24h, 7d, 2w) or a time (RFC 3339)
+    #[arg(long, value_name = "DURATION|TIME")]
+    pub since: Option<String>,
+
+    /// Only the neighbourhood of this node (public key or unique prefix)
+    #[arg(long, value_name = "KEY_OR_PREFIX")]
+    pub node: Option<String>,
+
+    /// Hops around --node to include
+    #[arg(long, value_name = "K", default_value_t = 1, requires = "node")]
+    pub hops: usize,
+
+    /// Fix "now" (RFC 3339) for --since durations and edge ages
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphDumpArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = GraphFormat::Json)]
+    pub format: GraphFormat,
+
+    #[command(flatten)]
+    pub filter: GraphFilterArgs,
+
+    /// Write to FILE (atomically: temporary file, then rename) instead of stdout
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Also write the node table as CSV to FILE (atomically)
+    #[arg(long, value_name = "FILE")]
+    pub nodes_csv: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphStatsArgs {
+    #[command(flatten)]
+    pub filter: GraphFilterArgs,
+
+    /// Number of hubs to list
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+}
