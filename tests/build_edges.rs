@@ -302,7 +302,11 @@ fn rebuild_recomputes_and_drops_bad_rows() {
     assert_eq!(state(&db, "build_edges.rebuild_watermark"), None);
     // The schema has everything afterwards (the swapped-in table counts as
     // neighbor_edges; check's other complaints are about the test data).
-    let out = bin().args(["--json", "check", "--db"]).arg(&db).output().unwrap();
+    let out = bin()
+        .args(["--json", "check", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["missing"], serde_json::json!([]), "{v}");
     // Incremental after rebuild: nothing to do.

@@ -25,7 +25,11 @@ CREATE UNIQUE INDEX idx_observations_dedup ON observations(transmission_id, obse
 /// to the seed core tables upgraded by `corescope migrate`.
 pub fn fresh_db(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
-    let out = bin().args(["migrate", "--create", "--db"]).arg(&p).output().unwrap();
+    let out = bin()
+        .args(["migrate", "--create", "--db"])
+        .arg(&p)
+        .output()
+        .unwrap();
     if out.status.success() {
         return p;
     }
@@ -33,7 +37,8 @@ pub fn fresh_db(dir: &Path, name: &str) -> PathBuf {
         let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
     }
     let c = Connection::open(&p).unwrap();
-    c.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).unwrap();
+    c.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+        .unwrap();
     c.execute_batch(SEED_CORE).unwrap();
     drop(c);
     bin().args(["migrate", "--db"]).arg(&p).assert().success();
