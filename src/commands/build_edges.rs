@@ -3,25 +3,33 @@
 //!
 //! Invariant kept by every committed transaction: `neighbor_edges` holds
 //! exactly the candidates of all observations with `id <= watermark`
-//! (`_corescope_state` key `build_edges.watermark`). Each batch:
-//! 1. reads the watermark `w` and scans the next observations `id > w` in id
+//! (`_corescope_state` key `build_edges.watermark`).
+//!
+//! Incremental pass, per batch:
+//! 1. read the watermark `w` and scan the next observations `id > w` in id
 //!    order **outside** the write lock (a plain read), aggregating candidates
 //!    per pair in memory;
-//! 2. in one `BEGIN IMMEDIATE` transaction re-reads the watermark; if another
+//! 2. in one `BEGIN IMMEDIATE` transaction re-read the watermark; if another
 //!    run moved it meanwhile the batch is discarded (never counted twice),
-//!    otherwise upserts the aggregated pairs and sets the watermark to the last
+//!    otherwise upsert the aggregated pairs and set the watermark to the last
 //!    id scanned — in the same transaction.
 //!
 //! So a crash, `kill -9`, `--max-seconds` or an overlapping run can neither
 //! double-count nor skip an observation.
 //!
-//! `--rebuild` runs the same loop into a staging table with its own
-//! watermark (`build_edges.rebuild_watermark`; an interrupted rebuild resumes),
-//! then swaps it in with one short transaction (`DROP` + `ALTER TABLE RENAME`)
-//! that also sets the main watermark.
+//! `--rebuild` scans everything outside the lock into one in-memory
+//! aggregate (interned node ids, bounded by the number of distinct edges),
+//! writes it in key order into a staging table in short transactions, and
+//! swaps the staging table in with one short transaction (`DROP` + `ALTER
+//! TABLE RENAME`) that also sets the watermark. The staging table is
+//! consistent only while `build_edges.rebuild_watermark` is set (it is
+//! cleared before a flush and set again after), so an interrupted rebuild
+//! resumes from its last complete flush or starts over. A run owns the
+//! staging table through `build_edges.rebuild_owner`; a second rebuild takes
+//! it over and the first one stops with exit 75.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use rusqlite::types::ValueRef;
@@ -38,8 +46,10 @@ use crate::timeutil;
 
 /// State key of the incremental watermark (last observation id counted).
 pub const WATERMARK_KEY: &str = "build_edges.watermark";
-/// State key of the rebuild's staging watermark.
+/// State key of the staging table's watermark (set only while consistent).
 pub const REBUILD_KEY: &str = "build_edges.rebuild_watermark";
+/// State key naming the run that owns the staging table.
+pub const OWNER_KEY: &str = "build_edges.rebuild_owner";
 /// The rebuild's staging table.
 pub const STAGING_TABLE: &str = "_corescope_edges_rebuild";
 
@@ -60,32 +70,78 @@ const SCAN_SQL: &str = "SELECT o.id, o.timestamp, o.path_json, t.payload_type,
  ORDER BY o.id
  LIMIT ?2";
 
-/// Where a pass writes: the live table or the rebuild's staging table.
-#[derive(Debug, Clone, Copy)]
-struct Dest {
-    table: &'static str,
-    key: &'static str,
+/// Rows per scan batch of a rebuild (scans hold no write lock).
+const REBUILD_SCAN_ROWS: usize = 50_000;
+/// A rebuild flushes its aggregate to staging beyond this many distinct pairs
+/// (keeps memory bounded: about 40 bytes per pair).
+const REBUILD_MAX_PAIRS: usize = 1_000_000;
+
+/// "No time" marker inside [`Agg`] (keeps an entry at 24 bytes).
+const NO_TIME: i64 = i64::MIN;
+
+/// Candidates aggregated per pair, with interned node ids.
+#[derive(Debug, Default)]
+struct Agg {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+    /// (a, b) interned, a's name < b's name → (count, latest epoch or NO_TIME).
+    pairs: HashMap<(u32, u32), (i64, i64)>,
 }
 
-const LIVE: Dest = Dest {
-    table: EDGES_TABLE,
-    key: WATERMARK_KEY,
-};
-const STAGING: Dest = Dest {
-    table: STAGING_TABLE,
-    key: REBUILD_KEY,
-};
+impl Agg {
+    fn intern(&mut self, s: String) -> u32 {
+        if let Some(&i) = self.ids.get(&s) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(s.clone());
+        self.ids.insert(s, i);
+        i
+    }
 
-/// Aggregated candidates of one batch: pair → (count, latest epoch).
-type Agg = HashMap<(String, String), (i64, Option<i64>)>;
+    fn add(&mut self, (a, b): (String, String), ts: Option<i64>) {
+        let (a, b) = (self.intern(a), self.intern(b));
+        let e = self.pairs.entry((a, b)).or_insert((0, NO_TIME));
+        e.0 += 1;
+        if let Some(t) = ts {
+            e.1 = e.1.max(t);
+        }
+    }
 
+    fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// (node_a, node_b, count, last_seen) sorted by key (sequential B-tree writes).
+    fn rows(&self) -> Vec<(&str, &str, i64, Option<String>)> {
+        let mut v: Vec<_> = self
+            .pairs
+            .iter()
+            .map(|(&(a, b), &(n, t))| {
+                (
+                    self.names[a as usize].as_str(),
+                    self.names[b as usize].as_str(),
+                    n,
+                    (t != NO_TIME).then(|| timeutil::rfc3339(t)),
+                )
+            })
+            .collect();
+        v.sort_unstable_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+        v
+    }
+
+    fn clear(&mut self) {
+        *self = Agg::default();
+    }
+}
+
+/// What one scan batch saw.
 #[derive(Debug, Default)]
-struct Batch {
+struct Scanned {
     rows: u64,
     candidates: u64,
     trace_skipped: u64,
     last_id: i64,
-    agg: Agg,
 }
 
 #[derive(Debug, Default)]
@@ -97,6 +153,16 @@ struct Totals {
     new: u64,
     batches: u64,
     discarded: u64,
+    transactions: u64,
+}
+
+impl Totals {
+    fn add_scan(&mut self, s: &Scanned) {
+        self.scanned += s.rows;
+        self.candidates += s.candidates;
+        self.trace_skipped += s.trace_skipped;
+        self.batches += 1;
+    }
 }
 
 fn text(v: ValueRef<'_>) -> Option<&str> {
@@ -123,11 +189,17 @@ fn int(v: ValueRef<'_>) -> Option<i64> {
     }
 }
 
-/// Scan up to `limit` observations after `after`, extract and aggregate.
-fn scan(conn: &Connection, idx: &PrefixIndex, after: i64, limit: usize) -> anyhow::Result<Batch> {
+/// Scans up to `limit` observations after `after` into `agg`.
+fn scan(
+    conn: &Connection,
+    idx: &PrefixIndex,
+    after: i64,
+    limit: usize,
+    agg: &mut Agg,
+) -> anyhow::Result<Scanned> {
     let mut st = conn.prepare_cached(SCAN_SQL)?;
     let mut rows = st.query(rusqlite::params![after, limit as i64])?;
-    let mut b = Batch {
+    let mut b = Scanned {
         last_id: after,
         ..Default::default()
     };
@@ -154,13 +226,7 @@ fn scan(conn: &Connection, idx: &PrefixIndex, after: i64, limit: usize) -> anyho
         let ts = epoch(r.get_ref(1)?);
         for pair in cands {
             b.candidates += 1;
-            let e = b.agg.entry(pair).or_insert((0, None));
-            e.0 += 1;
-            e.1 = match (e.1, ts) {
-                (Some(x), Some(y)) => Some(x.max(y)),
-                (x, None) => x,
-                (None, y) => y,
-            };
+            agg.add(pair, ts);
         }
     }
     Ok(b)
@@ -178,54 +244,32 @@ fn read_watermark(conn: &Connection, key: &str) -> anyhow::Result<Option<i64>> {
     }
 }
 
-/// What one batch transaction did.
-#[derive(Debug)]
-enum Applied {
-    /// Counted: (edges upserted, edges new).
-    Done(u64, u64),
-    /// Another run moved the watermark first; nothing written.
-    Moved,
-    /// The staging table is gone: a concurrent rebuild already swapped it in.
-    Gone,
-}
-
-/// Upserts one batch if the watermark is still `expected`.
-fn apply(tx: &Transaction<'_>, dest: Dest, expected: i64, b: &Batch) -> anyhow::Result<Applied> {
-    let current = read_watermark(tx, dest.key)?;
-    if dest.table == STAGING_TABLE && (current.is_none() || !db::table_exists(tx, STAGING_TABLE)?) {
-        return Ok(Applied::Gone);
-    }
-    if current.unwrap_or(0) != expected {
-        return Ok(Applied::Moved);
-    }
+/// Upserts `rows` into `table`; returns (upserted, new). The later
+/// `last_seen` wins, compared as instants (stored values may be `….000Z`).
+fn upsert(
+    tx: &Transaction<'_>,
+    table: &str,
+    rows: &[(&str, &str, i64, Option<String>)],
+) -> anyhow::Result<(u64, u64)> {
     let mut upd = tx.prepare_cached(&format!(
-        "UPDATE {} SET count = COALESCE(count, 0) + ?3,
+        "UPDATE {table} SET count = COALESCE(count, 0) + ?3,
                 last_seen = CASE WHEN ?4 IS NOT NULL
                                   AND (unixepoch(last_seen) IS NULL OR unixepoch(last_seen) < unixepoch(?4))
                                  THEN ?4 ELSE last_seen END
-          WHERE node_a = ?1 AND node_b = ?2",
-        dest.table
+          WHERE node_a = ?1 AND node_b = ?2"
     ))?;
     let mut ins = tx.prepare_cached(&format!(
-        "INSERT INTO {} (node_a, node_b, count, last_seen) VALUES (?1, ?2, ?3, ?4)",
-        dest.table
+        "INSERT INTO {table} (node_a, node_b, count, last_seen) VALUES (?1, ?2, ?3, ?4)"
     ))?;
     let (mut upserted, mut new) = (0u64, 0u64);
-    // Sorted so that the write order (and the table's page layout) is
-    // deterministic across runs.
-    let mut pairs: Vec<_> = b.agg.iter().collect();
-    pairs.sort_unstable_by(|x, y| x.0.cmp(y.0));
-    for ((a, bb), (count, ts)) in pairs {
-        let ls = ts.map(timeutil::rfc3339);
-        let n = upd.execute(rusqlite::params![a, bb, count, ls])?;
-        if n == 0 {
-            ins.execute(rusqlite::params![a, bb, count, ls])?;
+    for (a, b, count, ls) in rows {
+        if upd.execute(rusqlite::params![a, b, count, ls])? == 0 {
+            ins.execute(rusqlite::params![a, b, count, ls])?;
             new += 1;
         }
         upserted += 1;
     }
-    db::state_set(tx, dest.key, &b.last_id.to_string())?;
-    Ok(Applied::Done(upserted, new))
+    Ok((upserted, new))
 }
 
 struct Run<'a> {
@@ -239,46 +283,128 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Drains the backlog into `dest`. Returns true when caught up, false
-    /// when stopped by the deadline (always after at least one batch).
-    fn drain(&mut self, dest: Dest) -> anyhow::Result<bool> {
+    fn tick(&self, rows: u64) {
+        if let Some(p) = &self.progress {
+            p.inc(rows);
+        }
+    }
+
+    /// Incremental pass into `neighbor_edges`. Returns true when caught up,
+    /// false when stopped by the deadline (always after at least one batch).
+    fn drain_live(&mut self) -> anyhow::Result<bool> {
+        let mut agg = Agg::default();
         loop {
-            let wm = read_watermark(self.db.conn(), dest.key)?.unwrap_or(0);
+            let wm = read_watermark(self.db.conn(), WATERMARK_KEY)?.unwrap_or(0);
             let size = self
                 .fixed_batch
                 .unwrap_or_else(|| self.batcher.size())
                 .max(1);
-            let batch = scan(self.db.conn(), &self.idx, wm, size)?;
+            agg.clear();
+            let batch = scan(self.db.conn(), &self.idx, wm, size, &mut agg)?;
             if batch.rows == 0 {
                 return Ok(true);
             }
-            let res = self.db.write(|tx| {
-                let start = Instant::now();
-                let r = apply(tx, dest, wm, &batch)?;
-                Ok((r, start.elapsed()))
+            let rows = agg.rows();
+            let (applied, started) = self.db.write(|tx| {
+                let started = Instant::now();
+                if read_watermark(tx, WATERMARK_KEY)?.unwrap_or(0) != wm {
+                    return Ok((None, started));
+                }
+                let r = upsert(tx, EDGES_TABLE, &rows)?;
+                db::state_set(tx, WATERMARK_KEY, &batch.last_id.to_string())?;
+                Ok((Some(r), started))
             })?;
-            match res {
-                (Applied::Done(upserted, new), held) => {
-                    self.totals.batches += 1;
-                    self.totals.scanned += batch.rows;
-                    self.totals.candidates += batch.candidates;
-                    self.totals.trace_skipped += batch.trace_skipped;
+            self.totals.transactions += 1;
+            match applied {
+                Some((upserted, new)) => {
+                    // Hold time including the commit.
+                    self.batcher.observe(batch.rows as usize, started.elapsed());
+                    self.totals.add_scan(&batch);
                     self.totals.upserted += upserted;
                     self.totals.new += new;
-                    self.batcher
-                        .observe(batch.rows as usize, held.max(Duration::from_micros(1)));
-                    if let Some(p) = &self.progress {
-                        p.inc(batch.rows);
-                    }
+                    self.tick(batch.rows);
                 }
-                (Applied::Moved, _) => {
-                    // Another run advanced the watermark: rescan from it.
-                    self.totals.discarded += 1;
-                }
-                (Applied::Gone, _) => return Ok(true),
+                // Another run advanced the watermark: rescan from it.
+                None => self.totals.discarded += 1,
             }
             if self.deadline.expired() {
                 return Ok(false);
+            }
+        }
+    }
+
+    fn check_owner(tx: &Transaction<'_>, token: &str) -> anyhow::Result<()> {
+        if db::state_get(tx, OWNER_KEY)?.as_deref() != Some(token)
+            || !db::table_exists(tx, STAGING_TABLE)?
+        {
+            return Err(Failure::Busy(
+                "another `build-edges --rebuild` took over the staging table; this run stops (nothing half-done)".into(),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Writes the aggregate into the staging table and records `wm` as its
+    /// watermark. The staging watermark is cleared first, so a crash in
+    /// between leaves a staging table that the next rebuild discards.
+    fn flush_staging(&mut self, token: &str, agg: &mut Agg, wm: i64) -> anyhow::Result<()> {
+        let rows = agg.rows();
+        if !rows.is_empty() {
+            self.db.write(|tx| {
+                Self::check_owner(tx, token)?;
+                db::state_delete(tx, REBUILD_KEY)?;
+                Ok(())
+            })?;
+            self.totals.transactions += 1;
+            let mut i = 0;
+            while i < rows.len() {
+                let n = self.batcher.size().max(1).min(rows.len() - i);
+                let chunk = &rows[i..i + n];
+                let ((upserted, new), started) = self.db.write(|tx| {
+                    let started = Instant::now();
+                    Self::check_owner(tx, token)?;
+                    Ok((upsert(tx, STAGING_TABLE, chunk)?, started))
+                })?;
+                self.batcher.observe(n, started.elapsed());
+                self.totals.transactions += 1;
+                self.totals.upserted += upserted;
+                self.totals.new += new;
+                i += n;
+            }
+        }
+        self.db.write(|tx| {
+            Self::check_owner(tx, token)?;
+            db::state_set(tx, REBUILD_KEY, &wm.to_string())?;
+            Ok(())
+        })?;
+        self.totals.transactions += 1;
+        drop(rows);
+        agg.clear();
+        Ok(())
+    }
+
+    /// Rebuild pass into the staging table from `start`. Returns the
+    /// staging watermark when caught up, None when stopped by the deadline.
+    fn drain_rebuild(&mut self, token: &str, start: i64) -> anyhow::Result<Option<i64>> {
+        let mut agg = Agg::default();
+        let mut wm = start;
+        let size = self.fixed_batch.unwrap_or(REBUILD_SCAN_ROWS).max(1);
+        loop {
+            let batch = scan(self.db.conn(), &self.idx, wm, size, &mut agg)?;
+            if batch.rows == 0 {
+                self.flush_staging(token, &mut agg, wm)?;
+                return Ok(Some(wm));
+            }
+            wm = batch.last_id;
+            self.totals.add_scan(&batch);
+            self.tick(batch.rows);
+            if self.deadline.expired() {
+                self.flush_staging(token, &mut agg, wm)?;
+                return Ok(None);
+            }
+            if agg.len() >= REBUILD_MAX_PAIRS {
+                self.flush_staging(token, &mut agg, wm)?;
             }
         }
     }
@@ -346,33 +472,37 @@ fn seed_from_existing(db: &mut WriteDb) -> anyhow::Result<Option<Value>> {
     })))
 }
 
-/// Creates the staging table (or finds a resumable one). Returns the id the
-/// staging pass resumes after, or None for a fresh start.
-fn prepare_staging(db: &mut WriteDb) -> anyhow::Result<Option<i64>> {
-    let exists = db.table_exists(STAGING_TABLE)?;
-    if exists {
-        if let Some(w) = read_watermark(db.conn(), REBUILD_KEY)? {
-            return Ok(Some(w));
-        }
-    }
+/// Takes ownership of the staging table: resumes a consistent one, else
+/// creates it empty. Returns the id the staging pass resumes after, and
+/// whether it was a resume.
+fn prepare_staging(db: &mut WriteDb, token: &str) -> anyhow::Result<(i64, bool)> {
     db.write(|tx| {
+        let resumable = db::table_exists(tx, STAGING_TABLE)?;
+        let wm = if resumable {
+            read_watermark(tx, REBUILD_KEY)?
+        } else {
+            None
+        };
+        db::state_set(tx, OWNER_KEY, token)?;
+        if let Some(w) = wm {
+            return Ok((w, true));
+        }
         tx.execute_batch(&format!("DROP TABLE IF EXISTS {STAGING_TABLE}"))?;
         tx.execute_batch(STAGING_DDL)?;
         db::state_set(tx, REBUILD_KEY, "0")?;
-        Ok(())
-    })?;
-    Ok(None)
+        Ok((0, false))
+    })
 }
 
-/// Swaps the staging table in. Returns the new watermark, or None when a
-/// concurrent run already swapped it.
-fn swap_in(db: &mut WriteDb) -> anyhow::Result<Option<i64>> {
+/// Swaps the staging table in; sets the watermark to the staging watermark.
+fn swap_in(db: &mut WriteDb, token: &str) -> anyhow::Result<i64> {
     db.write(|tx| {
-        if !db::table_exists(tx, STAGING_TABLE)? {
-            return Ok(None);
-        }
+        Run::check_owner(tx, token)?;
         let Some(w) = read_watermark(tx, REBUILD_KEY)? else {
-            return Ok(None);
+            return Err(Failure::Fatal(
+                "internal error: staging table is not consistent at swap time".into(),
+            )
+            .into());
         };
         // legacy_alter_table: RENAME must not re-check views/triggers that
         // mention neighbor_edges while it is momentarily absent.
@@ -384,11 +514,12 @@ fn swap_in(db: &mut WriteDb) -> anyhow::Result<Option<i64>> {
             ))?;
             db::state_set(tx, WATERMARK_KEY, &w.to_string())?;
             db::state_delete(tx, REBUILD_KEY)?;
+            db::state_delete(tx, OWNER_KEY)?;
             Ok(())
         })();
         let _ = tx.pragma_update(None, "legacy_alter_table", false);
         r?;
-        Ok(Some(w))
+        Ok(w)
     })
 }
 
@@ -398,30 +529,31 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
     let idx = load_index(db.conn()).context("loading the node prefix index")?;
     let batcher = Batcher::new(args.write.max_lock_ms);
     let deadline = Deadline::new(args.write.max_seconds);
-    let mut out = Outcome::new();
+    let token = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
 
     let mut seeded = None;
     let mut resumed_from = None;
-    let dest = if args.rebuild {
-        resumed_from = prepare_staging(&mut db)?;
-        STAGING
+    let start_wm = if args.rebuild {
+        let (w, resumed) = prepare_staging(&mut db, &token)?;
+        if resumed {
+            resumed_from = Some(w);
+        }
+        w
     } else {
         seeded = seed_from_existing(&mut db)?;
-        LIVE
+        read_watermark(db.conn(), WATERMARK_KEY)?.unwrap_or(0)
     };
-
-    let start_wm = read_watermark(db.conn(), dest.key)?.unwrap_or(0);
     let max_id: i64 =
         db.conn()
             .query_row("SELECT COALESCE(MAX(id), 0) FROM observations", [], |r| {
                 r.get(0)
             })?;
     let backlog = (max_id - start_wm).max(0) as u64;
-    let progress = (ctx.progress_allowed() && backlog >= 100_000).then(|| {
+    let progress = (ctx.progress_allowed() && backlog >= 200_000).then(|| {
         let p = indicatif::ProgressBar::new(backlog);
         p.set_style(
             indicatif::ProgressStyle::with_template(
-                "{spinner} build-edges {bar:40} {pos}/{len} ids ({per_sec}, eta {eta})",
+                "{spinner} build-edges {bar:40} {pos}/{len} observations ({per_sec}, eta {eta})",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
@@ -437,22 +569,29 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
         totals: Totals::default(),
         progress,
     };
-    let caught_up = runner.drain(dest)?;
+    let (complete, staging_wm) = if args.rebuild {
+        match runner.drain_rebuild(&token, start_wm)? {
+            Some(w) => (true, Some(w)),
+            None => (false, None),
+        }
+    } else {
+        (runner.drain_live()?, None)
+    };
     let totals = std::mem::take(&mut runner.totals);
     if let Some(p) = runner.progress.take() {
         p.finish_and_clear();
     }
-
-    let mut swapped = None;
-    if args.rebuild && caught_up {
-        swapped = Some(swap_in(&mut db)?.is_some());
+    let mut swapped = false;
+    if args.rebuild && staging_wm.is_some() {
+        swap_in(&mut db, &token)?;
+        swapped = true;
     }
     let watermark = read_watermark(db.conn(), WATERMARK_KEY)?;
-    let complete = caught_up;
     let edges_total: i64 = db
         .conn()
         .query_row("SELECT count(*) FROM neighbor_edges", [], |r| r.get(0))?;
 
+    let mut out = Outcome::new();
     out.set(
         "mode",
         if args.rebuild {
@@ -470,17 +609,18 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
     out.set("max_lock_hold_ms", db.max_lock_hold_ms());
     out.set("batches", totals.batches);
     out.set("batches_discarded", totals.discarded);
+    out.set("transactions", totals.transactions);
     out.set("trace_rows_skipped", totals.trace_skipped);
     out.set("edges_total", edges_total);
     out.set("seeded", seeded.clone().unwrap_or(Value::Null));
     if args.rebuild {
-        let staging_wm = read_watermark(db.conn(), REBUILD_KEY)?;
+        let staging = read_watermark(db.conn(), REBUILD_KEY)?;
         out.set(
             "rebuild",
             json!({
                 "resumed_after_id": resumed_from,
-                "swapped": swapped.unwrap_or(false),
-                "staging_watermark": staging_wm,
+                "swapped": swapped,
+                "staging_watermark": staging,
             }),
         );
     }
@@ -507,7 +647,7 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
             "; resumed an interrupted rebuild after observation {r}"
         ));
     }
-    if args.rebuild && complete {
+    if swapped {
         human.push_str(&format!("; {edges_total} edges swapped in"));
     }
     human.push('\n');
