@@ -21,7 +21,35 @@
 //!   correct TRACE hop list is the intended route, not who transmitted;
 //! - an empty endpoint or a self-edge is never produced (spec §10 #1).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// FNV-1a: a fast hasher for the short keys of the hot path (hop prefixes,
+/// node keys). Not DoS-resistant, which does not matter for local data.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// `HashMap` with [`Fnv`].
+pub type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 
 /// Payload type of ADVERT packets (spec §4.3).
 pub const PAYLOAD_ADVERT: i64 = 4;
@@ -51,7 +79,7 @@ pub enum Resolution<'a> {
 #[derive(Debug, Default, Clone)]
 pub struct PrefixIndex {
     keys: Vec<String>,
-    by_prefix: HashMap<String, Vec<u32>>,
+    by_prefix: FnvMap<String, Vec<u32>>,
 }
 
 impl PrefixIndex {
@@ -70,7 +98,7 @@ impl PrefixIndex {
             .collect();
         keys.sort();
         keys.dedup();
-        let mut by_prefix: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut by_prefix: FnvMap<String, Vec<u32>> = FnvMap::default();
         for (i, key) in keys.iter().enumerate() {
             for &n in PREFIX_HEX_LENS.iter() {
                 // `get` also guards against slicing inside a multi-byte char.
@@ -127,6 +155,97 @@ pub fn parse_path_json(s: &str) -> Vec<String> {
         return Vec::new();
     }
     serde_json::from_str::<Vec<String>>(s).unwrap_or_default()
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+/// Fast path of [`parse_path_json`] for arrays of plain strings (no escapes,
+/// no control characters): the first and last hop, or `Some(None)` for no
+/// hops. `None` means "not that simple shape" (caller falls back).
+fn fast_path_ends(s: &str) -> Option<Option<(&str, &str)>> {
+    let b = s.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'[') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    let mut first: Option<&str> = None;
+    let mut last: Option<&str> = None;
+    if b.get(i) == Some(&b']') {
+        i += 1;
+    } else {
+        loop {
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
+            let start = i + 1;
+            let mut j = start;
+            loop {
+                match b.get(j) {
+                    None => return None,
+                    Some(b'"') => break,
+                    Some(b'\\') => return None,
+                    Some(c) if *c < 0x20 => return None,
+                    Some(_) => j += 1,
+                }
+            }
+            let hop = s.get(start..j)?;
+            first.get_or_insert(hop);
+            last = Some(hop);
+            i = skip_ws(b, j + 1);
+            match b.get(i) {
+                Some(b',') => i = skip_ws(b, i + 1),
+                Some(b']') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    if skip_ws(b, i) != b.len() {
+        return None;
+    }
+    Some(first.zip(last))
+}
+
+/// First and last hop of a `path_json` value (same rules as
+/// [`parse_path_json`]); `None` when there are no hops.
+pub fn path_ends(s: &str) -> Option<(Cow<'_, str>, Cow<'_, str>)> {
+    match fast_path_ends(s) {
+        Some(ends) => ends.map(|(a, b)| (Cow::Borrowed(a), Cow::Borrowed(b))),
+        None => {
+            let mut hops = parse_path_json(s);
+            let last = hops.pop()?;
+            let first = if hops.is_empty() {
+                last.clone()
+            } else {
+                hops.swap_remove(0)
+            };
+            Some((Cow::Owned(first), Cow::Owned(last)))
+        }
+    }
+}
+
+/// Lower-cases a 64-hex key into `buf`; `None` unless exactly 64 hex chars
+/// after trimming.
+fn lower_key<'b>(s: &str, buf: &'b mut [u8; 64]) -> Option<&'b str> {
+    let t = s.trim().as_bytes();
+    if t.len() != 64 {
+        return None;
+    }
+    for (d, c) in buf.iter_mut().zip(t) {
+        if !c.is_ascii_hexdigit() {
+            return None;
+        }
+        *d = c.to_ascii_lowercase();
+    }
+    std::str::from_utf8(&buf[..]).ok()
 }
 
 /// `decoded_json.pubKey` when it is a JSON string, else `None`.
@@ -188,36 +307,63 @@ pub fn canonical(a: &str, b: &str) -> Option<(String, String)> {
     }
 }
 
+/// Calls `f(node_a, node_b)` for every edge candidate of one observation
+/// (spec §6.8): lower-case, canonical order, never an empty endpoint or a
+/// self-edge. The same pair may come twice (once per rule); each counts.
+pub fn extract_each(obs: &ObsInput<'_>, idx: &PrefixIndex, mut f: impl FnMut(&str, &str)) {
+    if obs.payload_type == Some(PAYLOAD_TRACE) {
+        return;
+    }
+    let is_advert = obs.payload_type == Some(PAYLOAD_ADVERT);
+    let mut emit = |a: &str, b: &str| {
+        if !a.is_empty() && !b.is_empty() && a != b {
+            if a < b {
+                f(a, b)
+            } else {
+                f(b, a)
+            }
+        }
+    };
+    let (mut fbuf, mut obuf) = ([0u8; 64], [0u8; 64]);
+    let decoded;
+    let originator: Option<&str> = if is_advert {
+        match obs.from_pubkey.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(s) => lower_key(s, &mut fbuf),
+            None => {
+                decoded = obs.decoded_json.and_then(decoded_pubkey);
+                decoded.as_deref().and_then(|s| lower_key(s, &mut fbuf))
+            }
+        }
+    } else {
+        None
+    };
+    let observer: Option<&str> = obs.observer_id.and_then(|o| lower_key(o, &mut obuf));
+    match obs.path_json.and_then(path_ends) {
+        None => {
+            if let (Some(fk), Some(ok)) = (originator, observer) {
+                emit(fk, ok);
+            }
+        }
+        Some((first, last)) => {
+            if let Some(fk) = originator {
+                if let Resolution::Unique(h0) = idx.resolve(&first) {
+                    emit(fk, h0);
+                }
+            }
+            if let Some(ok) = observer {
+                if let Resolution::Unique(hl) = idx.resolve(&last) {
+                    emit(ok, hl);
+                }
+            }
+        }
+    }
+}
+
 /// Edge candidates of one observation (spec §6.8), lower-case and canonical.
 /// The same pair may appear twice (once per rule); each counts.
 pub fn extract(obs: &ObsInput<'_>, idx: &PrefixIndex) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    if obs.payload_type == Some(PAYLOAD_TRACE) {
-        return out;
-    }
-    let is_advert = obs.payload_type == Some(PAYLOAD_ADVERT);
-    let f = obs.originator();
-    let o = obs.observer();
-    let hops = obs.path_json.map(parse_path_json).unwrap_or_default();
-
-    if hops.is_empty() {
-        if is_advert {
-            if let (Some(f), Some(o)) = (&f, &o) {
-                out.extend(canonical(f, o));
-            }
-        }
-        return out;
-    }
-    if let Some(f) = &f {
-        if let Resolution::Unique(h0) = idx.resolve(&hops[0]) {
-            out.extend(canonical(f, h0));
-        }
-    }
-    if let (Some(o), Some(last)) = (&o, hops.last()) {
-        if let Resolution::Unique(hl) = idx.resolve(last) {
-            out.extend(canonical(o, hl));
-        }
-    }
+    extract_each(obs, idx, |a, b| out.push((a.to_string(), b.to_string())));
     out
 }
 
@@ -303,6 +449,64 @@ mod tests {
             vec!["59", "20", "1D"]
         );
         assert_eq!(parse_path_json(" [\"7D1D\"] "), vec!["7D1D"]);
+    }
+
+    #[test]
+    fn path_ends_matches_full_parse() {
+        let cases = [
+            "",
+            "[]",
+            " [ ] ",
+            "[\"A\"]",
+            "[\"A\",\"B\",\"C\"]",
+            " [ \"a\" , \"b\" ] \n",
+            "[\"A\",]",
+            "[,\"A\"]",
+            "[\"A\" \"B\"]",
+            "[\"A\"] x",
+            "[\"A",
+            "[\"\\u0041\",\"B\"]",
+            "[\"A\\\"\"]",
+            "[\"a\tb\"]",
+            "[1]",
+            "null",
+            "{}",
+            "[\"é\",\"ü\"]",
+            "\u{a0}[\"A\"]",
+            "[\"\"]",
+        ];
+        for c in cases {
+            let full = parse_path_json(c);
+            let ends = path_ends(c).map(|(a, b)| (a.into_owned(), b.into_owned()));
+            let expect = full.first().cloned().zip(full.last().cloned());
+            assert_eq!(ends, expect, "{c:?}");
+        }
+        assert!(fast_path_ends("[\"A\",\"B\"]").is_some());
+        assert!(fast_path_ends("[\"\\u0041\"]").is_none());
+    }
+
+    #[test]
+    fn lower_key_validates() {
+        let mut buf = [0u8; 64];
+        let k = "AB".repeat(32);
+        assert_eq!(lower_key(&k, &mut buf), Some("ab".repeat(32).as_str()));
+        assert_eq!(
+            lower_key(&format!(" {k} "), &mut buf),
+            Some("ab".repeat(32).as_str())
+        );
+        assert_eq!(lower_key("ab", &mut buf), None);
+        assert_eq!(lower_key(&"zz".repeat(32), &mut buf), None);
+        assert_eq!(lower_key(&"é".repeat(32), &mut buf), None);
+    }
+
+    #[test]
+    fn fnv_hasher_is_deterministic() {
+        let mut a = Fnv::default();
+        a.write(b"abc");
+        let mut b = Fnv::default();
+        b.write(b"abc");
+        assert_eq!(a.finish(), b.finish());
+        assert_ne!(a.finish(), 0);
     }
 
     #[test]

@@ -28,7 +28,6 @@
 //! staging table through `build_edges.rebuild_owner`; a second rebuild takes
 //! it over and the first one stops with exit 75.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -39,7 +38,7 @@ use serde_json::{json, Value};
 use crate::cli::BuildEdgesArgs;
 use crate::context::Ctx;
 use crate::db::{self, Batcher, Deadline, WriteDb};
-use crate::edges::{self, ObsInput, PrefixIndex, PAYLOAD_TRACE};
+use crate::edges::{self, FnvMap, ObsInput, PrefixIndex, PAYLOAD_TRACE};
 use crate::error::Failure;
 use crate::report::Outcome;
 use crate::timeutil;
@@ -73,33 +72,36 @@ const SCAN_SQL: &str = "SELECT o.id, o.timestamp, o.path_json, t.payload_type,
 /// Rows per scan batch of a rebuild (scans hold no write lock).
 const REBUILD_SCAN_ROWS: usize = 50_000;
 /// A rebuild flushes its aggregate to staging beyond this many distinct pairs
-/// (keeps memory bounded: about 40 bytes per pair).
-const REBUILD_MAX_PAIRS: usize = 1_000_000;
+/// (keeps memory bounded: about 60 bytes per pair at the peak).
+const REBUILD_MAX_PAIRS: usize = 400_000;
 
 /// "No time" marker inside [`Agg`] (keeps an entry at 24 bytes).
 const NO_TIME: i64 = i64::MIN;
 
+/// (a, b, count, latest epoch or NO_TIME) with interned ids.
+type IdRow = (u32, u32, i64, i64);
+
 /// Candidates aggregated per pair, with interned node ids.
 #[derive(Debug, Default)]
 struct Agg {
-    ids: HashMap<String, u32>,
+    ids: FnvMap<String, u32>,
     names: Vec<String>,
     /// (a, b) interned, a's name < b's name → (count, latest epoch or NO_TIME).
-    pairs: HashMap<(u32, u32), (i64, i64)>,
+    pairs: FnvMap<(u32, u32), (i64, i64)>,
 }
 
 impl Agg {
-    fn intern(&mut self, s: String) -> u32 {
-        if let Some(&i) = self.ids.get(&s) {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.ids.get(s) {
             return i;
         }
         let i = self.names.len() as u32;
-        self.names.push(s.clone());
-        self.ids.insert(s, i);
+        self.names.push(s.to_string());
+        self.ids.insert(s.to_string(), i);
         i
     }
 
-    fn add(&mut self, (a, b): (String, String), ts: Option<i64>) {
+    fn add(&mut self, a: &str, b: &str, ts: Option<i64>) {
         let (a, b) = (self.intern(a), self.intern(b));
         let e = self.pairs.entry((a, b)).or_insert((0, NO_TIME));
         e.0 += 1;
@@ -112,22 +114,22 @@ impl Agg {
         self.pairs.len()
     }
 
-    /// (node_a, node_b, count, last_seen) sorted by key (sequential B-tree writes).
-    fn rows(&self) -> Vec<(&str, &str, i64, Option<String>)> {
-        let mut v: Vec<_> = self
-            .pairs
-            .iter()
-            .map(|(&(a, b), &(n, t))| {
-                (
-                    self.names[a as usize].as_str(),
-                    self.names[b as usize].as_str(),
-                    n,
-                    (t != NO_TIME).then(|| timeutil::rfc3339(t)),
-                )
-            })
+    /// Empties the aggregate into (names, rows sorted by key), rows as
+    /// (a, b, count, latest epoch or NO_TIME). Sorted so that writes append
+    /// to the B-trees in key order; the hash map is freed before writing.
+    fn take_sorted(&mut self) -> (Vec<String>, Vec<IdRow>) {
+        let names = std::mem::take(&mut self.names);
+        let pairs = std::mem::take(&mut self.pairs);
+        self.ids = FnvMap::default();
+        let mut v: Vec<IdRow> = pairs
+            .into_iter()
+            .map(|((a, b), (n, t))| (a, b, n, t))
             .collect();
-        v.sort_unstable_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
-        v
+        v.sort_unstable_by(|x, y| {
+            (names[x.0 as usize].as_str(), names[x.1 as usize].as_str())
+                .cmp(&(names[y.0 as usize].as_str(), names[y.1 as usize].as_str()))
+        });
+        (names, v)
     }
 
     fn clear(&mut self) {
@@ -219,15 +221,13 @@ fn scan(
             observer_id: text(r.get_ref(6)?),
             path_json: text(r.get_ref(2)?),
         };
-        let cands = edges::extract(&obs, idx);
-        if cands.is_empty() {
-            continue;
-        }
         let ts = epoch(r.get_ref(1)?);
-        for pair in cands {
-            b.candidates += 1;
-            agg.add(pair, ts);
-        }
+        let mut n = 0u64;
+        edges::extract_each(&obs, idx, |x, y| {
+            n += 1;
+            agg.add(x, y, ts);
+        });
+        b.candidates += n;
     }
     Ok(b)
 }
@@ -244,12 +244,39 @@ fn read_watermark(conn: &Connection, key: &str) -> anyhow::Result<Option<i64>> {
     }
 }
 
+fn time_text(t: i64) -> Option<String> {
+    (t != NO_TIME).then(|| timeutil::rfc3339(t))
+}
+
+/// Inserts `rows` into a table known not to hold any of them (a fresh
+/// staging table); returns (upserted, new).
+fn insert_new(
+    tx: &Transaction<'_>,
+    table: &str,
+    names: &[String],
+    rows: &[IdRow],
+) -> anyhow::Result<(u64, u64)> {
+    let mut ins = tx.prepare_cached(&format!(
+        "INSERT INTO {table} (node_a, node_b, count, last_seen) VALUES (?1, ?2, ?3, ?4)"
+    ))?;
+    for &(a, b, count, t) in rows {
+        ins.execute(rusqlite::params![
+            names[a as usize],
+            names[b as usize],
+            count,
+            time_text(t)
+        ])?;
+    }
+    Ok((rows.len() as u64, rows.len() as u64))
+}
+
 /// Upserts `rows` into `table`; returns (upserted, new). The later
 /// `last_seen` wins, compared as instants (stored values may be `….000Z`).
 fn upsert(
     tx: &Transaction<'_>,
     table: &str,
-    rows: &[(&str, &str, i64, Option<String>)],
+    names: &[String],
+    rows: &[IdRow],
 ) -> anyhow::Result<(u64, u64)> {
     let mut upd = tx.prepare_cached(&format!(
         "UPDATE {table} SET count = COALESCE(count, 0) + ?3,
@@ -262,7 +289,8 @@ fn upsert(
         "INSERT INTO {table} (node_a, node_b, count, last_seen) VALUES (?1, ?2, ?3, ?4)"
     ))?;
     let (mut upserted, mut new) = (0u64, 0u64);
-    for (a, b, count, ls) in rows {
+    for &(a, b, count, t) in rows {
+        let (a, b, ls) = (&names[a as usize], &names[b as usize], time_text(t));
         if upd.execute(rusqlite::params![a, b, count, ls])? == 0 {
             ins.execute(rusqlite::params![a, b, count, ls])?;
             new += 1;
@@ -280,9 +308,30 @@ struct Run<'a> {
     deadline: Deadline,
     totals: Totals,
     progress: Option<indicatif::ProgressBar>,
+    /// The staging table was created empty by this run and not yet written.
+    staging_fresh: bool,
+    /// WAL mode: checkpoint (PASSIVE) between transactions.
+    wal: bool,
+    commits_since_checkpoint: u32,
 }
 
 impl Run<'_> {
+    /// A PASSIVE checkpoint every `every` commits (and with `every` = 1 after
+    /// each); it waits for nobody and holds no write lock.
+    fn maybe_checkpoint(&mut self, every: u32) {
+        self.commits_since_checkpoint += 1;
+        if self.wal && self.commits_since_checkpoint >= every {
+            self.commits_since_checkpoint = 0;
+            let r = self
+                .db
+                .conn()
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            if let Err(e) = r {
+                log::debug!("passive checkpoint: {e}");
+            }
+        }
+    }
+
     fn tick(&self, rows: u64) {
         if let Some(p) = &self.progress {
             p.inc(rows);
@@ -304,17 +353,18 @@ impl Run<'_> {
             if batch.rows == 0 {
                 return Ok(true);
             }
-            let rows = agg.rows();
+            let (names, rows) = agg.take_sorted();
             let (applied, started) = self.db.write(|tx| {
                 let started = Instant::now();
                 if read_watermark(tx, WATERMARK_KEY)?.unwrap_or(0) != wm {
                     return Ok((None, started));
                 }
-                let r = upsert(tx, EDGES_TABLE, &rows)?;
+                let r = upsert(tx, EDGES_TABLE, &names, &rows)?;
                 db::state_set(tx, WATERMARK_KEY, &batch.last_id.to_string())?;
                 Ok((Some(r), started))
             })?;
             self.totals.transactions += 1;
+            self.maybe_checkpoint(8);
             match applied {
                 Some((upserted, new)) => {
                     // Hold time including the commit.
@@ -349,7 +399,8 @@ impl Run<'_> {
     /// watermark. The staging watermark is cleared first, so a crash in
     /// between leaves a staging table that the next rebuild discards.
     fn flush_staging(&mut self, token: &str, agg: &mut Agg, wm: i64) -> anyhow::Result<()> {
-        let rows = agg.rows();
+        let t0 = Instant::now();
+        let (names, rows) = agg.take_sorted();
         if !rows.is_empty() {
             self.db.write(|tx| {
                 Self::check_owner(tx, token)?;
@@ -361,13 +412,20 @@ impl Run<'_> {
             while i < rows.len() {
                 let n = self.batcher.size().max(1).min(rows.len() - i);
                 let chunk = &rows[i..i + n];
+                let fresh = self.staging_fresh;
                 let ((upserted, new), started) = self.db.write(|tx| {
                     let started = Instant::now();
                     Self::check_owner(tx, token)?;
-                    Ok((upsert(tx, STAGING_TABLE, chunk)?, started))
+                    let r = if fresh {
+                        insert_new(tx, STAGING_TABLE, &names, chunk)?
+                    } else {
+                        upsert(tx, STAGING_TABLE, &names, chunk)?
+                    };
+                    Ok((r, started))
                 })?;
                 self.batcher.observe(n, started.elapsed());
                 self.totals.transactions += 1;
+                self.maybe_checkpoint(1);
                 self.totals.upserted += upserted;
                 self.totals.new += new;
                 i += n;
@@ -378,9 +436,13 @@ impl Run<'_> {
             db::state_set(tx, REBUILD_KEY, &wm.to_string())?;
             Ok(())
         })?;
+        self.staging_fresh = false;
         self.totals.transactions += 1;
-        drop(rows);
-        agg.clear();
+        log::info!(
+            "rebuild: wrote {} pairs to staging up to observation {wm} in {:.0} ms",
+            rows.len(),
+            t0.elapsed().as_secs_f64() * 1000.0
+        );
         Ok(())
     }
 
@@ -390,7 +452,14 @@ impl Run<'_> {
         let mut agg = Agg::default();
         let mut wm = start;
         let size = self.fixed_batch.unwrap_or(REBUILD_SCAN_ROWS).max(1);
+        let t0 = Instant::now();
         loop {
+            if agg.len() == 0 {
+                log::info!(
+                    "rebuild: scanning after observation {wm} ({:.0} ms so far)",
+                    t0.elapsed().as_secs_f64() * 1000.0
+                );
+            }
             let batch = scan(self.db.conn(), &self.idx, wm, size, &mut agg)?;
             if batch.rows == 0 {
                 self.flush_staging(token, &mut agg, wm)?;
@@ -526,6 +595,19 @@ fn swap_in(db: &mut WriteDb, token: &str) -> anyhow::Result<i64> {
 pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
     let mut db = WriteDb::open(&ctx.db_path, &ctx.open_options(false))?;
     db.require_ready()?;
+    // In WAL mode NORMAL skips the fsync per commit but never breaks
+    // atomicity: a power loss can only drop the latest transactions, each of
+    // which carries its own watermark, so nothing is double-counted or lost.
+    let journal: String = db
+        .conn()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    let wal = journal.eq_ignore_ascii_case("wal");
+    if wal {
+        db.conn().execute_batch("PRAGMA synchronous = NORMAL")?;
+        // Checkpoint explicitly (PASSIVE, outside any transaction) instead of
+        // inside our commits, so a checkpoint never lengthens a lock hold.
+        db.conn().execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+    }
     let idx = load_index(db.conn()).context("loading the node prefix index")?;
     let batcher = Batcher::new(args.write.max_lock_ms);
     let deadline = Deadline::new(args.write.max_seconds);
@@ -568,6 +650,9 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
         deadline,
         totals: Totals::default(),
         progress,
+        staging_fresh: args.rebuild && resumed_from.is_none(),
+        wal,
+        commits_since_checkpoint: 0,
     };
     let (complete, staging_wm) = if args.rebuild {
         match runner.drain_rebuild(&token, start_wm)? {
@@ -577,19 +662,31 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
     } else {
         (runner.drain_live()?, None)
     };
+    runner.maybe_checkpoint(1);
     let totals = std::mem::take(&mut runner.totals);
     if let Some(p) = runner.progress.take() {
         p.finish_and_clear();
     }
     let mut swapped = false;
     if args.rebuild && staging_wm.is_some() {
+        let t0 = Instant::now();
         swap_in(&mut db, &token)?;
+        log::info!(
+            "rebuild: swapped in ({:.0} ms)",
+            t0.elapsed().as_secs_f64() * 1000.0
+        );
         swapped = true;
     }
     let watermark = read_watermark(db.conn(), WATERMARK_KEY)?;
-    let edges_total: i64 = db
-        .conn()
-        .query_row("SELECT count(*) FROM neighbor_edges", [], |r| r.get(0))?;
+    // Counting the table costs a full index scan: only after a rebuild.
+    let edges_total: Option<i64> = if swapped {
+        Some(
+            db.conn()
+                .query_row("SELECT count(*) FROM neighbor_edges", [], |r| r.get(0))?,
+        )
+    } else {
+        None
+    };
 
     let mut out = Outcome::new();
     out.set(
@@ -611,7 +708,7 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
     out.set("batches_discarded", totals.discarded);
     out.set("transactions", totals.transactions);
     out.set("trace_rows_skipped", totals.trace_skipped);
-    out.set("edges_total", edges_total);
+    out.set("edges_total", edges_total.map_or(Value::Null, Value::from));
     out.set("seeded", seeded.clone().unwrap_or(Value::Null));
     if args.rebuild {
         let staging = read_watermark(db.conn(), REBUILD_KEY)?;
@@ -648,7 +745,7 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
         ));
     }
     if swapped {
-        human.push_str(&format!("; {edges_total} edges swapped in"));
+        human.push_str(&format!("; {} edges swapped in", edges_total.unwrap_or(0)));
     }
     human.push('\n');
     out.human = human;
