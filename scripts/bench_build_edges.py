@@ -11,8 +11,8 @@ upgraded by `corescope migrate`), then reports in one run:
     getrusage of the child;
   - max_lock_hold_ms reported by the rebuild and the tick (goal <= 200).
 
-Usage: scripts/bench_build_edges.py [--observations 1000000] [--bin target/release/corescope]
-       [--dir /tmp/cs-bench] [--keep]
+Usage: scripts/bench_build_edges.py [--observations 1000000] [--topology mesh|random]
+       [--bin target/release/corescope] [--dir /tmp/cs-bench] [--keep]
 """
 import argparse
 import json
@@ -47,13 +47,44 @@ def rand_key(rng):
     return "%064x" % rng.getrandbits(256)
 
 
-def populate(db, n_obs, rng, start_ts=1_779_000_000):
+def mesh(rng, n, k=6, n_obs=60):
+    """Positions in a unit square, k nearest neighbours (symmetric), and for
+    every node its 2 nearest observers (observers = the first n_obs nodes)."""
+    pos = [(rng.random(), rng.random()) for _ in range(n)]
+    cell = 0.05
+    grid = {}
+    for i, (x, y) in enumerate(pos):
+        grid.setdefault((int(x / cell), int(y / cell)), []).append(i)
+
+    def near(i, pool_filter, want):
+        x, y = pos[i]
+        r = 1
+        while True:
+            cx, cy = int(x / cell), int(y / cell)
+            cand = [j for gx in range(cx - r, cx + r + 1) for gy in range(cy - r, cy + r + 1)
+                    for j in grid.get((gx, gy), []) if j != i and pool_filter(j)]
+            if len(cand) >= want or r > 25:
+                cand.sort(key=lambda j: (pos[j][0] - x) ** 2 + (pos[j][1] - y) ** 2)
+                return cand[:want]
+            r += 1
+
+    nbrs = [set() for _ in range(n)]
+    for i in range(n):
+        for j in near(i, lambda j: True, k):
+            nbrs[i].add(j)
+            nbrs[j].add(i)
+    nearest_obs = [near(i, lambda j: j < n_obs, 2) or [0] for i in range(n)]
+    return pos, [sorted(s) for s in nbrs], nearest_obs
+
+
+def populate(db, n_obs, rng, topology="mesh", start_ts=1_779_000_000):
     c = sqlite3.connect(db)
     c.execute("PRAGMA synchronous = OFF")
     keys = [rand_key(rng) for _ in range(3000)]
+    pos, nbrs, nearest_obs = mesh(rng, len(keys))
     c.executemany(
         "INSERT INTO nodes (public_key, name, role, lat, lon, last_seen, first_seen) VALUES (?,?,?,?,?,?,?)",
-        [(k, "node %d" % i, "repeater", 37 + rng.random(), -122 + rng.random(),
+        [(k, "node %d" % i, "repeater", 37 + pos[i][1], -122 + pos[i][0],
           "2026-05-17T18:12:01Z", "2026-05-01T00:00:00Z") for i, k in enumerate(keys)],
     )
     obs_keys = keys[:60]
@@ -63,9 +94,12 @@ def populate(db, n_obs, rng, start_ts=1_779_000_000):
     )
     n_tx = max(1, n_obs // 4)
     txs = []
+    srcs = []
     for i in range(n_tx):
         pt = rng.choice([4, 4, 5, 5, 5, 2, 1, 9])
-        frm = rng.choice(keys) if pt == 4 else None
+        src = rng.randrange(len(keys))
+        srcs.append(src)
+        frm = keys[src] if pt == 4 else None
         txs.append(("11", "%016x" % (i + 1), "2026-05-17T18:12:01Z", 1, pt, None, frm))
     c.executemany(
         "INSERT INTO transmissions (raw_hex, hash, first_seen, route_type, payload_type, decoded_json, from_pubkey) VALUES (?,?,?,?,?,?,?)",
@@ -76,9 +110,18 @@ def populate(db, n_obs, rng, start_ts=1_779_000_000):
     seen = set()
     while made < n_obs:
         t = made // 4 + 1
-        ob = rng.randrange(1, len(obs_keys) + 1)
         size = rng.choice([1, 1, 1, 2, 2, 3])
-        hops = [rng.choice(keys)[: 2 * size].upper() for _ in range(rng.randrange(0, 6))]
+        if topology == "mesh":
+            # A random walk from the originator; heard by an observer near the last hop.
+            node = srcs[t - 1]
+            hops = []
+            for _ in range(rng.randrange(0, 6)):
+                node = rng.choice(nbrs[node])
+                hops.append(keys[node][: 2 * size].upper())
+            ob = rng.choice(nearest_obs[node]) + 1
+        else:
+            ob = rng.randrange(1, len(obs_keys) + 1)
+            hops = [rng.choice(keys)[: 2 * size].upper() for _ in range(rng.randrange(0, 6))]
         pj = json.dumps(hops, separators=(",", ":"))
         if (t, ob, pj) in seen:
             continue
@@ -146,9 +189,12 @@ def main():
     ap.add_argument("--bin", default="target/release/corescope")
     ap.add_argument("--dir", default="/tmp/cs-bench")
     ap.add_argument("--keep", action="store_true", help="reuse an existing database of the same size")
+    ap.add_argument("--topology", choices=["mesh", "random"], default="mesh",
+                    help="mesh: random walks over a 6-nearest-neighbour graph (realistic edge counts); "
+                         "random: every hop a random node (worst case: very many distinct edges)")
     a = ap.parse_args()
     os.makedirs(a.dir, exist_ok=True)
-    db = os.path.join(a.dir, "bench-%d.db" % a.observations)
+    db = os.path.join(a.dir, "bench-%s-%d.db" % (a.topology, a.observations))
     rng = random.Random(42)
     if not (a.keep and os.path.exists(db)):
         for suffix in ("", "-wal", "-shm"):
@@ -159,7 +205,7 @@ def main():
         c.executescript(SEED_CORE)
         c.close()
         t0 = time.perf_counter()
-        populate(db, a.observations, rng)
+        populate(db, a.observations, rng, a.topology)
         subprocess.run([a.bin, "migrate", "--db", db], check=True, stdout=subprocess.DEVNULL)
         print("built %s (%d observations) in %.1f s" % (db, a.observations, time.perf_counter() - t0))
     # Warm the page cache once for both contenders.
@@ -183,14 +229,14 @@ def main():
     t_tick, p, _ = run_timed([a.bin, "--json", "build-edges", "--db", db])
     tick = json.loads(p.stdout)
 
-    print("observations:            %d" % a.observations)
+    print("observations:            %d (%s topology)" % (a.observations, a.topology))
     print("sqlite3 CLI joined SELECT: %.2f s" % t_cli)
     print("build-edges --rebuild:   %.2f s  (ratio %.2f, goal <= 1.5)" % (t_rb, t_rb / t_cli))
     print("  edges: %s, batches: %s, max_lock_hold_ms: %s (goal <= 200)" % (rb["edges_total"], rb["batches"], rb["max_lock_hold_ms"]))
     print("  peak RSS: %s (goal <= 64 MB)" % ("%.1f MB" % (rss / 1024) if rss else "n/a"))
     print("incremental tick (1000 new): %.3f s (%.2f %% of the rebuild, goal <= 1 %%), %s candidates, %s edges upserted, max_lock_hold_ms %s" % (
         t_tick, 100 * t_tick / t_rb, tick["candidates"], tick["edges_upserted"], tick["max_lock_hold_ms"]))
-    print(json.dumps({"observations": a.observations, "cli_s": round(t_cli, 3), "rebuild_s": round(t_rb, 3),
+    print(json.dumps({"observations": a.observations, "topology": a.topology, "cli_s": round(t_cli, 3), "rebuild_s": round(t_rb, 3),
                       "ratio": round(t_rb / t_cli, 3), "tick_s": round(t_tick, 4),
                       "tick_pct": round(100 * t_tick / t_rb, 3), "rebuild_max_lock_hold_ms": rb["max_lock_hold_ms"],
                       "tick_max_lock_hold_ms": tick["max_lock_hold_ms"],

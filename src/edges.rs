@@ -25,26 +25,50 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// FNV-1a: a fast hasher for the short keys of the hot path (hop prefixes,
-/// node keys). Not DoS-resistant, which does not matter for local data.
+/// A fast, deterministic hasher for the hot path (FxHash-style: one
+/// multiply-rotate per 8 bytes). Not DoS-resistant, which does not matter for
+/// local data.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Fnv(u64);
+
+const FX_K: u64 = 0x517c_c1b7_2722_0a95;
+
+impl Fnv {
+    #[inline]
+    fn mix(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(FX_K);
+    }
+}
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.mix(u64::from_le_bytes(w));
         }
-        self.0 = h;
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.mix(i as u64);
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.mix(i as u64);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.mix(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.mix(i as u64);
     }
 }
 
@@ -79,7 +103,28 @@ pub enum Resolution<'a> {
 #[derive(Debug, Default, Clone)]
 pub struct PrefixIndex {
     keys: Vec<String>,
-    by_prefix: FnvMap<String, Vec<u32>>,
+    /// Hex prefixes packed as (length, value) → key ids.
+    by_hex: FnvMap<(u8, u64), Vec<u32>>,
+    /// Prefixes that are not hex (garbage keys), lower-case → key ids.
+    by_other: FnvMap<String, Vec<u32>>,
+}
+
+/// A hex string of at most 16 characters packed as (length, value).
+fn pack_hex(s: &[u8]) -> Option<(u8, u64)> {
+    if s.is_empty() || s.len() > 16 {
+        return None;
+    }
+    let mut v = 0u64;
+    for &c in s {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | d as u64;
+    }
+    Some((s.len() as u8, v))
 }
 
 impl PrefixIndex {
@@ -98,19 +143,27 @@ impl PrefixIndex {
             .collect();
         keys.sort();
         keys.dedup();
-        let mut by_prefix: FnvMap<String, Vec<u32>> = FnvMap::default();
+        let mut by_hex: FnvMap<(u8, u64), Vec<u32>> = FnvMap::default();
+        let mut by_other: FnvMap<String, Vec<u32>> = FnvMap::default();
         for (i, key) in keys.iter().enumerate() {
             for &n in PREFIX_HEX_LENS.iter() {
                 // `get` also guards against slicing inside a multi-byte char.
                 if let Some(prefix) = key.get(..n) {
-                    by_prefix
-                        .entry(prefix.to_string())
-                        .or_default()
-                        .push(i as u32);
+                    match pack_hex(prefix.as_bytes()) {
+                        Some(h) => by_hex.entry(h).or_default().push(i as u32),
+                        None => by_other
+                            .entry(prefix.to_string())
+                            .or_default()
+                            .push(i as u32),
+                    }
                 }
             }
         }
-        PrefixIndex { keys, by_prefix }
+        PrefixIndex {
+            keys,
+            by_hex,
+            by_other,
+        }
     }
 
     /// Number of distinct keys indexed.
@@ -123,26 +176,34 @@ impl PrefixIndex {
         self.keys.is_empty()
     }
 
+    /// Key ids with prefix `hop` (any case).
+    fn lookup(&self, hop: &str) -> &[u32] {
+        if let Some(h) = pack_hex(hop.as_bytes()) {
+            return self.by_hex.get(&h).map_or(&[], |v| v.as_slice());
+        }
+        if self.by_other.is_empty() {
+            return &[];
+        }
+        self.by_other
+            .get(&hop.to_ascii_lowercase())
+            .map_or(&[], |v| v.as_slice())
+    }
+
     /// Every indexed key that starts with `hop` (compared lower-case), sorted.
     /// Empty when the hop length is not one of [`PREFIX_HEX_LENS`].
     pub fn candidates(&self, hop: &str) -> Vec<&str> {
-        let hop = hop.to_ascii_lowercase();
-        match self.by_prefix.get(&hop) {
-            Some(ids) => ids
-                .iter()
-                .map(|&i| self.keys[i as usize].as_str())
-                .collect(),
-            None => Vec::new(),
-        }
+        self.lookup(hop)
+            .iter()
+            .map(|&i| self.keys[i as usize].as_str())
+            .collect()
     }
 
     /// The unique-candidate rule of spec §6.8.
     pub fn resolve(&self, hop: &str) -> Resolution<'_> {
-        let hop = hop.to_ascii_lowercase();
-        match self.by_prefix.get(&hop).map(|v| v.as_slice()) {
-            None | Some([]) => Resolution::None,
-            Some([one]) => Resolution::Unique(self.keys[*one as usize].as_str()),
-            Some(_) => Resolution::Ambiguous,
+        match self.lookup(hop) {
+            [] => Resolution::None,
+            [one] => Resolution::Unique(self.keys[*one as usize].as_str()),
+            _ => Resolution::Ambiguous,
         }
     }
 }
@@ -429,6 +490,20 @@ mod tests {
     }
 
     #[test]
+    fn non_hex_keys_still_resolve_by_prefix() {
+        let idx = PrefixIndex::new(["ZZ-garbage-key", "zy0000"]);
+        assert_eq!(idx.resolve("zz"), Resolution::Unique("zz-garbage-key"));
+        assert_eq!(idx.resolve("ZZ-G"), Resolution::Unique("zz-garbage-key"));
+        assert_eq!(idx.resolve("zy00"), Resolution::Unique("zy0000"));
+        assert_eq!(idx.resolve("00"), Resolution::None);
+        assert_eq!(pack_hex(b"0aF"), Some((3, 0x0af)));
+        assert_eq!(pack_hex(b"00"), Some((2, 0)));
+        assert_ne!(pack_hex(b"00"), pack_hex(b"0000"));
+        assert_eq!(pack_hex(b"0123456789abcdef0"), None);
+        assert_eq!(pack_hex(b""), None);
+    }
+
+    #[test]
     fn non_ascii_key_does_not_panic() {
         let idx = PrefixIndex::new(["aé€xyzéé€€€€€€€€€€"]);
         assert_eq!(idx.resolve("aé"), Resolution::None);
@@ -500,13 +575,16 @@ mod tests {
     }
 
     #[test]
-    fn fnv_hasher_is_deterministic() {
-        let mut a = Fnv::default();
-        a.write(b"abc");
-        let mut b = Fnv::default();
-        b.write(b"abc");
-        assert_eq!(a.finish(), b.finish());
-        assert_ne!(a.finish(), 0);
+    fn hasher_is_deterministic_and_length_aware() {
+        let h = |b: &[u8]| {
+            let mut x = Fnv::default();
+            x.write(b);
+            x.finish()
+        };
+        assert_eq!(h(b"abc"), h(b"abc"));
+        assert_ne!(h(b"abc"), h(b"abd"));
+        assert_ne!(h(b"\0"), h(b"\0\0"));
+        assert_ne!(h(&[7u8; 64]), h(&[7u8; 63]));
     }
 
     #[test]
