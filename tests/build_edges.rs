@@ -292,7 +292,7 @@ fn rebuild_recomputes_and_drops_bad_rows() {
     let c = Connection::open(&db).unwrap();
     let staging: i64 = c
         .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE name LIKE '%edges_rebuild%'",
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE '%edges_rebuild%' OR name LIKE '%edges_old%'",
             [],
             |r| r.get(0),
         )
@@ -486,7 +486,15 @@ fn convergence_one_run_many_runs_kills_and_concurrent() {
     build(&c2, &[]);
     for _ in 0..6 {
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("corescope"))
-            .args(["build-edges", "--rebuild", "--batch-size", "3", "--max-lock-ms", "1", "--db"])
+            .args([
+                "build-edges",
+                "--rebuild",
+                "--batch-size",
+                "3",
+                "--max-lock-ms",
+                "1",
+                "--db",
+            ])
             .arg(&c2)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

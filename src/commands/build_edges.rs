@@ -51,6 +51,10 @@ pub const REBUILD_KEY: &str = "build_edges.rebuild_watermark";
 pub const OWNER_KEY: &str = "build_edges.rebuild_owner";
 /// The rebuild's staging table.
 pub const STAGING_TABLE: &str = "_corescope_edges_rebuild";
+/// Prefix of the tables a swap renames the old `neighbor_edges` to; they are
+/// emptied in short batches and dropped afterwards (a `DROP TABLE` of a big
+/// table would hold the write lock for as long as it takes to free every page).
+pub const OLD_TABLE_PREFIX: &str = "_corescope_edges_old_";
 
 const EDGES_TABLE: &str = "neighbor_edges";
 
@@ -312,6 +316,7 @@ struct Run<'a> {
     staging_fresh: bool,
     /// WAL mode: checkpoint (PASSIVE) between transactions.
     wal: bool,
+    max_lock_ms: u64,
     commits_since_checkpoint: u32,
 }
 
@@ -401,6 +406,10 @@ impl Run<'_> {
     fn flush_staging(&mut self, token: &str, agg: &mut Agg, wm: i64) -> anyhow::Result<()> {
         let t0 = Instant::now();
         let (names, rows) = agg.take_sorted();
+        // Per-row cost differs from the previous flush (bigger table, other
+        // key spread): start small again rather than overshoot the budget,
+        // and aim at a quarter of it (bulk work: margin over throughput).
+        self.batcher = Batcher::new((self.max_lock_ms / 2).max(1));
         if !rows.is_empty() {
             self.db.write(|tx| {
                 Self::check_owner(tx, token)?;
@@ -564,7 +573,15 @@ fn prepare_staging(db: &mut WriteDb, token: &str) -> anyhow::Result<(i64, bool)>
 }
 
 /// Swaps the staging table in; sets the watermark to the staging watermark.
+/// The old table is renamed (cheap), not dropped, inside the transaction.
 fn swap_in(db: &mut WriteDb, token: &str) -> anyhow::Result<i64> {
+    let old: String = format!(
+        "{OLD_TABLE_PREFIX}{}",
+        token
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect::<String>()
+    );
     db.write(|tx| {
         Run::check_owner(tx, token)?;
         let Some(w) = read_watermark(tx, REBUILD_KEY)? else {
@@ -573,12 +590,12 @@ fn swap_in(db: &mut WriteDb, token: &str) -> anyhow::Result<i64> {
             )
             .into());
         };
-        // legacy_alter_table: RENAME must not re-check views/triggers that
-        // mention neighbor_edges while it is momentarily absent.
+        // legacy_alter_table: RENAME must not rewrite or re-check views and
+        // triggers that mention neighbor_edges.
         tx.pragma_update(None, "legacy_alter_table", true)?;
         let r = (|| -> anyhow::Result<()> {
             tx.execute_batch(&format!(
-                "DROP TABLE IF EXISTS {EDGES_TABLE};
+                "ALTER TABLE {EDGES_TABLE} RENAME TO {old};
                  ALTER TABLE {STAGING_TABLE} RENAME TO {EDGES_TABLE};"
             ))?;
             db::state_set(tx, WATERMARK_KEY, &w.to_string())?;
@@ -590,6 +607,49 @@ fn swap_in(db: &mut WriteDb, token: &str) -> anyhow::Result<i64> {
         r?;
         Ok(w)
     })
+}
+
+/// Empties and drops the old tables left by swaps, in transactions sized to
+/// the lock budget. Stops at the deadline (after at least one batch); a later
+/// run continues. Returns the rows deleted.
+fn drop_old_tables(db: &mut WriteDb, max_lock_ms: u64, deadline: &Deadline) -> anyhow::Result<u64> {
+    let names: Vec<String> = {
+        let mut st = db.conn().prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, length(?1)) = ?1 ORDER BY name",
+        )?;
+        let rows = st.query_map([OLD_TABLE_PREFIX], |r| r.get::<_, String>(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut batcher = Batcher::new((max_lock_ms / 2).max(1));
+    let mut deleted = 0u64;
+    for name in names {
+        loop {
+            let n = batcher.size().max(1);
+            let (gone, started) = db.write(|tx| {
+                let started = Instant::now();
+                if !db::table_exists(tx, &name)? {
+                    return Ok((0usize, started));
+                }
+                let gone = tx.execute(
+                    &format!("DELETE FROM \"{name}\" WHERE rowid IN (SELECT rowid FROM \"{name}\" ORDER BY rowid LIMIT ?1)"),
+                    [n as i64],
+                )?;
+                if gone == 0 {
+                    tx.execute_batch(&format!("DROP TABLE IF EXISTS \"{name}\""))?;
+                }
+                Ok((gone, started))
+            })?;
+            batcher.observe(gone, started.elapsed());
+            deleted += gone as u64;
+            if gone == 0 {
+                break;
+            }
+            if deadline.expired() {
+                return Ok(deleted);
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
@@ -608,6 +668,9 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
         // inside our commits, so a checkpoint never lengthens a lock hold.
         db.conn().execute_batch("PRAGMA wal_autocheckpoint = 0")?;
     }
+    // 8 MiB page cache (SQLite's default is 2 MiB): upserts into a large
+    // edge table touch pages all over its two B-trees.
+    db.conn().execute_batch("PRAGMA cache_size = -8192")?;
     let idx = load_index(db.conn()).context("loading the node prefix index")?;
     let batcher = Batcher::new(args.write.max_lock_ms);
     let deadline = Deadline::new(args.write.max_seconds);
@@ -652,6 +715,7 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
         progress,
         staging_fresh: args.rebuild && resumed_from.is_none(),
         wal,
+        max_lock_ms: args.write.max_lock_ms,
         commits_since_checkpoint: 0,
     };
     let (complete, staging_wm) = if args.rebuild {
@@ -676,6 +740,13 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
             t0.elapsed().as_secs_f64() * 1000.0
         );
         swapped = true;
+    }
+    // Old tables of this or an earlier (interrupted) swap.
+    let old_rows_deleted = drop_old_tables(&mut db, args.write.max_lock_ms, &deadline)?;
+    if wal {
+        let _ = db
+            .conn()
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
     }
     let watermark = read_watermark(db.conn(), WATERMARK_KEY)?;
     // Counting the table costs a full index scan: only after a rebuild.
@@ -708,6 +779,7 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
     out.set("batches_discarded", totals.discarded);
     out.set("transactions", totals.transactions);
     out.set("trace_rows_skipped", totals.trace_skipped);
+    out.set("old_table_rows_deleted", old_rows_deleted);
     out.set("edges_total", edges_total.map_or(Value::Null, Value::from));
     out.set("seeded", seeded.clone().unwrap_or(Value::Null));
     if args.rebuild {
