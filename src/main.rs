@@ -12,7 +12,10 @@ mod config;
 mod context;
 mod db;
 mod error;
+mod logging;
+mod metrics;
 mod report;
+mod runlock;
 mod schema;
 mod timeutil;
 
@@ -29,23 +32,48 @@ use crate::error::{exit_code, Failure};
 
 fn main() {
     let cli = Cli::parse();
-    init_logging(&cli);
+    logging::init(cli.verbose, cli.quiet);
     let started = Instant::now();
     let command = cli.command.name();
-    let (db_display, result) = match build_ctx(&cli) {
-        Ok(ctx) => {
-            let shown = ctx.db_path.display().to_string();
-            (shown, commands::dispatch(&ctx, &cli.command))
-        }
-        Err(e) => (
-            cli.db
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            Err(e),
-        ),
+    // ops: the run lock of a write command lives until the process exits.
+    let mut _run_lock: Option<runlock::RunLock> = None;
+    let (db_display, result) = match commands::standalone(&cli.command) {
+        Some(result) => (String::new(), result),
+        None => match build_ctx(&cli) {
+            Ok(ctx) => {
+                let shown = ctx.db_path.display().to_string();
+                log::info!(
+                    "corescope {} {command} on {shown}",
+                    env!("CARGO_PKG_VERSION")
+                );
+                let result =
+                    runlock::for_command(&ctx.db_path, &cli.command, cli.wait).and_then(|lock| {
+                        _run_lock = lock;
+                        commands::dispatch(&ctx, &cli.command)
+                    });
+                (shown, result)
+            }
+            Err(e) => (
+                cli.db
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                Err(e),
+            ),
+        },
     };
     let elapsed_ms = report::ms(started.elapsed());
+    // ops: --metrics-file, derived from the report (or the failure).
+    metrics::after_run(
+        cli.metrics_file.as_deref(),
+        &cli.command,
+        match &result {
+            Ok(o) => o.exit_code,
+            Err(e) => exit_code(e),
+        },
+        result.as_ref().ok().map(|o| &o.json),
+        started.elapsed(),
+    );
     let code = match result {
         Ok(outcome) => {
             if !cli.quiet {
@@ -92,25 +120,6 @@ fn main() {
 /// The error chain on one line (the outermost message first).
 fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
-}
-
-fn init_logging(cli: &Cli) {
-    let default = if cli.quiet {
-        "error"
-    } else {
-        match cli.verbose {
-            0 => "warn",
-            1 => "info",
-            2 => "debug",
-            _ => "trace",
-        }
-    };
-    let env = env_logger::Env::default().default_filter_or(default);
-    let mut b = env_logger::Builder::from_env(env);
-    if std::env::var_os("NO_COLOR").is_some() {
-        b.write_style(env_logger::WriteStyle::Never);
-    }
-    let _ = b.try_init();
 }
 
 /// Resolve config and database path (cli.md "Selecting the database").
