@@ -686,6 +686,21 @@ fn count_data(conn: &Connection, op: DataOp) -> anyhow::Result<Option<i64>> {
     let q = |sql: &str| -> anyhow::Result<Option<i64>> {
         Ok(Some(conn.query_row(sql, [], |r| r.get::<_, i64>(0))?))
     };
+    let tables: &[&str] = match op {
+        DataOp::None => return Ok(None),
+        DataOp::ObserverIdxRowid | DataOp::LastPacketAtBackfill => &["observers", "observations"],
+        DataOp::AdvertCount => &["nodes", "transmissions"],
+        DataOp::NoiseFloorReal => &["observers"],
+        DataOp::ChannelHashBackfill | DataOp::ChannelHashCasing => &["transmissions"],
+        DataOp::CleanupLegacyNullHashTs | DataOp::TxLastSeenBackfill => {
+            &["transmissions", "observations"]
+        }
+    };
+    for t in tables {
+        if !db::table_exists(conn, t)? {
+            return Ok(Some(0)); // created empty by this migration
+        }
+    }
     match op {
         DataOp::None => Ok(None),
         DataOp::ObserverIdxRowid => Ok(Some(schema::text_observer_idx(conn)?.1)),
