@@ -42,6 +42,16 @@ pub fn stderr_is_journal() -> bool {
     rc == 0 && st.st_dev as u64 == dev && st.st_ino as u64 == ino
 }
 
+/// The final error line of a failed run: always printed (whatever the log
+/// level), with the `<3>` prefix when stderr is the journal.
+pub fn print_error(line: &str) {
+    if stderr_is_journal() {
+        eprintln!("{}{line}", sd_prefix(log::Level::Error));
+    } else {
+        eprintln!("{line}");
+    }
+}
+
 pub fn init(verbose: u8, quiet: bool) {
     let default = if quiet {
         "error"

@@ -35,8 +35,6 @@ fn main() {
     logging::init(cli.verbose, cli.quiet);
     let started = Instant::now();
     let command = cli.command.name();
-    // ops: the run lock of a write command lives until the process exits.
-    let mut _run_lock: Option<runlock::RunLock> = None;
     let (db_display, result) = match commands::standalone(&cli.command) {
         Some(result) => (String::new(), result),
         None => match build_ctx(&cli) {
@@ -46,12 +44,7 @@ fn main() {
                     "corescope {} {command} on {shown}",
                     env!("CARGO_PKG_VERSION")
                 );
-                let result =
-                    runlock::for_command(&ctx.db_path, &cli.command, cli.wait).and_then(|lock| {
-                        _run_lock = lock;
-                        commands::dispatch(&ctx, &cli.command)
-                    });
-                (shown, result)
+                (shown, commands::dispatch(&ctx, &cli.command))
             }
             Err(e) => (
                 cli.db
@@ -99,7 +92,7 @@ fn main() {
         Err(e) => {
             let code = exit_code(&e);
             let msg = one_line(&e);
-            eprintln!("corescope {command}: error: {msg}");
+            logging::print_error(&format!("corescope {command}: error: {msg}"));
             if cli.json && !cli.quiet {
                 let obj = serde_json::json!({
                     "command": command,
@@ -146,5 +139,7 @@ fn build_ctx(cli: &Cli) -> anyhow::Result<Ctx> {
         verbose: cli.verbose,
         busy_timeout_ms: cli.busy_timeout,
         config,
+        // ops: write commands take their run lock when they open the database.
+        run_lock: runlock::Spec::for_command(&cli.command, cli.wait),
     })
 }

@@ -1,9 +1,15 @@
 //! The run lock (issue 7): one write command of a kind at a time per database.
 //!
 //! Every write command takes an exclusive `flock(2)` on
-//! `<db>.corescope-<command>.lock` beside the database before it opens the
-//! database, so that `prune` and `build-edges` may overlap but two
-//! `build-edges` may not. The holder writes its pid into the file (for the
+//! `<db>.corescope-<command>.lock` beside the database, so that `prune` and
+//! `build-edges` may overlap but two `build-edges` may not. `main` decides
+//! which commands lock ([`crate::cli::WRITE_COMMANDS`]) and puts a [`Spec`]
+//! into the `Ctx`; `WriteDb::open` takes the lock right after it has checked
+//! that the file is a CoreScope database and before anything is written (so a
+//! mistyped path or a wrong file leaves no lock file behind, and a dry run,
+//! which never opens the database for writing, takes no lock). Once taken,
+//! the lock is held until the process exits (through the metrics write);
+//! opening the database again in the same run reuses it. The holder writes its pid into the file (for the
 //! "held by" message). The kernel releases the lock when the holder exits or
 //! dies, so there is never a stale lock to clean up; the file itself stays
 //! (deleting a lock file races with the next run and would allow two holders).
@@ -18,6 +24,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::Failure;
@@ -37,6 +44,40 @@ impl RunLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// The run locks this process holds (until it exits).
+static HELD: Mutex<Vec<RunLock>> = Mutex::new(Vec::new());
+
+/// Which run lock a write command takes, carried in `Ctx` to `WriteDb::open`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub command: &'static str,
+    pub wait: Wait,
+}
+
+impl Spec {
+    /// The lock for a parsed command: write commands only.
+    pub fn for_command(command: &crate::cli::Command, wait: Option<Option<u64>>) -> Option<Spec> {
+        command.is_write().then(|| Spec {
+            command: command.name(),
+            wait: Wait::from_flag(wait),
+        })
+    }
+}
+
+/// Take the run lock of `spec` on `db` for the rest of the process (called by
+/// `WriteDb::open`); a second call for the same lock is a no-op.
+pub fn hold(db: &Path, spec: &Spec) -> anyhow::Result<()> {
+    let path = lock_path(db, spec.command);
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    if held.iter().any(|l| l.path == path) {
+        return Ok(());
+    }
+    if let Some(lock) = acquire(db, spec.command, spec.wait)? {
+        held.push(lock);
+    }
+    Ok(())
 }
 
 /// What `--wait` asked for.
@@ -149,19 +190,6 @@ fn open_lock_file(path: &Path) -> Option<(File, bool)> {
             }
         },
     }
-}
-
-/// The run lock for a parsed command: taken for write commands
-/// ([`crate::cli::WRITE_COMMANDS`]), nothing for the others.
-pub fn for_command(
-    db: &Path,
-    command: &crate::cli::Command,
-    wait: Option<Option<u64>>,
-) -> anyhow::Result<Option<RunLock>> {
-    if !command.is_write() {
-        return Ok(None);
-    }
-    acquire(db, command.name(), Wait::from_flag(wait))
 }
 
 /// Take the run lock of `command` on `db`. `Ok(None)`: running without a lock

@@ -98,7 +98,9 @@ fn write_page(
     kind: Kind,
     see_also: &[String],
 ) -> anyhow::Result<String> {
-    let man = Man::new(cmd.clone()).manual("corescope manual");
+    let man = Man::new(cmd.clone())
+        .manual("corescope manual")
+        .source(format!("corescope {}", env!("CARGO_PKG_VERSION")));
     let file = man.get_filename();
     let mut buf: Vec<u8> = Vec::new();
     render(&man, cmd, kind, see_also, &mut buf)?;
@@ -251,7 +253,7 @@ fn files(roff: &mut Roff, kind: Kind, cmd: &clap::Command) {
         roff.control("TP", []);
         roff.text([bold("--metrics-file "), italic("PATH")]);
         roff.text([roman(
-            "Prometheus text-format metrics for node_exporter's textfile collector, e.g. /var/lib/prometheus/node-exporter/corescope.prom. One file may be shared by all commands: every series carries a command label and a run rewrites only its own command's series, under an flock on the hidden .PATH.lock beside it. The file is replaced atomically (a hidden temp file in the same directory, fsynced, renamed). Metrics: corescope_last_run_timestamp_seconds, corescope_last_success_timestamp_seconds (unchanged by a failed run), corescope_last_exit_code, corescope_run_duration_seconds, corescope_run_complete, corescope_rows_total{kind}, corescope_max_lock_hold_seconds, corescope_schema_ready, corescope_pending_migrations, corescope_pending_backfill_rows{task}, corescope_warnings.",
+            "Prometheus text-format metrics for node_exporter's textfile collector, e.g. /var/lib/prometheus/node-exporter/corescope.prom. One file may be shared by all commands: every series carries a command label and a run rewrites only its own command's series, under an flock on a hidden lock file beside it (.NAME.lock for NAME). The file is replaced atomically (a hidden temp file in the same directory, fsynced, renamed). Metrics: corescope_last_run_timestamp_seconds, corescope_last_success_timestamp_seconds (unchanged by a failed run), corescope_last_exit_code, corescope_run_duration_seconds, corescope_run_complete, corescope_rows_total{kind}, corescope_max_lock_hold_seconds, corescope_schema_ready, corescope_pending_migrations, corescope_pending_backfill_rows{task}, corescope_warnings.",
         )]);
     }
 }
