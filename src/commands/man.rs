@@ -37,7 +37,7 @@ pub fn generate(dir: &Path) -> anyhow::Result<Vec<String>> {
         .filter(|s| !s.is_hide_set())
         .cloned()
         .collect();
-    let see_also: Vec<String> = subs.iter().flat_map(|s| page_names(s)).collect();
+    let see_also: Vec<String> = subs.iter().flat_map(page_names).collect();
     pages.push(write_page(dir, &root, Kind::Root, &see_also)?);
     for sub in &subs {
         let kind = kind_of(sub.get_name());
