@@ -287,3 +287,30 @@ fn cron_has_the_timer_cadence() {
         "daily: {prune}"
     );
 }
+
+#[test]
+fn prometheus_rules_are_valid() {
+    let rules = contrib().join("prometheus/corescope.rules.yml");
+    let text = read(&rules);
+    for needle in [
+        r#"corescope_last_success_timestamp_seconds{command="build-edges"} > 300"#,
+        r#"corescope_last_success_timestamp_seconds{command="prune"} > 2 * 86400"#,
+        "corescope_schema_ready == 0",
+    ] {
+        assert!(text.contains(needle), "{needle}");
+    }
+    let Ok(out) = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+    else {
+        println!("SKIP promtool check rules: promtool not installed (Debian package prometheus)");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
