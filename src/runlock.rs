@@ -350,4 +350,32 @@ mod tests {
         assert_eq!(crate::error::exit_code(&err), 75);
         assert!(err.to_string().contains("after waiting 0 s"), "{err}");
     }
+
+    #[test]
+    fn unwritable_directory_runs_without_the_lock() {
+        // procfs: the file exists, nothing can be created beside it (even as root).
+        let db = Path::new("/proc/version");
+        if !db.exists() {
+            println!("SKIP: no /proc/version");
+            return;
+        }
+        assert!(acquire(db, "prune", Wait::No).unwrap().is_none());
+    }
+
+    #[test]
+    fn hold_is_reentrant_within_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        std::fs::write(&db, b"x").unwrap();
+        let spec = Spec {
+            command: "backfill",
+            wait: Wait::No,
+        };
+        hold(&db, &spec).unwrap();
+        // A second open of the database in the same run reuses the lock...
+        hold(&db, &spec).unwrap();
+        // ...while another holder (a new open file description) is refused.
+        let err = acquire(&db, "backfill", Wait::No).unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), 75);
+    }
 }
