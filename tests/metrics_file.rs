@@ -206,3 +206,20 @@ fn metrics_file_from_the_environment() {
     let s = samples(&std::fs::read_to_string(&m).unwrap());
     assert_eq!(s[r#"corescope_schema_ready{command="check"}"#], 1.0);
 }
+
+#[test]
+fn an_unwritable_metrics_path_is_logged_and_keeps_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_db(dir.path(), "a.db");
+    let out = bin()
+        .env_remove("CORESCOPE_METRICS_FILE")
+        .args(["check", "-q", "--db"])
+        .arg(&db)
+        .arg("--metrics-file")
+        .arg(dir.path().join("missing-dir/corescope.prom"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("metrics not written"), "{err}");
+}
