@@ -40,7 +40,7 @@ fn held_lock_exits_75_naming_the_holder() {
     let dir = tempfile::tempdir().unwrap();
     let db = fresh_db(dir.path(), "a.db");
     let lock = lock_file(&db, "migrate");
-    let _held = hold(&lock, 4242);
+    let held = hold(&lock, 4242);
     let out = bin().args(["migrate", "--db"]).arg(&db).output().unwrap();
     assert_eq!(out.status.code(), Some(75));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -72,6 +72,15 @@ fn held_lock_exits_75_naming_the_holder() {
         .code(0);
     bin()
         .args(["migrate", "--dry-run", "-q", "--db"])
+        .arg(&db)
+        .assert()
+        .code(0);
+
+    // Another command's lock does not block migrate (prune may overlap it).
+    drop(held);
+    let _prune = hold(&lock_file(&db, "prune"), 4343);
+    bin()
+        .args(["migrate", "-q", "--db"])
         .arg(&db)
         .assert()
         .code(0);
@@ -262,4 +271,132 @@ fn no_lock_file_for_a_bad_path_a_wrong_file_or_a_dry_run() {
         .filter(|n| n.ends_with(".lock"))
         .collect();
     assert!(locks.is_empty(), "{locks:?}");
+}
+
+/// True when this build has the subcommand (commands land on other branches).
+fn has_command(name: &str) -> bool {
+    bin()
+        .args([name, "--help"])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// The write commands of cli.md with arguments that make them open the
+/// database (flags from cli.md only).
+const WRITE_COMMANDS: &[(&str, &[&str])] = &[
+    ("migrate", &[]),
+    ("build-edges", &[]),
+    ("backfill", &[]),
+    ("prune", &["--now", "2026-03-20T00:00:00Z"]),
+    ("vacuum", &[]),
+];
+
+#[test]
+fn every_write_command_takes_its_own_run_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = legacy_copy(dir.path());
+    bin()
+        .args(["migrate", "-q", "--db"])
+        .arg(&db)
+        .assert()
+        .code(0);
+    for (cmd, extra) in WRITE_COMMANDS {
+        if !has_command(cmd) {
+            println!("SKIP {cmd}: not in this build yet");
+            continue;
+        }
+        let lock = lock_file(&db, cmd);
+        let held = hold(&lock, 4343);
+        let out = bin()
+            .arg(cmd)
+            .args(*extra)
+            .arg("--db")
+            .arg(&db)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(75),
+            "`corescope {cmd}` ran while its run lock was held: add \"{cmd}\" to WRITE_COMMANDS in src/cli.rs \
+             (and open the database with ctx.open_options): {err}"
+        );
+        assert!(
+            err.contains(&format!("another corescope {cmd} holds")) && err.contains("(pid 4343)"),
+            "{err}"
+        );
+        drop(held);
+    }
+}
+
+#[test]
+fn two_build_edges_started_together_give_one_runs_table() {
+    if !has_command("build-edges") {
+        println!("SKIP: build-edges is not in this build yet");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    std::fs::create_dir(&a).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    let (da, db_) = (legacy_copy(&a), legacy_copy(&b));
+    for d in [&da, &db_] {
+        bin()
+            .args(["migrate", "-q", "--db"])
+            .arg(d)
+            .assert()
+            .code(0);
+    }
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_corescope"))
+            .args(["build-edges", "-q", "--db"])
+            .arg(&da)
+            .env_remove("RUST_LOG")
+            .env_remove("JOURNAL_STREAM")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (p1, p2) = (spawn(), spawn());
+    let outs = [
+        p1.wait_with_output().unwrap(),
+        p2.wait_with_output().unwrap(),
+    ];
+    let codes: Vec<i32> = outs.iter().map(|o| o.status.code().unwrap()).collect();
+    assert!(codes.contains(&0), "{codes:?}");
+    for (o, c) in outs.iter().zip(&codes) {
+        assert!(
+            *c == 0 || *c == 75,
+            "exit {c}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    bin()
+        .args(["build-edges", "-q", "--db"])
+        .arg(&db_)
+        .assert()
+        .code(0);
+    let edges = |p: &Path| {
+        let c = rusqlite::Connection::open(p).unwrap();
+        let mut st = c
+            .prepare("SELECT node_a, node_b, count, last_seen FROM neighbor_edges ORDER BY 1, 2")
+            .unwrap();
+        st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect::<Vec<_>>()
+    };
+    let (ea, eb) = (edges(&da), edges(&db_));
+    assert!(!eb.is_empty());
+    assert_eq!(ea, eb, "two overlapping runs differ from one run");
 }
