@@ -87,6 +87,29 @@ fn systemd_units_verify() {
     let files = staged(tmp.path());
     assert!(files.len() >= 8, "{files:?}");
     verify(&files);
+    // Hardening: systemd's own exposure score stays "SAFE"/"OK" (<= 2.0).
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "service"))
+    {
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--threshold=20"])
+            .arg(f)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("unrecognized option") {
+            println!("SKIP systemd-analyze security: --offline needs systemd >= 250");
+            break;
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: exposure above 2.0:\n{}{stderr}",
+            f.display(),
+            stdout.lines().last().unwrap_or("")
+        );
+    }
 }
 
 #[test]
