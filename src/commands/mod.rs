@@ -2,6 +2,8 @@
 
 pub mod check;
 pub mod migrate;
+pub mod prune;
+pub mod vacuum;
 
 use crate::cli::Command;
 use crate::context::Ctx;
@@ -11,5 +13,7 @@ pub fn dispatch(ctx: &Ctx, command: &Command) -> anyhow::Result<Outcome> {
     match command {
         Command::Migrate(a) => migrate::run(ctx, a),
         Command::Check(a) => check::run(ctx, a),
+        Command::Prune(a) => prune::run(ctx, a),
+        Command::Vacuum(a) => vacuum::run(ctx, a),
     }
 }
