@@ -26,8 +26,11 @@ fn open(p: &Path) -> Connection {
     c
 }
 
+/// A stored time format: name and rendering of an epoch.
+type Format = (&'static str, fn(i64) -> Value);
+
 /// Every stored time format of spec §3, as a function of the epoch.
-fn formats() -> Vec<(&'static str, fn(i64) -> Value)> {
+fn formats() -> Vec<Format> {
     fn utc(t: i64) -> chrono::DateTime<Utc> {
         Utc.timestamp_opt(t, 0).unwrap()
     }
@@ -586,6 +589,34 @@ fn observers_soft_deleted_and_metrics_of_inactive_observers_removed() {
         ),
         0
     );
+
+    // A run killed after inactivating an observer but before deleting the
+    // metrics leaves the pending mark; the next run finishes the step.
+    c.execute_batch(
+        "UPDATE observers SET inactive = 1 WHERE id = 'OBS-LIVE';
+         INSERT INTO _corescope_state (key, value, updated_at)
+         VALUES ('prune.observer_metrics_pending', '1', '2026-05-17T00:00:00Z');",
+    )
+    .unwrap();
+    let dry = prune_json(&db, &["--now", NOW, "--only", "observers", "--dry-run"]);
+    let j = prune_json(&db, &["--now", NOW, "--only", "observers"]);
+    assert_eq!(dry["deleted"], j["deleted"]);
+    assert_eq!(j["deleted"]["observers_inactivated"], 0);
+    assert_eq!(j["deleted"]["metrics_of_inactive_observers"], 5);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM observer_metrics WHERE observer_id = 'OBS-LIVE'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM _corescope_state WHERE key LIKE 'prune.%'"
+        ),
+        0
+    );
 }
 
 #[test]
@@ -879,7 +910,13 @@ fn killed_at_random_points_then_rerun_equals_one_clean_run() {
         }
         let status = child.wait().unwrap();
         let _ = status;
-        integrity(&open(&victim));
+        let c = open(&victim);
+        integrity(&c);
+        eprintln!(
+            "after kill: {} transmissions, {} nodes",
+            count(&c, "SELECT count(*) FROM transmissions"),
+            count(&c, "SELECT count(*) FROM nodes")
+        );
     }
     eprintln!("{killed} of 6 runs were killed mid-way");
     assert!(killed > 0, "no run was interrupted");

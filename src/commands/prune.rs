@@ -397,23 +397,31 @@ fn apply(
 /// Handle one examined row: classify, act when due.
 fn examine(
     conn: &Connection,
-    sel: &Sel,
-    action: &Action,
+    job: &Job,
     rowid: i64,
     v: &Value,
-    cutoff: i64,
     dry: bool,
     st: &mut Stats,
 ) -> anyhow::Result<()> {
     st.examined += 1;
-    match classify(v, cutoff) {
+    match classify(v, job.cutoff) {
         Class::Null => st.nulls += 1,
         Class::Unparseable => st.unparseable += 1,
         Class::Keep => {}
-        Class::Due => apply(conn, sel.table, action, rowid, dry, st)?,
+        Class::Due => apply(conn, job.sel.table, job.action, rowid, dry, st)?,
     }
     Ok(())
 }
+
+/// One selection with its cutoff and what to do with due rows.
+struct Job<'a> {
+    sel: &'a Sel,
+    action: &'a Action,
+    cutoff: i64,
+}
+
+/// Reads the next rows (rowid, stored time) of a batch, at most `limit`.
+type Fetch<'a> = dyn Fn(&Connection, usize) -> anyhow::Result<Vec<(i64, Value)>> + 'a;
 
 /// True when `column` is the first key column of a non-partial index with
 /// BINARY collation on `table`.
@@ -464,15 +472,12 @@ fn process(
 /// Run one batch with the shared budget logic. `fetch` returns the rows of
 /// this batch (rowid, value); rows are examined in order until the budget is
 /// used; `advance` is called with the last examined row.
-#[allow(clippy::too_many_arguments)]
 fn run_batches(
     h: &mut Handle,
-    sel: &Sel,
-    cutoff: i64,
-    action: &Action,
+    job: &Job,
     rt: &mut Runtime,
     st: &mut Stats,
-    fetch: &dyn Fn(&Connection, usize) -> anyhow::Result<Vec<(i64, Value)>>,
+    fetch: &Fetch,
     advance: &mut dyn FnMut(i64, Value),
 ) -> anyhow::Result<bool> {
     let dry = h.dry();
@@ -490,7 +495,7 @@ fn run_batches(
             let start = Instant::now();
             let mut n = 0usize;
             for (rowid, v) in rows {
-                examine(conn, sel, action, rowid, &v, cutoff, dry, &mut local)?;
+                examine(conn, job, rowid, &v, dry, &mut local)?;
                 advance(rowid, v);
                 n += 1;
                 if !dry && n < fetched && start.elapsed() >= budget {
@@ -532,7 +537,18 @@ fn process_scan(
         read_rows(conn, &sql, &[&last.get(), &(limit as i64)])
     };
     let mut advance = |rowid: i64, _v: Value| last.set(rowid);
-    run_batches(h, sel, cutoff, action, rt, st, &fetch, &mut advance)
+    run_batches(
+        h,
+        &Job {
+            sel,
+            action,
+            cutoff,
+        },
+        rt,
+        st,
+        &fetch,
+        &mut advance,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -570,7 +586,18 @@ fn process_indexed(
         }
     };
     let mut advance = |rowid: i64, v: Value| *cursor.borrow_mut() = Some((v, rowid));
-    if !run_batches(h, sel, cutoff, action, rt, st, &fetch, &mut advance)? {
+    if !run_batches(
+        h,
+        &Job {
+            sel,
+            action,
+            cutoff,
+        },
+        rt,
+        st,
+        &fetch,
+        &mut advance,
+    )? {
         return Ok(false);
     }
 
@@ -620,7 +647,18 @@ fn process_indexed(
                         read_rows(conn, &rows_sql, &[&value, &last.get(), &(limit as i64)])
                     };
                 let mut advance = |rowid: i64, _v: Value| last.set(rowid);
-                if !run_batches(h, sel, cutoff, action, rt, st, &fetch, &mut advance)? {
+                if !run_batches(
+                    h,
+                    &Job {
+                        sel,
+                        action,
+                        cutoff,
+                    },
+                    rt,
+                    st,
+                    &fetch,
+                    &mut advance,
+                )? {
                     return Ok(false);
                 }
             }
@@ -964,7 +1002,6 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<Outcome> {
         ck = Some(vacuum::checkpoint(db, args.truncate_wal)?);
         max_hold = db.max_lock_hold_ms();
     }
-    drop(handle);
     let wal_after = vacuum::file_len(&vacuum::wal_path(&path));
     let file_after = vacuum::file_len(&path);
 
@@ -1003,7 +1040,7 @@ struct BuildInput<'a> {
 
 fn build_outcome(b: BuildInput) -> Outcome {
     let get = |k: PruneKind| -> &KindReport {
-        &b.reports
+        b.reports
             .iter()
             .find(|(kk, _)| *kk == k)
             .map(|(_, r)| r)

@@ -106,7 +106,10 @@ pub fn incremental(db: &mut WriteDb, pages: i64) -> anyhow::Result<VacuumResult>
     let before = pragma_i64(db, "page_count")?;
     let sql = format!("PRAGMA incremental_vacuum({pages})");
     match db.write(|tx| {
-        tx.execute_batch(&sql)?;
+        // The pragma yields one row per freed page: step it to the end.
+        let mut st = tx.prepare(&sql)?;
+        let mut rows = st.query([])?;
+        while rows.next()?.is_some() {}
         Ok(())
     }) {
         Ok(()) => r.ran = true,
