@@ -737,7 +737,7 @@ fn packets_are_off_by_default_and_max_seconds_stops_cleanly() {
 // ---------------------------------------------------------------------------
 // A mixed database for the dry-run and kill tests.
 
-fn build_mixed(path: &Path, seed: u64, transmissions: usize) {
+fn build_mixed(path: &Path, seed: u64, nodes: usize, transmissions: usize) {
     let c = open(path);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let fmts = formats();
@@ -760,7 +760,7 @@ fn build_mixed(path: &Path, seed: u64, transmissions: usize) {
             .unwrap();
         }
     }
-    for i in 0..300 {
+    for i in 0..nodes {
         let t = now - rng.gen_range(0..20 * DAY);
         let f = &fmts[rng.gen_range(0..fmts.len())].1;
         tx.execute(
@@ -816,7 +816,7 @@ fn mixed_args() -> Vec<&'static str> {
 fn dry_run_counts_equal_the_real_run_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = fresh_db(dir.path(), "m.db");
-    build_mixed(&db, 7, 600);
+    build_mixed(&db, 7, 300, 600);
     let before = sha256(&db);
     let snap = snapshot(&db);
     let args = mixed_args();
@@ -880,7 +880,7 @@ fn binary() -> PathBuf {
 fn killed_at_random_points_then_rerun_equals_one_clean_run() {
     let dir = tempfile::tempdir().unwrap();
     let victim = fresh_db(dir.path(), "victim.db");
-    build_mixed(&victim, 11, 3000);
+    build_mixed(&victim, 11, 600, 3000);
     let clean = dir.path().join("clean.db");
     {
         // Copy through SQLite so the WAL content comes along.
@@ -894,7 +894,8 @@ fn killed_at_random_points_then_rerun_equals_one_clean_run() {
 
     let mut rng = ChaCha8Rng::seed_from_u64(99);
     let mut killed = 0;
-    for _ in 0..6 {
+    let runs = 8;
+    for run in 0..runs {
         let mut child = StdCommand::new(binary())
             .args(["prune", "-q", "--max-lock-ms", "1", "--db"])
             .arg(&victim)
@@ -903,7 +904,14 @@ fn killed_at_random_points_then_rerun_equals_one_clean_run() {
             .env_remove("CORESCOPE_CONFIG")
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.gen_range(5..250)));
+        // Early runs are cut short (node, observer and metrics steps), later
+        // ones deeper into the packet step.
+        let ms = if run < runs / 2 {
+            rng.gen_range(2..60)
+        } else {
+            rng.gen_range(50..400)
+        };
+        std::thread::sleep(Duration::from_millis(ms));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             killed += 1;
@@ -912,13 +920,21 @@ fn killed_at_random_points_then_rerun_equals_one_clean_run() {
         let _ = status;
         let c = open(&victim);
         integrity(&c);
-        eprintln!(
-            "after kill: {} transmissions, {} nodes",
-            count(&c, "SELECT count(*) FROM transmissions"),
+        // A node is always in exactly one of the two tables.
+        assert_eq!(
             count(&c, "SELECT count(*) FROM nodes")
+                + count(&c, "SELECT count(*) FROM inactive_nodes"),
+            600
+        );
+        assert_eq!(count(&c, "SELECT count(*) FROM observers"), 40);
+        eprintln!(
+            "after kill at {ms} ms: {} transmissions, {} nodes, {} edges",
+            count(&c, "SELECT count(*) FROM transmissions"),
+            count(&c, "SELECT count(*) FROM nodes"),
+            count(&c, "SELECT count(*) FROM neighbor_edges")
         );
     }
-    eprintln!("{killed} of 6 runs were killed mid-way");
+    eprintln!("{killed} of {runs} runs were killed mid-way");
     assert!(killed > 0, "no run was interrupted");
     let final_run = prune_json(&victim, &args);
     assert_eq!(final_run["complete"], true);

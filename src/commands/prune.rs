@@ -334,6 +334,34 @@ struct Runtime {
     deadline: Deadline,
     /// Stop acting inside a batch once it held the lock this long.
     budget: Duration,
+    /// WAL size above which a PASSIVE checkpoint runs between batches.
+    wal_limit: u64,
+    wal_path: std::path::PathBuf,
+}
+
+/// Bytes of WAL after which prune checkpoints between batches (SQLite's
+/// default auto-checkpoint is 1000 pages, about 4 MB).
+const WAL_CHECKPOINT_BYTES: u64 = 4 << 20;
+
+impl Runtime {
+    /// Called after every committed batch. SQLite's auto-checkpoint runs
+    /// inside `COMMIT` (after the write lock is released, but inside the
+    /// measured hold); prune disables it on its connection and checkpoints
+    /// PASSIVE here instead, outside any transaction: this never blocks the
+    /// ingestor and keeps the WAL bounded.
+    fn after_batch(&self, h: &Handle) -> anyhow::Result<()> {
+        if h.dry() || vacuum::file_len(&self.wal_path) < self.wal_limit {
+            return Ok(());
+        }
+        match h
+            .conn()
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
+        {
+            Ok(_) => Ok(()),
+            Err(e) if crate::error::is_busy(&e) => Ok(()),
+            Err(e) => Err(anyhow::Error::new(e).context("WAL checkpoint between batches")),
+        }
+    }
 }
 
 fn apply(
@@ -506,6 +534,7 @@ fn run_batches(
         })?;
         st.add(&local);
         rt.batcher.observe(n, t0.elapsed());
+        rt.after_batch(h)?;
         if exhausted {
             return Ok(true);
         }
@@ -729,6 +758,7 @@ fn observer_metrics_cleanup(
                     .execute(params![id, limit])?)
             })?;
             rt.batcher.observe(n, t0.elapsed());
+            rt.after_batch(h)?;
             total += n as u64;
             if (n as i64) < limit {
                 break;
@@ -940,8 +970,16 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<Outcome> {
     let mut rt = Runtime {
         batcher: Batcher::new(args.write.max_lock_ms),
         deadline: Deadline::new(args.write.max_seconds),
-        budget: Duration::from_micros(args.write.max_lock_ms.saturating_mul(600)),
+        budget: Duration::from_micros(args.write.max_lock_ms.saturating_mul(400)),
+        wal_limit: WAL_CHECKPOINT_BYTES,
+        wal_path: vacuum::wal_path(&path),
     };
+    if let Handle::Real(db) = &handle {
+        // Per connection, not stored in the file; see Runtime::after_batch.
+        db.conn()
+            .execute_batch("PRAGMA wal_autocheckpoint = 0")
+            .context("disabling auto-checkpoint on prune's connection")?;
+    }
     let mut reports: Vec<(PruneKind, KindReport)> = Vec::new();
     let mut complete = true;
     let mut dry_excluded: Option<Vec<i64>> = None;
