@@ -1245,17 +1245,8 @@ fn build_outcome(b: BuildInput) -> Outcome {
             }
         }
         if let Some(c) = b.ck {
-            h.push_str(&format!(
-                "WAL checkpoint ({}): {}; WAL {} -> {} bytes\n",
-                c.mode,
-                if c.busy {
-                    "busy (a reader holds old frames)"
-                } else {
-                    "done"
-                },
-                b.wal_before,
-                b.wal_after
-            ));
+            h.push_str(&c.summary());
+            h.push('\n');
         }
         h.push_str(&format!(
             "{path}: longest write-lock hold {} ms{}\n",

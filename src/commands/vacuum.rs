@@ -140,6 +140,26 @@ pub struct CheckpointResult {
 }
 
 impl CheckpointResult {
+    /// One line for the human report.
+    pub fn summary(&self) -> String {
+        if self.journal_mode != "wal" {
+            format!(
+                "WAL checkpoint: nothing to do (journal_mode is {})",
+                self.journal_mode
+            )
+        } else if self.busy {
+            format!(
+                "WAL checkpoint ({}): busy (a reader still uses old frames; a later checkpoint resets the WAL); WAL {} -> {} bytes",
+                self.mode, self.wal_bytes_before, self.wal_bytes_after
+            )
+        } else {
+            format!(
+                "WAL checkpoint ({}): done; WAL {} -> {} bytes",
+                self.mode, self.wal_bytes_before, self.wal_bytes_after
+            )
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "mode": self.mode,
@@ -340,12 +360,6 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
     // After a full VACUUM in WAL mode the rewritten pages sit in the WAL: only
     // a TRUNCATE checkpoint lets the file shrink and resets the WAL.
     let ck = checkpoint(&mut db, args.truncate_wal || args.full)?;
-    if ck.busy {
-        notes.push(format!(
-            "WAL checkpoint ({}) reported busy: a reader still uses old frames; the WAL is reset by a later checkpoint",
-            ck.mode
-        ));
-    }
     let av_after = pragma_i64(&db, "auto_vacuum")?;
     let file_after = file_len(&path);
     let wal_after = file_len(&wal);
@@ -386,11 +400,8 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
             vac.vacuumed_pages, vac.freed_bytes
         ));
     }
-    h.push_str(&format!(
-        "WAL checkpoint ({}): {}\n",
-        ck.mode,
-        if ck.busy { "busy" } else { "done" }
-    ));
+    h.push_str(&ck.summary());
+    h.push('\n');
     for n in &notes {
         h.push_str(&format!("note: {n}\n"));
     }
