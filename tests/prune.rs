@@ -946,3 +946,45 @@ fn killed_at_random_points_then_rerun_equals_one_clean_run() {
         assert_eq!(v, 0, "{k}");
     }
 }
+
+#[test]
+fn busy_writer_gives_75_and_a_later_run_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_db(dir.path(), "busy.db");
+    {
+        let c = open(&db);
+        for i in 0..20 {
+            insert(
+                &c,
+                "nodes",
+                &format!("n{i}"),
+                &Value::Text("2026-04-01T00:00:00Z".into()),
+            );
+        }
+    }
+    let holder = open(&db);
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let out = bin()
+        .args(["prune", "--busy-timeout", "100", "--now", NOW, "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A dry run only reads: it works beside the writer.
+    let out = bin()
+        .args(["prune", "--json", "--dry-run", "--now", NOW, "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(json_of(&out.stdout)["deleted"]["nodes_moved"], 20);
+    holder.execute_batch("ROLLBACK").unwrap();
+    let j = prune_json(&db, &["--now", NOW]);
+    assert_eq!(j["deleted"]["nodes_moved"], 20);
+    integrity(&open(&db));
+}

@@ -40,6 +40,9 @@ const DAY: i64 = 86_400;
 /// the metrics of every inactive observer are deleted (so an interrupted run
 /// finishes that step next time, as one clean run would).
 pub const OBSERVER_METRICS_PENDING: &str = "prune.observer_metrics_pending";
+/// Most rows read into memory for one batch (bounds memory and the read
+/// part of a transaction; the batch size itself adapts below this).
+const MAX_FETCH: usize = 20_000;
 /// Largest accepted retention, in days (about 2700 years).
 const MAX_DAYS: i64 = 1_000_000;
 
@@ -513,7 +516,7 @@ fn run_batches(
         if rt.deadline.expired() {
             return Ok(false);
         }
-        let limit = rt.batcher.size();
+        let limit = rt.batcher.size().min(MAX_FETCH);
         let budget = rt.budget;
         let t0 = Instant::now();
         let mut local = Stats::default();
