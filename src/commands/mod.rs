@@ -2,8 +2,12 @@
 
 pub mod build_edges;
 pub mod check;
+pub mod completions;
 pub mod graph;
+pub mod man;
 pub mod migrate;
+pub mod prune;
+pub mod vacuum;
 
 use crate::cli::Command;
 use crate::context::Ctx;
@@ -15,5 +19,23 @@ pub fn dispatch(ctx: &Ctx, command: &Command) -> anyhow::Result<Outcome> {
         Command::Check(a) => check::run(ctx, a),
         Command::BuildEdges(a) => build_edges::run(ctx, a),
         Command::Graph(a) => graph::run(ctx, &a.cmd),
+        Command::Prune(a) => prune::run(ctx, a),
+        Command::Vacuum(a) => vacuum::run(ctx, a),
+        Command::Completions(_) | Command::GenMan(_) => match standalone(command) {
+            Some(r) => r,
+            None => Err(anyhow::anyhow!(
+                "internal: {} has no runner",
+                command.name()
+            )),
+        },
+    }
+}
+
+/// Commands that need no database: run before the database is resolved.
+pub fn standalone(command: &Command) -> Option<anyhow::Result<Outcome>> {
+    match command {
+        Command::Completions(a) => Some(completions::run(a)),
+        Command::GenMan(a) => Some(man::run(a)),
+        _ => None,
     }
 }
