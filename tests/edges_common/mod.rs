@@ -11,37 +11,14 @@ pub fn bin() -> Command {
     Command::cargo_bin("corescope").unwrap()
 }
 
-/// Core tables of a fresh seed database (spec §1.2), for the fallback below.
-const SEED_CORE: &str = "
-CREATE TABLE nodes (public_key TEXT PRIMARY KEY, name TEXT, role TEXT, lat REAL, lon REAL, last_seen TEXT, first_seen TEXT, advert_count INTEGER DEFAULT 0, battery_mv INTEGER, temperature_c REAL, foreign_advert INTEGER DEFAULT 0);
-CREATE TABLE observers (id TEXT PRIMARY KEY, name TEXT, iata TEXT, last_seen TEXT, first_seen TEXT, packet_count INTEGER DEFAULT 0, model TEXT, firmware TEXT, client_version TEXT, radio TEXT, battery_mv INTEGER, uptime_secs INTEGER, noise_floor REAL, inactive INTEGER DEFAULT 0, last_packet_at TEXT DEFAULT NULL);
-CREATE TABLE transmissions (id INTEGER PRIMARY KEY AUTOINCREMENT, raw_hex TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, first_seen TEXT NOT NULL, route_type INTEGER, payload_type INTEGER, payload_version INTEGER, decoded_json TEXT, from_pubkey TEXT, created_at TEXT DEFAULT (datetime('now')));
-CREATE TABLE observations (id INTEGER PRIMARY KEY AUTOINCREMENT, transmission_id INTEGER NOT NULL REFERENCES transmissions(id), observer_idx INTEGER, direction TEXT, snr REAL, rssi REAL, score INTEGER, path_json TEXT, timestamp INTEGER NOT NULL);
-CREATE UNIQUE INDEX idx_observations_dedup ON observations(transmission_id, observer_idx, COALESCE(path_json, ''));
-";
-
 /// A fresh, fully migrated database made by `corescope migrate --create`.
-/// If `--create` fails (it did on the foundation commit f73ad01), fall back
-/// to the seed core tables upgraded by `corescope migrate`.
 pub fn fresh_db(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
-    let out = bin()
+    bin()
         .args(["migrate", "--create", "--db"])
         .arg(&p)
-        .output()
-        .unwrap();
-    if out.status.success() {
-        return p;
-    }
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
-    }
-    let c = Connection::open(&p).unwrap();
-    c.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
-        .unwrap();
-    c.execute_batch(SEED_CORE).unwrap();
-    drop(c);
-    bin().args(["migrate", "--db"]).arg(&p).assert().success();
+        .assert()
+        .success();
     p
 }
 
