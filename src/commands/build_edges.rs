@@ -434,7 +434,7 @@ impl Run<'_> {
                 })?;
                 self.batcher.observe(n, started.elapsed());
                 self.totals.transactions += 1;
-                self.maybe_checkpoint(1);
+                self.maybe_checkpoint(8);
                 self.totals.upserted += upserted;
                 self.totals.new += new;
                 i += n;
