@@ -12,6 +12,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{self, Write};
+use std::rc::Rc;
+
+use crate::edges::FnvMap;
 
 use serde_json::{json, Map, Value};
 
@@ -27,8 +30,10 @@ pub struct RawEdge {
 /// A normalised, merged edge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Edge {
-    pub source: String,
-    pub target: String,
+    /// Node ids are shared between edges (`Rc<str>`): a million-edge graph
+    /// holds each id once.
+    pub source: Rc<str>,
+    pub target: Rc<str>,
     pub count: i64,
     /// Epoch seconds of `last_seen` (None when NULL or unparseable).
     pub last_seen: Option<i64>,
@@ -44,6 +49,9 @@ pub struct NormalizeReport {
     pub merged_duplicates: u64,
 }
 
+/// A canonical (smaller, larger) pair of shared node ids.
+type Pair = (Rc<str>, Rc<str>);
+
 /// Lower-cases, canonicalises, filters and merges stored rows.
 /// `parse` turns a stored time into epoch seconds.
 pub fn normalize_edges<I>(
@@ -54,7 +62,16 @@ where
     I: IntoIterator<Item = RawEdge>,
 {
     let mut rep = NormalizeReport::default();
-    let mut map: BTreeMap<(String, String), (i64, Option<i64>)> = BTreeMap::new();
+    let mut ids: FnvMap<String, Rc<str>> = FnvMap::default();
+    let mut intern = |s: String| -> Rc<str> {
+        if let Some(r) = ids.get(&s) {
+            return r.clone();
+        }
+        let r: Rc<str> = Rc::from(s.as_str());
+        ids.insert(s, r.clone());
+        r
+    };
+    let mut map: FnvMap<Pair, (i64, Option<i64>)> = FnvMap::default();
     for r in rows {
         rep.rows += 1;
         let a = r.node_a.unwrap_or_default().trim().to_ascii_lowercase();
@@ -72,7 +89,11 @@ where
             continue;
         };
         let ts = r.last_seen.as_deref().and_then(parse);
-        let key = if a < b { (a, b) } else { (b, a) };
+        let key = if a < b {
+            (intern(a), intern(b))
+        } else {
+            (intern(b), intern(a))
+        };
         match map.get_mut(&key) {
             Some((c, t)) => {
                 rep.merged_duplicates += 1;
@@ -84,7 +105,7 @@ where
             }
         }
     }
-    let edges = map
+    let mut edges: Vec<Edge> = map
         .into_iter()
         .map(|((source, target), (count, last_seen))| Edge {
             source,
@@ -93,6 +114,7 @@ where
             last_seen,
         })
         .collect();
+    edges.sort_unstable_by(|x, y| (&x.source, &x.target).cmp(&(&y.source, &y.target)));
     (edges, rep)
 }
 
@@ -213,7 +235,7 @@ impl Graph {
         edges.sort_by(|x, y| (&x.source, &x.target).cmp(&(&y.source, &y.target)));
         let mut ids: Vec<&str> = edges
             .iter()
-            .flat_map(|e| [e.source.as_str(), e.target.as_str()])
+            .flat_map(|e| [&*e.source, &*e.target])
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -277,7 +299,7 @@ pub fn filter_edges(edges: Vec<Edge>, f: &Filter) -> Result<Vec<Edge>, SelectErr
         }
         let mut matches: Vec<&str> = edges
             .iter()
-            .flat_map(|e| [e.source.as_str(), e.target.as_str()])
+            .flat_map(|e| [&*e.source, &*e.target])
             .filter(|id| id.starts_with(&p))
             .collect();
         matches.sort_unstable();
@@ -298,7 +320,7 @@ pub fn filter_edges(edges: Vec<Edge>, f: &Filter) -> Result<Vec<Edge>, SelectErr
             }
         };
         let keep = neighbourhood(&edges, &centre, *hops);
-        edges.retain(|e| keep.contains(&e.source) && keep.contains(&e.target));
+        edges.retain(|e| keep.contains(&*e.source) && keep.contains(&*e.target));
     }
     Ok(edges)
 }
@@ -436,7 +458,7 @@ pub fn stats(g: &Graph, now: i64, top: usize) -> Stats {
     let edges_with_unknown_endpoint = g
         .edges
         .iter()
-        .filter(|e| unknown.contains(e.source.as_str()) || unknown.contains(e.target.as_str()))
+        .filter(|e| unknown.contains(&*e.source) || unknown.contains(&*e.target))
         .count();
     Stats {
         nodes: g.nodes.len(),
@@ -496,8 +518,8 @@ fn node_props(n: &Node, fmt: &dyn Fn(i64) -> String) -> Map<String, Value> {
 
 fn edge_props(e: &Edge, fmt: &dyn Fn(i64) -> String) -> Map<String, Value> {
     let mut m = Map::new();
-    m.insert("source".into(), Value::String(e.source.clone()));
-    m.insert("target".into(), Value::String(e.target.clone()));
+    m.insert("source".into(), Value::String(e.source.to_string()));
+    m.insert("target".into(), Value::String(e.target.to_string()));
     m.insert("count".into(), Value::from(e.count));
     m.insert("last_seen".into(), opt_time(e.last_seen, fmt));
     m
@@ -505,12 +527,23 @@ fn edge_props(e: &Edge, fmt: &dyn Fn(i64) -> String) -> Map<String, Value> {
 
 /// `{"nodes":[…],"edges":[…]}`, one line, newline-terminated.
 pub fn write_json(g: &Graph, w: &mut dyn Write, fmt: &dyn Fn(i64) -> String) -> io::Result<()> {
-    let v = json!({
-        "nodes": g.nodes.iter().map(|n| Value::Object(node_props(n, fmt))).collect::<Vec<_>>(),
-        "edges": g.edges.iter().map(|e| Value::Object(edge_props(e, fmt))).collect::<Vec<_>>(),
-    });
-    serde_json::to_writer(&mut *w, &v)?;
-    writeln!(w)
+    // Streamed object by object: a million-edge graph never exists as one
+    // JSON value in memory.
+    w.write_all(b"{\"nodes\":[")?;
+    for (i, n) in g.nodes.iter().enumerate() {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *w, &node_props(n, fmt))?;
+    }
+    w.write_all(b"],\"edges\":[")?;
+    for (i, e) in g.edges.iter().enumerate() {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *w, &edge_props(e, fmt))?;
+    }
+    w.write_all(b"]}\n")
 }
 
 /// Escapes a DOT double-quoted string: `\` and `"` are backslash-escaped,
@@ -585,13 +618,8 @@ pub fn write_edges_csv(
         .map_err(csv_err)?;
     for e in &g.edges {
         let ls = e.last_seen.map(fmt).unwrap_or_default();
-        c.write_record([
-            e.source.as_str(),
-            e.target.as_str(),
-            &e.count.to_string(),
-            &ls,
-        ])
-        .map_err(csv_err)?;
+        c.write_record([&*e.source, &*e.target, &e.count.to_string(), &ls])
+            .map_err(csv_err)?;
     }
     c.flush()
 }
@@ -743,7 +771,15 @@ pub fn write_geojson(g: &Graph, w: &mut dyn Write, fmt: &dyn Fn(i64) -> String) 
         .iter()
         .filter_map(|n| n.position().map(|p| (n.id.as_str(), p)))
         .collect();
-    let mut features = Vec::with_capacity(g.nodes.len() + g.edges.len());
+    // Streamed feature by feature.
+    w.write_all(b"{\"type\":\"FeatureCollection\",\"features\":[")?;
+    let mut first = true;
+    let mut sep = |w: &mut dyn Write| -> io::Result<()> {
+        if !std::mem::take(&mut first) {
+            w.write_all(b",")?;
+        }
+        Ok(())
+    };
     for n in &g.nodes {
         let mut props = node_props(n, fmt);
         props.insert("kind".into(), Value::String("node".into()));
@@ -751,26 +787,28 @@ pub fn write_geojson(g: &Graph, w: &mut dyn Write, fmt: &dyn Fn(i64) -> String) 
             Some((lon, lat)) => json!({"type": "Point", "coordinates": [lon, lat]}),
             None => Value::Null,
         };
-        features.push(
-            json!({"type": "Feature", "id": n.id, "geometry": geometry, "properties": props}),
-        );
+        sep(w)?;
+        serde_json::to_writer(
+            &mut *w,
+            &json!({"type": "Feature", "id": n.id, "geometry": geometry, "properties": props}),
+        )?;
     }
     for e in &g.edges {
         let mut props = edge_props(e, fmt);
         props.insert("kind".into(), Value::String("edge".into()));
-        let geometry = match (pos.get(e.source.as_str()), pos.get(e.target.as_str())) {
+        let geometry = match (pos.get(&*e.source), pos.get(&*e.target)) {
             (Some(a), Some(b)) => {
                 json!({"type": "LineString", "coordinates": [[a.0, a.1], [b.0, b.1]]})
             }
             _ => Value::Null,
         };
-        features.push(json!({"type": "Feature", "geometry": geometry, "properties": props}));
+        sep(w)?;
+        serde_json::to_writer(
+            &mut *w,
+            &json!({"type": "Feature", "geometry": geometry, "properties": props}),
+        )?;
     }
-    serde_json::to_writer(
-        &mut *w,
-        &json!({"type": "FeatureCollection", "features": features}),
-    )?;
-    writeln!(w)
+    w.write_all(b"]}\n")
 }
 
 /// Writes `g` in format `f`.

@@ -55,20 +55,34 @@ fn load_edges(db: &ReadOnlyDb) -> anyhow::Result<(Vec<graph::Edge>, NormalizeRep
     }
     let mut st = db.prepare("SELECT node_a, node_b, count, last_seen FROM neighbor_edges")?;
     let mut rows = st.query([])?;
-    let mut raw = Vec::new();
-    while let Some(r) = rows.next()? {
-        raw.push(RawEdge {
-            node_a: text(r.get_ref(0)?),
-            node_b: text(r.get_ref(1)?),
-            count: match r.get_ref(2)? {
-                ValueRef::Integer(i) => Some(i),
-                ValueRef::Real(f) if f.is_finite() => Some(f as i64),
+    // Streamed into the normaliser: the stored rows are never all in memory.
+    let mut failed: Option<rusqlite::Error> = None;
+    let iter = std::iter::from_fn(|| {
+        let r = match rows.next() {
+            Ok(Some(r)) => r,
+            Ok(None) => return None,
+            Err(e) => {
+                failed = Some(e);
+                return None;
+            }
+        };
+        let get = |i: usize| r.get_ref(i).ok();
+        Some(RawEdge {
+            node_a: get(0).and_then(text),
+            node_b: get(1).and_then(text),
+            count: match get(2) {
+                Some(ValueRef::Integer(i)) => Some(i),
+                Some(ValueRef::Real(f)) if f.is_finite() => Some(f as i64),
                 _ => None,
             },
-            last_seen: text(r.get_ref(3)?),
-        });
+            last_seen: get(3).and_then(text),
+        })
+    });
+    let out = graph::normalize_edges(iter, &timeutil::parse_instant);
+    if let Some(e) = failed {
+        return Err(anyhow::Error::new(e).context("reading neighbor_edges"));
     }
-    Ok(graph::normalize_edges(raw, &timeutil::parse_instant))
+    Ok(out)
 }
 
 fn load_node_table(
