@@ -304,11 +304,17 @@ fn stats(ctx: &Ctx, a: &GraphStatsArgs) -> anyhow::Result<Outcome> {
     out.set("degree_distribution", Value::Object(dd));
     out.set("max_degree", s.max_degree);
     out.set("mean_degree", (s.mean_degree * 100.0).round() / 100.0);
+    // JSON: the node's name or null (the human table shows the label).
+    let names: std::collections::HashMap<&str, Option<&str>> = g
+        .nodes
+        .iter()
+        .map(|n| (n.id.as_str(), n.name.as_deref()))
+        .collect();
     out.set(
         "hubs",
         s.hubs
             .iter()
-            .map(|(id, label, d)| json!({"id": id, "name": label, "degree": d}))
+            .map(|(id, _, d)| json!({"id": id, "name": names.get(id.as_str()).copied().flatten(), "degree": d}))
             .collect::<Vec<_>>(),
     );
     let mut ages = Map::new();
