@@ -879,4 +879,60 @@ mod tests {
         };
         assert_eq!(extract(&obs, &idx), vec![pair(&w.f, &w.o)]);
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// The borrowing fast path agrees with the full JSON parse on
+            /// arbitrary strings over a JSON-ish alphabet.
+            #[test]
+            fn path_ends_agrees_with_parse(s in "[\\[\\]\",\\\\ a-fA-F0-9u\t\n]{0,24}") {
+                let full = parse_path_json(&s);
+                let ends = path_ends(&s).map(|(a, b)| (a.into_owned(), b.into_owned()));
+                prop_assert_eq!(ends, full.first().cloned().zip(full.last().cloned()));
+            }
+
+            /// Same on well-formed arrays with arbitrary JSON whitespace.
+            #[test]
+            fn path_ends_agrees_on_arrays(
+                hops in prop::collection::vec("[A-Fa-f0-9]{0,4}", 0..5),
+                ws in "[ \t\n\r]{0,2}",
+            ) {
+                let s = format!("{ws}[{ws}{}{ws}]{ws}", hops.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(&format!("{ws},{ws}")));
+                let full = parse_path_json(&s);
+                prop_assert_eq!(&full, &hops);
+                prop_assert!(fast_path_ends(&s).is_some());
+                let ends = path_ends(&s).map(|(a, b)| (a.into_owned(), b.into_owned()));
+                prop_assert_eq!(ends, full.first().cloned().zip(full.last().cloned()));
+            }
+
+            /// Every candidate is canonical, lower-case, non-empty and no self-edge.
+            #[test]
+            fn candidates_are_canonical(
+                pt in prop::option::of(0i64..16),
+                from in "[0-9a-fA-F]{0,64}",
+                obs in "[0-9a-fA-F]{60,66}",
+                hops in prop::collection::vec("[0-9a-fA-F]{1,6}", 0..5),
+            ) {
+                let keys: Vec<String> = (0..40u32).map(|i| format!("{:02x}{:062x}", (i * 7) % 256, i)).collect();
+                let idx = PrefixIndex::new(&keys);
+                let pj = serde_json::to_string(&hops).unwrap();
+                let o = ObsInput {
+                    payload_type: pt,
+                    from_pubkey: Some(&from),
+                    decoded_json: None,
+                    observer_id: Some(&obs),
+                    path_json: Some(&pj),
+                };
+                for (a, b) in extract(&o, &idx) {
+                    prop_assert!(!a.is_empty() && !b.is_empty());
+                    prop_assert!(a < b);
+                    prop_assert_eq!(&a, &a.to_ascii_lowercase());
+                    prop_assert_eq!(&b, &b.to_ascii_lowercase());
+                }
+            }
+        }
+    }
 }
