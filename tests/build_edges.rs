@@ -342,6 +342,33 @@ fn rebuild_interrupted_resumes() {
     assert_eq!(edges(&db), expected_known(&w));
 }
 
+#[test]
+fn leftover_old_tables_are_emptied_and_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, w) = known_db(dir.path());
+    let c = Connection::open(&db).unwrap();
+    c.execute_batch(
+        "CREATE TABLE _corescope_edges_old_1234_ab (node_a TEXT NOT NULL, node_b TEXT NOT NULL, count INTEGER DEFAULT 1, last_seen TEXT, PRIMARY KEY (node_a, node_b));
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+         INSERT INTO _corescope_edges_old_1234_ab SELECT printf('a%05d', i), printf('b%05d', i), 1, NULL FROM n;",
+    )
+    .unwrap();
+    drop(c);
+    let r = build(&db, &["--max-lock-ms", "5"]);
+    assert_eq!(r["old_table_rows_deleted"], 3000);
+    let c = Connection::open(&db).unwrap();
+    let left: i64 = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE '%edges_old%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0);
+    drop(c);
+    assert_eq!(edges(&db), expected_known(&w));
+}
+
 // ------------------------------------------------------------ convergence
 
 /// A random but reproducible database: ~60 nodes with 1- and 2-byte prefix
@@ -447,6 +474,10 @@ fn convergence_one_run_many_runs_kills_and_concurrent() {
     }
     assert!(runs > 100);
     assert_eq!(edges(&b), reference, "many runs");
+    assert_eq!(
+        state(&b, "build_edges.watermark"),
+        state(&a, "build_edges.watermark")
+    );
 
     // (b') small lock budget instead of a fixed batch size.
     let b2 = mk("b2.db");
