@@ -1,3 +1,5 @@
+mod packet;
+
 fn main() {
     println!("corescope");
 }
