@@ -1,4 +1,8 @@
+#[allow(dead_code)]
+mod edges;
 mod packet;
+#[allow(dead_code)]
+mod resolve;
 
 fn main() {
     println!("corescope");
