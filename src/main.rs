@@ -1,4 +1,6 @@
 #[allow(dead_code)]
+mod derive;
+#[allow(dead_code)]
 mod edges;
 mod packet;
 #[allow(dead_code)]
