@@ -1,11 +1,145 @@
-#[allow(dead_code)]
+//! corescope: maintenance toolkit for the SQLite database of CoreScope.
+//! main parses the command line, resolves the database, dispatches, prints
+//! the report and maps errors to the exit codes of cli.md.
+
+// Items of the shared modules are used by commands as they land.
+#![allow(dead_code)]
+
+mod catalog;
+mod cli;
+mod commands;
+mod config;
+mod context;
+mod db;
 mod derive;
-#[allow(dead_code)]
 mod edges;
+mod error;
 mod packet;
-#[allow(dead_code)]
+mod report;
 mod resolve;
+mod schema;
+mod timeutil;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Parser;
+use serde_json::Value;
+
+use crate::cli::Cli;
+use crate::config::Config;
+use crate::context::Ctx;
+use crate::error::{exit_code, Failure};
 
 fn main() {
-    println!("corescope");
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let started = Instant::now();
+    let command = cli.command.name();
+    let (db_display, result) = match build_ctx(&cli) {
+        Ok(ctx) => {
+            let shown = ctx.db_path.display().to_string();
+            (shown, commands::dispatch(&ctx, &cli.command))
+        }
+        Err(e) => (
+            cli.db
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            Err(e),
+        ),
+    };
+    let elapsed_ms = report::ms(started.elapsed());
+    let code = match result {
+        Ok(outcome) => {
+            if !cli.quiet {
+                if cli.json {
+                    let mut obj = serde_json::Map::new();
+                    obj.insert("command".into(), command.into());
+                    obj.insert("db".into(), db_display.into());
+                    obj.insert("ok".into(), (outcome.exit_code == 0).into());
+                    obj.insert("elapsed_ms".into(), elapsed_ms.into());
+                    for (k, v) in outcome.json {
+                        obj.insert(k, v);
+                    }
+                    println!("{}", Value::Object(obj));
+                } else if !outcome.human.is_empty() {
+                    print!("{}", outcome.human);
+                    if !outcome.human.ends_with('\n') {
+                        println!();
+                    }
+                }
+            }
+            outcome.exit_code
+        }
+        Err(e) => {
+            let code = exit_code(&e);
+            let msg = one_line(&e);
+            eprintln!("corescope {command}: error: {msg}");
+            if cli.json && !cli.quiet {
+                let obj = serde_json::json!({
+                    "command": command,
+                    "db": db_display,
+                    "ok": false,
+                    "elapsed_ms": elapsed_ms,
+                    "error": msg,
+                    "exit_code": code,
+                });
+                println!("{obj}");
+            }
+            code
+        }
+    };
+    std::process::exit(code);
+}
+
+/// The error chain on one line (the outermost message first).
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+fn init_logging(cli: &Cli) {
+    let default = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    };
+    let env = env_logger::Env::default().default_filter_or(default);
+    let mut b = env_logger::Builder::from_env(env);
+    if std::env::var_os("NO_COLOR").is_some() {
+        b.write_style(env_logger::WriteStyle::Never);
+    }
+    let _ = b.try_init();
+}
+
+/// Resolve config and database path (cli.md "Selecting the database").
+fn build_ctx(cli: &Cli) -> anyhow::Result<Ctx> {
+    let config = match &cli.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let db_path: PathBuf = match (&cli.db, &config.db_path) {
+        (Some(p), _) => p.clone(),
+        (None, Some(p)) if !p.trim().is_empty() => PathBuf::from(p),
+        _ => {
+            return Err(Failure::Usage(
+                "no database given: use --db PATH, set CORESCOPE_DB, or give a config file with dbPath (--config / CORESCOPE_CONFIG)"
+                    .into(),
+            )
+            .into())
+        }
+    };
+    Ok(Ctx {
+        db_path,
+        json: cli.json,
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+        busy_timeout_ms: cli.busy_timeout,
+        config,
+    })
 }

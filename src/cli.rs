@@ -1,0 +1,117 @@
+//! The command-line definition (clap derive). man pages and completions are
+//! generated from this, so every flag's help text is user documentation.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::catalog::Target;
+
+const AFTER_HELP: &str = "\
+Database selection: --db PATH, else CORESCOPE_DB, else dbPath from the config file (--config / CORESCOPE_CONFIG).
+
+Exit codes: 0 success (also a run stopped by --max-seconds); 1 error (cannot open, not a database, corrupt, I/O, SQL);
+2 usage error; 3 schema not ready or migrations pending (write commands refuse to run); 75 busy, try again next run.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "corescope",
+    version,
+    about = "Maintenance toolkit for the SQLite database of CoreScope (MeshCore mesh analyzer)",
+    long_about = "Maintenance toolkit for the SQLite database of CoreScope (MeshCore mesh analyzer): schema migrations, \
+                  read-only readiness checks, and the maintenance jobs that timers run beside a live ingestor.",
+    after_help = AFTER_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// SQLite database file of CoreScope
+    #[arg(long, global = true, env = "CORESCOPE_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
+    /// CoreScope config.json (dbPath, retention.*, neighborEdgesMaxAgeDays, db.*, observerBlacklist)
+    #[arg(long, global = true, env = "CORESCOPE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Print exactly one JSON object on stdout instead of the human report
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// No report and no progress, only errors; the exit code carries the result
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// How long to wait for SQLite's write lock before giving up with exit 75
+    #[arg(long, global = true, value_name = "MS", default_value_t = 5000)]
+    pub busy_timeout: u64,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring the schema to the target: tables, columns, indexes, view and named one-shot migrations
+    Migrate(MigrateArgs),
+    /// Read-only: schema readiness, pending migrations and backfills, data anomalies, vacuum/WAL health
+    Check(CheckArgs),
+}
+
+impl Command {
+    /// The command name used in reports (`"command"` key).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Migrate(_) => "migrate",
+            Command::Check(_) => "check",
+        }
+    }
+}
+
+/// Options shared by the long-running write commands.
+#[derive(Debug, Args, Clone)]
+pub struct WriteOpts {
+    /// Stop cleanly at a batch boundary after S seconds; the next run resumes
+    #[arg(long, value_name = "S")]
+    pub max_seconds: Option<f64>,
+
+    /// No single write transaction may hold SQLite's write lock longer than this
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_lock_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Schema target
+    #[arg(long, value_enum, default_value_t = Target::Latest)]
+    pub target: Target,
+
+    /// Print the plan (steps, rows each data step would touch) and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Allow creating a new database file (auto_vacuum=INCREMENTAL, WAL, full schema)
+    #[arg(long)]
+    pub create: bool,
+
+    /// No single write transaction of a data step holds the write lock longer than this
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_lock_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Schema target
+    #[arg(long, value_enum, default_value_t = Target::Latest)]
+    pub target: Target,
+
+    /// Exit 3 on any warning, not only when the schema is not ready
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Also run PRAGMA quick_check and foreign_key_check (reads the whole file)
+    #[arg(long)]
+    pub integrity: bool,
+}
