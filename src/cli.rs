@@ -58,6 +58,8 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Read-only: schema readiness, pending migrations and backfills, data anomalies, vacuum/WAL health
     Check(CheckArgs),
+    /// Resumable data backfills: from-pubkey, path-json, resolved-path, observer-blacklist
+    Backfill(BackfillArgs),
 }
 
 impl Command {
@@ -66,6 +68,7 @@ impl Command {
         match self {
             Command::Migrate(_) => "migrate",
             Command::Check(_) => "check",
+            Command::Backfill(_) => "backfill",
         }
     }
 }
@@ -114,4 +117,44 @@ pub struct CheckArgs {
     /// Also run PRAGMA quick_check and foreign_key_check (reads the whole file)
     #[arg(long)]
     pub integrity: bool,
+}
+
+/// A backfill task of `corescope backfill`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum BackfillTask {
+    /// transmissions.from_pubkey of ADVERTs, from decoded_json.pubKey or raw_hex
+    FromPubkey,
+    /// observations.path_json from the observation's own raw_hex (TRACE excluded)
+    PathJson,
+    /// observations.resolved_path from path_json hops, node prefixes and neighbor edges
+    ResolvedPath,
+    /// Soft-delete (inactive = 1) observers listed by --observer / observerBlacklist
+    ObserverBlacklist,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Without TASK all four run, in the order observer-blacklist, from-pubkey, path-json, \
+resolved-path. Each row task keeps a cursor (last row id visited) in corescope's state table, so every run \
+ends and the next one resumes; rows that cannot be filled are not visited again (use --reset to retry)."
+)]
+pub struct BackfillArgs {
+    /// Tasks to run (default: all)
+    #[arg(value_enum, value_name = "TASK")]
+    pub tasks: Vec<BackfillTask>,
+
+    /// Read and derive everything, write nothing; report how many rows each task would update
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Restart TASK's cursor from the beginning (repeatable), e.g. to retry unresolved paths after build-edges
+    #[arg(long, value_enum, value_name = "TASK")]
+    pub reset: Vec<BackfillTask>,
+
+    /// Observer id to soft-delete (repeatable; added to observerBlacklist of the config; case-insensitive)
+    #[arg(long = "observer", value_name = "ID")]
+    pub observers: Vec<String>,
+
+    #[command(flatten)]
+    pub write: WriteOpts,
 }

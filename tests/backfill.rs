@@ -23,19 +23,23 @@ fn bin() -> Command {
     Command::cargo_bin("corescope").unwrap()
 }
 
-fn migrate(db: &Path, create: bool) {
-    let mut c = bin();
-    c.arg("migrate").arg("--db").arg(db);
-    if create {
-        c.arg("--create");
-    }
-    c.assert().success();
+fn migrate(db: &Path) {
+    bin().arg("migrate").arg("--db").arg(db).assert().success();
 }
 
-/// A freshly migrated empty database.
+/// A migrated, empty database: a migrated copy of the legacy fixture with
+/// every row deleted (independent of `migrate --create`).
 fn fresh(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
-    migrate(&p, true);
+    std::fs::copy(FIXTURE, &p).unwrap();
+    migrate(&p);
+    let c = open(&p);
+    c.execute_batch(
+        "DELETE FROM observations; DELETE FROM transmissions; DELETE FROM nodes;
+         DELETE FROM observers; DELETE FROM neighbor_edges; DELETE FROM _migrations
+         WHERE name = 'backfill_path_json_from_raw_hex_v1';",
+    )
+    .unwrap();
     p
 }
 
@@ -43,7 +47,7 @@ fn fresh(dir: &Path, name: &str) -> PathBuf {
 fn fixture_copy(dir: &Path) -> PathBuf {
     let p = dir.join("legacy.db");
     std::fs::copy(FIXTURE, &p).unwrap();
-    migrate(&p, false);
+    migrate(&p);
     p
 }
 
@@ -88,7 +92,14 @@ fn insert_tx(c: &Connection, id: i64, raw: &str, ptype: i64, decoded: Option<&st
     .unwrap();
 }
 
-fn insert_obs(c: &Connection, id: i64, tx: i64, observer: i64, path: Option<&str>, raw: Option<&str>) {
+fn insert_obs(
+    c: &Connection,
+    id: i64,
+    tx: i64,
+    observer: i64,
+    path: Option<&str>,
+    raw: Option<&str>,
+) {
     c.execute(
         "INSERT INTO observations (id, transmission_id, observer_idx, path_json, timestamp, raw_hex)
          VALUES (?1, ?2, ?3, ?4, 1774805580, ?5)",
@@ -160,7 +171,9 @@ fn from_pubkey_recovers_fixture_keys_from_decoded_json_and_raw_hex() {
         &db,
         "SELECT lower(json_extract(decoded_json, '$.pubKey')) FROM transmissions WHERE payload_type = 4 ORDER BY id",
     );
-    assert!(expected.iter().all(|k| k.as_ref().is_some_and(|k| k.len() == 64)));
+    assert!(expected
+        .iter()
+        .all(|k| k.as_ref().is_some_and(|k| k.len() == 64)));
     drop(c);
 
     let v = run_json(&db, &["from-pubkey"]);
@@ -208,8 +221,20 @@ fn from_pubkey_sentinel_and_never_clobber() {
     let db = fresh(dir.path(), "t.db");
     let c = open(&db);
     let upper_key = "AB".repeat(32);
-    insert_tx(&c, 1, EX_A, 4, Some(&format!(r#"{{"type":"ADVERT","pubKey":"{upper_key}"}}"#)));
-    insert_tx(&c, 2, "zz", 4, Some(r#"{"type":"ADVERT","error":"too short"}"#));
+    insert_tx(
+        &c,
+        1,
+        EX_A,
+        4,
+        Some(&format!(r#"{{"type":"ADVERT","pubKey":"{upper_key}"}}"#)),
+    );
+    insert_tx(
+        &c,
+        2,
+        "zz",
+        4,
+        Some(r#"{"type":"ADVERT","error":"too short"}"#),
+    );
     insert_tx(&c, 3, EX_A, 4, Some("not json"));
     insert_tx(&c, 4, "1140", 4, None);
     insert_tx(&c, 5, EX_B, 5, None);
@@ -254,7 +279,7 @@ fn path_json_exact_hops_and_second_run_touches_nothing() {
     insert_tx(&c, 5, EX_ZERO, 4, None);
     insert_tx(&c, 6, "00", 5, None);
     insert_tx(&c, 7, EX_C, 5, None); // payload_type column wrong: header says TRACE
-    // observation raw_hex = another copy (different path) than the transmission's
+                                     // observation raw_hex = another copy (different path) than the transmission's
     let other_copy = format!("1146{}{}", "7D1DDA2AEACF1000EC344000", &EX_A[12..]);
     insert_obs(&c, 1, 1, 1, None, Some(&other_copy));
     insert_obs(&c, 2, 2, 1, Some(""), Some(&EX_B.to_uppercase()));
@@ -336,11 +361,8 @@ fn key(prefix: &str) -> String {
 }
 
 fn add_node(c: &Connection, k: &str) {
-    c.execute(
-        "INSERT INTO nodes (public_key, name) VALUES (?1, 'n')",
-        [k],
-    )
-    .unwrap();
+    c.execute("INSERT INTO nodes (public_key, name) VALUES (?1, 'n')", [k])
+        .unwrap();
 }
 
 #[test]
@@ -367,8 +389,11 @@ fn resolved_path_rules_and_unresolvable_rows_terminate() {
     .unwrap();
     // 1: ADVERT from f (from_pubkey set, upper-case), path AA,BB → a2 via adjacency, b
     insert_tx(&c, 1, "1100", 4, None);
-    c.execute("UPDATE transmissions SET from_pubkey = upper(?1) WHERE id = 1", [&f])
-        .unwrap();
+    c.execute(
+        "UPDATE transmissions SET from_pubkey = upper(?1) WHERE id = 1",
+        [&f],
+    )
+    .unwrap();
     // 2: GRP_TXT: no anchor → [null, b]
     insert_tx(&c, 2, "1500", 5, None);
     // 3: ADVERT with from_pubkey NULL: originator from decoded_json
@@ -463,18 +488,36 @@ fn observer_blacklist_soft_deletes_case_insensitively() {
     let cfg = dir.path().join("config.json");
     std::fs::write(&cfg, r#"{"observerBlacklist": [" CCDD ", "", "nobody"]}"#).unwrap();
     let out = bin()
-        .args(["--json", "backfill", "observer-blacklist", "--observer", "aabb", "--observer", "eeff"])
+        .args([
+            "--json",
+            "backfill",
+            "observer-blacklist",
+            "--observer",
+            "aabb",
+            "--observer",
+            "eeff",
+        ])
         .arg("--db")
         .arg(&db)
         .arg("--config")
         .arg(&cfg)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(n(&v, "observer-blacklist", "updated"), 3);
-    assert_eq!(task(&v, "observer-blacklist")["unmatched"], serde_json::json!(["nobody"]));
-    let got = col(&db, "SELECT id || ':' || inactive FROM observers ORDER BY id");
+    assert_eq!(
+        task(&v, "observer-blacklist")["unmatched"],
+        serde_json::json!(["nobody"])
+    );
+    let got = col(
+        &db,
+        "SELECT id || ':' || inactive FROM observers ORDER BY id",
+    );
     let want: Vec<Option<String>> = ["AABB:1", "EeFf:1", "ccdd:1", "keep:0"]
         .iter()
         .map(|s| Some(s.to_string()))
@@ -512,7 +555,12 @@ fn dry_run_writes_nothing_and_max_seconds_zero_resumes() {
     names.sort();
     assert_eq!(
         names,
-        vec!["from-pubkey", "observer-blacklist", "path-json", "resolved-path"]
+        vec![
+            "from-pubkey",
+            "observer-blacklist",
+            "path-json",
+            "resolved-path"
+        ]
     );
 }
 
@@ -555,7 +603,10 @@ fn big_db(dir: &Path, name: &str, rows: i64) -> PathBuf {
         let decoded = if id % 5 == 0 {
             None
         } else {
-            Some(format!(r#"{{"type":"ADVERT","pubKey":"{}"}}"#, hex_lower(k)))
+            Some(format!(
+                r#"{{"type":"ADVERT","pubKey":"{}"}}"#,
+                hex_lower(k)
+            ))
         };
         t.execute(
             "INSERT INTO transmissions (id, raw_hex, hash, first_seen, route_type, payload_type, decoded_json)
@@ -604,15 +655,17 @@ fn kill_nine_then_rerun_equals_one_clean_run() {
 
     let exe = assert_cmd::cargo::cargo_bin("corescope");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
-    for _ in 0..6 {
+    for i in 0..6 {
+        // Alternate tiny batches (many commits) and the default budget.
+        let lock = if i % 2 == 0 { "2" } else { "200" };
         let mut child = StdCommand::new(&exe)
-            .args(["backfill", "--max-lock-ms", "2", "--db"])
+            .args(["backfill", "--max-lock-ms", lock, "--db"])
             .arg(&killed)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.gen_range(5..150)));
+        std::thread::sleep(Duration::from_millis(rng.gen_range(20..400)));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
     }

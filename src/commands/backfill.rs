@@ -110,8 +110,16 @@ pub fn pending_counts(conn: &Connection) -> anyhow::Result<BTreeMap<String, i64>
     let mut out = BTreeMap::new();
     let tx_ok = table_exists(conn, "transmissions")?;
     let obs_ok = table_exists(conn, "observations")?;
-    let tx_cols = if tx_ok { columns(conn, "transmissions")? } else { vec![] };
-    let obs_cols = if obs_ok { columns(conn, "observations")? } else { vec![] };
+    let tx_cols = if tx_ok {
+        columns(conn, "transmissions")?
+    } else {
+        vec![]
+    };
+    let obs_cols = if obs_ok {
+        columns(conn, "observations")?
+    } else {
+        vec![]
+    };
     let has = |cols: &[String], c: &str| cols.iter().any(|x| x.eq_ignore_ascii_case(c));
 
     let fp = if tx_ok && has(&tx_cols, "payload_type") {
@@ -121,7 +129,11 @@ pub fn pending_counts(conn: &Connection) -> anyhow::Result<BTreeMap<String, i64>
         } else {
             "payload_type = 4"
         };
-        count(conn, &format!("SELECT COUNT(*) FROM transmissions WHERE id > ?1 AND {w}"), cur)?
+        count(
+            conn,
+            &format!("SELECT COUNT(*) FROM transmissions WHERE id > ?1 AND {w}"),
+            cur,
+        )?
     } else {
         0
     };
@@ -448,12 +460,7 @@ fn derive_row(task: BackfillTask, row: &Row, rctx: Option<&ResolveCtx>) -> Deriv
 
 /// Writes one value; returns whether the row changed. Every statement
 /// re-checks the candidate condition (never clobber).
-fn write_row(
-    tx: &Connection,
-    task: BackfillTask,
-    row: &Row,
-    value: &str,
-) -> anyhow::Result<bool> {
+fn write_row(tx: &Connection, task: BackfillTask, row: &Row, value: &str) -> anyhow::Result<bool> {
     let n = match task {
         BackfillTask::FromPubkey => tx
             .prepare_cached(
@@ -481,7 +488,12 @@ fn write_row(
 /// read `expected`: then the lower of the two wins, so a cursor lowered by
 /// the path-json task (or a `--reset` of a concurrent run) is kept and rows
 /// are visited again rather than skipped.
-fn advance_cursor(tx: &Connection, task: BackfillTask, expected: i64, to: i64) -> anyhow::Result<i64> {
+fn advance_cursor(
+    tx: &Connection,
+    task: BackfillTask,
+    expected: i64,
+    to: i64,
+) -> anyhow::Result<i64> {
     let key = cursor_key(task);
     let stored = db::state_get(tx, &key)?.and_then(|v| v.trim().parse::<i64>().ok());
     let new = match stored {
@@ -530,11 +542,16 @@ fn run_row_task(env: &mut Env<'_>, task: BackfillTask, reset: bool) -> anyhow::R
         env.db.write(|tx| db::state_delete(tx, &cursor_key(task)))?;
         log::info!("backfill {}: cursor reset", task.cli_name());
     }
-    let mut cursor = if reset { 0 } else { read_cursor(env.db.conn(), task)? };
-    let upto: i64 = env
-        .db
-        .conn()
-        .query_row(&format!("SELECT COALESCE(MAX(id), 0) FROM {table}"), [], |r| r.get(0))?;
+    let mut cursor = if reset {
+        0
+    } else {
+        read_cursor(env.db.conn(), task)?
+    };
+    let upto: i64 = env.db.conn().query_row(
+        &format!("SELECT COALESCE(MAX(id), 0) FROM {table}"),
+        [],
+        |r| r.get(0),
+    )?;
     let total: i64 = env
         .db
         .conn()
@@ -544,7 +561,11 @@ fn run_row_task(env: &mut Env<'_>, task: BackfillTask, reset: bool) -> anyhow::R
     } else {
         None
     };
-    let mut progress = Progress::new(env.show_bar, task.cli_name(), u64::try_from(total).unwrap_or(0));
+    let mut progress = Progress::new(
+        env.show_bar,
+        task.cli_name(),
+        u64::try_from(total).unwrap_or(0),
+    );
     rep.complete = true;
     loop {
         if env.deadline.expired() {
@@ -607,7 +628,11 @@ fn run_row_task(env: &mut Env<'_>, task: BackfillTask, reset: bool) -> anyhow::R
                 // resolved-path task even if its cursor already passed them.
                 let rp = read_cursor(tx, BackfillTask::ResolvedPath)?;
                 if m <= rp {
-                    db::state_set(tx, &cursor_key(BackfillTask::ResolvedPath), &(m - 1).to_string())?;
+                    db::state_set(
+                        tx,
+                        &cursor_key(BackfillTask::ResolvedPath),
+                        &(m - 1).to_string(),
+                    )?;
                 }
             }
             let nc = advance_cursor(tx, task, expected, last)?;
@@ -648,7 +673,10 @@ fn run_row_task(env: &mut Env<'_>, task: BackfillTask, reset: bool) -> anyhow::R
             BackfillTask::PathJson => "path_json",
             _ => "resolved_path",
         };
-        pending_counts(env.db.conn())?.get(key).copied().unwrap_or(0)
+        pending_counts(env.db.conn())?
+            .get(key)
+            .copied()
+            .unwrap_or(0)
     } else {
         let after = read_cursor(env.db.conn(), task)?;
         env.db
@@ -788,7 +816,10 @@ pub fn run(ctx: &Ctx, args: &BackfillArgs) -> anyhow::Result<Outcome> {
                 _ => "resolved_path",
             };
             TaskReport {
-                remaining: pending_counts(env.db.conn())?.get(key).copied().unwrap_or(0),
+                remaining: pending_counts(env.db.conn())?
+                    .get(key)
+                    .copied()
+                    .unwrap_or(0),
                 ..Default::default()
             }
         } else {
@@ -810,7 +841,14 @@ pub fn run(ctx: &Ctx, args: &BackfillArgs) -> anyhow::Result<Outcome> {
     out.set("complete", complete);
     out.set("max_lock_hold_ms", max_hold);
 
-    let mut table = report::table(&["task", "scanned", "updated", "skipped", "remaining", "status"]);
+    let mut table = report::table(&[
+        "task",
+        "scanned",
+        "updated",
+        "skipped",
+        "remaining",
+        "status",
+    ]);
     for (t, r) in &reports {
         let status = if !r.ran {
             "not started (--max-seconds)"
@@ -876,7 +914,13 @@ mod tests {
 
     #[test]
     fn cursor_keys() {
-        assert_eq!(cursor_key(BackfillTask::PathJson), "backfill.path-json.cursor");
-        assert_eq!(cursor_key(BackfillTask::FromPubkey), "backfill.from-pubkey.cursor");
+        assert_eq!(
+            cursor_key(BackfillTask::PathJson),
+            "backfill.path-json.cursor"
+        );
+        assert_eq!(
+            cursor_key(BackfillTask::FromPubkey),
+            "backfill.from-pubkey.cursor"
+        );
     }
 }
