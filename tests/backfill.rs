@@ -10,7 +10,10 @@ use rand::{Rng, SeedableRng};
 use rusqlite::{params, Connection};
 use serde_json::Value;
 
-const FIXTURE: &str = "../shared/fixtures/legacy-2026-03.db";
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/fixtures/legacy-2026-03.db"
+);
 
 const EX_A: &str = "11427d1d1f5d300ddc9e145dbe6cb4d6c2d93c74e9f862f5e247783f64ef89a4732e68dd473c4c62c9697f70e27d27e4a0d3f001c4032a262c390f868b2c7df763b2171969f29dde33a01785f01b6e37e7a1d7ba39735cb6013ad3a7f00c76ae84623ef286f99c3ee60292ec9f3e02c688b9f852352d443420333030442052616b";
 const EX_B: &str = "150359d69581d1666fd2abd32988b6ad68a307882c574a852481d99c18a0f6e249544a879182f8bb38375903332082b91043a0a4b189f9bbc6d8cc4bc94ca88d8e92d0d14664e87e";
@@ -18,6 +21,15 @@ const EX_C: &str = "26010FBA74E45D000000000027";
 const EX_D: &str = "D665EBB4F9780C68AF308B6BA794DCB86C9B3DA0543D90483C2E051BAA44D20B15E43845C969EBD256833C6A3E3859D3C79E6DA3A9F9DB068C6D8CCEA85CFEA9DF7120224DE05F88A218126763B856F11CE1CB27603CE2EC653C414CAF67B7890BB60207680A920BB60207680A9200000000000000004C416237";
 const EX_D_PATH: &str = r#"["EBB4","F978","0C68","AF30","8B6B","A794","DCB8","6C9B","3DA0","543D","9048","3C2E","051B","AA44","D20B","15E4","3845","C969","EBD2","5683","3C6A","3E38","59D3","C79E","6DA3","A9F9","DB06","8C6D","8CCE","A85C","FEA9","DF71","2022","4DE0","5F88","A218","1267"]"#;
 const EX_ZERO: &str = "11401f5dd36fdd499d6c0a2772093028fe52ae695a15ff0dd0a4d9c752bf2763243533d44b6669c5178b93fbe683b01ddd7e4dcf347dcebe5ee98f00a9a8d2f65abc87cd4e78bf582685338b18418cd5230e96d57a520119ae5bf26c3c0645ea8042f093f10f9248054202e435b6f84b657920526f75746520482d42524b20f09f979defb88f";
+
+/// Copies the read-only fixture to a writable file.
+fn copy_fixture(to: &Path) {
+    std::fs::copy(FIXTURE, to).unwrap();
+    let mut perm = std::fs::metadata(to).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perm.set_readonly(false);
+    std::fs::set_permissions(to, perm).unwrap();
+}
 
 fn bin() -> Command {
     Command::cargo_bin("corescope").unwrap()
@@ -31,7 +43,7 @@ fn migrate(db: &Path) {
 /// every row deleted (independent of `migrate --create`).
 fn fresh(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
-    std::fs::copy(FIXTURE, &p).unwrap();
+    copy_fixture(&p);
     migrate(&p);
     let c = open(&p);
     c.execute_batch(
@@ -46,7 +58,7 @@ fn fresh(dir: &Path, name: &str) -> PathBuf {
 /// A migrated copy of the legacy fixture.
 fn fixture_copy(dir: &Path) -> PathBuf {
     let p = dir.join("legacy.db");
-    std::fs::copy(FIXTURE, &p).unwrap();
+    copy_fixture(&p);
     migrate(&p);
     p
 }
@@ -356,6 +368,32 @@ fn all_undecodable_terminates_and_second_run_scans_nothing() {
     assert_eq!(n(&v, "path-json", "updated"), 0);
 }
 
+#[test]
+fn path_json_dedup_conflict_is_left_null_and_not_revisited() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh(dir.path(), "d.db");
+    let c = open(&db);
+    insert_tx(&c, 1, EX_B, 5, None);
+    // Same transmission and observer: the derived path would duplicate row 1.
+    insert_obs(&c, 1, 1, 1, Some(r#"["59","D6","95"]"#), Some(EX_B));
+    insert_obs(&c, 2, 1, 1, None, Some(EX_B));
+    insert_obs(&c, 3, 1, 2, None, None); // no raw: never a candidate
+    drop(c);
+    let v = run_json(&db, &["path-json"]);
+    assert_eq!(n(&v, "path-json", "scanned"), 1, "{v}");
+    assert_eq!(n(&v, "path-json", "updated"), 0);
+    assert_eq!(n(&v, "path-json", "conflicts"), 1);
+    assert_eq!(n(&v, "path-json", "without_raw_hex"), 1);
+    assert_eq!(v["complete"], true);
+    let got = col(&db, "SELECT path_json FROM observations ORDER BY id");
+    assert_eq!(
+        got,
+        vec![Some(r#"["59","D6","95"]"#.to_string()), None, None]
+    );
+    let v = run_json(&db, &["path-json"]);
+    assert_eq!(n(&v, "path-json", "scanned"), 0);
+}
+
 fn key(prefix: &str) -> String {
     format!("{prefix:0<64}")
 }
@@ -568,7 +606,7 @@ fn dry_run_writes_nothing_and_max_seconds_zero_resumes() {
 fn not_migrated_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("legacy.db");
-    std::fs::copy(FIXTURE, &p).unwrap();
+    copy_fixture(&p);
     bin().args(["backfill", "--db"]).arg(&p).assert().code(3);
 }
 

@@ -190,6 +190,9 @@ struct TaskReport {
     remaining: i64,
     /// path-json: UPDATEs refused by `idx_observations_dedup`.
     conflicts: u64,
+    /// path-json: observations without path_json and without raw bytes of
+    /// their own (never derived, see docs/backfill.md).
+    without_raw_hex: i64,
     /// observer-blacklist: ids that matched no observer.
     unmatched: Vec<String>,
     /// The task ran to its end (not stopped by --max-seconds).
@@ -207,6 +210,7 @@ impl TaskReport {
         m.insert("complete".into(), json!(self.complete));
         if task == BackfillTask::PathJson {
             m.insert("conflicts".into(), json!(self.conflicts));
+            m.insert("without_raw_hex".into(), json!(self.without_raw_hex));
         }
         if task == BackfillTask::ObserverBlacklist {
             m.insert("unmatched".into(), json!(self.unmatched));
@@ -666,6 +670,14 @@ fn run_row_task(env: &mut Env<'_>, task: BackfillTask, reset: bool) -> anyhow::R
                 Ok(())
             })?;
         }
+    }
+    if task == BackfillTask::PathJson {
+        rep.without_raw_hex = env.db.conn().query_row(
+            "SELECT COUNT(*) FROM observations WHERE (path_json IS NULL OR path_json = '') \
+             AND (raw_hex IS NULL OR raw_hex = '')",
+            [],
+            |r| r.get(0),
+        )?;
     }
     rep.remaining = if env.dry_run {
         let key = match task {
