@@ -924,6 +924,77 @@ mod tests {
         assert_eq!(ids, vec!["AbC", "x", "Y"]);
     }
 
+    fn fixture_ro() -> Connection {
+        let p = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/legacy-2026-03.db"
+        );
+        Connection::open_with_flags(p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
+    }
+
+    #[test]
+    fn pending_counts_on_unmigrated_legacy_database() {
+        let c = fixture_ro();
+        let m = pending_counts(&c).unwrap();
+        let adverts: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM transmissions WHERE payload_type = 4",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let with_hops: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM observations o LEFT JOIN transmissions t ON t.id = o.transmission_id \
+                 WHERE o.path_json IS NOT NULL AND o.path_json NOT IN ('', '[]') \
+                 AND (t.payload_type IS NULL OR t.payload_type <> 9)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(m["from_pubkey"], adverts);
+        assert_eq!(m["path_json"], 0, "no observations.raw_hex column");
+        assert_eq!(m["resolved_path"], with_hops);
+        assert!(adverts > 0 && with_hops > 0);
+    }
+
+    #[test]
+    fn pending_counts_follow_the_cursor() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE transmissions (id INTEGER PRIMARY KEY, raw_hex TEXT, payload_type INTEGER,
+                 decoded_json TEXT, from_pubkey TEXT);
+             CREATE TABLE observations (id INTEGER PRIMARY KEY, transmission_id INTEGER,
+                 path_json TEXT, raw_hex TEXT, resolved_path TEXT);
+             CREATE TABLE _corescope_state (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);
+             INSERT INTO transmissions VALUES (1, '11', 4, NULL, NULL), (2, '11', 4, NULL, NULL),
+                 (3, '26', 9, NULL, NULL), (4, '15', 5, NULL, NULL);
+             INSERT INTO observations VALUES (1, 1, NULL, '1100', NULL), (2, 2, '', '1100', NULL),
+                 (3, 3, NULL, '2601', NULL), (4, 4, '[\"AA\"]', NULL, NULL),
+                 (5, 3, '[\"0F\"]', NULL, NULL), (6, 4, '[]', NULL, NULL), (7, 4, NULL, NULL, NULL);",
+        )
+        .unwrap();
+        let m = pending_counts(&c).unwrap();
+        assert_eq!(
+            (m["from_pubkey"], m["path_json"], m["resolved_path"]),
+            (2, 2, 1)
+        );
+        for t in [
+            BackfillTask::FromPubkey,
+            BackfillTask::PathJson,
+            BackfillTask::ResolvedPath,
+        ] {
+            db::state_set(&c, &cursor_key(t), "1").unwrap();
+        }
+        let m = pending_counts(&c).unwrap();
+        assert_eq!(
+            (m["from_pubkey"], m["path_json"], m["resolved_path"]),
+            (1, 1, 1)
+        );
+        db::state_set(&c, &cursor_key(BackfillTask::ResolvedPath), "4").unwrap();
+        assert_eq!(pending_counts(&c).unwrap()["resolved_path"], 0);
+    }
+
     #[test]
     fn cursor_keys() {
         assert_eq!(
