@@ -238,9 +238,18 @@ impl Progress {
         let bar = show_bar.then(|| {
             let b = indicatif::ProgressBar::new(total);
             if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{prefix:>18} [{bar:30}] {pos}/{len} rows  {per_sec}  ETA {eta}",
+                "{prefix:>18} [{bar:30}] {pos}/{len} rows  {rate} rows/s  ETA {eta}",
             ) {
-                b.set_style(style.progress_chars("=> "));
+                b.set_style(
+                    style
+                        .with_key(
+                            "rate",
+                            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                                let _ = write!(w, "{:.0}", s.per_sec());
+                            },
+                        )
+                        .progress_chars("=> "),
+                );
             }
             b.set_prefix(name);
             b
@@ -510,7 +519,7 @@ fn advance_cursor(
 
 struct Env<'a> {
     db: &'a mut WriteDb,
-    batcher: Batcher,
+    max_lock_ms: u64,
     deadline: Deadline,
     dry_run: bool,
     show_bar: bool,
@@ -570,13 +579,16 @@ fn run_row_task(env: &mut Env<'_>, task: BackfillTask, reset: bool) -> anyhow::R
         task.cli_name(),
         u64::try_from(total).unwrap_or(0),
     );
+    // Per task: the cost of a row differs between tasks (path_json is in
+    // the dedup index, resolved_path is not).
+    let mut batcher = Batcher::new(env.max_lock_ms);
     rep.complete = true;
     loop {
         if env.deadline.expired() {
             rep.complete = false;
             break;
         }
-        let rows = fetch(env.db.conn(), task, cursor, upto, env.batcher.size())
+        let rows = fetch(env.db.conn(), task, cursor, upto, batcher.size())
             .with_context(|| format!("backfill {}: reading candidates", task.cli_name()))?;
         let Some(last) = rows.last().map(|r| r.id) else {
             break;
@@ -642,7 +654,7 @@ fn run_row_task(env: &mut Env<'_>, task: BackfillTask, reset: bool) -> anyhow::R
             let nc = advance_cursor(tx, task, expected, last)?;
             Ok((up, sk, cf, nc))
         })?;
-        env.batcher.observe(rows.len(), started.elapsed());
+        batcher.observe(rows.len(), started.elapsed());
         rep.updated += updated;
         rep.skipped += skipped;
         rep.conflicts += conflicts;
@@ -810,7 +822,7 @@ pub fn run(ctx: &Ctx, args: &BackfillArgs) -> anyhow::Result<Outcome> {
     let ids = blacklist_ids(&args.observers, &ctx.config.observer_blacklist);
     let mut env = Env {
         db: &mut wdb,
-        batcher: Batcher::new(args.write.max_lock_ms),
+        max_lock_ms: args.write.max_lock_ms,
         deadline: Deadline::new(args.write.max_seconds),
         dry_run: args.dry_run,
         show_bar: ctx.progress_allowed(),
