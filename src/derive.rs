@@ -239,6 +239,48 @@ mod tests {
     }
 
     #[test]
+    fn resolved_path_chain_anchored_on_originator() {
+        // Every hop is a 1-byte collision; each is resolved by adjacency to
+        // the key resolved before it, starting from the ADVERT originator.
+        let f = key("f0");
+        let (a1, a2) = (key("aa01"), key("aa02"));
+        let (b1, b2) = (key("bb01"), key("bb02"));
+        let (c1, c2) = (key("cc01"), key("cc02"));
+        let idx = PrefixIndex::new([&f, &a1, &a2, &b1, &b2, &c1, &c2]);
+        let adj = resolve::adjacency_from_edges([
+            (f.as_str(), a1.as_str()),
+            (a1.as_str(), b2.as_str()),
+            (b2.as_str(), c1.as_str()),
+            // decoys not adjacent to the chain
+            (a2.as_str(), b1.as_str()),
+            (b1.as_str(), c2.as_str()),
+        ]);
+        let inp = ResolveInput {
+            payload_type: Some(4),
+            from_pubkey: Some(&f),
+            path_json: r#"["AA","BB","CC"]"#,
+            ..Default::default()
+        };
+        assert_eq!(
+            resolved_path(&inp, &adj, &idx),
+            Derived::Value(format!(r#"["{a1}","{b2}","{c1}"]"#))
+        );
+        // Without the originator the chain never starts: all null → leave.
+        let no_origin = ResolveInput {
+            payload_type: Some(5),
+            ..inp
+        };
+        assert_eq!(resolved_path(&no_origin, &adj, &idx), Derived::Leave);
+        // A broken link: hop 1 unresolved, so hop 2 has no anchor.
+        let adj2 =
+            resolve::adjacency_from_edges([(f.as_str(), a1.as_str()), (b2.as_str(), c1.as_str())]);
+        assert_eq!(
+            resolved_path(&inp, &adj2, &idx),
+            Derived::Value(format!(r#"["{a1}",null,null]"#))
+        );
+    }
+
+    #[test]
     fn resolved_path_rules() {
         let f = key("f0");
         let a1 = key("aa01");
