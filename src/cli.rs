@@ -48,6 +48,20 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "MS", default_value_t = 5000)]
     pub busy_timeout: u64,
 
+    // ---- ops (issue 7): run lock and metrics ----
+    /// Write commands: wait for the run lock (up to SECONDS; no value: as long as it takes) instead of exiting 75
+    #[arg(long, global = true, value_name = "SECONDS", num_args = 0..=1)]
+    pub wait: Option<Option<u64>>,
+
+    /// Write commands and check: also write Prometheus metrics to PATH (node_exporter textfile, atomic; shareable)
+    #[arg(
+        long,
+        global = true,
+        env = "CORESCOPE_METRICS_FILE",
+        value_name = "PATH"
+    )]
+    pub metrics_file: Option<PathBuf>,
+    // ---- end ops ----
     #[command(subcommand)]
     pub command: Command,
 }
@@ -60,6 +74,11 @@ pub enum Command {
     Check(CheckArgs),
     /// Resumable data backfills: from-pubkey, path-json, resolved-path, observer-blacklist
     Backfill(BackfillArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout
+    Completions(CompletionsArgs),
+    /// Generate the man pages (corescope.1 and one per subcommand) into DIR
+    #[command(hide = true)]
+    GenMan(GenManArgs),
 }
 
 impl Command {
@@ -69,9 +88,30 @@ impl Command {
             Command::Migrate(_) => "migrate",
             Command::Check(_) => "check",
             Command::Backfill(_) => "backfill",
+            Command::Completions(_) => "completions",
+            Command::GenMan(_) => "gen-man",
         }
     }
+
+    /// Write commands take the per-command run lock (`runlock`); see [`WRITE_COMMANDS`].
+    pub fn is_write(&self) -> bool {
+        WRITE_COMMANDS.contains(&self.name())
+    }
+
+    /// Commands that honour `--metrics-file`; see [`METRICS_COMMANDS`].
+    pub fn writes_metrics(&self) -> bool {
+        self.is_write() || METRICS_COMMANDS.contains(&self.name())
+    }
 }
+
+// ---- ops (issue 7): command kinds. A new write command adds its name here
+// (one line) and gets the run lock, --wait, --metrics-file and the FILES
+// section of its man page; nothing else is needed.
+/// Commands that write the database: run lock + metrics.
+pub const WRITE_COMMANDS: &[&str] = &["migrate", "backfill"];
+/// Read-only commands that also honour `--metrics-file`.
+pub const METRICS_COMMANDS: &[&str] = &["check"];
+// ---- end ops ----
 
 /// Options shared by the long-running write commands.
 #[derive(Debug, Args, Clone)]
@@ -157,4 +197,18 @@ pub struct BackfillArgs {
 
     #[command(flatten)]
     pub write: WriteOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// Shell to generate the completion script for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct GenManArgs {
+    /// Directory to write the pages into (created if missing)
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }

@@ -574,7 +574,13 @@ fn dry_run_writes_nothing_and_max_seconds_zero_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let db = fixture_copy(dir.path());
     let before = dump(&db);
+    let bytes = std::fs::read(&db).unwrap();
     let v = run_json(&db, &["--dry-run"]);
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        bytes,
+        "dry run changed the file"
+    );
     assert_eq!(v["dry_run"], true);
     let fp = n(&v, "from-pubkey", "updated");
     assert!(fp > 50);

@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 
 use crate::cli::{BackfillArgs, BackfillTask};
 use crate::context::Ctx;
-use crate::db::{self, Batcher, Deadline, WriteDb};
+use crate::db::{self, Batcher, Deadline, ReadOnlyDb, WriteDb};
 use crate::derive::{self, Derived};
 use crate::edges::PrefixIndex;
 use crate::error::Failure;
@@ -517,8 +517,44 @@ fn advance_cursor(
     Ok(new)
 }
 
+/// The database: read-write for a run, read-only for `--dry-run` (which
+/// takes no run lock and creates nothing, not even the state table).
+enum Handle {
+    Write(WriteDb),
+    Read(ReadOnlyDb),
+}
+
+impl Handle {
+    fn conn(&self) -> &Connection {
+        match self {
+            Handle::Write(w) => w.conn(),
+            Handle::Read(r) => r.reader(),
+        }
+    }
+
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        match self {
+            Handle::Write(w) => w.write(f),
+            Handle::Read(_) => Err(Failure::Fatal(
+                "internal error: a write was attempted during --dry-run".to_string(),
+            )
+            .into()),
+        }
+    }
+
+    fn max_lock_hold_ms(&self) -> f64 {
+        match self {
+            Handle::Write(w) => w.max_lock_hold_ms(),
+            Handle::Read(_) => 0.0,
+        }
+    }
+}
+
 struct Env<'a> {
-    db: &'a mut WriteDb,
+    db: &'a mut Handle,
     max_lock_ms: u64,
     deadline: Deadline,
     dry_run: bool,
@@ -817,8 +853,25 @@ pub fn run(ctx: &Ctx, args: &BackfillArgs) -> anyhow::Result<Outcome> {
         }
     }
 
-    let mut wdb = WriteDb::open(&ctx.db_path, &ctx.open_options(false))?;
-    wdb.require_ready()?;
+    let mut wdb = if args.dry_run {
+        let ro = ReadOnlyDb::open(&ctx.db_path, ctx.busy_timeout_ms)?;
+        let missing =
+            crate::catalog::missing_structure(ro.reader(), crate::catalog::Target::Latest)?;
+        if !missing.is_empty() {
+            return Err(Failure::NotReady(format!(
+                "{} is not migrated (missing {}); run `corescope migrate --db {}` first",
+                ctx.db_path.display(),
+                missing.join(", "),
+                ctx.db_path.display()
+            ))
+            .into());
+        }
+        Handle::Read(ro)
+    } else {
+        let mut w = WriteDb::open(&ctx.db_path, &ctx.open_options(false))?;
+        w.require_ready()?;
+        Handle::Write(w)
+    };
     let ids = blacklist_ids(&args.observers, &ctx.config.observer_blacklist);
     let mut env = Env {
         db: &mut wdb,

@@ -2,6 +2,8 @@
 
 pub mod backfill;
 pub mod check;
+pub mod completions;
+pub mod man;
 pub mod migrate;
 
 use crate::cli::Command;
@@ -13,5 +15,21 @@ pub fn dispatch(ctx: &Ctx, command: &Command) -> anyhow::Result<Outcome> {
         Command::Migrate(a) => migrate::run(ctx, a),
         Command::Check(a) => check::run(ctx, a),
         Command::Backfill(a) => backfill::run(ctx, a),
+        Command::Completions(_) | Command::GenMan(_) => match standalone(command) {
+            Some(r) => r,
+            None => Err(anyhow::anyhow!(
+                "internal: {} has no runner",
+                command.name()
+            )),
+        },
+    }
+}
+
+/// Commands that need no database: run before the database is resolved.
+pub fn standalone(command: &Command) -> Option<anyhow::Result<Outcome>> {
+    match command {
+        Command::Completions(a) => Some(completions::run(a)),
+        Command::GenMan(a) => Some(man::run(a)),
+        _ => None,
     }
 }
