@@ -594,6 +594,26 @@ fn dry_run_writes_nothing_and_max_seconds_zero_resumes() {
     let v = run_json(&db, &[]);
     assert_eq!(v["complete"], true);
     assert_eq!(n(&v, "from-pubkey", "updated"), fp);
+    // check counts with the same code: nothing pending after a full run,
+    // although unresolvable paths stay NULL.
+    let out = bin()
+        .args(["--json", "check", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let chk: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        chk["pending_backfills"],
+        serde_json::json!({"from_pubkey": 0, "path_json": 0, "resolved_path": 0})
+    );
+    let unresolved: i64 = open(&db)
+        .query_row(
+            "SELECT COUNT(*) FROM observations WHERE resolved_path IS NULL AND path_json NOT IN ('', '[]')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(unresolved > 0);
     let obj = v["tasks"].as_object().unwrap();
     let mut names: Vec<&String> = obj.keys().collect();
     names.sort();
