@@ -553,8 +553,60 @@ impl Handle {
     }
 }
 
+/// WAL bookkeeping of a read-write run: in WAL mode `synchronous = NORMAL`
+/// (a commit stays atomic; after a power loss the last batches may be
+/// redone, which the cursor makes harmless) and no automatic checkpoint
+/// inside our commits (it would lengthen a lock hold); instead a PASSIVE
+/// checkpoint, which waits for nobody, every few commits and at the end.
+struct Wal {
+    on: bool,
+    commits: u32,
+}
+
+const CHECKPOINT_EVERY: u32 = 8;
+
+impl Wal {
+    fn setup(h: &Handle) -> anyhow::Result<Wal> {
+        let Handle::Write(w) = h else {
+            return Ok(Wal {
+                on: false,
+                commits: 0,
+            });
+        };
+        let mode: String = w
+            .conn()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        let on = mode.eq_ignore_ascii_case("wal");
+        if on {
+            w.conn()
+                .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")?;
+        }
+        Ok(Wal { on, commits: 0 })
+    }
+
+    fn committed(&mut self, h: &Handle) {
+        self.commits += 1;
+        if self.commits >= CHECKPOINT_EVERY {
+            self.checkpoint(h);
+        }
+    }
+
+    fn checkpoint(&mut self, h: &Handle) {
+        self.commits = 0;
+        if self.on {
+            if let Err(e) = h
+                .conn()
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            {
+                log::debug!("passive checkpoint: {e}");
+            }
+        }
+    }
+}
+
 struct Env<'a> {
     db: &'a mut Handle,
+    wal: Wal,
     max_lock_ms: u64,
     deadline: Deadline,
     dry_run: bool,
@@ -691,6 +743,7 @@ fn run_row_task(env: &mut Env<'_>, task: BackfillTask, reset: bool) -> anyhow::R
             Ok((up, sk, cf, nc))
         })?;
         batcher.observe(rows.len(), started.elapsed());
+        env.wal.committed(env.db);
         rep.updated += updated;
         rep.skipped += skipped;
         rep.conflicts += conflicts;
@@ -873,8 +926,10 @@ pub fn run(ctx: &Ctx, args: &BackfillArgs) -> anyhow::Result<Outcome> {
         Handle::Write(w)
     };
     let ids = blacklist_ids(&args.observers, &ctx.config.observer_blacklist);
+    let wal = Wal::setup(&wdb)?;
     let mut env = Env {
         db: &mut wdb,
+        wal,
         max_lock_ms: args.write.max_lock_ms,
         deadline: Deadline::new(args.write.max_seconds),
         dry_run: args.dry_run,
@@ -905,6 +960,7 @@ pub fn run(ctx: &Ctx, args: &BackfillArgs) -> anyhow::Result<Outcome> {
         reports.push((task, rep));
     }
 
+    env.wal.checkpoint(env.db);
     let complete = reports.iter().all(|(_, r)| r.complete);
     let max_hold = wdb.max_lock_hold_ms();
 
