@@ -46,6 +46,10 @@ fn fresh(dir: &Path, name: &str) -> PathBuf {
     copy_fixture(&p);
     migrate(&p);
     let c = open(&p);
+    // Production databases are in WAL mode (the fixture copies stay in
+    // rollback-journal mode, so both are exercised).
+    c.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+        .unwrap();
     c.execute_batch(
         "DELETE FROM observations; DELETE FROM transmissions; DELETE FROM nodes;
          DELETE FROM observers; DELETE FROM neighbor_edges; DELETE FROM _migrations
