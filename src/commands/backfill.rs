@@ -668,8 +668,11 @@ fn run_row_task(env: &mut Env<'_>, task: BackfillTask, reset: bool) -> anyhow::R
         u64::try_from(total).unwrap_or(0),
     );
     // Per task: the cost of a row differs between tasks (path_json is in
-    // the dedup index, resolved_path is not).
-    let mut batcher = Batcher::new(env.max_lock_ms);
+    // the dedup index, resolved_path is not). The Batcher aims at half the
+    // budget it is given; on large tables the hold of equal-sized batches
+    // varies about ±2× (page-cache misses on the from_pubkey / dedup
+    // indexes), so it gets two thirds of --max-lock-ms and aims at a third.
+    let mut batcher = Batcher::new((env.max_lock_ms * 2 / 3).max(1));
     rep.complete = true;
     loop {
         if env.deadline.expired() {
