@@ -1120,6 +1120,30 @@ mod tests {
     }
 
     #[test]
+    fn advance_cursor_keeps_a_cursor_lowered_meanwhile() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE _corescope_state (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);",
+        )
+        .unwrap();
+        let t = BackfillTask::ResolvedPath;
+        // no cursor yet
+        assert_eq!(advance_cursor(&c, t, 0, 50).unwrap(), 50);
+        // nobody else moved it
+        assert_eq!(advance_cursor(&c, t, 50, 90).unwrap(), 90);
+        // lowered meanwhile (path-json gave hops to row 10): the lower wins
+        db::state_set(&c, &cursor_key(t), "9").unwrap();
+        assert_eq!(advance_cursor(&c, t, 90, 120).unwrap(), 9);
+        assert_eq!(read_cursor(&c, t).unwrap(), 9);
+        // moved forward by another run: ours (lower) wins, rows are re-read, never skipped
+        db::state_set(&c, &cursor_key(t), "500").unwrap();
+        assert_eq!(advance_cursor(&c, t, 9, 120).unwrap(), 120);
+        // garbage in the state table reads as 0
+        db::state_set(&c, &cursor_key(t), "x").unwrap();
+        assert_eq!(read_cursor(&c, t).unwrap(), 0);
+    }
+
+    #[test]
     fn cursor_keys() {
         assert_eq!(
             cursor_key(BackfillTask::PathJson),
