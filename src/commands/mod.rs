@@ -5,6 +5,8 @@ pub mod check;
 pub mod completions;
 pub mod man;
 pub mod migrate;
+pub mod prune;
+pub mod vacuum;
 
 use crate::cli::Command;
 use crate::context::Ctx;
@@ -15,6 +17,8 @@ pub fn dispatch(ctx: &Ctx, command: &Command) -> anyhow::Result<Outcome> {
         Command::Migrate(a) => migrate::run(ctx, a),
         Command::Check(a) => check::run(ctx, a),
         Command::Backfill(a) => backfill::run(ctx, a),
+        Command::Prune(a) => prune::run(ctx, a),
+        Command::Vacuum(a) => vacuum::run(ctx, a),
         Command::Completions(_) | Command::GenMan(_) => match standalone(command) {
             Some(r) => r,
             None => Err(anyhow::anyhow!(
