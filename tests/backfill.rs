@@ -398,6 +398,72 @@ fn path_json_dedup_conflict_is_left_null_and_not_revisited() {
     assert_eq!(n(&v, "path-json", "scanned"), 0);
 }
 
+#[test]
+fn path_json_matches_generated_packets() {
+    // Packets built here byte by byte (route types with and without transport
+    // codes, hash sizes 1-3, 0-10 hops, random payload types except TRACE,
+    // any hex case); the expected path_json is the hop list we put in.
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh(dir.path(), "g.db");
+    let mut c = open(&db);
+    let t = c.transaction().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
+    let mut expected = Vec::new();
+    for id in 1..=400i64 {
+        let route: u8 = rng.gen_range(0..4);
+        let ptype: u8 = loop {
+            let p = rng.gen_range(0..16);
+            if p != 9 {
+                break p;
+            }
+        };
+        let version: u8 = rng.gen_range(0..4);
+        let size: usize = rng.gen_range(1..4);
+        let nhops: usize = rng.gen_range(0..11);
+        let mut b = vec![route | (ptype << 2) | (version << 6)];
+        if route == 0 || route == 3 {
+            b.extend((0..4).map(|_| rng.gen::<u8>()));
+        }
+        b.push((((size - 1) as u8) << 6) | nhops as u8);
+        let mut hops = Vec::new();
+        for _ in 0..nhops {
+            let h: Vec<u8> = (0..size).map(|_| rng.gen()).collect();
+            hops.push(h.iter().map(|x| format!("{x:02X}")).collect::<String>());
+            b.extend_from_slice(&h);
+        }
+        b.extend((0..rng.gen_range(0..60)).map(|_| rng.gen::<u8>()));
+        let mut raw: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        if id % 2 == 0 {
+            raw = raw.to_uppercase();
+        }
+        t.execute(
+            "INSERT INTO transmissions (id, raw_hex, hash, first_seen, route_type, payload_type)
+             VALUES (?1, ?2, ?3, '2026-01-01T00:00:00Z', ?4, ?5)",
+            params![id, raw, format!("g{id:015}"), route, ptype],
+        )
+        .unwrap();
+        t.execute(
+            "INSERT INTO observations (id, transmission_id, observer_idx, timestamp, raw_hex)
+             VALUES (?1, ?1, 1, 0, ?2)",
+            params![id, raw],
+        )
+        .unwrap();
+        expected.push(Some(format!(
+            "[{}]",
+            hops.iter()
+                .map(|h| format!("\"{h}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        )));
+    }
+    t.commit().unwrap();
+    drop(c);
+    let v = run_json(&db, &["path-json"]);
+    assert_eq!(n(&v, "path-json", "updated"), 400, "{v}");
+    let got = col(&db, "SELECT path_json FROM observations ORDER BY id");
+    assert_eq!(got, expected);
+}
+
 fn key(prefix: &str) -> String {
     format!("{prefix:0<64}")
 }
