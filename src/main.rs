@@ -1,37 +1,143 @@
-#[allow(dead_code)]
+//! corescope: maintenance toolkit for the SQLite database of CoreScope.
+//! main parses the command line, resolves the database, dispatches, prints
+//! the report and maps errors to the exit codes of cli.md.
+
+// Items of the shared modules are used by commands as they land.
+#![allow(dead_code)]
+
+mod catalog;
+mod cli;
+mod commands;
+mod config;
+mod context;
+mod db;
+mod error;
+mod report;
+mod schema;
 mod synth;
+mod timeutil;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Parser;
+use serde_json::Value;
+
+use crate::cli::Cli;
+use crate::config::Config;
+use crate::context::Ctx;
+use crate::error::{exit_code, Failure};
 
 fn main() {
-    // Temporary driver until the foundation CLI lands.
-    let a: Vec<String> = std::env::args().collect();
-    if a.len() >= 4 && a[1] == "synth-dev" {
-        let obs: u64 = a[3].parse().unwrap_or(1000);
-        let cfg = synth::Config {
-            seed: 1,
-            nodes: a.get(4).and_then(|s| s.parse().ok()).unwrap_or(1000),
-            observers: a.get(5).and_then(|s| s.parse().ok()).unwrap_or(40),
-            transmissions: obs / 4,
-            observations: obs,
-            days: 30.0,
-            end: 1_780_000_000,
-            schema: if a.get(6).map(|s| s.as_str()) == Some("legacy") {
-                synth::Schema::Legacy
-            } else {
-                synth::Schema::Latest
-            },
-            null_from_pubkey: 0.2,
-            null_path_json: 0.05,
-            null_resolved_path: 0.0,
-            obs_raw_hex: 1.0,
-            anomalies: a.get(7).is_some(),
-            metrics_interval: 300,
-        };
-        let t = std::time::Instant::now();
-        match synth::write_database(&cfg, std::path::Path::new(&a[2]), true, &|_, _| {}) {
-            Ok(s) => println!("{s:?} {:?}", t.elapsed()),
-            Err(e) => println!("error: {e:#}"),
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let started = Instant::now();
+    let command = cli.command.name();
+    let (db_display, result) = match build_ctx(&cli) {
+        Ok(ctx) => {
+            let shown = ctx.db_path.display().to_string();
+            (shown, commands::dispatch(&ctx, &cli.command))
         }
-        return;
+        Err(e) => (
+            cli.db
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            Err(e),
+        ),
+    };
+    let elapsed_ms = report::ms(started.elapsed());
+    let code = match result {
+        Ok(outcome) => {
+            if !cli.quiet {
+                if cli.json {
+                    let mut obj = serde_json::Map::new();
+                    obj.insert("command".into(), command.into());
+                    obj.insert("db".into(), db_display.into());
+                    obj.insert("ok".into(), (outcome.exit_code == 0).into());
+                    obj.insert("elapsed_ms".into(), elapsed_ms.into());
+                    for (k, v) in outcome.json {
+                        obj.insert(k, v);
+                    }
+                    println!("{}", Value::Object(obj));
+                } else if !outcome.human.is_empty() {
+                    print!("{}", outcome.human);
+                    if !outcome.human.ends_with('\n') {
+                        println!();
+                    }
+                }
+            }
+            outcome.exit_code
+        }
+        Err(e) => {
+            let code = exit_code(&e);
+            let msg = one_line(&e);
+            eprintln!("corescope {command}: error: {msg}");
+            if cli.json && !cli.quiet {
+                let obj = serde_json::json!({
+                    "command": command,
+                    "db": db_display,
+                    "ok": false,
+                    "elapsed_ms": elapsed_ms,
+                    "error": msg,
+                    "exit_code": code,
+                });
+                println!("{obj}");
+            }
+            code
+        }
+    };
+    std::process::exit(code);
+}
+
+/// The error chain on one line (the outermost message first).
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+fn init_logging(cli: &Cli) {
+    let default = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    };
+    let env = env_logger::Env::default().default_filter_or(default);
+    let mut b = env_logger::Builder::from_env(env);
+    if std::env::var_os("NO_COLOR").is_some() {
+        b.write_style(env_logger::WriteStyle::Never);
     }
-    println!("corescope");
+    let _ = b.try_init();
+}
+
+/// Resolve config and database path (cli.md "Selecting the database").
+fn build_ctx(cli: &Cli) -> anyhow::Result<Ctx> {
+    let config = match &cli.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let db_path: PathBuf = match (&cli.db, &config.db_path) {
+        (Some(p), _) => p.clone(),
+        (None, Some(p)) if !p.trim().is_empty() => PathBuf::from(p),
+        _ if !cli.command.needs_db() => PathBuf::new(),
+        _ => {
+            return Err(Failure::Usage(
+                "no database given: use --db PATH, set CORESCOPE_DB, or give a config file with dbPath (--config / CORESCOPE_CONFIG)"
+                    .into(),
+            )
+            .into())
+        }
+    };
+    Ok(Ctx {
+        db_path,
+        json: cli.json,
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+        busy_timeout_ms: cli.busy_timeout,
+        config,
+    })
 }

@@ -10,7 +10,7 @@ pub mod writer;
 pub use writer::{write_database, Summary};
 
 /// Shape of the database to create.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Schema {
     /// Everything in the spec (catalog target `latest`), fully migrated.
     Latest,

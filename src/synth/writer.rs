@@ -13,6 +13,7 @@ use rusqlite::{Connection, Statement};
 
 use super::gen::{self, Generator, MetricsGen, ObserverRef, Packet};
 use super::{Config, Schema};
+use crate::catalog::{self, Target};
 
 /// Rows per write transaction (observations).
 const CHUNK_OBS: usize = 50_000;
@@ -66,46 +67,11 @@ pub fn schema_ddl(schema: Schema) -> Result<Ddl> {
     }))
 }
 
-/// Stand-in for `catalog::create_schema_sql` until the foundation lands.
+/// The catalog's DDL of a fresh database (tables, indexes, view, `_migrations`
+/// rows marking every named migration done).
 fn catalog_ddl(seed: bool) -> Result<Vec<String>> {
-    if seed {
-        anyhow::bail!("--schema seed needs the schema catalog");
-    }
-    Ok(LATEST_STUB.iter().map(|s| s.to_string()).collect())
-}
-
-/// `_migrations` names a database of this shape has recorded.
-fn migration_names(schema: Schema, null_path_json: bool) -> Vec<&'static str> {
-    let mut v = vec![
-        "advert_count_unique_v1",
-        "noise_floor_real_v1",
-        "node_telemetry_v1",
-        "obs_timestamp_index_v1",
-        "observer_metrics_v1",
-        "observer_metrics_ts_idx",
-        "observers_inactive_v1",
-        "observer_metrics_packets_v1",
-        "channel_hash_v1",
-        "dropped_packets_v1",
-        "observations_raw_hex_v1",
-        "observers_last_packet_at_v1",
-        "cleanup_legacy_null_hash_ts",
-        "foreign_advert_v1",
-        "from_pubkey_v1",
-    ];
-    if !null_path_json {
-        v.push("backfill_path_json_from_raw_hex_v1");
-    }
-    if schema == Schema::Latest {
-        v.extend([
-            "scope_name_v1",
-            "nodes_default_scope_v1",
-            "channel_hash_casing_v1",
-            "observers_clock_naive_v1",
-            "obs_observer_ts_idx_v1",
-        ]);
-    }
-    v
+    let target = if seed { Target::Seed } else { Target::Latest };
+    Ok(catalog::create_schema_sql(target))
 }
 
 const LEGACY_DDL: &[&str] = &[
@@ -113,45 +79,6 @@ const LEGACY_DDL: &[&str] = &[
     "CREATE TABLE observers (\n    id TEXT PRIMARY KEY,\n    name TEXT,\n    iata TEXT,\n    last_seen TEXT,\n    first_seen TEXT,\n    packet_count INTEGER DEFAULT 0,\n    model TEXT,\n    firmware TEXT,\n    client_version TEXT,\n    radio TEXT,\n    battery_mv INTEGER,\n    uptime_secs INTEGER,\n    noise_floor REAL\n)",
     "CREATE TABLE transmissions (\n    id INTEGER PRIMARY KEY AUTOINCREMENT,\n    raw_hex TEXT NOT NULL,\n    hash TEXT NOT NULL UNIQUE,\n    first_seen TEXT NOT NULL,\n    route_type INTEGER,\n    payload_type INTEGER,\n    payload_version INTEGER,\n    decoded_json TEXT,\n    created_at TEXT DEFAULT (datetime('now'))\n)",
     "CREATE TABLE observations (\n    id INTEGER PRIMARY KEY AUTOINCREMENT,\n    transmission_id INTEGER NOT NULL REFERENCES transmissions(id),\n    observer_idx INTEGER,\n    direction TEXT,\n    snr REAL,\n    rssi REAL,\n    score INTEGER,\n    path_json TEXT,\n    timestamp INTEGER NOT NULL\n)",
-];
-
-const LATEST_STUB: &[&str] = &[
-    "CREATE TABLE nodes (public_key TEXT PRIMARY KEY, name TEXT, role TEXT, lat REAL, lon REAL, last_seen TEXT, first_seen TEXT, advert_count INTEGER DEFAULT 0, battery_mv INTEGER, temperature_c REAL, foreign_advert INTEGER DEFAULT 0, default_scope TEXT DEFAULT NULL, multibyte_sup INTEGER NOT NULL DEFAULT 0, multibyte_evidence TEXT)",
-    "CREATE TABLE inactive_nodes (public_key TEXT PRIMARY KEY, name TEXT, role TEXT, lat REAL, lon REAL, last_seen TEXT, first_seen TEXT, advert_count INTEGER DEFAULT 0, battery_mv INTEGER, temperature_c REAL, foreign_advert INTEGER DEFAULT 0, default_scope TEXT DEFAULT NULL, multibyte_sup INTEGER NOT NULL DEFAULT 0, multibyte_evidence TEXT)",
-    "CREATE TABLE observers (id TEXT PRIMARY KEY, name TEXT, iata TEXT, last_seen TEXT, first_seen TEXT, packet_count INTEGER DEFAULT 0, model TEXT, firmware TEXT, client_version TEXT, radio TEXT, battery_mv INTEGER, uptime_secs INTEGER, noise_floor REAL, inactive INTEGER DEFAULT 0, last_packet_at TEXT DEFAULT NULL, clock_skew_seconds INTEGER DEFAULT NULL, clock_skew_count_24h INTEGER DEFAULT 0, clock_last_naive_at TEXT DEFAULT NULL, can_relay INTEGER DEFAULT 1, can_relay_seen INTEGER DEFAULT 0)",
-    "CREATE TABLE transmissions (id INTEGER PRIMARY KEY AUTOINCREMENT, raw_hex TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, first_seen TEXT NOT NULL, route_type INTEGER, payload_type INTEGER, payload_version INTEGER, decoded_json TEXT, from_pubkey TEXT, last_seen INTEGER NOT NULL DEFAULT 0, created_at TEXT DEFAULT (datetime('now')), channel_hash TEXT DEFAULT NULL, scope_name TEXT DEFAULT NULL)",
-    "CREATE TABLE observations (id INTEGER PRIMARY KEY AUTOINCREMENT, transmission_id INTEGER NOT NULL REFERENCES transmissions(id), observer_idx INTEGER, direction TEXT, snr REAL, rssi REAL, score INTEGER, path_json TEXT, timestamp INTEGER NOT NULL, resolved_path TEXT, raw_hex TEXT)",
-    "CREATE TABLE neighbor_edges (node_a TEXT NOT NULL, node_b TEXT NOT NULL, count INTEGER DEFAULT 1, last_seen TEXT, PRIMARY KEY (node_a, node_b))",
-    "CREATE TABLE observer_metrics (observer_id TEXT NOT NULL, timestamp TEXT NOT NULL, noise_floor REAL, tx_air_secs INTEGER, rx_air_secs INTEGER, recv_errors INTEGER, battery_mv INTEGER, packets_sent INTEGER, packets_recv INTEGER, PRIMARY KEY (observer_id, timestamp))",
-    "CREATE TABLE dropped_packets (id INTEGER PRIMARY KEY AUTOINCREMENT, hash TEXT, raw_hex TEXT, reason TEXT NOT NULL, observer_id TEXT, observer_name TEXT, node_pubkey TEXT, node_name TEXT, dropped_at DATETIME DEFAULT CURRENT_TIMESTAMP)",
-    "CREATE TABLE _migrations (name TEXT PRIMARY KEY)",
-    "CREATE TABLE _async_migrations (name TEXT PRIMARY KEY, status TEXT NOT NULL, started_at TEXT NOT NULL DEFAULT (datetime('now')), ended_at TEXT, error TEXT)",
-    "CREATE TABLE client_receptions (id INTEGER PRIMARY KEY AUTOINCREMENT, rx_pubkey TEXT NOT NULL, heard_key TEXT NOT NULL, heard_keylen INTEGER NOT NULL, rssi INTEGER, snr REAL, lat REAL NOT NULL, lon REAL NOT NULL, pos_acc_m REAL, rx_at TEXT NOT NULL, ingested_at TEXT NOT NULL, src TEXT NOT NULL, UNIQUE (rx_pubkey, heard_key, rx_at))",
-    "CREATE TABLE client_observers (pubkey TEXT PRIMARY KEY, name TEXT, last_seen TEXT)",
-    "CREATE VIEW packets_v AS SELECT o.id, COALESCE(o.raw_hex, t.raw_hex) AS raw_hex, datetime(o.timestamp, 'unixepoch') AS timestamp, obs.id AS observer_id, obs.name AS observer_name, o.direction, o.snr, o.rssi, o.score, t.hash, t.route_type, t.payload_type, t.payload_version, o.path_json, t.decoded_json, t.created_at FROM observations o JOIN transmissions t ON t.id = o.transmission_id LEFT JOIN observers obs ON obs.rowid = o.observer_idx AND (obs.inactive IS NULL OR obs.inactive = 0)",
-    "CREATE INDEX idx_nodes_last_seen ON nodes(last_seen)",
-    "CREATE INDEX idx_observers_last_seen ON observers(last_seen)",
-    "CREATE INDEX idx_inactive_nodes_last_seen ON inactive_nodes(last_seen)",
-    "CREATE INDEX idx_transmissions_hash ON transmissions(hash)",
-    "CREATE INDEX idx_transmissions_first_seen ON transmissions(first_seen)",
-    "CREATE INDEX idx_transmissions_payload_type ON transmissions(payload_type)",
-    "CREATE INDEX idx_transmissions_from_pubkey ON transmissions(from_pubkey)",
-    "CREATE INDEX idx_tx_channel_hash ON transmissions(channel_hash) WHERE payload_type = 5",
-    "CREATE INDEX idx_nodes_foreign_advert ON nodes(foreign_advert) WHERE foreign_advert = 1",
-    "CREATE INDEX idx_observations_transmission_id ON observations(transmission_id)",
-    "CREATE INDEX idx_observations_observer_idx ON observations(observer_idx)",
-    "CREATE INDEX idx_observations_timestamp ON observations(timestamp)",
-    "CREATE UNIQUE INDEX idx_observations_dedup ON observations(transmission_id, observer_idx, COALESCE(path_json, ''))",
-    "CREATE INDEX idx_observer_metrics_timestamp ON observer_metrics(timestamp)",
-    "CREATE INDEX idx_dropped_observer ON dropped_packets(observer_id)",
-    "CREATE INDEX idx_dropped_node ON dropped_packets(node_pubkey)",
-    "CREATE INDEX idx_observations_tx_ts ON observations(transmission_id, timestamp)",
-    "CREATE INDEX idx_observations_observer_idx_timestamp ON observations(observer_idx, timestamp)",
-    "CREATE INDEX idx_tx_scope_name ON transmissions(scope_name) WHERE scope_name IS NOT NULL",
-    "CREATE INDEX idx_tx_last_seen_zero ON transmissions(id) WHERE last_seen=0",
-    "CREATE INDEX idx_client_recept_heard_geo ON client_receptions(heard_key, heard_keylen, lat, lon)",
-    "CREATE INDEX idx_client_recept_latlon ON client_receptions(lat, lon)",
-    "CREATE INDEX idx_client_recept_rxat ON client_receptions(rx_at)",
 ];
 
 fn columns(conn: &Connection, table: &str) -> Result<Vec<String>> {
@@ -596,24 +523,22 @@ fn write_tail(cfg: &Config, conn: &Connection, g: Generator, s: &mut Summary) ->
         conn.execute_batch("COMMIT")?;
     }
 
-    // Bookkeeping a database of this shape has.
+    // Bookkeeping: the catalog marks every migration done; the path_json backfill
+    // is not done while rows still wait for it, and times are the data's, not the
+    // clock's (deterministic output).
     conn.execute_batch("BEGIN")?;
-    if !columns(conn, "_migrations")?.is_empty() {
-        for name in migration_names(cfg.schema, cfg.null_path_json > 0.0) {
-            conn.execute(
-                "INSERT OR IGNORE INTO _migrations (name) VALUES (?1)",
-                [name],
-            )?;
-        }
+    if cfg.null_path_json > 0.0 && !columns(conn, "_migrations")?.is_empty() {
+        conn.execute(
+            "DELETE FROM _migrations WHERE name = 'backfill_path_json_from_raw_hex_v1'",
+            [],
+        )?;
     }
     if !columns(conn, "_async_migrations")?.is_empty() {
-        let when = super::encode::sqlite_datetime(cfg.end - (cfg.days * 86_400.0) as i64);
-        for name in ["obs_observer_ts_idx_v1", "tx_last_seen_backfill_v1"] {
-            conn.execute(
-                "INSERT OR IGNORE INTO _async_migrations (name, status, started_at, ended_at) VALUES (?1, 'done', ?2, ?2)",
-                [name, when.as_str()],
-            )?;
-        }
+        let when = super::encode::sqlite_datetime(cfg.start());
+        conn.execute(
+            "UPDATE _async_migrations SET started_at = ?1, ended_at = ?1",
+            [when.as_str()],
+        )?;
     }
     if let Some((tx_seq, obs_seq)) = tail.seq_bump {
         conn.execute(

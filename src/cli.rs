@@ -1,0 +1,231 @@
+//! The command-line definition (clap derive). man pages and completions are
+//! generated from this, so every flag's help text is user documentation.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::catalog::Target;
+
+const AFTER_HELP: &str = "\
+Database selection: --db PATH, else CORESCOPE_DB, else dbPath from the config file (--config / CORESCOPE_CONFIG).
+
+Exit codes: 0 success (also a run stopped by --max-seconds); 1 error (cannot open, not a database, corrupt, I/O, SQL);
+2 usage error; 3 schema not ready or migrations pending (write commands refuse to run); 75 busy, try again next run.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "corescope",
+    version,
+    about = "Maintenance toolkit for the SQLite database of CoreScope (MeshCore mesh analyzer)",
+    long_about = "Maintenance toolkit for the SQLite database of CoreScope (MeshCore mesh analyzer): schema migrations, \
+                  read-only readiness checks, and the maintenance jobs that timers run beside a live ingestor.",
+    after_help = AFTER_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// SQLite database file of CoreScope
+    #[arg(long, global = true, env = "CORESCOPE_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
+    /// CoreScope config.json (dbPath, retention.*, neighborEdgesMaxAgeDays, db.*, observerBlacklist)
+    #[arg(long, global = true, env = "CORESCOPE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Print exactly one JSON object on stdout instead of the human report
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// No report and no progress, only errors; the exit code carries the result
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// How long to wait for SQLite's write lock before giving up with exit 75
+    #[arg(long, global = true, value_name = "MS", default_value_t = 5000)]
+    pub busy_timeout: u64,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring the schema to the target: tables, columns, indexes, view and named one-shot migrations
+    Migrate(MigrateArgs),
+    /// Read-only: schema readiness, pending migrations and backfills, data anomalies, vacuum/WAL health
+    Check(CheckArgs),
+    /// Create a new, realistic synthetic CoreScope database (demos, tests, benchmarks)
+    Synth(SynthArgs),
+    /// A synthetic database run through the whole maintenance cycle, for a first look
+    Demo(DemoArgs),
+}
+
+impl Command {
+    /// The command name used in reports (`"command"` key).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Migrate(_) => "migrate",
+            Command::Check(_) => "check",
+            Command::Synth(_) => "synth",
+            Command::Demo(_) => "demo",
+        }
+    }
+
+    /// Commands that work without a database path (they create their own).
+    pub fn needs_db(&self) -> bool {
+        !matches!(self, Command::Demo(_))
+    }
+}
+
+/// Options shared by the long-running write commands.
+#[derive(Debug, Args, Clone)]
+pub struct WriteOpts {
+    /// Stop cleanly at a batch boundary after S seconds; the next run resumes
+    #[arg(long, value_name = "S")]
+    pub max_seconds: Option<f64>,
+
+    /// No single write transaction may hold SQLite's write lock longer than this
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_lock_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Schema target
+    #[arg(long, value_enum, default_value_t = Target::Latest)]
+    pub target: Target,
+
+    /// Print the plan (steps, rows each data step would touch) and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Allow creating a new database file (auto_vacuum=INCREMENTAL, WAL, full schema)
+    #[arg(long)]
+    pub create: bool,
+
+    /// No single write transaction of a data step holds the write lock longer than this
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_lock_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Schema target
+    #[arg(long, value_enum, default_value_t = Target::Latest)]
+    pub target: Target,
+
+    /// Exit 3 on any warning, not only when the schema is not ready
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Also run PRAGMA quick_check and foreign_key_check (reads the whole file)
+    #[arg(long)]
+    pub integrity: bool,
+}
+
+/// Parse a fraction 0..=1.
+fn fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not a fraction between 0 and 1"))
+    }
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    if v > 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{v} must be positive"))
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SynthArgs {
+    /// Replace the file if it exists (otherwise synth refuses to touch it)
+    #[arg(long)]
+    pub force: bool,
+
+    /// Random seed: the same arguments (with a fixed --end) give the same database
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Mesh nodes (random 64-hex keys; 1-byte hop prefixes collide above ~256)
+    #[arg(long, default_value_t = 1000)]
+    pub nodes: usize,
+
+    /// Observers (MQTT gateways, upper-case ids; most are also nodes)
+    #[arg(long, default_value_t = 40)]
+    pub observers: usize,
+
+    /// Unique packets (transmissions rows)
+    #[arg(long, default_value_t = 50_000)]
+    pub transmissions: u64,
+
+    /// Total receptions (observations rows); default: --obs-per-tx × --transmissions
+    #[arg(long, conflicts_with = "obs_per_tx")]
+    pub observations: Option<u64>,
+
+    /// Average receptions per packet
+    #[arg(long, value_name = "F", default_value_t = 4.0, value_parser = positive_f64)]
+    pub obs_per_tx: f64,
+
+    /// Length of the time window in days
+    #[arg(long, default_value_t = 30.0, value_parser = positive_f64)]
+    pub days: f64,
+
+    /// End of the time window (RFC 3339); default: now, to the minute. Fix it for reproducible output
+    #[arg(long, value_name = "TIME")]
+    pub end: Option<String>,
+
+    /// Schema: latest (fully migrated), seed (CoreScope seed ingestor; needs migrate), legacy (like legacy-2026-03.db)
+    #[arg(long, value_enum, default_value_t = crate::synth::Schema::Latest)]
+    pub schema: crate::synth::Schema,
+
+    /// Leave from_pubkey NULL on this fraction of ADVERTs (no value: all) — work for `backfill from-pubkey`
+    #[arg(long, value_name = "FRACTION", num_args = 0..=1, default_missing_value = "1", default_value_t = 0.0, value_parser = fraction)]
+    pub null_from_pubkey: f64,
+
+    /// Leave path_json NULL on this fraction of observations — work for `backfill path-json`
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = fraction)]
+    pub null_path_json: f64,
+
+    /// Leave resolved_path NULL on this fraction of observations (no value: all) — work for `backfill resolved-path`
+    #[arg(long, value_name = "FRACTION", num_args = 0..=1, default_missing_value = "1", default_value_t = 0.0, value_parser = fraction)]
+    pub null_resolved_path: f64,
+
+    /// Fraction of observations that carry their own raw_hex
+    #[arg(long, value_name = "FRACTION", default_value_t = 1.0, value_parser = fraction)]
+    pub obs_raw_hex: f64,
+
+    /// Add a few rows of every anomaly kind seen in real databases (spec §10); implies no dedup index, journal_mode=delete, auto_vacuum=NONE
+    #[arg(long)]
+    pub anomalies: bool,
+
+    /// Seconds between observer_metrics samples
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(i64).range(60..))]
+    pub metrics_interval: i64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    /// Directory for the demo database (default: a new directory under the system temp dir); --db is not used
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Observations in the demo database (for tests)
+    #[arg(long, hide = true, default_value_t = 400_000)]
+    pub size: u64,
+}

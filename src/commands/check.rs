@@ -1,0 +1,354 @@
+//! `corescope check`: strictly read-only readiness report (schema, pending
+//! migrations and backfills, data anomalies of spec §10, vacuum/WAL health).
+
+use std::collections::BTreeMap;
+
+use rusqlite::Connection;
+use serde_json::{json, Value};
+
+use crate::catalog::Target;
+use crate::cli::CheckArgs;
+use crate::context::Ctx;
+use crate::db::{self, ReadOnlyDb};
+use crate::error::{Failure, EXIT_NOT_READY, EXIT_OK};
+use crate::report::{self, Outcome};
+use crate::schema::{self, ObsShape};
+
+#[derive(Debug, Clone)]
+pub struct Warning {
+    pub code: &'static str,
+    pub message: String,
+}
+
+pub fn run(ctx: &Ctx, args: &CheckArgs) -> anyhow::Result<Outcome> {
+    let ro = ReadOnlyDb::open(&ctx.db_path, ctx.busy_timeout_ms)?;
+    let conn = ro.reader();
+    let missing = schema::missing_objects(conn, args.target)?;
+    let pending: Vec<String> = schema::pending_migrations(conn, args.target)?
+        .iter()
+        .map(|m| m.name.to_string())
+        .collect();
+    let backfills = pending_backfills(conn)?;
+    let mut warnings = anomalies(&ro, conn)?;
+    for (task, n) in &backfills {
+        if *n > 0 {
+            warnings.push(Warning {
+                code: "pending_backfill",
+                message: format!(
+                    "{n} rows wait for the {task} backfill; run `corescope backfill {}` (resumable, safe beside the ingestor)",
+                    task.replace('_', "-")
+                ),
+            });
+        }
+    }
+    let mut integrity: Option<Value> = None;
+    let mut corrupt = false;
+    if args.integrity {
+        let (qc, fk) = integrity_check(&ro)?;
+        corrupt = qc.len() != 1 || qc[0] != "ok";
+        if !fk.is_empty() {
+            warnings.push(Warning {
+                code: "foreign_key_violations",
+                message: format!(
+                    "{} rows violate foreign keys (e.g. {}); observations without their transmission are orphans",
+                    fk.len(),
+                    fk.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+                ),
+            });
+        }
+        integrity = Some(json!({"quick_check": qc, "foreign_key_violations": fk.len()}));
+    }
+    let ready = missing.is_empty() && pending.is_empty();
+    let mut out = Outcome::new();
+    out.exit_code = if !ready || (args.strict && !warnings.is_empty()) {
+        EXIT_NOT_READY
+    } else {
+        EXIT_OK
+    };
+    out.set("target", args.target.name());
+    out.set("ready", ready);
+    out.set("missing", missing.clone());
+    out.set("pending_migrations", pending.clone());
+    out.set(
+        "pending_backfills",
+        Value::Object(
+            backfills
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect(),
+        ),
+    );
+    out.set(
+        "warnings",
+        warnings
+            .iter()
+            .map(|w| json!({"code": w.code, "message": w.message}))
+            .collect::<Vec<_>>(),
+    );
+    if let Some(i) = &integrity {
+        out.set("integrity", i.clone());
+    }
+    out.human = human(
+        ctx,
+        args.target,
+        ready,
+        &missing,
+        &pending,
+        &backfills,
+        &warnings,
+        integrity.as_ref(),
+    );
+    if corrupt {
+        return Err(Failure::Fatal(format!(
+            "{} failed PRAGMA quick_check: {}; restore from a backup",
+            ctx.db_path.display(),
+            integrity
+                .as_ref()
+                .and_then(|i| i["quick_check"].as_array())
+                .map(|a| a
+                    .iter()
+                    .take(3)
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "))
+                .unwrap_or_default()
+        ))
+        .into());
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn human(
+    ctx: &Ctx,
+    target: Target,
+    ready: bool,
+    missing: &[String],
+    pending: &[String],
+    backfills: &BTreeMap<String, i64>,
+    warnings: &[Warning],
+    integrity: Option<&Value>,
+) -> String {
+    let mut s = String::new();
+    let mut t = report::table(&["check", "result"]);
+    t.add_row(vec![
+        "database".to_string(),
+        ctx.db_path.display().to_string(),
+    ]);
+    t.add_row(vec!["target".to_string(), target.name().to_string()]);
+    t.add_row(vec![
+        "schema ready".to_string(),
+        if ready {
+            "yes".into()
+        } else {
+            "NO: run `corescope migrate`".to_string()
+        },
+    ]);
+    t.add_row(vec![
+        "missing".to_string(),
+        if missing.is_empty() {
+            "-".into()
+        } else {
+            missing.join(", ")
+        },
+    ]);
+    t.add_row(vec![
+        "pending migrations".to_string(),
+        if pending.is_empty() {
+            "-".into()
+        } else {
+            pending.join(", ")
+        },
+    ]);
+    for (k, v) in backfills {
+        t.add_row(vec![format!("pending backfill {k}"), v.to_string()]);
+    }
+    if let Some(i) = integrity {
+        t.add_row(vec!["integrity".to_string(), i.to_string()]);
+    }
+    s.push_str(&format!("{t}\n"));
+    if !warnings.is_empty() {
+        let mut w = report::table(&["warning", "what it means / what to do"]);
+        for x in warnings {
+            w.add_row(vec![x.code.to_string(), x.message.clone()]);
+        }
+        s.push_str(&format!("{w}\n"));
+    }
+    s
+}
+
+/// Rows each backfill still has to do (the same rules the backfills select by).
+pub fn pending_backfills(conn: &Connection) -> anyhow::Result<BTreeMap<String, i64>> {
+    let mut m = BTreeMap::new();
+    let tcols = db::columns(conn, "transmissions")?;
+    let ocols = db::columns(conn, "observations")?;
+    let count = |sql: &str| -> anyhow::Result<i64> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
+    let has = |cols: &[String], c: &str| cols.iter().any(|x| x == c);
+    let n = if has(&tcols, "from_pubkey") {
+        count("SELECT count(*) FROM transmissions WHERE payload_type = 4 AND from_pubkey IS NULL")?
+    } else {
+        count("SELECT count(*) FROM transmissions WHERE payload_type = 4")?
+    };
+    m.insert("from_pubkey".to_string(), n);
+    if has(&ocols, "path_json") {
+        let raw = if has(&ocols, "raw_hex") {
+            "o.raw_hex IS NOT NULL AND o.raw_hex != ''"
+        } else {
+            "0"
+        };
+        let n = count(&format!(
+            "SELECT count(*) FROM observations o JOIN transmissions t ON t.id = o.transmission_id
+             WHERE (o.path_json IS NULL OR o.path_json = '') AND {raw} AND (t.payload_type IS NULL OR t.payload_type != 9)"
+        ))?;
+        m.insert("path_json".to_string(), n);
+        let rp = if has(&ocols, "resolved_path") {
+            "(resolved_path IS NULL OR resolved_path = '') AND"
+        } else {
+            ""
+        };
+        let n = count(&format!(
+            "SELECT count(*) FROM observations WHERE {rp} path_json IS NOT NULL AND path_json NOT IN ('', '[]')"
+        ))?;
+        m.insert("resolved_path".to_string(), n);
+    }
+    Ok(m)
+}
+
+fn integrity_check(ro: &ReadOnlyDb) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let mut st = ro.prepare("PRAGMA quick_check")?;
+    let qc: Vec<String> = st
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut st = ro.prepare("PRAGMA foreign_key_check")?;
+    let fk: Vec<String> = st
+        .query_map([], |r| {
+            Ok(format!(
+                "{} rowid {} -> {}",
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<i64>>(1)?
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+                r.get::<_, String>(2)?
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok((qc, fk))
+}
+
+/// Data anomalies of spec §10 and vacuum/WAL health, each with what to do.
+fn anomalies(ro: &ReadOnlyDb, conn: &Connection) -> anyhow::Result<Vec<Warning>> {
+    let mut w = Vec::new();
+    let count = |sql: &str| -> anyhow::Result<i64> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
+    let shape = schema::observations_shape(conn)?;
+    if shape == ObsShape::V2 {
+        w.push(Warning {
+            code: "observations_v2",
+            message: "observations has the v2 shape of the retired Node.js backend; the CoreScope ingestor cannot run on it (spec §1.6)".into(),
+        });
+    }
+    let ocols = db::columns(conn, "observations")?;
+    let has_o = |c: &str| ocols.iter().any(|x| x == c);
+    if db::table_exists(conn, "neighbor_edges")? {
+        let n = count("SELECT count(*) FROM neighbor_edges WHERE node_a = '' OR node_b = '' OR node_a IS NULL OR node_b IS NULL")?;
+        if n > 0 {
+            w.push(Warning {
+                code: "empty_edge_endpoint",
+                message: format!("{n} neighbor_edges rows have an empty endpoint (left by the pre-#1289 server; spec §10 #1); they describe no real pair: `corescope build-edges --rebuild` drops them"),
+            });
+        }
+        let n = count("SELECT count(*) FROM neighbor_edges WHERE node_a != lower(node_a) OR node_b != lower(node_b)")?;
+        if n > 0 {
+            w.push(Warning {
+                code: "mixed_case_keys",
+                message: format!("{n} neighbor_edges rows have upper-case endpoints; the server treats case variants as different nodes (spec §8.1): `corescope build-edges --rebuild` rewrites them lower-case"),
+            });
+        }
+    }
+    let n = count("SELECT count(*) FROM nodes WHERE public_key != lower(public_key)")?;
+    if n > 0 {
+        w.push(Warning {
+            code: "mixed_case_keys",
+            message: format!("{n} nodes have a public_key that is not lower-case; joins with from_pubkey and edges miss them (spec §10 #12); newer CoreScope ingestors lower-case them at start"),
+        });
+    }
+    if has_o("observer_idx") {
+        let (total, matching) = schema::text_observer_idx(conn)?;
+        if total > 0 {
+            w.push(Warning {
+                code: "text_observer_idx",
+                message: format!("{total} observations hold an observer id as TEXT in observer_idx instead of observers.rowid ({matching} match an observer exactly); joins find no observer (spec §10 #23): `corescope migrate` maps the matching ones, the rest are left"),
+            });
+        }
+    }
+    if has_o("timestamp") {
+        let n = count("SELECT count(*) FROM observations WHERE timestamp = 0")?;
+        if n > 0 {
+            w.push(Warning {
+                code: "zero_timestamp",
+                message: format!("{n} observations have timestamp 0 (1970); edge times, retention and watermarks see them as old (spec §10 #24); corescope never invents times"),
+            });
+        }
+    }
+    if !db::object_exists(conn, "index", crate::catalog::DEDUP_INDEX)? {
+        let (groups, surplus) = schema::duplicate_dedup_groups(conn)?;
+        if groups > 0 {
+            let sample = schema::duplicate_dedup_sample(conn, 3)?;
+            w.push(Warning {
+                code: "duplicate_dedup_keys",
+                message: format!("{groups} groups ({surplus} surplus rows) of observations share (transmission_id, observer_idx, path_json), e.g. {}; idx_observations_dedup cannot be created and the ingestor cannot start until they are merged (spec §10 #2)", sample.join("; ")),
+            });
+        }
+    }
+    if has_o("transmission_id") {
+        let n = count("SELECT count(*) FROM observations o WHERE NOT EXISTS (SELECT 1 FROM transmissions t WHERE t.id = o.transmission_id)")?;
+        if n > 0 {
+            w.push(Warning {
+                code: "orphan_observations",
+                message: format!("{n} observations reference a missing transmission; foreign keys are enforced by the ingestor, so these predate it; inspect with `corescope check --integrity`"),
+            });
+        }
+    }
+    let cols = db::columns(conn, "observers")?;
+    if cols.iter().any(|c| c == "last_packet_at") && has_o("observer_idx") {
+        let n = count("SELECT count(*) FROM observers b WHERE b.last_packet_at IS NULL AND b.rowid IN (SELECT observer_idx FROM observations WHERE typeof(observer_idx) = 'integer')")?;
+        if n > 0 {
+            w.push(Warning {
+                code: "null_last_packet_at",
+                message: format!("{n} observers with observations have no last_packet_at (spec §10 #16); the observers_last_packet_at_v1 migration backfills it once"),
+            });
+        }
+    }
+    let av = ro.pragma_i64("auto_vacuum")?;
+    if av != 2 {
+        w.push(Warning {
+            code: "auto_vacuum_not_incremental",
+            message: format!("auto_vacuum is {} (not INCREMENTAL): deletes never shrink the file (spec §10 #21); convert once with `corescope vacuum --full` (needs about twice the file size free)", match av { 0 => "NONE", 1 => "FULL", _ => "unknown" }),
+        });
+    }
+    let jm = ro.pragma_text("journal_mode")?;
+    if !jm.eq_ignore_ascii_case("wal") {
+        w.push(Warning {
+            code: "journal_mode_not_wal",
+            message: format!("journal_mode is {jm}, not WAL (spec §10 #22); the CoreScope ingestor switches it to WAL when it opens the file; corescope works in both and never changes it"),
+        });
+    }
+    let path = ro.path();
+    let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
+    if let (Ok(dbm), Ok(walm)) = (std::fs::metadata(path), std::fs::metadata(&wal)) {
+        if walm.len() > dbm.len() {
+            w.push(Warning {
+                code: "wal_larger_than_db",
+                message: format!("{} is {} bytes, larger than the database ({} bytes): checkpoints are not keeping up (spec §6.12); run `corescope vacuum` or `prune --truncate-wal` when readers are idle", wal.display(), walm.len(), dbm.len()),
+            });
+        }
+    }
+    for (name, _) in crate::catalog::DROPPED_INDEXES {
+        if db::object_exists(conn, "index", name)? {
+            w.push(Warning {
+                code: "obsolete_index",
+                message: format!("index {name} was dropped upstream (it wastes cache); `corescope migrate` drops it"),
+            });
+        }
+    }
+    Ok(w)
+}

@@ -1,0 +1,1079 @@
+//! `corescope migrate`: bring the schema to the target, step by step, each in
+//! its own short transaction together with its `_migrations` row.
+//!
+//! Phases (all derived from the catalog):
+//! 1. missing tables (full target shape), then missing indexes that belong to
+//!    no named migration and whose columns exist (so data steps have them);
+//! 2. pending named migrations in `catalog::migration_order`: their columns
+//!    and indexes, then their data step in bounded batches, then the record;
+//! 3. whatever is still missing (columns whose migration was recorded without
+//!    effect, indexes on new columns, the dedup index unless duplicates
+//!    exist, the view) and indexes the target drops.
+//!
+//! A database with nothing to do gets no write transaction at all.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::Context;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+
+use crate::catalog::{
+    self, ColumnDef, DataOp, IndexDef, MigrationDef, Record, TableDef, Target, ViewDef,
+};
+use crate::cli::MigrateArgs;
+use crate::context::Ctx;
+use crate::db::{self, Batcher, ReadOnlyDb, WriteDb};
+use crate::error::{Failure, EXIT_NOT_READY, EXIT_OK};
+use crate::report::{self, Outcome};
+use crate::schema::{self, ObsShape};
+
+#[derive(Debug)]
+enum Action {
+    CreateTable(&'static TableDef),
+    CreateIndex(&'static IndexDef),
+    Migration(&'static MigrationDef),
+    AddColumn(&'static str, &'static ColumnDef),
+    DedupIndex,
+    View(&'static ViewDef),
+    DropIndex(&'static str),
+}
+
+#[derive(Debug)]
+struct Step {
+    action: Action,
+    label: String,
+    detail: String,
+    /// Rows a data step would touch (dry-run estimate / exact count).
+    rows: Option<i64>,
+}
+
+pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
+    let path = &ctx.db_path;
+    let exists = path.exists();
+    if args.dry_run {
+        return dry_run(ctx, args, exists);
+    }
+    let mut db = WriteDb::open(path, &ctx.open_options(args.create))?;
+    if db.created() {
+        // auto_vacuum must be set before the first table; then WAL.
+        db.conn()
+            .execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")
+            .context("setting auto_vacuum")?;
+        let mode: String = db
+            .conn()
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .context("setting WAL journal mode")?;
+        log::info!(
+            "created {} (auto_vacuum=INCREMENTAL, journal_mode={mode})",
+            path.display()
+        );
+    }
+    refuse_v2(db.conn(), path)?;
+    let already = count_already(db.conn(), args.target)?;
+    let plan = plan(db.conn(), args.target)?;
+    let mut applied: Vec<String> = Vec::new();
+    let mut steps_json: Vec<Value> = Vec::new();
+    let mut skipped: Vec<Value> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    let mut batcher = Batcher::new(args.max_lock_ms);
+    for step in &plan {
+        let t0 = Instant::now();
+        let res = apply(&mut db, step, &mut batcher, &mut notes)
+            .with_context(|| format!("migration step {}", step.label))?;
+        match res {
+            Applied::Done(rows) => {
+                log::info!(
+                    "applied {} ({} rows, {:.0} ms)",
+                    step.label,
+                    rows,
+                    report::ms(t0.elapsed())
+                );
+                applied.push(step.label.clone());
+                steps_json.push(
+                    json!({"name": step.label, "rows": rows, "ms": report::ms(t0.elapsed())}),
+                );
+            }
+            Applied::Skipped(reason) => {
+                log::warn!("skipped {}: {reason}", step.label);
+                skipped.push(json!({"name": step.label, "reason": reason}));
+            }
+        }
+    }
+    // What is left (e.g. the dedup index while duplicates exist).
+    let missing = schema::missing_objects(db.conn(), args.target)?;
+    let pending: Vec<String> = schema::pending_migrations(db.conn(), args.target)?
+        .iter()
+        .map(|m| m.name.to_string())
+        .collect();
+    let (text_total, _) = schema::text_observer_idx(db.conn())?;
+    if text_total > 0 {
+        notes.push(format!(
+            "{text_total} observations keep a text observer_idx that matches no single observer id; left as they are (spec §10 #23)"
+        ));
+    }
+    let ready = missing.is_empty() && pending.is_empty();
+    let mut out = Outcome::new();
+    out.exit_code = if ready { EXIT_OK } else { EXIT_NOT_READY };
+    out.set("target", args.target.name());
+    out.set("applied", applied.clone());
+    out.set("already", already);
+    out.set("steps", steps_json);
+    out.set("skipped", skipped.clone());
+    out.set("notes", notes.clone());
+    out.set("missing", missing.clone());
+    out.set("pending_migrations", pending.clone());
+    out.set("ready", ready);
+    out.set("complete", ready);
+    out.set("max_lock_hold_ms", db.max_lock_hold_ms());
+    out.set("created", db.created());
+    let mut h = String::new();
+    if applied.is_empty() && skipped.is_empty() {
+        h.push_str(&format!(
+            "{}: schema is up to date for target {} ({} named migrations already applied); nothing to do\n",
+            path.display(),
+            args.target.name(),
+            already
+        ));
+    } else {
+        let mut t = report::table(&["step", "what", "rows"]);
+        for s in &plan {
+            if applied.contains(&s.label) {
+                t.add_row(vec![
+                    s.label.clone(),
+                    s.detail.clone(),
+                    s.rows.map(|r| r.to_string()).unwrap_or_default(),
+                ]);
+            }
+        }
+        h.push_str(&format!("{t}\n"));
+        h.push_str(&format!(
+            "{}: applied {} steps for target {} ({} named migrations were already applied); longest write-lock hold {} ms\n",
+            path.display(),
+            applied.len(),
+            args.target.name(),
+            already,
+            db.max_lock_hold_ms()
+        ));
+    }
+    for s in &skipped {
+        h.push_str(&format!(
+            "skipped {}: {}\n",
+            s["name"].as_str().unwrap_or(""),
+            s["reason"].as_str().unwrap_or("")
+        ));
+    }
+    for n in &notes {
+        h.push_str(&format!("note: {n}\n"));
+    }
+    if !ready {
+        h.push_str(&format!(
+            "NOT READY: still missing {}{}\n",
+            if missing.is_empty() {
+                "nothing".to_string()
+            } else {
+                missing.join(", ")
+            },
+            if pending.is_empty() {
+                String::new()
+            } else {
+                format!("; pending migrations {}", pending.join(", "))
+            }
+        ));
+    }
+    out.human = h;
+    Ok(out)
+}
+
+fn dry_run(ctx: &Ctx, args: &MigrateArgs, exists: bool) -> anyhow::Result<Outcome> {
+    let (plan, already) = if !exists && args.create {
+        // Plan against an empty schema; nothing is created.
+        let conn = Connection::open_in_memory()?;
+        (plan(&conn, args.target)?, 0)
+    } else {
+        let ro = ReadOnlyDb::open(&ctx.db_path, ctx.busy_timeout_ms)?;
+        refuse_v2(ro.reader(), &ctx.db_path)?;
+        (
+            plan(ro.reader(), args.target)?,
+            count_already(ro.reader(), args.target)?,
+        )
+    };
+    let mut out = Outcome::new();
+    let planned: Vec<Value> = plan
+        .iter()
+        .map(|s| json!({"name": s.label, "what": s.detail, "rows": s.rows}))
+        .collect();
+    out.set("target", args.target.name());
+    out.set("planned", planned);
+    out.set("applied", Vec::<String>::new());
+    out.set("already", already);
+    out.set("complete", true);
+    out.set("max_lock_hold_ms", 0.0);
+    out.set("dry_run", true);
+    if plan.is_empty() {
+        out.human = format!(
+            "{}: nothing to do for target {} (dry run)\n",
+            ctx.db_path.display(),
+            args.target.name()
+        );
+    } else {
+        let mut t = report::table(&["step", "what", "rows"]);
+        for s in &plan {
+            t.add_row(vec![
+                s.label.clone(),
+                s.detail.clone(),
+                s.rows.map(|r| r.to_string()).unwrap_or_default(),
+            ]);
+        }
+        out.human = format!(
+            "{t}\n{}: {} steps planned for target {} (dry run: nothing was changed)\n",
+            ctx.db_path.display(),
+            plan.len(),
+            args.target.name()
+        );
+    }
+    Ok(out)
+}
+
+fn refuse_v2(conn: &Connection, path: &std::path::Path) -> anyhow::Result<()> {
+    if schema::observations_shape(conn)? == ObsShape::V2 {
+        return Err(Failure::Fatal(format!(
+            "{}: the observations table has the v2 shape of the retired Node.js backend (observer_id, text timestamps); \
+             CoreScope's Go ingestor cannot run on it and corescope does not convert it (spec §1.6). Convert it with the \
+             CoreScope v3 upgrade first",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+fn count_already(conn: &Connection, target: Target) -> anyhow::Result<i64> {
+    let recorded = schema::recorded_migrations(conn)?;
+    let done_async = schema::done_async_migrations(conn)?;
+    Ok(catalog::migration_order(target)
+        .iter()
+        .filter(|m| match m.record {
+            Record::Migrations => recorded.iter().any(|n| n == m.name),
+            Record::AsyncMigrations => done_async.iter().any(|n| n == m.name),
+        })
+        .count() as i64)
+}
+
+/// Plain column names inside the index's parentheses (expressions ignored).
+fn index_columns(sql: &str) -> Vec<String> {
+    let lower = sql.to_ascii_lowercase();
+    let Some(on) = lower.find(" on ") else {
+        return Vec::new();
+    };
+    let rest = &sql[on..];
+    let (Some(open), Some(close)) = (rest.find('('), rest.rfind(')')) else {
+        return Vec::new();
+    };
+    if close <= open {
+        return Vec::new();
+    }
+    let mut cols: Vec<String> = rest[open + 1..close]
+        .split(',')
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .map(|s| s.to_string())
+        .collect();
+    // Columns named in a partial index's WHERE clause.
+    if let Some(w) = rest.to_ascii_lowercase().find(" where ") {
+        for word in rest[w + 7..].split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            let is_ident = word
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+            let keyword = ["is", "not", "null", "and", "or", "in", "like"]
+                .contains(&word.to_ascii_lowercase().as_str());
+            if is_ident && !keyword && !cols.iter().any(|c| c == word) {
+                cols.push(word.to_string());
+            }
+        }
+    }
+    cols
+}
+
+fn plan(conn: &Connection, target: Target) -> anyhow::Result<Vec<Step>> {
+    let mut steps = Vec::new();
+    let pending = schema::pending_migrations(conn, target)?;
+    let claimed_idx: Vec<&str> = catalog::migration_order(target)
+        .iter()
+        .flat_map(|m| m.indexes.iter().copied())
+        .collect();
+    let claimed_cols: Vec<&str> = pending
+        .iter()
+        .flat_map(|m| m.columns.iter().copied())
+        .collect();
+    let mut new_tables: Vec<&str> = Vec::new();
+    let mut cols_now: HashMap<&str, Vec<String>> = HashMap::new();
+    for t in catalog::TABLES.iter().filter(|t| target.includes(t.since)) {
+        let cols = db::columns(conn, t.name)?;
+        if cols.is_empty() {
+            new_tables.push(t.name);
+            steps.push(Step {
+                action: Action::CreateTable(t),
+                label: format!("table:{}", t.name),
+                detail: format!("create table {}", t.name),
+                rows: None,
+            });
+        }
+        cols_now.insert(t.name, cols);
+    }
+    let has_col =
+        |table: &str, c: &str, cols_now: &HashMap<&str, Vec<String>>, new_tables: &[&str]| {
+            new_tables.contains(&table)
+                || cols_now
+                    .get(table)
+                    .is_some_and(|v| v.iter().any(|x| x == c))
+        };
+    // Phase 1 indexes.
+    let mut planned_idx: Vec<&str> = Vec::new();
+    for i in catalog::INDEXES.iter().filter(|i| target.includes(i.since)) {
+        if claimed_idx.contains(&i.name) || i.unique_check.is_some() {
+            continue;
+        }
+        let missing = new_tables.contains(&i.table) || schema::index_missing(conn, i)?;
+        if !missing {
+            continue;
+        }
+        let cols = index_columns(i.sql);
+        if cols
+            .iter()
+            .all(|c| has_col(i.table, c, &cols_now, &new_tables))
+        {
+            planned_idx.push(i.name);
+            steps.push(Step {
+                action: Action::CreateIndex(i),
+                label: format!("index:{}", i.name),
+                detail: format!("create index {} on {}", i.name, i.table),
+                rows: None,
+            });
+        }
+    }
+    // Phase 2: named migrations.
+    for m in &pending {
+        let mut what: Vec<String> = Vec::new();
+        for c in m.columns {
+            if let Some((t, col)) = c.split_once('.') {
+                if !new_tables.contains(&t)
+                    && !has_col(t, col, &cols_now, &new_tables)
+                    && !cols_now.get(t).is_some_and(|v| v.is_empty())
+                {
+                    what.push(format!("add {c}"));
+                }
+            }
+        }
+        for i in m.indexes {
+            if let Some(def) = catalog::index(i) {
+                if new_tables.contains(&def.table) || schema::index_missing(conn, def)? {
+                    what.push(format!("index {i}"));
+                    planned_idx.push(def.name);
+                }
+            }
+        }
+        let rows = count_data(conn, m.data)?;
+        if m.data != DataOp::None {
+            what.push(m.summary.to_string());
+        }
+        if what.is_empty() {
+            what.push("record as done (nothing to change)".into());
+        }
+        steps.push(Step {
+            action: Action::Migration(m),
+            label: m.name.to_string(),
+            detail: what.join("; "),
+            rows,
+        });
+    }
+    // Phase 3: leftovers.
+    for t in catalog::TABLES.iter().filter(|t| target.includes(t.since)) {
+        if new_tables.contains(&t.name) {
+            continue;
+        }
+        let cols = &cols_now[t.name];
+        for c in t.columns.iter().filter(|c| target.includes(c.since)) {
+            let key = format!("{}.{}", t.name, c.name);
+            if cols.iter().any(|x| x == c.name) || claimed_cols.contains(&key.as_str()) {
+                continue;
+            }
+            steps.push(Step {
+                action: Action::AddColumn(t.name, c),
+                label: key.clone(),
+                detail: if c.alter {
+                    format!("add column {key} {}", c.decl)
+                } else {
+                    format!("cannot add {key} ({}) to an existing table", c.decl)
+                },
+                rows: None,
+            });
+        }
+    }
+    for i in catalog::INDEXES.iter().filter(|i| target.includes(i.since)) {
+        if planned_idx.contains(&i.name) {
+            continue;
+        }
+        let missing = new_tables.contains(&i.table) || schema::index_missing(conn, i)?;
+        if !missing {
+            continue;
+        }
+        if i.unique_check.is_some() {
+            steps.push(Step {
+                action: Action::DedupIndex,
+                label: format!("index:{}", i.name),
+                detail: format!(
+                    "create unique index {} (after checking for duplicate keys)",
+                    i.name
+                ),
+                rows: Some(schema::duplicate_dedup_groups(conn)?.0),
+            });
+        } else {
+            steps.push(Step {
+                action: Action::CreateIndex(i),
+                label: format!("index:{}", i.name),
+                detail: format!("create index {} on {}", i.name, i.table),
+                rows: None,
+            });
+        }
+    }
+    for v in catalog::VIEWS.iter().filter(|v| target.includes(v.since)) {
+        let stored = schema::stored_sql(conn, "view", v.name)?;
+        let ok = stored
+            .as_deref()
+            .is_some_and(|s| schema::norm_sql(s) == schema::norm_sql(v.sql));
+        if !ok {
+            steps.push(Step {
+                action: Action::View(v),
+                label: format!("view:{}", v.name),
+                detail: if stored.is_some() {
+                    format!("re-create view {} (definition differs)", v.name)
+                } else {
+                    format!("create view {}", v.name)
+                },
+                rows: None,
+            });
+        }
+    }
+    for (name, t) in catalog::DROPPED_INDEXES {
+        if target.includes(*t) && db::object_exists(conn, "index", name)? {
+            steps.push(Step {
+                action: Action::DropIndex(name),
+                label: format!("drop:index:{name}"),
+                detail: format!("drop index {name} (removed upstream)"),
+                rows: None,
+            });
+        }
+    }
+    Ok(steps)
+}
+
+enum Applied {
+    Done(i64),
+    Skipped(String),
+}
+
+fn apply(
+    db: &mut WriteDb,
+    step: &Step,
+    batcher: &mut Batcher,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Applied> {
+    match &step.action {
+        Action::CreateTable(t) => {
+            let sql = catalog::create_table_sql(t, Target::Latest);
+            // Create the full catalog shape of the target the table belongs to.
+            db.write(|tx| {
+                tx.execute_batch(&sql)?;
+                Ok(())
+            })?;
+            Ok(Applied::Done(0))
+        }
+        Action::CreateIndex(i) => {
+            let cols = db.columns(i.table)?;
+            let needed = index_columns(i.sql);
+            if !needed.iter().all(|c| cols.iter().any(|x| x == c)) {
+                return Ok(Applied::Skipped(format!(
+                    "table {} lacks a column of the index ({})",
+                    i.table,
+                    needed.join(", ")
+                )));
+            }
+            db.write(|tx| {
+                tx.execute_batch(i.sql)?;
+                Ok(())
+            })?;
+            Ok(Applied::Done(0))
+        }
+        Action::AddColumn(table, c) => {
+            if !c.alter {
+                return Ok(Applied::Skipped(format!(
+                    "{table}.{} ({}) cannot be added to an existing table by ALTER TABLE; the table must be rebuilt by hand",
+                    c.name, c.decl
+                )));
+            }
+            let sql = catalog::add_column_sql(table, c);
+            let table = *table;
+            let name = c.name;
+            db.write(|tx| {
+                if !db::columns(tx, table)?.iter().any(|x| x == name) {
+                    tx.execute_batch(&sql)?;
+                }
+                Ok(())
+            })?;
+            Ok(Applied::Done(0))
+        }
+        Action::DedupIndex => {
+            let (groups, surplus) = schema::duplicate_dedup_groups(db.conn())?;
+            if groups > 0 {
+                let sample = schema::duplicate_dedup_sample(db.conn(), 5)?;
+                notes.push(format!(
+                    "{groups} duplicate observation dedup keys ({surplus} surplus rows), e.g. {}",
+                    sample.join("; ")
+                ));
+                return Ok(Applied::Skipped(format!(
+                    "{groups} groups of observations share a dedup key (transmission_id, observer_idx, path_json); \
+                     the UNIQUE index cannot be created and the CoreScope ingestor cannot start without it. \
+                     corescope never deletes observations to make an index fit: inspect them with `corescope check`, \
+                     merge or delete the duplicates, then run `corescope migrate` again"
+                )));
+            }
+            let sql = catalog::index(catalog::DEDUP_INDEX)
+                .map(|i| i.sql)
+                .unwrap_or_default();
+            db.write(|tx| {
+                tx.execute_batch(sql)?;
+                Ok(())
+            })?;
+            Ok(Applied::Done(0))
+        }
+        Action::View(v) => {
+            let name = v.name;
+            let sql = v.sql;
+            db.write(|tx| {
+                tx.execute_batch(&format!("DROP VIEW IF EXISTS {name};"))?;
+                tx.execute_batch(sql)?;
+                Ok(())
+            })?;
+            Ok(Applied::Done(0))
+        }
+        Action::DropIndex(name) => {
+            let name = *name;
+            db.write(|tx| {
+                tx.execute_batch(&format!("DROP INDEX IF EXISTS {name}"))?;
+                Ok(())
+            })?;
+            Ok(Applied::Done(0))
+        }
+        Action::Migration(m) => apply_migration(db, m, batcher),
+    }
+}
+
+/// Add the migration's missing columns and indexes (one transaction, with
+/// the record when there is no data step), then its data step in batches,
+/// then the record.
+fn apply_migration(
+    db: &mut WriteDb,
+    m: &'static MigrationDef,
+    batcher: &mut Batcher,
+) -> anyhow::Result<Applied> {
+    let mut ddl: Vec<String> = Vec::new();
+    for c in m.columns {
+        if let Some((t, col)) = c.split_once('.') {
+            let cols = db.columns(t)?;
+            if cols.is_empty() {
+                continue; // table absent (not in this target)
+            }
+            if !cols.iter().any(|x| x == col) {
+                if let Some(def) = catalog::column(t, col) {
+                    ddl.push(catalog::add_column_sql(t, def));
+                }
+            }
+        }
+    }
+    for i in m.indexes {
+        if let Some(def) = catalog::index(i) {
+            if schema::index_missing(db.conn(), def)? {
+                ddl.push(def.sql.to_string());
+            }
+        }
+    }
+    let no_data = m.data == DataOp::None;
+    if !ddl.is_empty() || no_data {
+        db.write(|tx| {
+            for s in &ddl {
+                tx.execute_batch(s)?;
+            }
+            if no_data {
+                record(tx, m)?;
+            }
+            Ok(())
+        })?;
+    }
+    if no_data {
+        return Ok(Applied::Done(0));
+    }
+    let rows = run_data(db, m.data, batcher)?;
+    db.write(|tx| record(tx, m))?;
+    Ok(Applied::Done(rows))
+}
+
+fn record(tx: &Connection, m: &MigrationDef) -> anyhow::Result<()> {
+    match m.record {
+        Record::Migrations => {
+            tx.execute(
+                "INSERT OR IGNORE INTO _migrations (name) VALUES (?1)",
+                [m.name],
+            )?;
+        }
+        Record::AsyncMigrations => {
+            tx.execute(
+                "INSERT INTO _async_migrations (name, status, started_at, ended_at, error)
+                 VALUES (?1, 'done', datetime('now'), datetime('now'), NULL)
+                 ON CONFLICT(name) DO UPDATE SET status = 'done', ended_at = datetime('now'), error = NULL",
+                [m.name],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Data steps.
+
+/// Guarded JSON extraction (json_extract raises an error on malformed JSON).
+fn jx(col: &str, path: &str) -> String {
+    format!("(CASE WHEN json_valid({col}) THEN json_extract({col}, '{path}') END)")
+}
+
+fn has_column(conn: &Connection, table: &str, col: &str) -> anyhow::Result<bool> {
+    Ok(db::columns(conn, table)?.iter().any(|c| c == col))
+}
+
+/// The ADVERT originator key expression (from_pubkey, else decoded_json.pubKey).
+fn advert_key_expr(conn: &Connection) -> anyhow::Result<String> {
+    let pk = jx("decoded_json", "$.pubKey");
+    Ok(if has_column(conn, "transmissions", "from_pubkey")? {
+        format!("lower(COALESCE(NULLIF(from_pubkey, ''), {pk}))")
+    } else {
+        format!("lower({pk})")
+    })
+}
+
+fn advert_counts(
+    conn: &Connection,
+    id_cond: &str,
+    id: i64,
+) -> anyhow::Result<HashMap<String, i64>> {
+    let key = advert_key_expr(conn)?;
+    let sql = format!(
+        "SELECT k, count(*) FROM (SELECT {key} AS k FROM transmissions WHERE payload_type = 4 AND id {id_cond} ?1) WHERE k IS NOT NULL AND k != '' GROUP BY k"
+    );
+    let mut st = conn.prepare(&sql)?;
+    let rows = st.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut map = HashMap::new();
+    for r in rows {
+        let (k, n) = r?;
+        map.insert(k, n);
+    }
+    Ok(map)
+}
+
+/// Rows a data step would touch (dry-run and plan display).
+fn count_data(conn: &Connection, op: DataOp) -> anyhow::Result<Option<i64>> {
+    let q = |sql: &str| -> anyhow::Result<Option<i64>> {
+        Ok(Some(conn.query_row(sql, [], |r| r.get::<_, i64>(0))?))
+    };
+    let tables: &[&str] = match op {
+        DataOp::None => return Ok(None),
+        DataOp::ObserverIdxRowid | DataOp::LastPacketAtBackfill => &["observers", "observations"],
+        DataOp::AdvertCount => &["nodes", "transmissions"],
+        DataOp::NoiseFloorReal => &["observers"],
+        DataOp::ChannelHashBackfill | DataOp::ChannelHashCasing => &["transmissions"],
+        DataOp::CleanupLegacyNullHashTs | DataOp::TxLastSeenBackfill => {
+            &["transmissions", "observations"]
+        }
+    };
+    for t in tables {
+        if !db::table_exists(conn, t)? {
+            return Ok(Some(0)); // created empty by this migration
+        }
+    }
+    match op {
+        DataOp::None => Ok(None),
+        DataOp::ObserverIdxRowid => Ok(Some(schema::text_observer_idx(conn)?.1)),
+        DataOp::AdvertCount => {
+            let counts = advert_counts(conn, ">", i64::MIN)?;
+            let mut st = conn.prepare("SELECT lower(public_key), advert_count FROM nodes")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<i64>>(1)?)))?;
+            let mut n = 0;
+            for r in rows {
+                let (k, c) = r?;
+                let want = k.and_then(|k| counts.get(&k).copied()).unwrap_or(0);
+                if c != Some(want) {
+                    n += 1;
+                }
+            }
+            Ok(Some(n))
+        }
+        DataOp::NoiseFloorReal => q("SELECT count(*) FROM observers WHERE typeof(noise_floor) = 'integer'"),
+        DataOp::ChannelHashBackfill => {
+            let null_cond = if has_column(conn, "transmissions", "channel_hash")? { "AND channel_hash IS NULL" } else { "" };
+            q(&format!(
+                "SELECT count(*) FROM transmissions WHERE payload_type = 5 {null_cond} AND {} IN ('CHAN', 'GRP_TXT')",
+                jx("decoded_json", "$.type")
+            ))
+        }
+        DataOp::LastPacketAtBackfill => {
+            let null_cond = if has_column(conn, "observers", "last_packet_at")? { "AND last_packet_at IS NULL" } else { "" };
+            q(&format!(
+                "SELECT count(*) FROM observers WHERE last_seen IS NOT NULL {null_cond}
+                 AND (rowid IN (SELECT observer_idx FROM observations WHERE typeof(observer_idx) = 'integer')
+                      OR lower(id) IN (SELECT lower(observer_idx) FROM observations WHERE typeof(observer_idx) = 'text'))"
+            ))
+        }
+        DataOp::CleanupLegacyNullHashTs => q(
+            "SELECT (SELECT count(*) FROM transmissions WHERE hash = '' OR first_seen = '')
+                  + (SELECT count(*) FROM observations WHERE transmission_id IN (SELECT id FROM transmissions WHERE hash = '' OR first_seen = ''))",
+        ),
+        DataOp::ChannelHashCasing => {
+            if has_column(conn, "transmissions", "channel_hash")? {
+                q("SELECT count(*) FROM transmissions WHERE channel_hash = 'public' AND payload_type = 5")
+            } else {
+                Ok(Some(0))
+            }
+        }
+        DataOp::TxLastSeenBackfill => {
+            let zero = if has_column(conn, "transmissions", "last_seen")? { "last_seen = 0 AND" } else { "" };
+            q(&format!(
+                "SELECT count(*) FROM transmissions WHERE {zero} COALESCE((SELECT MAX(timestamp) FROM observations WHERE transmission_id = transmissions.id), 0) != 0"
+            ))
+        }
+    }
+}
+
+fn run_data(db: &mut WriteDb, op: DataOp, batcher: &mut Batcher) -> anyhow::Result<i64> {
+    match op {
+        DataOp::None => Ok(0),
+        DataOp::ObserverIdxRowid => observer_idx_rowid(db, batcher),
+        DataOp::AdvertCount => advert_count(db, batcher),
+        DataOp::NoiseFloorReal => by_rowid_ranges(
+            db,
+            batcher,
+            "observers",
+            "UPDATE observers SET noise_floor = CAST(noise_floor AS REAL) WHERE rowid >= ?1 AND rowid < ?2 AND typeof(noise_floor) = 'integer'",
+        ),
+        DataOp::ChannelHashBackfill => {
+            let ty = jx("decoded_json", "$.type");
+            let sql = format!(
+                "UPDATE transmissions SET channel_hash = CASE {ty} WHEN 'CHAN' THEN {ch} WHEN 'GRP_TXT' THEN 'enc_' || {hx} END
+                 WHERE rowid >= ?1 AND rowid < ?2 AND payload_type = 5 AND channel_hash IS NULL
+                   AND (CASE {ty} WHEN 'CHAN' THEN {ch} WHEN 'GRP_TXT' THEN 'enc_' || {hx} END) IS NOT NULL",
+                ch = jx("decoded_json", "$.channel"),
+                hx = jx("decoded_json", "$.channelHashHex"),
+            );
+            by_rowid_ranges(db, batcher, "transmissions", &sql)
+        }
+        DataOp::LastPacketAtBackfill => last_packet_at(db, batcher),
+        DataOp::CleanupLegacyNullHashTs => cleanup_legacy(db, batcher),
+        DataOp::ChannelHashCasing => {
+            let mut total = 0i64;
+            loop {
+                let n = batcher.size();
+                let t0 = Instant::now();
+                let changed = db.write(|tx| {
+                    Ok(tx.execute(
+                        "UPDATE transmissions SET channel_hash = 'Public' WHERE rowid IN
+                           (SELECT rowid FROM transmissions WHERE payload_type = 5 AND channel_hash = 'public' LIMIT ?1)",
+                        [n as i64],
+                    )?)
+                })?;
+                batcher.observe(changed.max(1), t0.elapsed());
+                total += changed as i64;
+                if changed < n {
+                    break;
+                }
+            }
+            Ok(total)
+        }
+        DataOp::TxLastSeenBackfill => by_rowid_ranges(
+            db,
+            batcher,
+            "transmissions",
+            "UPDATE transmissions SET last_seen = (SELECT MAX(timestamp) FROM observations WHERE transmission_id = transmissions.id)
+             WHERE rowid >= ?1 AND rowid < ?2 AND last_seen = 0
+               AND COALESCE((SELECT MAX(timestamp) FROM observations WHERE transmission_id = transmissions.id), 0) != 0",
+        ),
+    }
+}
+
+/// Run `sql` (with ?1 = lower rowid inclusive, ?2 = upper exclusive) over the
+/// whole table in adaptive rowid ranges, one transaction each.
+fn by_rowid_ranges(
+    db: &mut WriteDb,
+    batcher: &mut Batcher,
+    table: &str,
+    sql: &str,
+) -> anyhow::Result<i64> {
+    let (lo, hi): (Option<i64>, Option<i64>) = db.conn().query_row(
+        &format!("SELECT min(rowid), max(rowid) FROM {table}"),
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let (Some(mut lo), Some(hi)) = (lo, hi) else {
+        return Ok(0);
+    };
+    let mut total = 0i64;
+    while lo <= hi {
+        let n = batcher.size() as i64;
+        let end = lo.saturating_add(n);
+        let t0 = Instant::now();
+        let changed = db.write(|tx| Ok(tx.execute(sql, params![lo, end])?))?;
+        batcher.observe(n as usize, t0.elapsed());
+        total += changed as i64;
+        lo = end;
+    }
+    Ok(total)
+}
+
+/// spec §10 #23: map text observer_idx to observers.rowid where the text
+/// equals exactly one observer id case-insensitively; leave the rest.
+fn observer_idx_rowid(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<i64> {
+    let mut map: HashMap<String, Option<i64>> = HashMap::new();
+    {
+        let mut st = db.conn().prepare("SELECT rowid, id FROM observers")?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+        })?;
+        for r in rows {
+            let (rowid, id) = r?;
+            if let Some(id) = id {
+                map.entry(id.to_lowercase())
+                    .and_modify(|v| *v = None) // ambiguous: two observers differ only in case
+                    .or_insert(Some(rowid));
+            }
+        }
+    }
+    let mut cursor = i64::MIN;
+    let mut total = 0i64;
+    loop {
+        let n = batcher.size();
+        let t0 = Instant::now();
+        let map_ref = &map;
+        let (last, scanned, changed) = db.write(|tx| {
+            let mut sel = tx.prepare(
+                "SELECT id, observer_idx FROM observations WHERE id > ?1 AND typeof(observer_idx) = 'text' ORDER BY id LIMIT ?2",
+            )?;
+            let rows: Vec<(i64, String)> = sel
+                .query_map(params![cursor, n as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut upd = tx.prepare(
+                "UPDATE OR IGNORE observations SET observer_idx = ?1 WHERE id = ?2 AND typeof(observer_idx) = 'text'",
+            )?;
+            let mut changed = 0i64;
+            for (id, text) in &rows {
+                if let Some(Some(rowid)) = map_ref.get(&text.to_lowercase()) {
+                    changed += upd.execute(params![rowid, id])? as i64;
+                }
+            }
+            Ok((rows.last().map(|r| r.0), rows.len(), changed))
+        })?;
+        batcher.observe(scanned.max(1), t0.elapsed());
+        total += changed;
+        match last {
+            Some(l) if scanned == n => cursor = l,
+            _ => break,
+        }
+    }
+    Ok(total)
+}
+
+/// advert_count_unique_v1 done right: counts from `from_pubkey`, falling back
+/// to `decoded_json.pubKey` where from_pubkey is not filled yet, so counts are
+/// never zeroed by an unfilled column (spec §2.2 #1, §10 #15). Counts of
+/// ADVERTs up to a snapshot id are read outside the write lock; each batch
+/// adds the ADVERTs inserted since, inside its transaction, so the result is
+/// exact even while the ingestor inserts.
+fn advert_count(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<i64> {
+    let snap: i64 =
+        db.conn()
+            .query_row("SELECT COALESCE(max(id), 0) FROM transmissions", [], |r| {
+                r.get(0)
+            })?;
+    let base = advert_counts(db.conn(), "<=", snap)?;
+    let mut cursor = i64::MIN;
+    let mut total = 0i64;
+    loop {
+        let n = batcher.size();
+        let t0 = Instant::now();
+        let base_ref = &base;
+        let (last, scanned, changed) = db.write(|tx| {
+            let newer = advert_counts(tx, ">", snap)?;
+            let mut sel = tx.prepare(
+                "SELECT rowid, lower(public_key), advert_count FROM nodes WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+            )?;
+            let rows: Vec<(i64, Option<String>, Option<i64>)> = sel
+                .query_map(params![cursor, n as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut upd = tx.prepare("UPDATE nodes SET advert_count = ?1 WHERE rowid = ?2")?;
+            let mut changed = 0i64;
+            for (rowid, key, current) in &rows {
+                let want = key
+                    .as_ref()
+                    .map(|k| base_ref.get(k).copied().unwrap_or(0) + newer.get(k).copied().unwrap_or(0))
+                    .unwrap_or(0);
+                if *current != Some(want) {
+                    changed += upd.execute(params![want, rowid])? as i64;
+                }
+            }
+            Ok((rows.last().map(|r| r.0), rows.len(), changed))
+        })?;
+        batcher.observe(scanned.max(1), t0.elapsed());
+        total += changed;
+        match last {
+            Some(l) if scanned == n => cursor = l,
+            _ => break,
+        }
+    }
+    Ok(total)
+}
+
+/// spec §6.5: last_packet_at = last_seen for observers with observations.
+/// The set of observers with observations is read outside the write lock.
+fn last_packet_at(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<i64> {
+    let ids: Vec<i64> = {
+        let mut st = db.conn().prepare(
+            "SELECT DISTINCT observer_idx FROM observations WHERE typeof(observer_idx) = 'integer'",
+        )?;
+        let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut total = 0i64;
+    for chunk in ids.chunks(batcher.size().max(1)) {
+        let t0 = Instant::now();
+        let changed = db.write(|tx| {
+            let mut upd = tx.prepare(
+                "UPDATE observers SET last_packet_at = last_seen WHERE rowid = ?1 AND last_packet_at IS NULL AND last_seen IS NOT NULL",
+            )?;
+            let mut c = 0i64;
+            for id in chunk {
+                c += upd.execute([id])? as i64;
+            }
+            Ok(c)
+        })?;
+        batcher.observe(chunk.len(), t0.elapsed());
+        total += changed;
+    }
+    Ok(total)
+}
+
+/// cleanup_legacy_null_hash_ts (#994): observations of transmissions with an
+/// empty hash or first_seen, then those transmissions, batch by batch.
+fn cleanup_legacy(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<i64> {
+    let mut total = 0i64;
+    loop {
+        let n = batcher.size();
+        let t0 = Instant::now();
+        let (ids, deleted) = db.write(|tx| {
+            let mut sel = tx.prepare(
+                "SELECT id FROM transmissions WHERE hash = '' OR first_seen = '' LIMIT ?1",
+            )?;
+            let ids: Vec<i64> = sel
+                .query_map([n as i64], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut del_o = tx.prepare("DELETE FROM observations WHERE transmission_id = ?1")?;
+            let mut del_t = tx.prepare("DELETE FROM transmissions WHERE id = ?1")?;
+            let mut d = 0i64;
+            for id in &ids {
+                d += del_o.execute([id])? as i64;
+                d += del_t.execute([id])? as i64;
+            }
+            Ok((ids.len(), d))
+        })?;
+        batcher.observe(ids.max(1), t0.elapsed());
+        total += deleted;
+        if ids < n {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+#[allow(dead_code)]
+fn exists_row(conn: &Connection, sql: &str) -> anyhow::Result<bool> {
+    Ok(conn.query_row(sql, [], |_| Ok(())).optional()?.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_columns_parsing() {
+        assert_eq!(
+            index_columns("CREATE INDEX IF NOT EXISTS i ON t(a, b)"),
+            vec!["a".to_string(), "b".to_string()]
+        );
+        assert_eq!(
+            index_columns("CREATE INDEX x ON transmissions(channel_hash) WHERE payload_type = 5"),
+            vec!["channel_hash".to_string(), "payload_type".to_string()]
+        );
+        assert_eq!(
+            index_columns("CREATE INDEX z ON transmissions(id) WHERE last_seen=0"),
+            vec!["id".to_string(), "last_seen".to_string()]
+        );
+        assert_eq!(
+            index_columns("CREATE UNIQUE INDEX d ON observations(transmission_id, observer_idx, COALESCE(path_json, ''))"),
+            vec!["transmission_id".to_string(), "observer_idx".to_string()]
+        );
+    }
+
+    fn legacy_like() -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE nodes (public_key TEXT PRIMARY KEY, name TEXT, role TEXT, lat REAL, lon REAL, last_seen TEXT, first_seen TEXT, advert_count INTEGER DEFAULT 0, battery_mv INTEGER, temperature_c REAL);
+             CREATE TABLE observers (id TEXT PRIMARY KEY, name TEXT, iata TEXT, last_seen TEXT, first_seen TEXT, packet_count INTEGER DEFAULT 0, model TEXT, firmware TEXT, client_version TEXT, radio TEXT, battery_mv INTEGER, uptime_secs INTEGER, noise_floor REAL);
+             CREATE TABLE transmissions (id INTEGER PRIMARY KEY AUTOINCREMENT, raw_hex TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, first_seen TEXT NOT NULL, route_type INTEGER, payload_type INTEGER, payload_version INTEGER, decoded_json TEXT, created_at TEXT DEFAULT (datetime('now')));
+             CREATE TABLE observations (id INTEGER PRIMARY KEY AUTOINCREMENT, transmission_id INTEGER NOT NULL REFERENCES transmissions(id), observer_idx INTEGER, direction TEXT, snr REAL, rssi REAL, score INTEGER, path_json TEXT, timestamp INTEGER NOT NULL);",
+        )
+        .unwrap();
+        c
+    }
+
+    #[test]
+    fn plan_on_legacy_shape_orders_phases() {
+        let c = legacy_like();
+        let steps = plan(&c, Target::Latest).unwrap();
+        let labels: Vec<&str> = steps.iter().map(|s| s.label.as_str()).collect();
+        let pos = |l: &str| {
+            labels
+                .iter()
+                .position(|x| *x == l)
+                .unwrap_or_else(|| panic!("{l} in {labels:?}"))
+        };
+        assert!(pos("table:neighbor_edges") < pos("from_pubkey_v1"));
+        assert!(pos("from_pubkey_v1") < pos("advert_count_unique_v1"));
+        assert!(pos("index:idx_observations_transmission_id") < pos("tx_last_seen_backfill_v1"));
+        assert!(pos("tx_last_seen_backfill_v1") < pos("index:idx_tx_last_seen_zero"));
+        assert!(pos("index:idx_observations_dedup") > pos("advert_count_unique_v1"));
+        assert_eq!(labels.last(), Some(&"view:packets_v"));
+        // Own migration absent: no text observer_idx rows here.
+        assert!(!labels.contains(&catalog::OBSERVER_IDX_MIGRATION));
+    }
+
+    #[test]
+    fn advert_counts_fall_back_to_decoded_json() {
+        let c = legacy_like();
+        c.execute_batch(
+            r#"INSERT INTO transmissions (raw_hex, hash, first_seen, payload_type, decoded_json) VALUES
+               ('', 'a', 't', 4, '{"pubKey":"AB"}'), ('', 'b', 't', 4, '{"pubKey":"ab"}'),
+               ('', 'c', 't', 4, 'not json'), ('', 'd', 't', 5, '{"pubKey":"ab"}');"#,
+        )
+        .unwrap();
+        let m = advert_counts(&c, ">", i64::MIN).unwrap();
+        assert_eq!(m.get("ab"), Some(&2));
+        assert_eq!(m.len(), 1);
+    }
+}

@@ -1,0 +1,31 @@
+//! Per-run context shared by all commands.
+
+use std::path::PathBuf;
+
+use crate::config::Config;
+
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The database path (from --db, CORESCOPE_DB or dbPath of the config).
+    pub db_path: PathBuf,
+    pub json: bool,
+    pub quiet: bool,
+    pub verbose: u8,
+    pub busy_timeout_ms: u64,
+    pub config: Config,
+}
+
+impl Ctx {
+    pub fn open_options(&self, create: bool) -> crate::db::OpenOptions {
+        crate::db::OpenOptions {
+            busy_timeout_ms: self.busy_timeout_ms,
+            create,
+        }
+    }
+
+    /// Progress bars only on a terminal, never with --json or --quiet.
+    pub fn progress_allowed(&self) -> bool {
+        use std::io::IsTerminal;
+        !self.json && !self.quiet && std::io::stderr().is_terminal()
+    }
+}

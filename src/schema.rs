@@ -1,0 +1,213 @@
+//! Probes of the catalog against a database (read-only; shared by `migrate`
+//! and `check`). Everything here takes a `&Connection` and only reads.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::catalog::{self, MigrationDef, Record, Target};
+use crate::db;
+
+/// Names recorded in `_migrations` (empty when the table does not exist).
+pub fn recorded_migrations(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    if !db::table_exists(conn, "_migrations")? {
+        return Ok(Vec::new());
+    }
+    let mut st = conn.prepare("SELECT name FROM _migrations")?;
+    let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+    rows.collect()
+}
+
+/// Names with status `done` in `_async_migrations`.
+pub fn done_async_migrations(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    if !db::table_exists(conn, "_async_migrations")? {
+        return Ok(Vec::new());
+    }
+    let mut st = conn.prepare("SELECT name FROM _async_migrations WHERE status = 'done'")?;
+    let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+    rows.collect()
+}
+
+/// Counts of text `observations.observer_idx` values: (total, exactly matching one observer).
+pub fn text_observer_idx(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    let cols = db::columns(conn, "observations")?;
+    if !cols.iter().any(|c| c == "observer_idx") || !db::table_exists(conn, "observers")? {
+        return Ok((0, 0));
+    }
+    conn.query_row(
+        "SELECT count(*),
+                coalesce(sum((SELECT count(*) FROM observers b WHERE lower(b.id) = lower(o.observer_idx)) = 1), 0)
+         FROM observations o WHERE typeof(o.observer_idx) = 'text'",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+}
+
+/// Is this named migration still to do?
+pub fn migration_pending(
+    m: &MigrationDef,
+    recorded: &[String],
+    done_async: &[String],
+    conn: &Connection,
+) -> rusqlite::Result<bool> {
+    let done = match m.record {
+        Record::Migrations => recorded.iter().any(|n| n == m.name),
+        Record::AsyncMigrations => done_async.iter().any(|n| n == m.name),
+    };
+    if done {
+        return Ok(false);
+    }
+    if m.own {
+        // corescope's own repair is pending only while it has work to do.
+        return match m.data {
+            catalog::DataOp::ObserverIdxRowid => Ok(text_observer_idx(conn)?.1 > 0),
+            _ => Ok(true),
+        };
+    }
+    Ok(true)
+}
+
+pub fn pending_migrations(
+    conn: &Connection,
+    target: Target,
+) -> rusqlite::Result<Vec<&'static MigrationDef>> {
+    let recorded = recorded_migrations(conn)?;
+    let done_async = done_async_migrations(conn)?;
+    let mut out = Vec::new();
+    for m in catalog::migration_order(target) {
+        if migration_pending(m, &recorded, &done_async, conn)? {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+/// Normalise SQL text for comparison (whitespace and case).
+pub fn norm_sql(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_lowercase()
+}
+
+/// The stored SQL of a view/index, if it exists.
+pub fn stored_sql(conn: &Connection, kind: &str, name: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT sql FROM sqlite_master WHERE type = ?1 AND name = ?2",
+        [kind, name],
+        |r| r.get::<_, Option<String>>(0),
+    )
+    .optional()
+    .map(|o| o.flatten())
+}
+
+/// Does the catalog index exist (by name)?
+pub fn index_missing(conn: &Connection, i: &catalog::IndexDef) -> rusqlite::Result<bool> {
+    if db::object_exists(conn, "index", i.name)? {
+        return Ok(false);
+    }
+    let cols = db::columns(conn, i.table)?;
+    if cols.is_empty() {
+        return Ok(true); // table missing: index missing too
+    }
+    if let Some(c) = i.requires_column {
+        if !cols.iter().any(|x| x == c) {
+            return Ok(false); // not applicable (v2 table)
+        }
+    }
+    Ok(true)
+}
+
+/// Everything of the catalog that is missing: tables, columns, indexes, views.
+pub fn missing_objects(conn: &Connection, target: Target) -> rusqlite::Result<Vec<String>> {
+    let mut missing = catalog::missing_structure(conn, target)?;
+    for i in catalog::INDEXES.iter().filter(|i| target.includes(i.since)) {
+        if index_missing(conn, i)? {
+            missing.push(format!("index:{}", i.name));
+        }
+    }
+    for v in catalog::VIEWS.iter().filter(|v| target.includes(v.since)) {
+        match stored_sql(conn, "view", v.name)? {
+            None => missing.push(format!("view:{}", v.name)),
+            Some(sql) if norm_sql(&sql) != norm_sql(v.sql) => {
+                missing.push(format!("view:{}", v.name))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(missing)
+}
+
+/// The shape of the observations table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObsShape {
+    V3,
+    /// Retired Node.js backend: `observer_id`/text timestamps (spec §1.6).
+    V2,
+    Missing,
+}
+
+pub fn observations_shape(conn: &Connection) -> rusqlite::Result<ObsShape> {
+    let cols = db::columns(conn, "observations")?;
+    if cols.is_empty() {
+        return Ok(ObsShape::Missing);
+    }
+    if cols.iter().any(|c| c == "observer_idx") {
+        Ok(ObsShape::V3)
+    } else if cols.iter().any(|c| c == "observer_id") {
+        Ok(ObsShape::V2)
+    } else {
+        Ok(ObsShape::V3)
+    }
+}
+
+/// Groups of duplicate dedup keys (spec §10 #2): (number of groups, surplus rows).
+pub fn duplicate_dedup_groups(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    let cols = db::columns(conn, "observations")?;
+    if !["transmission_id", "observer_idx", "path_json"]
+        .iter()
+        .all(|c| cols.iter().any(|x| x == c))
+    {
+        return Ok((0, 0));
+    }
+    let sql = catalog::index(catalog::DEDUP_INDEX)
+        .and_then(|i| i.unique_check)
+        .unwrap_or("SELECT 1, 1, 1, 1 WHERE 0");
+    conn.query_row(
+        &format!("SELECT count(*), coalesce(sum(n - 1), 0) FROM ({sql})"),
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+}
+
+/// Sample of duplicate dedup keys for reports.
+pub fn duplicate_dedup_sample(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<String>> {
+    let sql = match catalog::index(catalog::DEDUP_INDEX).and_then(|i| i.unique_check) {
+        Some(s) => s,
+        None => return Ok(Vec::new()),
+    };
+    let mut st = conn.prepare(&format!("{sql} LIMIT {limit}"))?;
+    let rows = st.query_map([], |r| {
+        let tx: rusqlite::types::Value = r.get(0)?;
+        let obs: rusqlite::types::Value = r.get(1)?;
+        let path: String = r.get(2)?;
+        let n: i64 = r.get(3)?;
+        Ok(format!(
+            "transmission_id={} observer_idx={} path_json='{}' ({} rows)",
+            show(&tx),
+            show(&obs),
+            path,
+            n
+        ))
+    })?;
+    rows.collect()
+}
+
+fn show(v: &rusqlite::types::Value) -> String {
+    use rusqlite::types::Value as V;
+    match v {
+        V::Null => "NULL".into(),
+        V::Integer(i) => i.to_string(),
+        V::Real(f) => f.to_string(),
+        V::Text(s) => format!("'{s}'"),
+        V::Blob(b) => format!("<{} bytes>", b.len()),
+    }
+}
