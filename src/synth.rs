@@ -7,7 +7,7 @@ pub mod gen;
 pub mod topo;
 pub mod writer;
 
-pub use writer::{write_database, Summary};
+pub use writer::write_database;
 
 /// Shape of the database to create.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

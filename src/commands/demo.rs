@@ -223,7 +223,9 @@ fn explore_text(db: &Path, have: &[String], skipped: &[String]) -> String {
         ));
     }
     if have.iter().any(|h| h == "prune") {
-        s.push_str(&format!("  corescope --db {q} prune --dry-run --node-days 3\n"));
+        s.push_str(&format!(
+            "  corescope --db {q} prune --dry-run --node-days 3\n"
+        ));
     }
     s.push_str(&format!(
         "  sqlite3 {q} 'SELECT payload_type, COUNT(*) FROM transmissions GROUP BY 1'\n"

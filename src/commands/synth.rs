@@ -130,7 +130,10 @@ pub fn create(ctx: &Ctx, cfg: &Config, force: bool) -> anyhow::Result<Outcome> {
         .set("journal_mode", summary.journal_mode.clone())
         .set("file_bytes", summary.file_bytes)
         .set("rows_seconds", (summary.seconds_rows * 10.0).round() / 10.0)
-        .set("index_seconds", (summary.seconds_indexes * 10.0).round() / 10.0);
+        .set(
+            "index_seconds",
+            (summary.seconds_indexes * 10.0).round() / 10.0,
+        );
 
     let mut t = report::table(&["table", "rows"]);
     for (name, n) in [
