@@ -230,8 +230,8 @@ fn explore_text(db: &Path, have: &[String], skipped: &[String]) -> String {
     s.push_str(&format!(
         "  sqlite3 {q} 'SELECT payload_type, COUNT(*) FROM transmissions GROUP BY 1'\n"
     ));
-    s.push_str(&format!(
-        "  corescope --db big.db synth --transmissions 250000 --observations 1000000   # a bigger one\n"
-    ));
+    s.push_str(
+        "  corescope --db big.db synth --transmissions 250000 --observations 1000000   # a bigger one\n",
+    );
     s
 }
