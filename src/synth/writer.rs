@@ -16,7 +16,7 @@ use super::{Config, Schema};
 use crate::catalog::{self, Target};
 
 /// Rows per write transaction (observations).
-const CHUNK_OBS: usize = 50_000;
+const CHUNK_OBS: usize = 20_000;
 
 /// What was written.
 #[derive(Debug, Clone, Default)]
@@ -334,7 +334,7 @@ fn write_rows(
     progress: &dyn Fn(u64, u64),
 ) -> Result<()> {
     let total_obs = cfg.observations;
-    let (sender, receiver) = mpsc::sync_channel::<Vec<Packet>>(4);
+    let (sender, receiver) = mpsc::sync_channel::<Vec<Packet>>(2);
     let gen_cfg = cfg.clone();
     std::thread::scope(|scope| -> Result<()> {
         let producer = scope.spawn(move || {
