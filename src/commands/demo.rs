@@ -132,8 +132,10 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Outcome> {
     let cfg = demo_config(args.size, timeutil::now_epoch());
     let mut sctx = ctx.clone();
     sctx.db_path = db.clone();
+    let synth_started = Instant::now();
     let synth_out = create(&sctx, &cfg, true)?;
     say(synth_out.human.trim_end());
+    say(&format!("({:.1} s)", synth_started.elapsed().as_secs_f64()));
 
     let exe = std::env::current_exe()
         .map_err(|e| Failure::Fatal(format!("cannot find the corescope binary: {e}")))?;
@@ -166,6 +168,7 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Outcome> {
         let stdout = String::from_utf8_lossy(&output.stdout);
         if human {
             print!("{stdout}");
+            println!("({:.1} s, exit {code})", started.elapsed().as_secs_f64());
             let _ = std::io::stdout().flush();
         }
         if !output.stderr.is_empty() && !ctx.quiet {

@@ -82,15 +82,18 @@ pub fn create(ctx: &Ctx, cfg: &Config, force: bool) -> anyhow::Result<Outcome> {
         let b = indicatif::ProgressBar::new(cfg.observations);
         b.set_style(
             indicatif::ProgressStyle::with_template(
-                "synth {bar:40} {human_pos}/{human_len} observations  {per_sec}  eta {eta}",
+                "synth {msg:8} {bar:40} {human_pos}/{human_len} observations  {per_sec}  eta {eta}",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         b
     });
-    let progress = |done: u64, _total: u64| {
+    let progress = |done: u64, _total: u64, phase: &str| {
         if let Some(b) = &bar {
             b.set_position(done);
+            if b.message() != phase {
+                b.set_message(phase.to_string());
+            }
         }
     };
     let summary = synth::write_database(cfg, path, force, &progress)?;

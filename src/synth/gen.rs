@@ -1171,7 +1171,7 @@ impl Generator {
         let mut null_path_keys: HashSet<u32> = HashSet::new();
         for (n, (o, path, hop_size)) in obs_specs.iter().enumerate() {
             if n > 0 {
-                ts += self.rng.gen_range(0..4);
+                ts = (ts + self.rng.gen_range(0..4)).min(self.cfg.end.max(t));
             }
             let hop_count = path.len() / hash_size.max(1);
             let plb = if ptype == enc::TRACE {

@@ -263,12 +263,13 @@ fn remove_db_files(path: &Path) -> Result<()> {
 
 /// Creates the database at `path` (replacing it only when `replace` is set; the
 /// caller decides about refusing). `progress` is called with (observations written,
-/// total).
+/// total, phase), the phase being `rows`, `tail` (nodes, observers, metrics) or
+/// `indexes`.
 pub fn write_database(
     cfg: &Config,
     path: &Path,
     replace: bool,
-    progress: &dyn Fn(u64, u64),
+    progress: &dyn Fn(u64, u64, &str),
 ) -> Result<Summary> {
     let ddl = schema_ddl(cfg.schema)?;
     let tmp = temp_path(path);
@@ -291,6 +292,7 @@ pub fn write_database(
                 .with_context(|| format!("creating schema: {s}"))?;
         }
         write_rows(cfg, &conn, &mut summary, progress)?;
+        progress(summary.observations, cfg.observations, "indexes");
         summary.seconds_rows = started.elapsed().as_secs_f64();
 
         let idx_start = Instant::now();
@@ -331,7 +333,7 @@ fn write_rows(
     cfg: &Config,
     conn: &Connection,
     s: &mut Summary,
-    progress: &dyn Fn(u64, u64),
+    progress: &dyn Fn(u64, u64, &str),
 ) -> Result<()> {
     let total_obs = cfg.observations;
     let (sender, receiver) = mpsc::sync_channel::<Vec<Packet>>(2);
@@ -412,7 +414,7 @@ fn write_rows(
                 failure = Some(e);
                 break;
             }
-            progress(written, total_obs);
+            progress(written, total_obs, "rows");
         }
         drop(receiver);
         let g = producer
@@ -421,6 +423,7 @@ fn write_rows(
         if let Some(e) = failure {
             return Err(e);
         }
+        progress(written, total_obs, "tail");
         write_tail(cfg, conn, g, s)
     })
 }
