@@ -89,6 +89,15 @@ impl Config {
         if self.observations > 0 && self.transmissions == 0 {
             return Err("observations need transmissions: --transmissions is 0".into());
         }
+        if self.days > 3650.0 {
+            return Err(format!("--days {} is more than ten years", self.days));
+        }
+        if (self.nodes as u128) * (self.observers.max(1) as u128) > 20_000_000 {
+            return Err(format!(
+                "--nodes {} × --observers {} is too large (the route tables need nodes × observers ≤ 20 000 000)",
+                self.nodes, self.observers
+            ));
+        }
         if self.end < 86_400 * 365 {
             return Err("--end is before 1971".into());
         }

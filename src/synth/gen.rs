@@ -358,7 +358,7 @@ fn cumulative(weights: impl Iterator<Item = f64>) -> Vec<f64> {
 
 fn pick_cum(cum: &[f64], rng: &mut ChaCha8Rng) -> usize {
     let total = cum.last().copied().unwrap_or(0.0);
-    if total <= 0.0 {
+    if total <= 0.0 || cum.is_empty() {
         return 0;
     }
     let x = rng.gen::<f64>() * total;

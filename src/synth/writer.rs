@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, Statement};
 
-use super::gen::{self, Generator, MetricsGen, ObserverRef, Packet};
+use super::gen::{Generator, MetricsGen, ObserverRef, Packet};
 use super::{Config, Schema};
 use crate::catalog::{self, Target};
 
@@ -559,6 +559,5 @@ fn write_tail(cfg: &Config, conn: &Connection, g: Generator, s: &mut Summary) ->
         .iter()
         .map(|(k, v)| (k.to_string(), *v))
         .collect();
-    let _ = gen::role_name;
     Ok(())
 }
