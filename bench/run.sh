@@ -128,7 +128,7 @@ probe() { # size cmd side db -- command...
 # ---- the commands: prepare a database, corescope's command line, the sqlite3 baseline ----
 
 CS() { "$BIN" --db "$1" --json "${@:2}"; }
-SQL() { sqlite3 -bail "$1" "$2"; }
+SQL() { sqlite3 -bail -cmd ".timeout 5000" "$1" "$2"; }
 
 SCAN_SQL="SELECT COUNT(*), SUM(length(o.path_json)), SUM(length(ob.id)), SUM(length(t.from_pubkey)),
   SUM(length(CASE WHEN t.payload_type = 4 THEN t.decoded_json END)), SUM(o.timestamp)
@@ -170,14 +170,14 @@ run_size() {
         fi
         if have build-edges; then
             copy_db "$base" "$w"; measure "$size" "build-edges --rebuild" corescope "$run" -- "$BIN" --db "$w" --json build-edges --rebuild
-            measure "$size" "build-edges --rebuild" sqlite3 "$run" -- sqlite3 -readonly "$base" "$SCAN_SQL"
+            measure "$size" "build-edges --rebuild" sqlite3 "$run" -- sqlite3 -readonly -cmd ".timeout 5000" "$base" "$SCAN_SQL"
             # tick: everything counted, then 1 000 new observations
             SQL "$w" "$TICK_SQL"
             measure "$size" "build-edges (tick, 1 000 new)" corescope "$run" -- "$BIN" --db "$w" --json build-edges
         fi
         if have backfill; then
             copy_db "$base" "$w"; measure "$size" "backfill from-pubkey" corescope "$run" -- "$BIN" --db "$w" --json backfill from-pubkey
-            copy_db "$base" "$w"; measure "$size" "backfill from-pubkey" sqlite3 "$run" -- sqlite3 -bail "$w" "$PUBKEY_SQL"
+            copy_db "$base" "$w"; measure "$size" "backfill from-pubkey" sqlite3 "$run" -- sqlite3 -bail -cmd ".timeout 5000" "$w" "$PUBKEY_SQL"
             copy_db "$base" "$w"; measure "$size" "backfill path-json" corescope "$run" -- "$BIN" --db "$w" --json backfill path-json
             if have build-edges; then
                 copy_db "$base" "$w"; "$BIN" --db "$w" -q build-edges
@@ -186,7 +186,7 @@ run_size() {
         fi
         if have prune; then
             copy_db "$base" "$w"; measure "$size" prune corescope "$run" -- "$BIN" --db "$w" --json "${PRUNE_ARGS[@]}"
-            copy_db "$base" "$w"; measure "$size" prune sqlite3 "$run" -- sqlite3 -bail "$w" "$(prune_sql)"
+            copy_db "$base" "$w"; measure "$size" prune sqlite3 "$run" -- sqlite3 -bail -cmd ".timeout 5000" "$w" "$(prune_sql)"
         fi
     done
     [ "$PROBE" = 1 ] || return 0
@@ -197,16 +197,16 @@ run_size() {
     fi
     if have build-edges; then
         copy_db "$base" "$w"; probe "$size" "build-edges --rebuild" corescope "$w" -- "$BIN" --db "$w" -q build-edges --rebuild
-        copy_db "$base" "$w"; probe "$size" "build-edges --rebuild" sqlite3 "$w" -- sqlite3 -bail "$w" "BEGIN IMMEDIATE; $SCAN_SQL COMMIT;"
+        copy_db "$base" "$w"; probe "$size" "build-edges --rebuild" sqlite3 "$w" -- sqlite3 -bail -cmd ".timeout 5000" "$w" "BEGIN IMMEDIATE; $SCAN_SQL COMMIT;"
     fi
     if have backfill; then
         copy_db "$base" "$w"; probe "$size" "backfill from-pubkey" corescope "$w" -- "$BIN" --db "$w" -q backfill from-pubkey
-        copy_db "$base" "$w"; probe "$size" "backfill from-pubkey" sqlite3 "$w" -- sqlite3 -bail "$w" "$PUBKEY_SQL"
+        copy_db "$base" "$w"; probe "$size" "backfill from-pubkey" sqlite3 "$w" -- sqlite3 -bail -cmd ".timeout 5000" "$w" "$PUBKEY_SQL"
         copy_db "$base" "$w"; probe "$size" "backfill path-json" corescope "$w" -- "$BIN" --db "$w" -q backfill path-json
     fi
     if have prune; then
         copy_db "$base" "$w"; probe "$size" prune corescope "$w" -- "$BIN" --db "$w" -q "${PRUNE_ARGS[@]}"
-        copy_db "$base" "$w"; probe "$size" prune sqlite3 "$w" -- sqlite3 -bail "$w" "$(prune_sql)"
+        copy_db "$base" "$w"; probe "$size" prune sqlite3 "$w" -- sqlite3 -bail -cmd ".timeout 5000" "$w" "$(prune_sql)"
     fi
     rm -f "$w" "$w-wal" "$w-shm"
 }
