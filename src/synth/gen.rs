@@ -1279,9 +1279,14 @@ impl Generator {
                 *self.made.entry(anom_name(Anom::ZeroTimestamp)).or_default() += 1;
             }
             if self.cfg.schema == Schema::Legacy {
-                // The fixture's importer quirks (spec §10 #23, #24).
+                // The fixture's importer quirks (spec §10 #23, #24); it stored no
+                // radio figures either.
                 row.observer = ObserverRef::Text(obs.id.clone());
                 row.timestamp = 0;
+                row.direction = None;
+                row.snr = None;
+                row.rssi = None;
+                row.score = None;
             }
             let dup = has(Anom::DuplicateObs) && n == 0;
             let oo = &mut self.world.observers[*o as usize];
@@ -1571,6 +1576,15 @@ impl Generator {
                 self.world.observers[i].ms_first_seen = Some(rng.gen_range(0..1000));
                 let j = rng.gen_range(0..no);
                 self.world.observers[j].null_last_packet_at = true;
+            }
+        }
+        if cfg.schema == Schema::Legacy {
+            // Legacy Node.js rows carry milliseconds in first_seen (spec §3.1).
+            for n in self.world.nodes.iter_mut() {
+                n.ms_first_seen = Some(rng.gen_range(0..1000));
+            }
+            for o in self.world.observers.iter_mut() {
+                o.ms_first_seen = Some(rng.gen_range(0..1000));
             }
         }
         let mut made = std::mem::take(&mut self.made);
