@@ -48,6 +48,20 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "MS", default_value_t = 5000)]
     pub busy_timeout: u64,
 
+    // ---- ops (issue 7): run lock and metrics ----
+    /// Write commands: wait for the run lock (up to SECONDS; no value: as long as it takes) instead of exiting 75
+    #[arg(long, global = true, value_name = "SECONDS", num_args = 0..=1)]
+    pub wait: Option<Option<u64>>,
+
+    /// Write commands and check: also write Prometheus metrics to PATH (node_exporter textfile, atomic; shareable)
+    #[arg(
+        long,
+        global = true,
+        env = "CORESCOPE_METRICS_FILE",
+        value_name = "PATH"
+    )]
+    pub metrics_file: Option<PathBuf>,
+    // ---- end ops ----
     #[command(subcommand)]
     pub command: Command,
 }
@@ -62,6 +76,11 @@ pub enum Command {
     Synth(SynthArgs),
     /// A synthetic database run through the whole maintenance cycle, for a first look
     Demo(DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout
+    Completions(CompletionsArgs),
+    /// Generate the man pages (corescope.1 and one per subcommand) into DIR
+    #[command(hide = true)]
+    GenMan(GenManArgs),
 }
 
 impl Command {
@@ -72,6 +91,8 @@ impl Command {
             Command::Check(_) => "check",
             Command::Synth(_) => "synth",
             Command::Demo(_) => "demo",
+            Command::Completions(_) => "completions",
+            Command::GenMan(_) => "gen-man",
         }
     }
 
@@ -79,7 +100,26 @@ impl Command {
     pub fn needs_db(&self) -> bool {
         !matches!(self, Command::Demo(_))
     }
+
+    /// Write commands take the per-command run lock (`runlock`); see [`WRITE_COMMANDS`].
+    pub fn is_write(&self) -> bool {
+        WRITE_COMMANDS.contains(&self.name())
+    }
+
+    /// Commands that honour `--metrics-file`; see [`METRICS_COMMANDS`].
+    pub fn writes_metrics(&self) -> bool {
+        self.is_write() || METRICS_COMMANDS.contains(&self.name())
+    }
 }
+
+// ---- ops (issue 7): command kinds. A new write command adds its name here
+// (one line) and gets the run lock, --wait, --metrics-file and the FILES
+// section of its man page; nothing else is needed.
+/// Commands that write the database: run lock + metrics.
+pub const WRITE_COMMANDS: &[&str] = &["migrate"];
+/// Read-only commands that also honour `--metrics-file`.
+pub const METRICS_COMMANDS: &[&str] = &["check"];
+// ---- end ops ----
 
 /// Options shared by the long-running write commands.
 #[derive(Debug, Args, Clone)]
@@ -228,4 +268,18 @@ pub struct DemoArgs {
     /// Observations in the demo database (for tests)
     #[arg(long, hide = true, default_value_t = 400_000)]
     pub size: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// Shell to generate the completion script for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct GenManArgs {
+    /// Directory to write the pages into (created if missing)
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }

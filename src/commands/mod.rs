@@ -1,7 +1,9 @@
 //! One module per subcommand; `dispatch` maps the parsed command to its `run`.
 
 pub mod check;
+pub mod completions;
 pub mod demo;
+pub mod man;
 pub mod migrate;
 pub mod synth;
 
@@ -15,5 +17,21 @@ pub fn dispatch(ctx: &Ctx, command: &Command) -> anyhow::Result<Outcome> {
         Command::Check(a) => check::run(ctx, a),
         Command::Synth(a) => synth::run(ctx, a),
         Command::Demo(a) => demo::run(ctx, a),
+        Command::Completions(_) | Command::GenMan(_) => match standalone(command) {
+            Some(r) => r,
+            None => Err(anyhow::anyhow!(
+                "internal: {} has no runner",
+                command.name()
+            )),
+        },
+    }
+}
+
+/// Commands that need no database: run before the database is resolved.
+pub fn standalone(command: &Command) -> Option<anyhow::Result<Outcome>> {
+    match command {
+        Command::Completions(a) => Some(completions::run(a)),
+        Command::GenMan(a) => Some(man::run(a)),
+        _ => None,
     }
 }
