@@ -127,6 +127,19 @@ fn refuses_an_existing_file_unless_forced() {
 }
 
 #[test]
+fn never_writes_to_a_database_found_through_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("prod.db");
+    std::fs::write(&db, b"production").unwrap();
+    bin()
+        .env("CORESCOPE_DB", &db)
+        .args(["synth", "--force", "--transmissions", "10"])
+        .assert()
+        .code(2);
+    assert_eq!(std::fs::read(&db).unwrap(), b"production");
+}
+
+#[test]
 fn bad_sizes_are_usage_errors() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("x.db");

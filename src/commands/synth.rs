@@ -44,8 +44,30 @@ pub fn config(args: &SynthArgs, now: i64) -> anyhow::Result<Config> {
 }
 
 pub fn run(ctx: &Ctx, args: &SynthArgs) -> anyhow::Result<Outcome> {
+    // The database a maintenance command finds through CORESCOPE_DB or the
+    // config is the production one: synth only writes where --db points.
+    if !db_on_command_line(std::env::args_os().skip(1)) {
+        return Err(Failure::Usage(
+            "synth writes only to a path given with --db on the command line (not CORESCOPE_DB or the config's dbPath)".into(),
+        )
+        .into());
+    }
     let cfg = config(args, timeutil::now_epoch())?;
     create(ctx, &cfg, args.force)
+}
+
+/// Whether `--db` was given on the command line (before a `--` separator).
+fn db_on_command_line(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    for a in args {
+        let a = a.to_string_lossy();
+        if a == "--" {
+            return false;
+        }
+        if a == "--db" || a.starts_with("--db=") {
+            return true;
+        }
+    }
+    false
 }
 
 /// Writes the database for `cfg` at `ctx.db_path` and reports it.
@@ -191,5 +213,32 @@ pub fn shell_quote(s: &str) -> String {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> impl Iterator<Item = std::ffi::OsString> {
+        v.iter()
+            .map(std::ffi::OsString::from)
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn db_must_be_on_the_command_line() {
+        assert!(db_on_command_line(os(&["--db", "x.db", "synth"])));
+        assert!(db_on_command_line(os(&["synth", "--db=x.db"])));
+        assert!(!db_on_command_line(os(&["synth", "--force"])));
+        assert!(!db_on_command_line(os(&["synth", "--", "--db"])));
+        assert!(!db_on_command_line(os(&["synth", "--dbx"])));
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("/tmp/a.db"), "/tmp/a.db");
+        assert_eq!(shell_quote("/tmp/my db's.db"), "'/tmp/my db'\\''s.db'");
     }
 }
