@@ -152,6 +152,13 @@ def main():
             f"| {size} | {cmd} | {fmt(t_cs)} | {fmt(t_bl)} | {ratio_s}{mark(ok)} | {goal} | {rss_s} | {lock_s} | {probe_s('corescope')} | {probe_s('sqlite3')} |"
         )
     out.append("")
+    errs = [(k, p["errors"]) for k, p in sorted(probes.items()) if p.get("errors")]
+    if errs:
+        out.append("Live-writer failures:\n")
+        for (size, cmd, side), e in errs:
+            for msg, n in sorted(e.items()):
+                out.append(f"- {size} {cmd} ({side}): {n} × `{msg}`")
+        out.append("")
     out.append(
         f"Goals: ratios as in the goal column; peak RSS ≤ {RSS_GOAL_MB} MB; lock hold ≤ {LOCK_GOAL_MS} ms; "
         f"live writer (100 inserts/s, busy_timeout 5000) max latency ≤ {PROBE_GOAL_MS} ms with 0 failures. "
