@@ -3,9 +3,11 @@
 pub mod backfill;
 pub mod check;
 pub mod completions;
+pub mod demo;
 pub mod man;
 pub mod migrate;
 pub mod prune;
+pub mod synth;
 pub mod vacuum;
 
 use crate::cli::Command;
@@ -17,6 +19,8 @@ pub fn dispatch(ctx: &Ctx, command: &Command) -> anyhow::Result<Outcome> {
         Command::Migrate(a) => migrate::run(ctx, a),
         Command::Check(a) => check::run(ctx, a),
         Command::Backfill(a) => backfill::run(ctx, a),
+        Command::Synth(a) => synth::run(ctx, a),
+        Command::Demo(a) => demo::run(ctx, a),
         Command::Prune(a) => prune::run(ctx, a),
         Command::Vacuum(a) => vacuum::run(ctx, a),
         Command::Completions(_) | Command::GenMan(_) => match standalone(command) {
