@@ -79,6 +79,12 @@ pub enum Command {
     BuildEdges(BuildEdgesArgs),
     /// Read-only: export the neighbor graph (dump) or summarise it (stats)
     Graph(GraphArgs),
+    /// Resumable data backfills: from-pubkey, path-json, resolved-path, observer-blacklist
+    Backfill(BackfillArgs),
+    /// Create a new, realistic synthetic CoreScope database (demos, tests, benchmarks)
+    Synth(SynthArgs),
+    /// A synthetic database run through the whole maintenance cycle, for a first look
+    Demo(DemoArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout
     Completions(CompletionsArgs),
     /// Generate the man pages (corescope.1 and one per subcommand) into DIR
@@ -101,11 +107,19 @@ impl Command {
                 GraphCmd::Dump(_) => "graph dump",
                 GraphCmd::Stats(_) => "graph stats",
             },
+            Command::Backfill(_) => "backfill",
+            Command::Synth(_) => "synth",
+            Command::Demo(_) => "demo",
             Command::Completions(_) => "completions",
             Command::GenMan(_) => "gen-man",
             Command::Prune(_) => "prune",
             Command::Vacuum(_) => "vacuum",
         }
+    }
+
+    /// Commands that work without a database path (they create their own).
+    pub fn needs_db(&self) -> bool {
+        !matches!(self, Command::Demo(_))
     }
 
     /// Write commands take the per-command run lock (`runlock`); see [`WRITE_COMMANDS`].
@@ -123,7 +137,7 @@ impl Command {
 // (one line) and gets the run lock, --wait, --metrics-file and the FILES
 // section of its man page; nothing else is needed.
 /// Commands that write the database: run lock + metrics.
-pub const WRITE_COMMANDS: &[&str] = &["migrate", "prune", "vacuum", "build-edges"];
+pub const WRITE_COMMANDS: &[&str] = &["migrate", "backfill", "prune", "vacuum", "build-edges"];
 /// Read-only commands that also honour `--metrics-file`.
 pub const METRICS_COMMANDS: &[&str] = &["check"];
 // ---- end ops ----
@@ -172,6 +186,149 @@ pub struct CheckArgs {
     /// Also run PRAGMA quick_check and foreign_key_check (reads the whole file)
     #[arg(long)]
     pub integrity: bool,
+}
+
+/// A backfill task of `corescope backfill`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum BackfillTask {
+    /// transmissions.from_pubkey of ADVERTs, from decoded_json.pubKey or raw_hex
+    FromPubkey,
+    /// observations.path_json from the observation's own raw_hex (TRACE excluded)
+    PathJson,
+    /// observations.resolved_path from path_json hops, node prefixes and neighbor edges
+    ResolvedPath,
+    /// Soft-delete (inactive = 1) observers listed by --observer / observerBlacklist
+    ObserverBlacklist,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Without TASK all four run, in the order observer-blacklist, from-pubkey, path-json, \
+resolved-path. Each row task keeps a cursor (last row id visited) in corescope's state table, so every run \
+ends and the next one resumes; rows that cannot be filled are not visited again (use --reset to retry)."
+)]
+pub struct BackfillArgs {
+    /// Tasks to run (default: all)
+    #[arg(value_enum, value_name = "TASK")]
+    pub tasks: Vec<BackfillTask>,
+
+    /// Read and derive everything, write nothing; report how many rows each task would update
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Restart TASK's cursor from the beginning (repeatable), e.g. to retry unresolved paths after build-edges
+    #[arg(long, value_enum, value_name = "TASK")]
+    pub reset: Vec<BackfillTask>,
+
+    /// Observer id to soft-delete (repeatable; added to observerBlacklist of the config; case-insensitive)
+    #[arg(long = "observer", value_name = "ID")]
+    pub observers: Vec<String>,
+
+    #[command(flatten)]
+    pub write: WriteOpts,
+}
+
+/// Parse a fraction 0..=1.
+fn fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not a fraction between 0 and 1"))
+    }
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    if v > 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{v} must be positive"))
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SynthArgs {
+    /// Replace the file if it exists (otherwise synth refuses to touch it)
+    #[arg(long)]
+    pub force: bool,
+
+    /// Random seed: the same arguments (with a fixed --end) give the same database
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Mesh nodes (random 64-hex keys; 1-byte hop prefixes collide above ~256)
+    #[arg(long, default_value_t = 1000)]
+    pub nodes: usize,
+
+    /// Observers (MQTT gateways, upper-case ids; most are also nodes)
+    #[arg(long, default_value_t = 40)]
+    pub observers: usize,
+
+    /// Unique packets (transmissions rows)
+    #[arg(long, default_value_t = 50_000)]
+    pub transmissions: u64,
+
+    /// Total receptions (observations rows); default: --obs-per-tx × --transmissions
+    #[arg(long, conflicts_with = "obs_per_tx")]
+    pub observations: Option<u64>,
+
+    /// Average receptions per packet
+    #[arg(long, value_name = "F", default_value_t = 4.0, value_parser = positive_f64)]
+    pub obs_per_tx: f64,
+
+    /// Length of the time window in days
+    #[arg(long, default_value_t = 30.0, value_parser = positive_f64)]
+    pub days: f64,
+
+    /// End of the time window (RFC 3339); default: now, to the minute. Fix it for reproducible output
+    #[arg(long, value_name = "TIME")]
+    pub end: Option<String>,
+
+    /// Schema: latest (fully migrated), seed (CoreScope seed ingestor; needs migrate), legacy (like legacy-2026-03.db)
+    #[arg(long, value_enum, default_value_t = crate::synth::Schema::Latest)]
+    pub schema: crate::synth::Schema,
+
+    /// Leave from_pubkey NULL on this fraction of ADVERTs (no value: all) — work for `backfill from-pubkey`
+    #[arg(long, value_name = "FRACTION", num_args = 0..=1, default_missing_value = "1", default_value_t = 0.0, value_parser = fraction)]
+    pub null_from_pubkey: f64,
+
+    /// Leave path_json NULL on this fraction of observations — work for `backfill path-json`
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = fraction)]
+    pub null_path_json: f64,
+
+    /// Leave resolved_path NULL on this fraction of observations (no value: all) — work for `backfill resolved-path`
+    #[arg(long, value_name = "FRACTION", num_args = 0..=1, default_missing_value = "1", default_value_t = 0.0, value_parser = fraction)]
+    pub null_resolved_path: f64,
+
+    /// Fraction of observations that carry their own raw_hex
+    #[arg(long, value_name = "FRACTION", default_value_t = 1.0, value_parser = fraction)]
+    pub obs_raw_hex: f64,
+
+    /// Add a few rows of every anomaly kind seen in real databases (spec §10); implies no dedup index, journal_mode=delete, auto_vacuum=NONE
+    #[arg(long)]
+    pub anomalies: bool,
+
+    /// Seconds between observer_metrics samples
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(i64).range(60..))]
+    pub metrics_interval: i64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    /// Directory for the demo database (default: a new directory under the system temp dir); --db is not used
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Observations in the demo database (for tests)
+    #[arg(long, hide = true, default_value_t = 400_000)]
+    pub size: u64,
 }
 
 #[derive(Debug, Args)]
