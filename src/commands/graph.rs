@@ -289,6 +289,35 @@ fn dump(ctx: &Ctx, a: &GraphDumpArgs) -> anyhow::Result<Outcome> {
     Ok(out)
 }
 
+/// Degree distribution folded into ranges 0, 1, 2, 3-4, 5-8, 9-16, ...
+fn degree_ranges(dist: &std::collections::BTreeMap<usize, usize>) -> Vec<(String, usize)> {
+    let mut out: Vec<(usize, usize, usize)> = Vec::new(); // (lo, hi, nodes)
+    for (&d, &n) in dist {
+        let (lo, hi) = if d <= 2 {
+            (d, d)
+        } else {
+            let hi = d.next_power_of_two();
+            (hi / 2 + 1, hi)
+        };
+        match out.last_mut() {
+            Some(last) if last.0 == lo => last.2 += n,
+            _ => out.push((lo, hi, n)),
+        }
+    }
+    out.into_iter()
+        .map(|(lo, hi, n)| {
+            (
+                if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                },
+                n,
+            )
+        })
+        .collect()
+}
+
 fn stats(ctx: &Ctx, a: &GraphStatsArgs) -> anyhow::Result<Outcome> {
     let (g, rep, now) = load_graph(ctx, &a.filter)?;
     let s = graph::stats(&g, now, a.top);
@@ -371,11 +400,44 @@ fn stats(ctx: &Ctx, a: &GraphStatsArgs) -> anyhow::Result<Outcome> {
         t.add_row(vec![k.to_string(), v.to_string()]);
     }
     h.push_str(&format!("{t}\n"));
+    // Human table in power-of-two ranges (JSON has every degree).
     let mut t = report::table(&["degree", "nodes"]);
-    for (d, n) in &s.degree_distribution {
-        t.add_row(vec![d.to_string(), n.to_string()]);
+    for (label, n) in degree_ranges(&s.degree_distribution) {
+        t.add_row(vec![label, n.to_string()]);
     }
     h.push_str(&format!("{t}\n"));
     out.human = h;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::degree_ranges;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn degree_ranges_fold_powers_of_two() {
+        let d = BTreeMap::from([
+            (1, 4),
+            (2, 3),
+            (3, 1),
+            (4, 2),
+            (5, 1),
+            (8, 1),
+            (9, 2),
+            (40, 1),
+        ]);
+        let r = degree_ranges(&d);
+        assert_eq!(
+            r,
+            vec![
+                ("1".to_string(), 4),
+                ("2".to_string(), 3),
+                ("3-4".to_string(), 3),
+                ("5-8".to_string(), 2),
+                ("9-16".to_string(), 2),
+                ("33-64".to_string(), 1)
+            ]
+        );
+    }
 }
