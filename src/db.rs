@@ -308,10 +308,12 @@ impl ReadOnlyDb {
         table_exists(&self.conn, name).map_err(|e| classify(&self.path, e, false))
     }
 
+    #[allow(dead_code)] // API kept for tests and future commands
     pub fn object_exists(&self, kind: &str, name: &str) -> anyhow::Result<bool> {
         object_exists(&self.conn, kind, name).map_err(|e| classify(&self.path, e, false))
     }
 
+    #[allow(dead_code)] // API kept for tests and future commands
     pub fn columns(&self, table: &str) -> anyhow::Result<Vec<String>> {
         columns(&self.conn, table).map_err(|e| classify(&self.path, e, false))
     }
@@ -433,6 +435,7 @@ impl WriteDb {
         (self.max_hold.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
     }
 
+    #[allow(dead_code)] // API kept for tests and future commands
     pub fn transactions(&self) -> u64 {
         self.transactions
     }
@@ -449,6 +452,7 @@ impl WriteDb {
         table_exists(&self.conn, name).map_err(|e| classify(&self.path, e, true))
     }
 
+    #[allow(dead_code)] // API kept for tests and future commands
     pub fn object_exists(&self, kind: &str, name: &str) -> anyhow::Result<bool> {
         object_exists(&self.conn, kind, name).map_err(|e| classify(&self.path, e, true))
     }
