@@ -747,8 +747,14 @@ fn count_data(conn: &Connection, op: DataOp) -> anyhow::Result<Option<i64>> {
         }
         DataOp::TxLastSeenBackfill => {
             let zero = if has_column(conn, "transmissions", "last_seen")? { "last_seen = 0 AND" } else { "" };
+            // One grouped pass over observations: the plan runs before
+            // idx_observations_transmission_id exists on a legacy database,
+            // where a correlated subquery per transmission is quadratic.
             q(&format!(
-                "SELECT count(*) FROM transmissions WHERE {zero} COALESCE((SELECT MAX(timestamp) FROM observations WHERE transmission_id = transmissions.id), 0) != 0"
+                "SELECT count(*) FROM transmissions JOIN
+                   (SELECT transmission_id AS tid, MAX(timestamp) AS m FROM observations GROUP BY transmission_id) o
+                   ON o.tid = transmissions.id
+                 WHERE {zero} COALESCE(o.m, 0) != 0"
             ))
         }
     }
