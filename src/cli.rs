@@ -48,16 +48,41 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "MS", default_value_t = 5000)]
     pub busy_timeout: u64,
 
+    // ---- ops (issue 7): run lock and metrics ----
+    /// Write commands: wait for the run lock (up to SECONDS; no value: as long as it takes) instead of exiting 75
+    #[arg(long, global = true, value_name = "SECONDS", num_args = 0..=1)]
+    pub wait: Option<Option<u64>>,
+
+    /// Write commands and check: also write Prometheus metrics to PATH (node_exporter textfile, atomic; shareable)
+    #[arg(
+        long,
+        global = true,
+        env = "CORESCOPE_METRICS_FILE",
+        value_name = "PATH"
+    )]
+    pub metrics_file: Option<PathBuf>,
+    // ---- end ops ----
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process; boxing the larger argument structs buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Bring the schema to the target: tables, columns, indexes, view and named one-shot migrations
     Migrate(MigrateArgs),
     /// Read-only: schema readiness, pending migrations and backfills, data anomalies, vacuum/WAL health
     Check(CheckArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout
+    Completions(CompletionsArgs),
+    /// Generate the man pages (corescope.1 and one per subcommand) into DIR
+    #[command(hide = true)]
+    GenMan(GenManArgs),
+    /// Retention: old packets, stale nodes and observers, metrics, dropped packets, old neighbor edges; then incremental vacuum and a WAL checkpoint
+    Prune(PruneArgs),
+    /// Incremental vacuum and WAL checkpoint; --full converts auto_vacuum to INCREMENTAL with a full VACUUM after checking free disk space
+    Vacuum(VacuumArgs),
 }
 
 impl Command {
@@ -66,9 +91,32 @@ impl Command {
         match self {
             Command::Migrate(_) => "migrate",
             Command::Check(_) => "check",
+            Command::Completions(_) => "completions",
+            Command::GenMan(_) => "gen-man",
+            Command::Prune(_) => "prune",
+            Command::Vacuum(_) => "vacuum",
         }
     }
+
+    /// Write commands take the per-command run lock (`runlock`); see [`WRITE_COMMANDS`].
+    pub fn is_write(&self) -> bool {
+        WRITE_COMMANDS.contains(&self.name())
+    }
+
+    /// Commands that honour `--metrics-file`; see [`METRICS_COMMANDS`].
+    pub fn writes_metrics(&self) -> bool {
+        self.is_write() || METRICS_COMMANDS.contains(&self.name())
+    }
 }
+
+// ---- ops (issue 7): command kinds. A new write command adds its name here
+// (one line) and gets the run lock, --wait, --metrics-file and the FILES
+// section of its man page; nothing else is needed.
+/// Commands that write the database: run lock + metrics.
+pub const WRITE_COMMANDS: &[&str] = &["migrate", "prune", "vacuum"];
+/// Read-only commands that also honour `--metrics-file`.
+pub const METRICS_COMMANDS: &[&str] = &["check"];
+// ---- end ops ----
 
 /// Options shared by the long-running write commands.
 #[derive(Debug, Args, Clone)]
@@ -114,4 +162,124 @@ pub struct CheckArgs {
     /// Also run PRAGMA quick_check and foreign_key_check (reads the whole file)
     #[arg(long)]
     pub integrity: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// Shell to generate the completion script for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct GenManArgs {
+    /// Directory to write the pages into (created if missing)
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// What `prune` can prune (`--only` / `--skip`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum PruneKind {
+    /// transmissions older than packetDays (by first_seen) with all their observations
+    Packets,
+    /// nodes not seen for nodeDays, moved to inactive_nodes
+    Nodes,
+    /// observers not seen for observerDays, soft-deleted (inactive = 1) with their metrics removed
+    Observers,
+    /// observer_metrics older than metricsDays
+    Metrics,
+    /// dropped_packets older than metricsDays (or --dropped-days)
+    Dropped,
+    /// neighbor_edges not seen for neighborEdgesMaxAgeDays
+    Edges,
+    /// client_receptions and client_observers older than clientRxDays
+    Clients,
+}
+
+impl PruneKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PruneKind::Packets => "packets",
+            PruneKind::Nodes => "nodes",
+            PruneKind::Observers => "observers",
+            PruneKind::Metrics => "metrics",
+            PruneKind::Dropped => "dropped",
+            PruneKind::Edges => "edges",
+            PruneKind::Clients => "clients",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Report exactly what a real run with the same --now would delete; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Fix "now" (RFC 3339, e.g. 2026-05-17T18:12:01Z) so a run can be replayed; default: the clock
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+
+    /// Prune only these kinds (comma-separated or repeated)
+    #[arg(long, value_enum, num_args = 1.., value_delimiter = ',', value_name = "KIND")]
+    pub only: Vec<PruneKind>,
+
+    /// Do not prune these kinds (comma-separated or repeated)
+    #[arg(long, value_enum, num_args = 1.., value_delimiter = ',', value_name = "KIND")]
+    pub skip: Vec<PruneKind>,
+
+    /// Checkpoint the WAL with TRUNCATE (short busy timeout; reports busy instead of failing) instead of PASSIVE
+    #[arg(long)]
+    pub truncate_wal: bool,
+
+    /// Delete transmissions (and their observations) first seen more than N days ago; 0 disables [config retention.packetDays, default disabled]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub packet_days: Option<i64>,
+
+    /// Move nodes not seen for N days to inactive_nodes [config retention.nodeDays, default 7]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub node_days: Option<i64>,
+
+    /// Soft-delete observers not seen for N days; -1 keeps them forever [config retention.observerDays, default 14]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub observer_days: Option<i64>,
+
+    /// Delete observer_metrics older than N days [config retention.metricsDays, default 30]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub metrics_days: Option<i64>,
+
+    /// Delete dropped_packets older than N days [default: the metrics retention]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub dropped_days: Option<i64>,
+
+    /// Delete neighbor_edges not seen for N days [config neighborEdgesMaxAgeDays, default 5]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub edge_days: Option<i64>,
+
+    /// Delete client_receptions/client_observers older than N days; 0 disables [config retention.clientRxDays, default disabled]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub client_days: Option<i64>,
+
+    /// Pages for the incremental vacuum after pruning; 0 skips it [config db.incrementalVacuumPages, default 1024]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub vacuum_pages: Option<i64>,
+
+    #[command(flatten)]
+    pub write: WriteOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct VacuumArgs {
+    /// Convert auto_vacuum to INCREMENTAL with a full VACUUM (needs about 2x the database size free; blocks the writer while it runs)
+    #[arg(long)]
+    pub full: bool,
+
+    /// Pages for the incremental vacuum [config db.incrementalVacuumPages, default 1024]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub pages: Option<i64>,
+
+    /// Checkpoint the WAL with TRUNCATE (short busy timeout; reports busy instead of failing) instead of PASSIVE
+    #[arg(long)]
+    pub truncate_wal: bool,
 }

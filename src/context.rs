@@ -13,6 +13,8 @@ pub struct Ctx {
     pub verbose: u8,
     pub busy_timeout_ms: u64,
     pub config: Config,
+    /// The run lock `WriteDb::open` takes (write commands; see `runlock`).
+    pub run_lock: Option<crate::runlock::Spec>,
 }
 
 impl Ctx {
@@ -20,6 +22,7 @@ impl Ctx {
         crate::db::OpenOptions {
             busy_timeout_ms: self.busy_timeout_ms,
             create,
+            run_lock: self.run_lock.clone(),
         }
     }
 

@@ -31,6 +31,8 @@ pub struct OpenOptions {
     pub busy_timeout_ms: u64,
     /// Allow creating a new file (only `migrate --create` and `synth`).
     pub create: bool,
+    /// The run lock to take once the file is known to be a database (`runlock`).
+    pub run_lock: Option<crate::runlock::Spec>,
 }
 
 impl Default for OpenOptions {
@@ -38,6 +40,7 @@ impl Default for OpenOptions {
         OpenOptions {
             busy_timeout_ms: 5000,
             create: false,
+            run_lock: None,
         }
     }
 }
@@ -260,7 +263,10 @@ impl ReadOnlyDb {
         conn.pragma_update(None, "query_only", true)
             .map_err(|e| classify(path, e, false))?;
         verify(&conn, path, false, true)?;
-        log::debug!("opened {} read-only", path.display());
+        let jm: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap_or_else(|_| "unknown".to_string());
+        log::info!("opened {} read-only (journal_mode={jm})", path.display());
         Ok(ReadOnlyDb {
             conn,
             path: path.to_path_buf(),
@@ -351,6 +357,9 @@ impl WriteDb {
             .map_err(|e| classify(path, e, true))?;
         if exists {
             verify(&conn, path, true, true)?;
+        }
+        if let Some(spec) = &opts.run_lock {
+            crate::runlock::hold(path, spec)?;
         }
         let jm: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))

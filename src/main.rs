@@ -12,7 +12,10 @@ mod config;
 mod context;
 mod db;
 mod error;
+mod logging;
+mod metrics;
 mod report;
+mod runlock;
 mod schema;
 mod timeutil;
 
@@ -29,23 +32,41 @@ use crate::error::{exit_code, Failure};
 
 fn main() {
     let cli = Cli::parse();
-    init_logging(&cli);
+    logging::init(cli.verbose, cli.quiet);
     let started = Instant::now();
     let command = cli.command.name();
-    let (db_display, result) = match build_ctx(&cli) {
-        Ok(ctx) => {
-            let shown = ctx.db_path.display().to_string();
-            (shown, commands::dispatch(&ctx, &cli.command))
-        }
-        Err(e) => (
-            cli.db
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            Err(e),
-        ),
+    let (db_display, result) = match commands::standalone(&cli.command) {
+        Some(result) => (String::new(), result),
+        None => match build_ctx(&cli) {
+            Ok(ctx) => {
+                let shown = ctx.db_path.display().to_string();
+                log::info!(
+                    "corescope {} {command} on {shown}",
+                    env!("CARGO_PKG_VERSION")
+                );
+                (shown, commands::dispatch(&ctx, &cli.command))
+            }
+            Err(e) => (
+                cli.db
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                Err(e),
+            ),
+        },
     };
     let elapsed_ms = report::ms(started.elapsed());
+    // ops: --metrics-file, derived from the report (or the failure).
+    metrics::after_run(
+        cli.metrics_file.as_deref(),
+        &cli.command,
+        match &result {
+            Ok(o) => o.exit_code,
+            Err(e) => exit_code(e),
+        },
+        result.as_ref().ok().map(|o| &o.json),
+        started.elapsed(),
+    );
     let code = match result {
         Ok(outcome) => {
             if !cli.quiet {
@@ -71,7 +92,7 @@ fn main() {
         Err(e) => {
             let code = exit_code(&e);
             let msg = one_line(&e);
-            eprintln!("corescope {command}: error: {msg}");
+            logging::print_error(&format!("corescope {command}: error: {msg}"));
             if cli.json && !cli.quiet {
                 let obj = serde_json::json!({
                     "command": command,
@@ -92,25 +113,6 @@ fn main() {
 /// The error chain on one line (the outermost message first).
 fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
-}
-
-fn init_logging(cli: &Cli) {
-    let default = if cli.quiet {
-        "error"
-    } else {
-        match cli.verbose {
-            0 => "warn",
-            1 => "info",
-            2 => "debug",
-            _ => "trace",
-        }
-    };
-    let env = env_logger::Env::default().default_filter_or(default);
-    let mut b = env_logger::Builder::from_env(env);
-    if std::env::var_os("NO_COLOR").is_some() {
-        b.write_style(env_logger::WriteStyle::Never);
-    }
-    let _ = b.try_init();
 }
 
 /// Resolve config and database path (cli.md "Selecting the database").
@@ -137,5 +139,7 @@ fn build_ctx(cli: &Cli) -> anyhow::Result<Ctx> {
         verbose: cli.verbose,
         busy_timeout_ms: cli.busy_timeout,
         config,
+        // ops: write commands take their run lock when they open the database.
+        run_lock: runlock::Spec::for_command(&cli.command, cli.wait),
     })
 }

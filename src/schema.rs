@@ -33,9 +33,11 @@ pub fn text_observer_idx(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
         return Ok((0, 0));
     }
     conn.query_row(
-        "SELECT count(*),
-                coalesce(sum((SELECT count(*) FROM observers b WHERE lower(b.id) = lower(o.observer_idx)) = 1), 0)
-         FROM observations o WHERE typeof(o.observer_idx) = 'text'",
+        "SELECT count(*), coalesce(sum(m.n = 1), 0)
+         FROM observations o
+         LEFT JOIN (SELECT lower(id) AS lid, count(*) AS n FROM observers GROUP BY lower(id)) m
+                ON m.lid = lower(o.observer_idx)
+         WHERE typeof(o.observer_idx) = 'text'",
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )

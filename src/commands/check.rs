@@ -24,12 +24,20 @@ pub fn run(ctx: &Ctx, args: &CheckArgs) -> anyhow::Result<Outcome> {
     let ro = ReadOnlyDb::open(&ctx.db_path, ctx.busy_timeout_ms)?;
     let conn = ro.reader();
     let missing = schema::missing_objects(conn, args.target)?;
+    log::info!(
+        "schema objects for target {}: {} missing",
+        args.target.name(),
+        missing.len()
+    );
     let pending: Vec<String> = schema::pending_migrations(conn, args.target)?
         .iter()
         .map(|m| m.name.to_string())
         .collect();
+    log::info!("named migrations pending: {}", pending.len());
     let backfills = pending_backfills(conn)?;
+    log::info!("backfill rows pending: {backfills:?}");
     let mut warnings = anomalies(&ro, conn)?;
+    log::info!("data and health checks: {} warnings", warnings.len());
     for (task, n) in &backfills {
         if *n > 0 {
             warnings.push(Warning {
@@ -44,6 +52,7 @@ pub fn run(ctx: &Ctx, args: &CheckArgs) -> anyhow::Result<Outcome> {
     let mut integrity: Option<Value> = None;
     let mut corrupt = false;
     if args.integrity {
+        log::info!("running quick_check and foreign_key_check");
         let (qc, fk) = integrity_check(&ro)?;
         corrupt = qc.len() != 1 || qc[0] != "ok";
         if !fk.is_empty() {

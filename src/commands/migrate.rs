@@ -72,11 +72,12 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
     }
     refuse_v2(db.conn(), path)?;
     let already = count_already(db.conn(), args.target)?;
-    let plan = plan(db.conn(), args.target)?;
+    let plan = plan(db.conn(), args.target, false)?;
     let mut applied: Vec<String> = Vec::new();
     let mut steps_json: Vec<Value> = Vec::new();
     let mut skipped: Vec<Value> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
+    let mut done_rows: HashMap<String, i64> = HashMap::new();
     let mut batcher = Batcher::new(args.max_lock_ms);
     for step in &plan {
         let t0 = Instant::now();
@@ -84,6 +85,7 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
             .with_context(|| format!("migration step {}", step.label))?;
         match res {
             Applied::Done(rows) => {
+                done_rows.insert(step.label.clone(), rows);
                 log::info!(
                     "applied {} ({} rows, {:.0} ms)",
                     step.label,
@@ -137,15 +139,17 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
             already
         ));
     } else {
-        let mut t = report::table(&["step", "what", "rows"]);
-        for s in &plan {
-            if applied.contains(&s.label) {
-                t.add_row(vec![
-                    s.label.clone(),
-                    s.detail.clone(),
-                    s.rows.map(|r| r.to_string()).unwrap_or_default(),
-                ]);
-            }
+        let mut t = report::table(&["step", "what", "rows changed"]);
+        for (s, r) in plan
+            .iter()
+            .filter_map(|s| done_rows.get(&s.label).map(|r| (s, r)))
+        {
+            let rows = if matches!(s.action, Action::Migration(m) if m.data != DataOp::None) {
+                r.to_string()
+            } else {
+                String::new()
+            };
+            t.add_row(vec![s.label.clone(), s.detail.clone(), rows]);
         }
         h.push_str(&format!("{t}\n"));
         h.push_str(&format!(
@@ -190,12 +194,12 @@ fn dry_run(ctx: &Ctx, args: &MigrateArgs, exists: bool) -> anyhow::Result<Outcom
     let (plan, already) = if !exists && args.create {
         // Plan against an empty schema; nothing is created.
         let conn = Connection::open_in_memory()?;
-        (plan(&conn, args.target)?, 0)
+        (plan(&conn, args.target, true)?, 0)
     } else {
         let ro = ReadOnlyDb::open(&ctx.db_path, ctx.busy_timeout_ms)?;
         refuse_v2(ro.reader(), &ctx.db_path)?;
         (
-            plan(ro.reader(), args.target)?,
+            plan(ro.reader(), args.target, true)?,
             count_already(ro.reader(), args.target)?,
         )
     };
@@ -297,7 +301,7 @@ fn index_columns(sql: &str) -> Vec<String> {
     cols
 }
 
-fn plan(conn: &Connection, target: Target) -> anyhow::Result<Vec<Step>> {
+fn plan(conn: &Connection, target: Target, counts: bool) -> anyhow::Result<Vec<Step>> {
     let mut steps = Vec::new();
     let pending = schema::pending_migrations(conn, target)?;
     let claimed_idx: Vec<&str> = catalog::migration_order(target)
@@ -375,7 +379,11 @@ fn plan(conn: &Connection, target: Target) -> anyhow::Result<Vec<Step>> {
                 }
             }
         }
-        let rows = count_data(conn, m.data)?;
+        let rows = if counts {
+            count_data(conn, m.data)?
+        } else {
+            None
+        };
         if m.data != DataOp::None {
             what.push(m.summary.to_string());
         }
@@ -428,7 +436,11 @@ fn plan(conn: &Connection, target: Target) -> anyhow::Result<Vec<Step>> {
                     "create unique index {} (after checking for duplicate keys)",
                     i.name
                 ),
-                rows: Some(schema::duplicate_dedup_groups(conn)?.0),
+                rows: if counts {
+                    Some(schema::duplicate_dedup_groups(conn)?.0)
+                } else {
+                    None
+                },
             });
         } else {
             steps.push(Step {
@@ -746,16 +758,13 @@ fn count_data(conn: &Connection, op: DataOp) -> anyhow::Result<Option<i64>> {
             }
         }
         DataOp::TxLastSeenBackfill => {
-            let zero = if has_column(conn, "transmissions", "last_seen")? { "last_seen = 0 AND" } else { "" };
-            // One grouped pass over observations: the plan runs before
-            // idx_observations_transmission_id exists on a legacy database,
-            // where a correlated subquery per transmission is quadratic.
-            q(&format!(
-                "SELECT count(*) FROM transmissions JOIN
-                   (SELECT transmission_id AS tid, MAX(timestamp) AS m FROM observations GROUP BY transmission_id) o
-                   ON o.tid = transmissions.id
-                 WHERE {zero} COALESCE(o.m, 0) != 0"
-            ))
+            // Candidates (last_seen still 0); counting exact matches would
+            // need a correlated scan per row before the indexes exist.
+            if has_column(conn, "transmissions", "last_seen")? {
+                q("SELECT count(*) FROM transmissions WHERE last_seen = 0")
+            } else {
+                q("SELECT count(*) FROM transmissions")
+            }
         }
     }
 }
@@ -1051,7 +1060,7 @@ mod tests {
     #[test]
     fn plan_on_legacy_shape_orders_phases() {
         let c = legacy_like();
-        let steps = plan(&c, Target::Latest).unwrap();
+        let steps = plan(&c, Target::Latest, true).unwrap();
         let labels: Vec<&str> = steps.iter().map(|s| s.label.as_str()).collect();
         let pos = |l: &str| {
             labels

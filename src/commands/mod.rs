@@ -1,7 +1,11 @@
 //! One module per subcommand; `dispatch` maps the parsed command to its `run`.
 
 pub mod check;
+pub mod completions;
+pub mod man;
 pub mod migrate;
+pub mod prune;
+pub mod vacuum;
 
 use crate::cli::Command;
 use crate::context::Ctx;
@@ -11,5 +15,23 @@ pub fn dispatch(ctx: &Ctx, command: &Command) -> anyhow::Result<Outcome> {
     match command {
         Command::Migrate(a) => migrate::run(ctx, a),
         Command::Check(a) => check::run(ctx, a),
+        Command::Prune(a) => prune::run(ctx, a),
+        Command::Vacuum(a) => vacuum::run(ctx, a),
+        Command::Completions(_) | Command::GenMan(_) => match standalone(command) {
+            Some(r) => r,
+            None => Err(anyhow::anyhow!(
+                "internal: {} has no runner",
+                command.name()
+            )),
+        },
+    }
+}
+
+/// Commands that need no database: run before the database is resolved.
+pub fn standalone(command: &Command) -> Option<anyhow::Result<Outcome>> {
+    match command {
+        Command::Completions(a) => Some(completions::run(a)),
+        Command::GenMan(a) => Some(man::run(a)),
+        _ => None,
     }
 }

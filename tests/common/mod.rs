@@ -68,6 +68,14 @@ pub fn listing(dir: &Path) -> Vec<(String, u64, String)> {
     v
 }
 
+/// A listing without corescope's run-lock files (`<db>.corescope-<cmd>.lock`):
+/// each run writes its pid into them, bookkeeping that is not a change.
+pub fn without_run_locks(v: Vec<(String, u64, String)>) -> Vec<(String, u64, String)> {
+    v.into_iter()
+        .filter(|(name, ..)| !(name.contains(".corescope-") && name.ends_with(".lock")))
+        .collect()
+}
+
 pub fn columns(conn: &Connection, table: &str) -> Vec<String> {
     let mut st = conn
         .prepare("SELECT name FROM pragma_table_info(?1)")

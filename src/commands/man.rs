@@ -1,0 +1,259 @@
+//! `corescope gen-man DIR` (hidden): the man pages, generated from the clap
+//! definition with clap_mangen plus the sections clap does not know about
+//! (EXIT STATUS, ENVIRONMENT, FILES, SEE ALSO). The pages in `man/` are
+//! committed; `tests/man.rs` fails when they are stale. Regenerate with
+//! `cargo run -- gen-man man`.
+
+use std::path::Path;
+
+use anyhow::Context;
+use clap::CommandFactory;
+use clap_mangen::roff::{bold, italic, roman, Roff};
+use clap_mangen::Man;
+
+use crate::cli::{Cli, GenManArgs, METRICS_COMMANDS, WRITE_COMMANDS};
+use crate::report::Outcome;
+
+pub fn run(args: &GenManArgs) -> anyhow::Result<Outcome> {
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let pages = generate(&args.dir)?;
+    let mut out = Outcome::new();
+    out.human = pages
+        .iter()
+        .map(|p| format!("wrote {}\n", args.dir.join(p).display()))
+        .collect();
+    out.set("pages", pages);
+    Ok(out)
+}
+
+/// Write every page into `dir`; returns the file names.
+pub fn generate(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut root = Cli::command().disable_help_subcommand(true);
+    root.build();
+    let mut pages = Vec::new();
+    let subs: Vec<clap::Command> = root
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .cloned()
+        .collect();
+    let see_also: Vec<String> = subs.iter().flat_map(page_names).collect();
+    pages.push(write_page(dir, &root, Kind::Root, &see_also)?);
+    for sub in &subs {
+        let kind = kind_of(sub.get_name());
+        write_tree(dir, sub, kind, &mut pages)?;
+    }
+    Ok(pages)
+}
+
+/// The page names (without section) of a subcommand and its own subcommands.
+fn page_names(cmd: &clap::Command) -> Vec<String> {
+    let mut v = vec![display(cmd)];
+    for s in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        v.extend(page_names(s));
+    }
+    v
+}
+
+fn display(cmd: &clap::Command) -> String {
+    cmd.get_display_name()
+        .unwrap_or_else(|| cmd.get_name())
+        .to_string()
+}
+
+fn write_tree(
+    dir: &Path,
+    cmd: &clap::Command,
+    kind: Kind,
+    pages: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    pages.push(write_page(dir, cmd, kind, &["corescope".to_string()])?);
+    for s in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        write_tree(dir, s, kind, pages)?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Root,
+    Write,
+    Metrics,
+    Other,
+}
+
+fn kind_of(name: &str) -> Kind {
+    if WRITE_COMMANDS.contains(&name) {
+        Kind::Write
+    } else if METRICS_COMMANDS.contains(&name) {
+        Kind::Metrics
+    } else {
+        Kind::Other
+    }
+}
+
+fn write_page(
+    dir: &Path,
+    cmd: &clap::Command,
+    kind: Kind,
+    see_also: &[String],
+) -> anyhow::Result<String> {
+    let man = Man::new(cmd.clone())
+        .manual("corescope manual")
+        .source(format!("corescope {}", env!("CARGO_PKG_VERSION")));
+    let file = man.get_filename();
+    let mut buf: Vec<u8> = Vec::new();
+    render(&man, cmd, kind, see_also, &mut buf)?;
+    let path = dir.join(&file);
+    std::fs::write(&path, &buf).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(file)
+}
+
+fn render(
+    man: &Man,
+    cmd: &clap::Command,
+    kind: Kind,
+    see_also: &[String],
+    w: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    man.render_title(w)?;
+    man.render_name_section(w)?;
+    man.render_synopsis_section(w)?;
+    man.render_description_section(w)?;
+    if cmd.get_arguments().any(|a| !a.is_hide_set()) {
+        man.render_options_section(w)?;
+    }
+    if cmd.get_subcommands().any(|s| !s.is_hide_set()) {
+        man.render_subcommands_section(w)?;
+    }
+    if kind != Kind::Root && (cmd.get_after_help().is_some() || cmd.get_after_long_help().is_some())
+    {
+        let mut extra = Vec::new();
+        man.render_extra_section(&mut extra)?;
+        let text = String::from_utf8_lossy(&extra).replacen(".SH EXTRA", ".SH NOTES", 1);
+        w.extend_from_slice(text.as_bytes());
+    }
+    let mut roff = Roff::default();
+    exit_status(&mut roff, kind);
+    environment(&mut roff);
+    files(&mut roff, kind, cmd);
+    roff.control("SH", ["SEE ALSO"]);
+    let refs: Vec<String> = see_also.iter().map(|n| format!("{n}(1)")).collect();
+    let mut line = vec![];
+    for (i, r) in refs.iter().enumerate() {
+        if i > 0 {
+            line.push(roman(", "));
+        }
+        line.push(bold(r.clone()));
+    }
+    line.push(roman(", "));
+    line.push(bold("systemd.timer(5)"));
+    line.push(roman(", "));
+    line.push(bold("flock(2)"));
+    roff.text(line);
+    roff.to_writer(w)?;
+    man.render_version_section(w)?;
+    Ok(())
+}
+
+fn tp(roff: &mut Roff, term: Vec<clap_mangen::roff::Inline>, body: &str) {
+    roff.control("TP", []);
+    roff.text(term);
+    roff.text([roman(body)]);
+}
+
+fn exit_status(roff: &mut Roff, kind: Kind) {
+    roff.control("SH", ["EXIT STATUS"]);
+    tp(
+        roff,
+        vec![bold("0")],
+        "Success (also a run stopped by --max-seconds, reported as incomplete; the next run resumes).",
+    );
+    tp(
+        roff,
+        vec![bold("1")],
+        "Error: cannot open, not a SQLite database, corrupt, I/O or SQL failure.",
+    );
+    tp(
+        roff,
+        vec![bold("2")],
+        "Usage error: unknown flag, invalid option value, no database given.",
+    );
+    tp(
+        roff,
+        vec![bold("3")],
+        "check found the schema not ready or migrations pending (with --strict: or any warning); a write command refused because the schema is not migrated (run corescope migrate).",
+    );
+    tp(
+        roff,
+        vec![bold("75")],
+        "Busy, try again next run: another run of the same write command holds the run lock on this database (--wait waits instead), or another writer held SQLite's write lock longer than --busy-timeout. Nothing was half-done. systemd units treat it as success (SuccessExitStatus=75).",
+    );
+    if kind == Kind::Other {
+        roff.text([roman(
+            "This command does not use the database; it exits 0 unless it cannot write its output.",
+        )]);
+    }
+}
+
+fn environment(roff: &mut Roff) {
+    roff.control("SH", ["ENVIRONMENT"]);
+    tp(
+        roff,
+        vec![bold("CORESCOPE_DB")],
+        "The database file when --db is not given.",
+    );
+    tp(
+        roff,
+        vec![bold("CORESCOPE_CONFIG")],
+        "CoreScope's config.json when --config is not given (dbPath, retention.*, neighborEdgesMaxAgeDays, db.*, observerBlacklist).",
+    );
+    tp(
+        roff,
+        vec![bold("CORESCOPE_METRICS_FILE")],
+        "The Prometheus metrics file when --metrics-file is not given.",
+    );
+    tp(
+        roff,
+        vec![bold("RUST_LOG")],
+        "Log filter (env_logger syntax, e.g. info or corescope=debug); overrides -v and -q.",
+    );
+    tp(
+        roff,
+        vec![bold("NO_COLOR")],
+        "When set to a non-empty value: no colour in logs, plain ASCII tables. Colour is only ever used on a terminal.",
+    );
+    tp(
+        roff,
+        vec![bold("JOURNAL_STREAM")],
+        "Set by systemd. When it names the device and inode of stderr, log lines carry sd-daemon(3) priority prefixes (<3> error, <4> warning, <6> info, <7> debug) and no timestamps, so journald records each line's priority.",
+    );
+}
+
+fn files(roff: &mut Roff, kind: Kind, cmd: &clap::Command) {
+    let lock = matches!(kind, Kind::Root | Kind::Write);
+    let metrics = matches!(kind, Kind::Root | Kind::Write | Kind::Metrics);
+    if !lock && !metrics {
+        return;
+    }
+    roff.control("SH", ["FILES"]);
+    if lock {
+        let name = if kind == Kind::Root {
+            "COMMAND".to_string()
+        } else {
+            cmd.get_name().to_string()
+        };
+        roff.control("TP", []);
+        roff.text([italic("DB"), bold(format!(".corescope-{name}.lock"))]);
+        roff.text([roman(
+            "The run lock of a write command, beside the database: an exclusive flock(2) held for the whole run, so two runs of the same command on the same database never overlap (different commands may). It holds the pid of the last holder. The kernel releases it when the holder exits or is killed, so it never goes stale and never needs deleting. If it cannot be created (read-only directory) the command warns and runs without it; correctness never depends on it.",
+        )]);
+    }
+    if metrics {
+        roff.control("TP", []);
+        roff.text([bold("--metrics-file "), italic("PATH")]);
+        roff.text([roman(
+            "Prometheus text-format metrics for node_exporter's textfile collector, e.g. /var/lib/prometheus/node-exporter/corescope.prom. One file may be shared by all commands: every series carries a command label and a run rewrites only its own command's series, under an flock on a hidden lock file beside it (.NAME.lock for NAME). The file is replaced atomically (a hidden temp file in the same directory, fsynced, renamed). Metrics: corescope_last_run_timestamp_seconds, corescope_last_success_timestamp_seconds (unchanged by a failed run), corescope_last_exit_code, corescope_run_duration_seconds, corescope_run_complete, corescope_rows_total{kind}, corescope_max_lock_hold_seconds, corescope_schema_ready, corescope_pending_migrations, corescope_pending_backfill_rows{task}, corescope_warnings.",
+        )]);
+    }
+}

@@ -1,0 +1,452 @@
+//! `corescope vacuum`: incremental vacuum and WAL checkpoint, and (`--full`)
+//! the one-time conversion of `auto_vacuum` to INCREMENTAL with a full
+//! `VACUUM` after checking free disk space (spec §6.11, §6.12, §10 #21).
+//!
+//! The incremental vacuum and checkpoint helpers are shared with `prune`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{json, Value};
+
+use crate::cli::VacuumArgs;
+use crate::context::Ctx;
+use crate::db::WriteDb;
+use crate::error::{is_busy, Failure};
+use crate::report::{self, Outcome};
+
+/// Hidden test hook: pretend the filesystem has this many bytes free.
+pub const FREE_BYTES_ENV: &str = "CORESCOPE_TEST_FREE_BYTES";
+
+/// Busy timeout for a TRUNCATE checkpoint: short, so a reader holding old
+/// frames makes it report `busy` quickly instead of stalling the run.
+const TRUNCATE_BUSY_MS: u64 = 1000;
+
+/// `PRAGMA auto_vacuum` value as a name.
+pub fn auto_vacuum_name(v: i64) -> &'static str {
+    match v {
+        0 => "none",
+        1 => "full",
+        2 => "incremental",
+        _ => "unknown",
+    }
+}
+
+/// Result of one incremental vacuum.
+#[derive(Debug, Clone, Default)]
+pub struct VacuumResult {
+    pub auto_vacuum: i64,
+    pub pages_requested: i64,
+    pub vacuumed_pages: i64,
+    pub freed_bytes: i64,
+    pub freelist_after: i64,
+    pub busy: bool,
+    pub ran: bool,
+    pub note: Option<String>,
+}
+
+impl VacuumResult {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "auto_vacuum": auto_vacuum_name(self.auto_vacuum),
+            "pages_requested": self.pages_requested,
+            "vacuumed_pages": self.vacuumed_pages,
+            "freed_bytes": self.freed_bytes,
+            "freelist_pages_after": self.freelist_after,
+            "busy": self.busy,
+            "ran": self.ran,
+            "note": self.note,
+        })
+    }
+}
+
+fn pragma_i64(db: &WriteDb, name: &str) -> anyhow::Result<i64> {
+    db.conn()
+        .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+        .with_context(|| format!("reading PRAGMA {name}"))
+}
+
+/// The note for a database that is not in INCREMENTAL mode.
+pub fn conversion_note(auto_vacuum: i64, path: &Path) -> String {
+    match auto_vacuum {
+        1 => format!(
+            "auto_vacuum is FULL: SQLite returns free pages at every commit, incremental vacuum is not needed; \
+             `corescope vacuum --full --db {}` converts it to INCREMENTAL (CoreScope's mode)",
+            path.display()
+        ),
+        _ => format!(
+            "auto_vacuum is NONE: deleted rows never shrink the file and incremental vacuum does nothing; \
+             convert once with `corescope vacuum --full --db {}` (needs about 2x the database size free)",
+            path.display()
+        ),
+    }
+}
+
+/// `PRAGMA incremental_vacuum(pages)` inside one write transaction (so its
+/// lock hold is measured), only when auto_vacuum is INCREMENTAL. A busy
+/// database is reported, not an error.
+pub fn incremental(db: &mut WriteDb, pages: i64) -> anyhow::Result<VacuumResult> {
+    let av = pragma_i64(db, "auto_vacuum")?;
+    let mut r = VacuumResult {
+        auto_vacuum: av,
+        pages_requested: pages,
+        ..VacuumResult::default()
+    };
+    r.freelist_after = pragma_i64(db, "freelist_count")?;
+    if av != 2 {
+        r.note = Some(conversion_note(av, db.path()));
+        return Ok(r);
+    }
+    if pages <= 0 {
+        r.note = Some("incremental vacuum skipped (0 pages requested)".into());
+        return Ok(r);
+    }
+    let page_size = pragma_i64(db, "page_size")?;
+    let before = pragma_i64(db, "page_count")?;
+    let sql = format!("PRAGMA incremental_vacuum({pages})");
+    match db.write(|tx| {
+        // The pragma yields one row per freed page: step it to the end.
+        let mut st = tx.prepare(&sql)?;
+        let mut rows = st.query([])?;
+        while rows.next()?.is_some() {}
+        Ok(())
+    }) {
+        Ok(()) => r.ran = true,
+        Err(e) if crate::error::exit_code(&e) == crate::error::EXIT_BUSY => {
+            r.busy = true;
+            r.note = Some("incremental vacuum skipped: the database was busy (another writer held the lock past the busy timeout); the next run vacuums".into());
+            return Ok(r);
+        }
+        Err(e) => return Err(e.context("incremental vacuum")),
+    }
+    let after = pragma_i64(db, "page_count")?;
+    r.vacuumed_pages = (before - after).max(0);
+    r.freed_bytes = r.vacuumed_pages * page_size;
+    r.freelist_after = pragma_i64(db, "freelist_count")?;
+    Ok(r)
+}
+
+/// Result of a WAL checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointResult {
+    pub mode: &'static str,
+    pub journal_mode: String,
+    pub busy: bool,
+    pub log_frames: i64,
+    pub checkpointed_frames: i64,
+    pub wal_bytes_before: u64,
+    pub wal_bytes_after: u64,
+}
+
+impl CheckpointResult {
+    /// One line for the human report.
+    pub fn summary(&self) -> String {
+        if self.journal_mode != "wal" {
+            format!(
+                "WAL checkpoint: nothing to do (journal_mode is {})",
+                self.journal_mode
+            )
+        } else if self.busy {
+            format!(
+                "WAL checkpoint ({}): busy (a reader still uses old frames; a later checkpoint resets the WAL); WAL {} -> {} bytes",
+                self.mode, self.wal_bytes_before, self.wal_bytes_after
+            )
+        } else {
+            format!(
+                "WAL checkpoint ({}): done; WAL {} -> {} bytes",
+                self.mode, self.wal_bytes_before, self.wal_bytes_after
+            )
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "mode": self.mode,
+            "journal_mode": self.journal_mode,
+            "busy": self.busy,
+            "log_frames": self.log_frames,
+            "checkpointed_frames": self.checkpointed_frames,
+            "wal_bytes_before": self.wal_bytes_before,
+            "wal_bytes_after": self.wal_bytes_after,
+        })
+    }
+}
+
+pub fn wal_path(db: &Path) -> PathBuf {
+    let mut s = db.as_os_str().to_os_string();
+    s.push("-wal");
+    PathBuf::from(s)
+}
+
+pub fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE|TRUNCATE)`. TRUNCATE runs with a short busy
+/// timeout and its duration is recorded as a lock hold (it blocks writers).
+/// Busy is reported, never an error.
+pub fn checkpoint(db: &mut WriteDb, truncate: bool) -> anyhow::Result<CheckpointResult> {
+    let wal = wal_path(db.path());
+    let journal_mode: String = db
+        .conn()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .context("reading PRAGMA journal_mode")?;
+    let mut r = CheckpointResult {
+        mode: if truncate { "truncate" } else { "passive" },
+        journal_mode: journal_mode.to_ascii_lowercase(),
+        wal_bytes_before: file_len(&wal),
+        log_frames: -1,
+        checkpointed_frames: -1,
+        ..CheckpointResult::default()
+    };
+    let sql = if truncate {
+        "PRAGMA wal_checkpoint(TRUNCATE)"
+    } else {
+        "PRAGMA wal_checkpoint(PASSIVE)"
+    };
+    let normal = db.busy_timeout_ms();
+    if truncate {
+        db.conn()
+            .busy_timeout(Duration::from_millis(normal.min(TRUNCATE_BUSY_MS)))?;
+    }
+    let t0 = Instant::now();
+    let res = db.conn().query_row(sql, [], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    });
+    let held = t0.elapsed();
+    if truncate {
+        db.conn().busy_timeout(Duration::from_millis(normal))?;
+        db.record_hold(held);
+    }
+    match res {
+        Ok((busy, log, done)) => {
+            r.busy = busy != 0;
+            r.log_frames = log;
+            r.checkpointed_frames = done;
+        }
+        Err(e) if is_busy(&e) => r.busy = true,
+        Err(e) => return Err(anyhow::Error::new(e).context("WAL checkpoint")),
+    }
+    r.wal_bytes_after = file_len(&wal);
+    Ok(r)
+}
+
+/// Free bytes for unprivileged users on the filesystem holding `dir`.
+#[allow(clippy::unnecessary_cast)]
+pub fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
+    if let Ok(v) = std::env::var(FREE_BYTES_ENV) {
+        return v.trim().parse::<u64>().map_err(|_| {
+            Failure::Usage(format!("{FREE_BYTES_ENV}={v} is not a byte count")).into()
+        });
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| Failure::Fatal(format!("path {} contains a NUL byte", dir.display())))?;
+    // SAFETY: statvfs only writes into the zeroed struct we pass; the path is NUL-terminated.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(Failure::Fatal(format!(
+            "cannot read the free space of {}: {e}",
+            dir.display()
+        ))
+        .into());
+    }
+    Ok((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
+}
+
+/// Directory holding the database file.
+pub fn db_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The free-space rule of `--full`: at least twice the database (file + WAL).
+pub fn enough_space(db_bytes: u64, free: u64) -> bool {
+    free >= db_bytes.saturating_mul(2)
+}
+
+pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
+    let pages = match args.pages {
+        Some(p) if p < 0 => {
+            return Err(Failure::Usage(format!(
+                "--pages {p}: expected a page count >= 0 (0 skips the incremental vacuum)"
+            ))
+            .into())
+        }
+        Some(p) => p,
+        None => ctx.config.vacuum_pages(),
+    };
+    let mut db = WriteDb::open(&ctx.db_path, &ctx.open_options(false))?;
+    db.require_ready()?;
+    let path = db.path().to_path_buf();
+    let wal = wal_path(&path);
+    let file_before = file_len(&path);
+    let wal_before = file_len(&wal);
+    let av_before = pragma_i64(&db, "auto_vacuum")?;
+    let mut out = Outcome::new();
+    let mut h = String::new();
+    out.set("full", args.full);
+    out.set("auto_vacuum_before", auto_vacuum_name(av_before));
+    out.set("file_bytes_before", file_before);
+    out.set("wal_bytes_before", wal_before);
+
+    let mut vac = VacuumResult::default();
+    let mut notes: Vec<String> = Vec::new();
+    if args.full {
+        let dir = db_dir(&path);
+        let need_base = file_before + wal_before;
+        let free = free_bytes(&dir)?;
+        out.set("free_bytes", free);
+        out.set("required_free_bytes", need_base.saturating_mul(2));
+        if !enough_space(need_base, free) {
+            return Err(Failure::Fatal(format!(
+                "refusing VACUUM of {}: it needs about twice the database size free ({} bytes = 2 x {} bytes of database and WAL), \
+                 but the filesystem of {} has only {} bytes free; free space (or move the database) and run again. Nothing was changed",
+                path.display(),
+                need_base.saturating_mul(2),
+                need_base,
+                dir.display(),
+                free
+            ))
+            .into());
+        }
+        // observers.rowid is referenced by observations.observer_idx (spec
+        // §1.6); SQLite does not document that VACUUM keeps rowids of tables
+        // without an INTEGER PRIMARY KEY, so verify it did.
+        let before_ids = observer_rowids(&db)?;
+        db.conn()
+            .execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+            .context("setting auto_vacuum = INCREMENTAL")?;
+        let t0 = Instant::now();
+        let res = db.conn().execute_batch("VACUUM");
+        db.record_hold(t0.elapsed());
+        res.map_err(|e| {
+            if is_busy(&e) {
+                anyhow::Error::from(Failure::Busy(format!(
+                    "VACUUM of {} could not get exclusive access (another connection is writing or reading); try again when the ingestor is idle, or stop it for the conversion",
+                    path.display()
+                )))
+            } else {
+                anyhow::Error::new(e).context("VACUUM")
+            }
+        })?;
+        let after_ids = observer_rowids(&db)?;
+        if before_ids != after_ids {
+            return Err(Failure::Fatal(format!(
+                "VACUUM of {} renumbered observers.rowid, which observations.observer_idx references (spec §1.6); restore the database from a backup",
+                path.display()
+            ))
+            .into());
+        }
+        notes.push(format!(
+            "full VACUUM done; auto_vacuum is now {}",
+            auto_vacuum_name(pragma_i64(&db, "auto_vacuum")?)
+        ));
+    } else {
+        vac = incremental(&mut db, pages)?;
+        if let Some(n) = &vac.note {
+            notes.push(n.clone());
+        }
+    }
+    // After a full VACUUM in WAL mode the rewritten pages sit in the WAL: only
+    // a TRUNCATE checkpoint lets the file shrink and resets the WAL.
+    let ck = checkpoint(&mut db, args.truncate_wal || args.full)?;
+    let av_after = pragma_i64(&db, "auto_vacuum")?;
+    let file_after = file_len(&path);
+    let wal_after = file_len(&wal);
+    out.set("auto_vacuum", auto_vacuum_name(av_after));
+    out.set("auto_vacuum_after", auto_vacuum_name(av_after));
+    out.set("file_bytes_after", file_after);
+    out.set("wal_bytes_after", wal_after);
+    out.set("vacuumed_pages", vac.vacuumed_pages);
+    out.set("freed_bytes", vac.freed_bytes);
+    if !args.full {
+        out.set("vacuum", vac.to_json());
+    }
+    out.set("checkpoint", ck.to_json());
+    out.set("notes", notes.clone());
+    out.set("complete", true);
+    out.set("max_lock_hold_ms", db.max_lock_hold_ms());
+
+    let mut t = report::table(&["", "before", "after"]);
+    t.add_row(vec![
+        "auto_vacuum".to_string(),
+        auto_vacuum_name(av_before).to_string(),
+        auto_vacuum_name(av_after).to_string(),
+    ]);
+    t.add_row(vec![
+        "file bytes".to_string(),
+        file_before.to_string(),
+        file_after.to_string(),
+    ]);
+    t.add_row(vec![
+        "WAL bytes".to_string(),
+        wal_before.to_string(),
+        wal_after.to_string(),
+    ]);
+    h.push_str(&format!("{t}\n"));
+    if !args.full {
+        h.push_str(&format!(
+            "incremental vacuum: {} pages freed ({} bytes)\n",
+            vac.vacuumed_pages, vac.freed_bytes
+        ));
+    }
+    h.push_str(&ck.summary());
+    h.push('\n');
+    for n in &notes {
+        h.push_str(&format!("note: {n}\n"));
+    }
+    h.push_str(&format!(
+        "longest write-lock hold {} ms\n",
+        db.max_lock_hold_ms()
+    ));
+    out.human = h;
+    Ok(out)
+}
+
+fn observer_rowids(db: &WriteDb) -> anyhow::Result<Vec<(i64, rusqlite::types::Value)>> {
+    let mut st = db
+        .conn()
+        .prepare("SELECT rowid, id FROM observers ORDER BY rowid")?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn space_rule_is_twice_the_database() {
+        assert!(enough_space(100, 200));
+        assert!(!enough_space(100, 199));
+        assert!(enough_space(0, 0));
+        assert!(!enough_space(u64::MAX, u64::MAX - 1));
+    }
+
+    #[test]
+    fn names_and_paths() {
+        assert_eq!(auto_vacuum_name(2), "incremental");
+        assert_eq!(auto_vacuum_name(0), "none");
+        assert_eq!(wal_path(Path::new("/x/y.db")), PathBuf::from("/x/y.db-wal"));
+        assert_eq!(db_dir(Path::new("y.db")), PathBuf::from("."));
+        assert_eq!(db_dir(Path::new("/a/y.db")), PathBuf::from("/a"));
+        assert!(conversion_note(0, Path::new("d.db")).contains("vacuum --full"));
+    }
+
+    #[test]
+    fn statvfs_reads_something() {
+        if std::env::var_os(FREE_BYTES_ENV).is_none() {
+            assert!(free_bytes(Path::new("/")).is_ok());
+        }
+    }
+}
