@@ -331,6 +331,11 @@ pub struct OverlapReport {
 /// `stagger` (one round per entry). Each must exit with `code` or 75 (busy,
 /// nothing half-done); a busy one is re-run. The result must equal one
 /// uninterrupted run.
+///
+/// With `bypass_lock`, the second instance opens the database through a
+/// symlink: SQLite resolves it to the same file (same -wal/-shm/-journal),
+/// but corescope's run lock (`<path>.corescope-<cmd>.lock`) is a different
+/// file, so both really run at once — correctness must not depend on the lock.
 pub fn overlap(
     name: &str,
     setup: &Path,
@@ -338,6 +343,7 @@ pub fn overlap(
     code: i32,
     exclude: &[(&str, &str)],
     staggers: &[Duration],
+    bypass_lock: bool,
 ) -> OverlapReport {
     let dir = tempfile::tempdir().unwrap();
     let reference = dir.path().join("reference.db");
@@ -348,9 +354,16 @@ pub fn overlap(
     for (i, s) in staggers.iter().enumerate() {
         let db = dir.path().join(format!("overlap{i}.db"));
         copy_db(setup, &db);
+        let second = if bypass_lock {
+            let link = dir.path().join(format!("link{i}.db"));
+            std::os::unix::fs::symlink(&db, &link).unwrap();
+            link
+        } else {
+            db.clone()
+        };
         let a = command(args, &db).spawn().unwrap();
         std::thread::sleep(*s);
-        let b = command(args, &db).spawn().unwrap();
+        let b = command(args, &second).spawn().unwrap();
         let oa = a.wait_with_output().unwrap();
         let ob = b.wait_with_output().unwrap();
         let ca = oa.status.code().unwrap_or(-1);
@@ -374,8 +387,15 @@ pub fn overlap(
         rep.converged += 1;
     }
     println!(
-        "overlap [{name}]: {}/{} rounds equal one run (exit codes {:?})",
-        rep.converged, rep.rounds, rep.codes
+        "overlap [{name}{}]: {}/{} rounds equal one run (exit codes {:?})",
+        if bypass_lock {
+            ", run lock bypassed"
+        } else {
+            ", with run lock"
+        },
+        rep.converged,
+        rep.rounds,
+        rep.codes
     );
     rep
 }
@@ -731,4 +751,116 @@ pub fn synthetic_legacy(path: &Path, observations: usize, seed: u64) {
         .unwrap();
     }
     conn.execute_batch("COMMIT").unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Synthetic current-schema databases (for prune, backfill, build-edges).
+
+/// "now" of the synthetic current database (RFC 3339 and epoch).
+pub const NOW: &str = "2026-05-17T18:12:01Z";
+pub const NOW_EPOCH: i64 = 1_779_041_521;
+pub const DAY: i64 = 86_400;
+
+fn fmt_time(epoch: i64, style: usize) -> String {
+    let dt = chrono::DateTime::from_timestamp(epoch, 0).unwrap();
+    match style % 3 {
+        0 => dt.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        1 => dt.format("%Y-%m-%d %H:%M:%S").to_string(),
+        _ => dt.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+    }
+}
+
+/// A database created by `corescope migrate --create` and filled with
+/// deterministic data whose times spread over the 40 days before [`NOW`]:
+/// observers (+ metrics), nodes, neighbor edges, dropped packets,
+/// transmissions (every 4th an ADVERT with decoded_json.pubKey) with 1–4
+/// observations each carrying a path_json of 0–3 hops.
+pub fn synthetic_current(dir: &Path, name: &str, transmissions: usize, seed: u64) -> PathBuf {
+    let path = common::fresh_db(dir, name);
+    let c = Connection::open(&path).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    c.execute_batch("BEGIN").unwrap();
+    let n_obs = 30usize;
+    let n_nodes = 150usize;
+    let keys: Vec<String> = (0..n_nodes)
+        .map(|_| hex::encode((0..32).map(|_| rng.gen::<u8>()).collect::<Vec<_>>()))
+        .collect();
+    for i in 0..n_obs {
+        let t = NOW_EPOCH - rng.gen_range(0..30 * DAY);
+        c.execute(
+            "INSERT INTO observers (id, name, iata, last_seen, first_seen, packet_count) VALUES (?1, ?2, 'SJC', ?3, ?3, 5)",
+            params![hex::encode_upper((0..32).map(|_| rng.gen::<u8>()).collect::<Vec<_>>()), format!("obs{i}"), fmt_time(t, i)],
+        )
+        .unwrap();
+        for k in 0..10 {
+            let m = NOW_EPOCH - rng.gen_range(0..60 * DAY);
+            c.execute(
+                "INSERT OR IGNORE INTO observer_metrics (observer_id, timestamp, noise_floor) SELECT id, ?2, -110.5 FROM observers WHERE rowid = ?1",
+                params![i as i64 + 1, fmt_time(m, k)],
+            )
+            .unwrap();
+        }
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let t = NOW_EPOCH - rng.gen_range(0..20 * DAY);
+        c.execute(
+            "INSERT INTO nodes (public_key, name, role, lat, lon, last_seen, first_seen, advert_count) VALUES (?1, ?2, 'repeater', 37.5, -122.1, ?3, ?3, 0)",
+            params![k, format!("node{i}"), fmt_time(t, i)],
+        )
+        .unwrap();
+        let e = NOW_EPOCH - rng.gen_range(0..10 * DAY);
+        c.execute(
+            "INSERT OR IGNORE INTO neighbor_edges (node_a, node_b, count, last_seen) VALUES (?1, ?2, 1, ?3)",
+            params![k, keys[(i + 1) % n_nodes], fmt_time(e, 0)],
+        )
+        .unwrap();
+        let d = NOW_EPOCH - rng.gen_range(0..60 * DAY);
+        c.execute(
+            "INSERT INTO dropped_packets (reason, dropped_at) VALUES ('sig', ?1)",
+            params![fmt_time(d, 1)],
+        )
+        .unwrap();
+    }
+    for i in 0..transmissions {
+        let t = NOW_EPOCH - rng.gen_range(0..40 * DAY);
+        let advert = i % 4 == 0;
+        let key = &keys[rng.gen_range(0..n_nodes)];
+        let decoded = if advert {
+            format!(r#"{{"type":"ADVERT","pubKey":"{key}","name":"n"}}"#)
+        } else {
+            r#"{"type":"TXT_MSG","destHash":"1f","srcHash":"5d"}"#.to_string()
+        };
+        c.execute(
+            "INSERT INTO transmissions (raw_hex, hash, first_seen, route_type, payload_type, payload_version, decoded_json, created_at)
+             VALUES (?1, ?2, ?3, 1, ?4, 1, ?5, ?6)",
+            params![
+                format!("11{:02x}{key}", i % 256),
+                format!("{:016x}", rng.gen::<u64>()),
+                fmt_time(t, i),
+                if advert { 4 } else { 2 },
+                decoded,
+                fmt_time(t, 1)
+            ],
+        )
+        .unwrap();
+        let id = c.last_insert_rowid();
+        for o in 0..rng.gen_range(1..5usize) {
+            let hops: Vec<String> = (0..rng.gen_range(0..4usize))
+                .map(|_| {
+                    format!(
+                        "\"{}\"",
+                        &keys[rng.gen_range(0..n_nodes)][..4].to_uppercase()
+                    )
+                })
+                .collect();
+            c.execute(
+                "INSERT INTO observations (transmission_id, observer_idx, direction, snr, rssi, score, path_json, timestamp) VALUES (?1, ?2, 'rx', 4.5, -101, 1, ?3, ?4)",
+                params![id, (o * 7 + i) % n_obs + 1, format!("[{}]", hops.join(",")), t + o as i64],
+            )
+            .unwrap();
+        }
+    }
+    c.execute_batch("COMMIT").unwrap();
+    drop(c);
+    path
 }
