@@ -44,7 +44,11 @@ fn main() {
                     "corescope {} {command} on {shown}",
                     env!("CARGO_PKG_VERSION")
                 );
-                (shown, commands::dispatch(&ctx, &cli.command))
+                (
+                    shown,
+                    commands::dispatch(&ctx, &cli.command)
+                        .map_err(|e| db::classify_final(&ctx.db_path, e)),
+                )
             }
             Err(e) => (
                 cli.db

@@ -718,7 +718,7 @@ fn count_data(conn: &Connection, op: DataOp) -> anyhow::Result<Option<i64>> {
         DataOp::ObserverIdxRowid => Ok(Some(schema::text_observer_idx(conn)?.1)),
         DataOp::AdvertCount => {
             let counts = advert_counts(conn, ">", i64::MIN)?;
-            let mut st = conn.prepare("SELECT lower(public_key), advert_count FROM nodes")?;
+            let mut st = conn.prepare("SELECT lower(public_key), CASE WHEN typeof(advert_count) = 'integer' THEN advert_count END FROM nodes")?;
             let rows = st.query_map([], |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<i64>>(1)?)))?;
             let mut n = 0;
             for r in rows {
@@ -927,7 +927,8 @@ fn advert_count(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<i64> 
         let (last, scanned, changed) = db.write(|tx| {
             let newer = advert_counts(tx, ">", snap)?;
             let mut sel = tx.prepare(
-                "SELECT rowid, lower(public_key), advert_count FROM nodes WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+                "SELECT rowid, lower(public_key), CASE WHEN typeof(advert_count) = 'integer' THEN advert_count END
+                 FROM nodes WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
             )?;
             let rows: Vec<(i64, Option<String>, Option<i64>)> = sel
                 .query_map(params![cursor, n as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
