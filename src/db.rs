@@ -168,6 +168,11 @@ fn classify(path: &Path, e: rusqlite::Error, writing: bool) -> anyhow::Error {
             "{p} is locked by another writer beyond the busy timeout; try again next run (or raise --busy-timeout)"
         ))
         .into(),
+        Some(C::ReadOnly) if !writing => Failure::Fatal(format!(
+            "cannot read {p}: it is a WAL database and SQLite must create or initialise {p}-shm beside it to read it, but cannot (directory or -shm not writable); \
+             run while the ingestor has the database open (its -shm then exists), or as the user that owns the database"
+        ))
+        .into(),
         Some(C::ReadOnly) if writing => Failure::Fatal(format!(
             "cannot write {p}: the file or its directory is read-only (run as the user that owns the database, or fix permissions; SQLite also needs to create {p}-wal/-journal beside it)"
         ))
