@@ -12,6 +12,8 @@ mod config;
 mod context;
 mod db;
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod logging;
 mod metrics;
 mod report;
