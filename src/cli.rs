@@ -74,6 +74,8 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Read-only: schema readiness, pending migrations and backfills, data anomalies, vacuum/WAL health
     Check(CheckArgs),
+    /// Resumable data backfills: from-pubkey, path-json, resolved-path, observer-blacklist
+    Backfill(BackfillArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout
     Completions(CompletionsArgs),
     /// Generate the man pages (corescope.1 and one per subcommand) into DIR
@@ -91,6 +93,7 @@ impl Command {
         match self {
             Command::Migrate(_) => "migrate",
             Command::Check(_) => "check",
+            Command::Backfill(_) => "backfill",
             Command::Completions(_) => "completions",
             Command::GenMan(_) => "gen-man",
             Command::Prune(_) => "prune",
@@ -113,7 +116,7 @@ impl Command {
 // (one line) and gets the run lock, --wait, --metrics-file and the FILES
 // section of its man page; nothing else is needed.
 /// Commands that write the database: run lock + metrics.
-pub const WRITE_COMMANDS: &[&str] = &["migrate", "prune", "vacuum"];
+pub const WRITE_COMMANDS: &[&str] = &["migrate", "backfill", "prune", "vacuum"];
 /// Read-only commands that also honour `--metrics-file`.
 pub const METRICS_COMMANDS: &[&str] = &["check"];
 // ---- end ops ----
@@ -162,6 +165,46 @@ pub struct CheckArgs {
     /// Also run PRAGMA quick_check and foreign_key_check (reads the whole file)
     #[arg(long)]
     pub integrity: bool,
+}
+
+/// A backfill task of `corescope backfill`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum BackfillTask {
+    /// transmissions.from_pubkey of ADVERTs, from decoded_json.pubKey or raw_hex
+    FromPubkey,
+    /// observations.path_json from the observation's own raw_hex (TRACE excluded)
+    PathJson,
+    /// observations.resolved_path from path_json hops, node prefixes and neighbor edges
+    ResolvedPath,
+    /// Soft-delete (inactive = 1) observers listed by --observer / observerBlacklist
+    ObserverBlacklist,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Without TASK all four run, in the order observer-blacklist, from-pubkey, path-json, \
+resolved-path. Each row task keeps a cursor (last row id visited) in corescope's state table, so every run \
+ends and the next one resumes; rows that cannot be filled are not visited again (use --reset to retry)."
+)]
+pub struct BackfillArgs {
+    /// Tasks to run (default: all)
+    #[arg(value_enum, value_name = "TASK")]
+    pub tasks: Vec<BackfillTask>,
+
+    /// Read and derive everything, write nothing; report how many rows each task would update
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Restart TASK's cursor from the beginning (repeatable), e.g. to retry unresolved paths after build-edges
+    #[arg(long, value_enum, value_name = "TASK")]
+    pub reset: Vec<BackfillTask>,
+
+    /// Observer id to soft-delete (repeatable; added to observerBlacklist of the config; case-insensitive)
+    #[arg(long = "observer", value_name = "ID")]
+    pub observers: Vec<String>,
+
+    #[command(flatten)]
+    pub write: WriteOpts,
 }
 
 #[derive(Debug, Args)]

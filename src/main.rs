@@ -11,12 +11,16 @@ mod commands;
 mod config;
 mod context;
 mod db;
+mod derive;
+mod edges;
 mod error;
 #[cfg(test)]
 mod fuzz_tests;
 mod logging;
 mod metrics;
+mod packet;
 mod report;
+mod resolve;
 mod runlock;
 mod schema;
 mod timeutil;

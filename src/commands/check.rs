@@ -186,41 +186,10 @@ fn human(
     s
 }
 
-/// Rows each backfill still has to do (the same rules the backfills select by).
+/// Rows each backfill still has to do: the backfill command's own counting
+/// (the same selections, after each task's cursor).
 pub fn pending_backfills(conn: &Connection) -> anyhow::Result<BTreeMap<String, i64>> {
-    let mut m = BTreeMap::new();
-    let tcols = db::columns(conn, "transmissions")?;
-    let ocols = db::columns(conn, "observations")?;
-    let count = |sql: &str| -> anyhow::Result<i64> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
-    let has = |cols: &[String], c: &str| cols.iter().any(|x| x == c);
-    let n = if has(&tcols, "from_pubkey") {
-        count("SELECT count(*) FROM transmissions WHERE payload_type = 4 AND from_pubkey IS NULL")?
-    } else {
-        count("SELECT count(*) FROM transmissions WHERE payload_type = 4")?
-    };
-    m.insert("from_pubkey".to_string(), n);
-    if has(&ocols, "path_json") {
-        let raw = if has(&ocols, "raw_hex") {
-            "o.raw_hex IS NOT NULL AND o.raw_hex != ''"
-        } else {
-            "0"
-        };
-        let n = count(&format!(
-            "SELECT count(*) FROM observations o JOIN transmissions t ON t.id = o.transmission_id
-             WHERE (o.path_json IS NULL OR o.path_json = '') AND {raw} AND (t.payload_type IS NULL OR t.payload_type != 9)"
-        ))?;
-        m.insert("path_json".to_string(), n);
-        let rp = if has(&ocols, "resolved_path") {
-            "(resolved_path IS NULL OR resolved_path = '') AND"
-        } else {
-            ""
-        };
-        let n = count(&format!(
-            "SELECT count(*) FROM observations WHERE {rp} path_json IS NOT NULL AND path_json NOT IN ('', '[]')"
-        ))?;
-        m.insert("resolved_path".to_string(), n);
-    }
-    Ok(m)
+    crate::commands::backfill::pending_counts(conn)
 }
 
 fn integrity_check(ro: &ReadOnlyDb) -> anyhow::Result<(Vec<String>, Vec<String>)> {

@@ -1,5 +1,6 @@
 //! One module per subcommand; `dispatch` maps the parsed command to its `run`.
 
+pub mod backfill;
 pub mod check;
 pub mod completions;
 pub mod man;
@@ -15,6 +16,7 @@ pub fn dispatch(ctx: &Ctx, command: &Command) -> anyhow::Result<Outcome> {
     match command {
         Command::Migrate(a) => migrate::run(ctx, a),
         Command::Check(a) => check::run(ctx, a),
+        Command::Backfill(a) => backfill::run(ctx, a),
         Command::Prune(a) => prune::run(ctx, a),
         Command::Vacuum(a) => vacuum::run(ctx, a),
         Command::Completions(_) | Command::GenMan(_) => match standalone(command) {

@@ -1,0 +1,277 @@
+//! Pure `observations.resolved_path` resolution (spec corescope-db.md §6.9).
+//! No SQL here.
+//!
+//! API (for the `backfill resolved-path` task and anyone else):
+//!
+//! ```ignore
+//! let idx = edges::PrefixIndex::new(node_keys);            // from nodes.public_key
+//! let adj = resolve::adjacency_from_edges(edge_rows);      // from neighbor_edges (node_a, node_b)
+//! let hops = edges::parse_path_json(path_json);
+//! let origin = /* lower-cased from_pubkey for ADVERTs, "" otherwise */;
+//! match resolve::resolve_path(&hops, origin, &adj, &idx) {
+//!     None => /* store NULL (never '' and never [null, …]) */,
+//!     Some(rp) => /* store resolve::to_json(&rp) */,
+//! }
+//! ```
+//!
+//! Rules, per hop left to right:
+//! 1. candidates = keys with this prefix ([`PrefixIndex::candidates`]);
+//! 2. none → null; exactly one → that key unless already excluded (then null);
+//! 3. several → keep candidates not excluded and adjacent to the anchor;
+//!    exactly one survivor → it, else null; no anchor → null.
+//!
+//! Anchor for hop 0 = the originator (only ADVERTs have one); for hop i = the
+//! key resolved for hop i−1 (empty after an unresolved hop). Exclusion set =
+//! originator plus every key already resolved on this path.
+//! Result: `None` when there are no hops or every hop is null.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::edges::PrefixIndex;
+
+/// Undirected adjacency snapshot: lower-case key → lower-case neighbours.
+pub type Adjacency = HashMap<String, HashSet<String>>;
+
+/// Builds the adjacency snapshot from `neighbor_edges` endpoint pairs:
+/// endpoints lower-cased, empty endpoints and self-loops ignored.
+pub fn adjacency_from_edges<I, A, B>(edges: I) -> Adjacency
+where
+    I: IntoIterator<Item = (A, B)>,
+    A: AsRef<str>,
+    B: AsRef<str>,
+{
+    let mut adj = Adjacency::new();
+    for (a, b) in edges {
+        let a = a.as_ref().trim().to_ascii_lowercase();
+        let b = b.as_ref().trim().to_ascii_lowercase();
+        if a.is_empty() || b.is_empty() || a == b {
+            continue;
+        }
+        adj.entry(a.clone()).or_default().insert(b.clone());
+        adj.entry(b).or_default().insert(a);
+    }
+    adj
+}
+
+fn adjacent(adj: &Adjacency, a: &str, b: &str) -> bool {
+    adj.get(a).is_some_and(|n| n.contains(b))
+}
+
+/// Resolves every hop of a path. `originator` is the lower-case (any case is
+/// accepted) ADVERT originator key, or `""` for other packets. Returns `None`
+/// when `hops` is empty or no hop resolves; otherwise one entry per hop.
+pub fn resolve_path(
+    hops: &[String],
+    originator: &str,
+    adjacency: &Adjacency,
+    idx: &PrefixIndex,
+) -> Option<Vec<Option<String>>> {
+    let origin = originator.trim().to_ascii_lowercase();
+    let mut excluded: HashSet<String> = HashSet::new();
+    if !origin.is_empty() {
+        excluded.insert(origin.clone());
+    }
+    let mut anchor: Option<String> = (!origin.is_empty()).then_some(origin);
+    let mut out: Vec<Option<String>> = Vec::with_capacity(hops.len());
+    for hop in hops {
+        let cands = idx.candidates(hop);
+        let chosen: Option<String> = match cands.as_slice() {
+            [] => None,
+            [one] => (!excluded.contains(*one)).then(|| one.to_string()),
+            several => match &anchor {
+                None => None,
+                Some(a) => {
+                    let mut survivors = several
+                        .iter()
+                        .filter(|c| !excluded.contains(**c) && adjacent(adjacency, a, c));
+                    match (survivors.next(), survivors.next()) {
+                        (Some(only), None) => Some(only.to_string()),
+                        _ => None,
+                    }
+                }
+            },
+        };
+        if let Some(k) = &chosen {
+            excluded.insert(k.clone());
+        }
+        anchor = chosen.clone();
+        out.push(chosen);
+    }
+    if out.iter().all(Option::is_none) {
+        None
+    } else {
+        Some(out)
+    }
+}
+
+/// Compact JSON array of keys and `null`s, the stored `resolved_path` form.
+pub fn to_json(rp: &[Option<String>]) -> String {
+    serde_json::Value::Array(
+        rp.iter()
+            .map(|k| match k {
+                Some(k) => serde_json::Value::String(k.clone()),
+                None => serde_json::Value::Null,
+            })
+            .collect(),
+    )
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(prefix: &str) -> String {
+        let mut k = prefix.to_string();
+        while k.len() < 64 {
+            k.push('0');
+        }
+        k
+    }
+
+    fn hops(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn empty_hops_is_none() {
+        let idx = PrefixIndex::new([key("aa")]);
+        assert_eq!(resolve_path(&[], "", &Adjacency::new(), &idx), None);
+    }
+
+    #[test]
+    fn unique_hops_resolve_case_insensitively() {
+        let a = key("aa");
+        let b = key("bbcc");
+        let idx = PrefixIndex::new([a.to_uppercase(), b.clone()]);
+        let rp = resolve_path(&hops(&["AA", "BBCC", "EE"]), "", &Adjacency::new(), &idx);
+        assert_eq!(rp, Some(vec![Some(a.clone()), Some(b.clone()), None]));
+        assert_eq!(
+            to_json(rp.as_deref().unwrap()),
+            format!("[\"{a}\",\"{b}\",null]")
+        );
+    }
+
+    #[test]
+    fn all_null_is_none() {
+        let idx = PrefixIndex::new([key("aa01"), key("aa02")]);
+        assert_eq!(
+            resolve_path(&hops(&["AA", "CC"]), "", &Adjacency::new(), &idx),
+            None
+        );
+    }
+
+    #[test]
+    fn one_byte_collision_without_anchor_is_null() {
+        let x = key("11");
+        let a1 = key("aa01");
+        let a2 = key("aa02");
+        let idx = PrefixIndex::new([&x, &a1, &a2]);
+        let adj = adjacency_from_edges([(x.as_str(), a1.as_str())]);
+        // No anchor for hop 0 (not an ADVERT): ambiguous hop stays null.
+        let rp = resolve_path(&hops(&["AA", "11"]), "", &adj, &idx);
+        assert_eq!(rp, Some(vec![None, Some(x.clone())]));
+    }
+
+    #[test]
+    fn adjacency_disambiguates_from_previous_hop() {
+        let x = key("11");
+        let a1 = key("aa01");
+        let a2 = key("aa02");
+        let idx = PrefixIndex::new([&x, &a1, &a2]);
+        let adj = adjacency_from_edges([(a2.to_uppercase().as_str(), x.as_str())]);
+        let rp = resolve_path(&hops(&["11", "AA"]), "", &adj, &idx);
+        assert_eq!(rp, Some(vec![Some(x.clone()), Some(a2.clone())]));
+        // Without adjacency: null.
+        let rp = resolve_path(&hops(&["11", "AA"]), "", &Adjacency::new(), &idx);
+        assert_eq!(rp, Some(vec![Some(x.clone()), None]));
+        // Both adjacent: still ambiguous → null.
+        let adj2 = adjacency_from_edges([(a1.as_str(), x.as_str()), (a2.as_str(), x.as_str())]);
+        let rp = resolve_path(&hops(&["11", "AA"]), "", &adj2, &idx);
+        assert_eq!(rp, Some(vec![Some(x), None]));
+    }
+
+    #[test]
+    fn originator_anchors_hop_zero() {
+        let f = key("f0");
+        let a1 = key("aa01");
+        let a2 = key("aa02");
+        let idx = PrefixIndex::new([&f, &a1, &a2]);
+        let adj = adjacency_from_edges([(f.as_str(), a1.as_str())]);
+        let rp = resolve_path(&hops(&["AA"]), &f.to_uppercase(), &adj, &idx);
+        assert_eq!(rp, Some(vec![Some(a1.clone())]));
+        // Same path for a non-ADVERT (no originator): null → None.
+        assert_eq!(resolve_path(&hops(&["AA"]), "", &adj, &idx), None);
+    }
+
+    #[test]
+    fn anchor_lost_after_unresolved_hop_until_unique_hop() {
+        let x = key("11");
+        let y = key("22");
+        let a1 = key("aa01");
+        let a2 = key("aa02");
+        let b1 = key("bb01");
+        let b2 = key("bb02");
+        let idx = PrefixIndex::new([&x, &y, &a1, &a2, &b1, &b2]);
+        let adj = adjacency_from_edges([
+            (x.as_str(), a1.as_str()),
+            (a1.as_str(), b1.as_str()),
+            (y.as_str(), b2.as_str()),
+        ]);
+        // 11 → AA(a1 via x) → BB(b1 via a1)
+        let rp = resolve_path(&hops(&["11", "AA", "BB"]), "", &adj, &idx);
+        assert_eq!(
+            rp,
+            Some(vec![Some(x.clone()), Some(a1.clone()), Some(b1.clone())])
+        );
+        // CC unresolved → anchor empty → AA null → BB null; then 22 unique,
+        // anchors BB → b2.
+        let rp = resolve_path(&hops(&["CC", "AA", "BB", "22", "BB"]), "", &adj, &idx);
+        assert_eq!(
+            rp,
+            Some(vec![None, None, None, Some(y.clone()), Some(b2.clone())])
+        );
+    }
+
+    #[test]
+    fn exclusion_set_blocks_revisits() {
+        let f = key("f0");
+        let x = key("11");
+        let a1 = key("aa01");
+        let a2 = key("aa02");
+        let idx = PrefixIndex::new([&f, &x, &a1, &a2]);
+        // Unique hop equal to the originator → null.
+        let rp = resolve_path(&hops(&["F0", "11"]), &f, &Adjacency::new(), &idx);
+        assert_eq!(rp, Some(vec![None, Some(x.clone())]));
+        // Unique hop already resolved earlier on the path → null.
+        let rp = resolve_path(&hops(&["11", "11"]), "", &Adjacency::new(), &idx);
+        assert_eq!(rp, Some(vec![Some(x.clone()), None]));
+        // Ambiguous hop: the excluded candidate is dropped, leaving one.
+        // a1 resolved at hop 0 (unique long prefix), then AA with anchor a1:
+        // a2 adjacent to a1 and a1 excluded → a2.
+        let adj = adjacency_from_edges([(a1.as_str(), a2.as_str())]);
+        let rp = resolve_path(&hops(&["AA01", "AA"]), "", &adj, &idx);
+        assert_eq!(rp, Some(vec![Some(a1.clone()), Some(a2.clone())]));
+        // Originator excluded among ambiguous candidates: f0.. and f0ab..
+        let f2 = key("f0ab");
+        let idx2 = PrefixIndex::new([&f, &f2]);
+        let adj2 = adjacency_from_edges([(f.as_str(), f2.as_str())]);
+        let rp = resolve_path(&hops(&["F0"]), &f, &adj2, &idx2);
+        assert_eq!(rp, Some(vec![Some(f2)]));
+    }
+
+    #[test]
+    fn adjacency_ignores_empty_and_self_loops() {
+        let adj = adjacency_from_edges([("", "ab"), ("AB", "ab"), ("Ab", "cd"), ("cd", " ")]);
+        assert_eq!(adj.len(), 2);
+        assert!(adjacent(&adj, "ab", "cd"));
+        assert!(adjacent(&adj, "cd", "ab"));
+        assert!(!adj.contains_key(""));
+    }
+
+    #[test]
+    fn to_json_shapes() {
+        assert_eq!(to_json(&[]), "[]");
+        assert_eq!(to_json(&[None, Some("ab".into())]), "[null,\"ab\"]");
+    }
+}
