@@ -212,6 +212,7 @@ fn no_read_permission() {
         &["migrate", "--dry-run"][..],
         PRUNE,
         &["vacuum"][..],
+        &["backfill"][..],
     ] {
         let Some((code, err)) = as_nobody(args, &db) else {
             return;
@@ -240,6 +241,7 @@ fn read_only_directory_for_write_commands() {
         (&legacy, &["migrate"][..]),
         (&wal, PRUNE),
         (&wal, &["vacuum"][..]),
+        (&wal, &["backfill"][..]),
     ] {
         let Some((code, err)) = as_nobody(args, db) else {
             chmod(&sub, 0o755);
@@ -454,6 +456,17 @@ fn odd_values_in_a_current_database_every_command() {
     let dir = tempfile::tempdir().unwrap();
     let db = synthetic_current(dir.path(), "odd.db", 300, 33);
     add_odd_rows(&db);
+    // Give half of the odd observations the odd raw_hex of their
+    // transmission and no path_json, so path-json decodes them.
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "UPDATE OR IGNORE observations SET path_json = NULL,
+               raw_hex = (SELECT raw_hex FROM transmissions t WHERE t.id = transmission_id)
+             WHERE id % 2 = 0 AND transmission_id IN (SELECT id FROM transmissions WHERE hash LIKE 'odd%');
+             UPDATE observations SET raw_hex = '11' || substr('00000000', 1, 1) WHERE id % 5 = 0 AND raw_hex IS NULL;",
+        )
+        .unwrap();
     let mut prune = vec![
         "prune",
         "--json",
@@ -476,6 +489,9 @@ fn odd_values_in_a_current_database_every_command() {
         &["check", "--json"][..],
         &["check", "--integrity", "--json"][..],
         &["migrate", "--json"][..],
+        &["backfill", "--dry-run", "--json"][..],
+        &["backfill", "--json", "--max-lock-ms", "20"][..],
+        &["backfill", "--json"][..],
         &dry[..],
         &prune[..],
         &["vacuum", "--json"][..],
@@ -483,6 +499,9 @@ fn odd_values_in_a_current_database_every_command() {
         let r = run(args, &db);
         assert_no_crash(&r, args, &[0, 3]);
         let j = json_of(r.stdout.as_bytes());
+        if args[0] == "backfill" {
+            println!("backfill on odd rows: {}", j["tasks"]);
+        }
         if args[0] == "prune" {
             println!(
                 "prune on odd rows: unparseable {} null_times {}",

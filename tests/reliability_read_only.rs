@@ -24,6 +24,7 @@ fn read_only_commands() -> Vec<Vec<&'static str>> {
         vec!["check", "--integrity", "--json"],
         vec!["migrate", "--dry-run"],
         vec!["prune", "--dry-run", "--now", NOW, "--packet-days", "20"],
+        vec!["backfill", "--dry-run"],
     ]
 }
 

@@ -864,3 +864,113 @@ pub fn synthetic_current(dir: &Path, name: &str, transmissions: usize, seed: u64
     drop(c);
     path
 }
+
+/// A migrated database with work for every backfill task: ADVERTs without
+/// from_pubkey (half with decoded_json.pubKey, half only in raw_hex),
+/// observations with their own raw_hex (route types with/without transport
+/// codes, 1–3 byte hashes taken from node keys) and no path_json /
+/// resolved_path, nodes and neighbor edges to resolve hops against, and a
+/// few undecodable raw_hex values.
+pub fn synthetic_backfill(dir: &Path, name: &str, transmissions: usize, seed: u64) -> PathBuf {
+    let path = common::fresh_db(dir, name);
+    let c = Connection::open(&path).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    c.execute_batch("BEGIN").unwrap();
+    let n_nodes = 120usize;
+    let keys: Vec<Vec<u8>> = (0..n_nodes)
+        .map(|_| (0..32).map(|_| rng.gen::<u8>()).collect())
+        .collect();
+    for (i, k) in keys.iter().enumerate() {
+        c.execute(
+            "INSERT INTO nodes (public_key, name, role, last_seen, first_seen) VALUES (?1, ?2, 'repeater', '2026-05-17T10:00:00Z', '2026-05-01T10:00:00Z')",
+            params![hex::encode(k), format!("n{i}")],
+        )
+        .unwrap();
+        for d in 1..3 {
+            let (a, b) = (hex::encode(k), hex::encode(&keys[(i + d) % n_nodes]));
+            let (a, b) = if a < b { (a, b) } else { (b, a) };
+            c.execute(
+                "INSERT OR IGNORE INTO neighbor_edges (node_a, node_b, count, last_seen) VALUES (?1, ?2, 3, '2026-05-17T09:00:00Z')",
+                params![a, b],
+            )
+            .unwrap();
+        }
+    }
+    for i in 0..8 {
+        c.execute(
+            "INSERT INTO observers (id, name, last_seen) VALUES (?1, ?2, '2026-05-17T10:00:00Z')",
+            params![format!("OBSERVER{i:02}"), format!("o{i}")],
+        )
+        .unwrap();
+    }
+    for i in 0..transmissions {
+        let advert = i % 3 == 0;
+        let ptype: u8 = if advert { 4 } else { [1u8, 2, 5, 6][i % 4] };
+        let route: u8 = rng.gen_range(0..4);
+        let origin = &keys[rng.gen_range(0..n_nodes)];
+        let mut payload: Vec<u8> = Vec::new();
+        if advert {
+            payload.extend_from_slice(origin);
+            payload.extend_from_slice(&(1_779_000_000u32 + i as u32).to_le_bytes());
+            payload.extend((0..64).map(|_| rng.gen::<u8>()));
+            payload.push(0x81);
+            payload.extend_from_slice(b"node");
+        } else {
+            payload.extend((0..rng.gen_range(4..40)).map(|_| rng.gen::<u8>()));
+        }
+        let packet = |hops: &[Vec<u8>], size: usize, rng: &mut ChaCha8Rng| -> String {
+            let mut b = vec![route | (ptype << 2)];
+            if route == 0 || route == 3 {
+                b.extend((0..4).map(|_| rng.gen::<u8>()));
+            }
+            b.push((((size - 1) as u8) << 6) | hops.len() as u8);
+            for h in hops {
+                b.extend_from_slice(&h[..size]);
+            }
+            b.extend_from_slice(&payload);
+            hex::encode(b)
+        };
+        let tx_raw = packet(&[], 1, &mut rng);
+        let decoded = if advert && i % 2 == 0 {
+            Some(format!(
+                r#"{{"type":"ADVERT","pubKey":"{}"}}"#,
+                hex::encode(origin)
+            ))
+        } else {
+            None
+        };
+        let raw = if i % 97 == 5 {
+            "zz".to_string()
+        } else {
+            tx_raw
+        };
+        c.execute(
+            "INSERT INTO transmissions (raw_hex, hash, first_seen, route_type, payload_type, payload_version, decoded_json)
+             VALUES (?1, ?2, '2026-05-17T10:00:00Z', ?3, ?4, 0, ?5)",
+            params![raw, format!("{:016x}", rng.gen::<u64>()), route, ptype, decoded],
+        )
+        .unwrap();
+        let tx = c.last_insert_rowid();
+        for o in 0..rng.gen_range(1..4usize) {
+            let size = rng.gen_range(1..4usize);
+            let start = rng.gen_range(0..n_nodes);
+            let hops: Vec<Vec<u8>> = (0..rng.gen_range(0..5usize))
+                .map(|h| keys[(start + h) % n_nodes].clone())
+                .collect();
+            let raw = if (i + o) % 89 == 7 {
+                "abc".to_string()
+            } else {
+                packet(&hops, size, &mut rng)
+            };
+            c.execute(
+                "INSERT INTO observations (transmission_id, observer_idx, direction, snr, rssi, timestamp, raw_hex)
+                 VALUES (?1, ?2, 'rx', 5.0, -95, ?3, ?4)",
+                params![tx, (o % 8) as i64 + 1, 1_779_000_000 + i as i64, raw],
+            )
+            .unwrap();
+        }
+    }
+    c.execute_batch("COMMIT").unwrap();
+    drop(c);
+    path
+}
