@@ -13,6 +13,10 @@ use rusqlite::types::Value;
 
 use crate::commands::prune::{self, canonical_date_prefix, window_bound, Class};
 use crate::config;
+use crate::derive;
+use crate::edges::{self, PrefixIndex};
+use crate::packet::{self, encode_packet, PacketSpec};
+use crate::resolve;
 use crate::timeutil::{
     parse_duration_secs, parse_instant, parse_user_time, rfc3339, sqlite_datetime,
 };
@@ -251,6 +255,230 @@ fn config_target(n: u32) -> u64 {
     u64::from(n)
 }
 
+// ---------------------------------------------------------------------------
+// Packet decoder, path_json / decoded_json handling, hop resolution.
+
+/// A packet built from its parts, possibly truncated or extended.
+fn packet_bytes() -> impl Strategy<Value = (PacketSpec, Vec<u8>)> {
+    let spec = (
+        0u8..4,
+        0u8..16,
+        0u8..4,
+        proptest::option::of(any::<[u8; 4]>()),
+        1u8..=4,
+        0usize..70,
+        proptest::collection::vec(any::<u8>(), 0..160),
+    )
+        .prop_flat_map(|(route, ptype, version, codes, size, nhops, payload)| {
+            let hop = proptest::collection::vec(any::<u8>(), size as usize);
+            proptest::collection::vec(hop, nhops).prop_map(move |hops| PacketSpec {
+                route_type: route,
+                payload_type: ptype,
+                version,
+                // Route types 0 and 3 carry transport codes, 1 and 2 never do.
+                transport_codes: if route == 0 || route == 3 {
+                    codes.or(Some([0; 4]))
+                } else {
+                    None
+                },
+                hash_size: size,
+                hops,
+                payload: payload.clone(),
+            })
+        });
+    (spec, any::<prop::sample::Index>(), 0u8..3).prop_map(|(spec, cut, mode)| {
+        let mut b = encode_packet(&spec);
+        match mode {
+            0 => {}
+            1 => {
+                let n = cut.index(b.len() + 1);
+                b.truncate(n);
+            }
+            _ => b.extend_from_slice(&[0xFF, 0x00, 0x7E]),
+        }
+        (spec, b)
+    })
+}
+
+fn any_bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..300),
+        packet_bytes().prop_map(|(_, b)| b),
+    ]
+}
+
+fn hex_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => any_bytes().prop_map(|b| {
+            let h = hex::encode(&b);
+            if b.first().is_some_and(|x| x % 2 == 0) { h.to_uppercase() } else { h }
+        }),
+        1 => any::<String>(),
+        1 => "[0-9a-fA-FxzZ ]{0,80}",
+        1 => any_bytes().prop_map(|b| format!("{}{}", hex::encode(b), "a")),
+    ]
+}
+
+fn packet_target(n: u32) -> u64 {
+    let mut r = runner(n);
+    r.run(&(any_bytes(), hex_text()), |(bytes, text)| {
+        if let Ok(p) = packet::decode(&bytes) {
+            prop_assert_eq!(p.header_byte, bytes[0]);
+            prop_assert!((1..=3).contains(&p.hash_size) || p.path.len() <= bytes.len());
+        }
+        let hops = packet::packetpath_hops(&bytes);
+        if let Ok(h) = &hops {
+            let plb_count = h.len();
+            prop_assert!(plb_count <= 63);
+            let json = packet::hops_json(h);
+            prop_assert_eq!(&edges::parse_path_json(&json), h);
+        }
+        let _ = packet::decode_advert_payload(&bytes);
+        let _ = packet::decode_trace_payload(&bytes);
+        let _ = packet::advert_pubkey(&bytes);
+        let _ = packet::content_hash(&bytes);
+        // Hex text: parse_hex accepts exactly even-length hex, any case,
+        // nothing skipped.
+        let parsed = packet::parse_hex(&text);
+        let valid = text.len() % 2 == 0 && text.bytes().all(|b| b.is_ascii_hexdigit());
+        prop_assert_eq!(parsed.is_ok(), valid, "{:?}", text);
+        if let Ok(b) = &parsed {
+            let again = packet::parse_hex(&packet::upper_hex(b)).ok();
+            prop_assert_eq!(again.as_ref(), Some(b));
+        }
+        let _ = packet::decode_hex(&text);
+        let _ = packet::packetpath_hops_hex(&text);
+        let _ = packet::content_hash_hex(&text);
+        let _ = derive::path_json(&text);
+        let _ = derive::payload_type(None, Some(&text));
+        let _ = derive::from_pubkey(Some(&text), Some(&text));
+        Ok(())
+    })
+    .unwrap();
+    u64::from(n)
+}
+
+/// Encoding then decoding gives the hops back (strict decoder and lenient
+/// hop helper agree with what was written).
+fn packet_roundtrip_target(n: u32) -> u64 {
+    let mut r = runner(n);
+    r.run(&packet_bytes(), |(spec, bytes)| {
+        let full = encode_packet(&spec);
+        if bytes != full || spec.hash_size == 4 {
+            return Ok(());
+        }
+        let want: Vec<String> = spec
+            .hops
+            .iter()
+            .take(63)
+            .map(|h| packet::upper_hex(h))
+            .collect();
+        let hops =
+            packet::packetpath_hops(&bytes).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+        prop_assert_eq!(&hops, &want);
+        match derive::path_json(&hex::encode(&bytes)) {
+            derive::Derived::Leave => prop_assert_eq!(spec.payload_type, packet::PAYLOAD_TRACE),
+            derive::Derived::Value(j) => prop_assert_eq!(j, packet::hops_json(&want)),
+            derive::Derived::Sentinel(s) => prop_assert!(false, "sentinel {s} for a valid packet"),
+        }
+        Ok(())
+    })
+    .unwrap();
+    u64::from(n)
+}
+
+fn json_text() -> impl Strategy<Value = String> {
+    let hop = prop_oneof!["[0-9A-Fa-f]{1,6}", ".{0,4}"];
+    let arr = proptest::collection::vec(hop, 0..80)
+        .prop_map(|v| serde_json::to_string(&v).unwrap_or_default());
+    let keyish = prop_oneof![
+        "[0-9a-fA-F]{64}".prop_map(|k| format!("\"{k}\"")),
+        Just("null".to_string()),
+        Just("5".to_string()),
+        Just("{}".to_string()),
+        Just("[\"ab\"]".to_string()),
+        ".{0,10}".prop_map(|s| serde_json::Value::String(s).to_string()),
+    ];
+    let decoded = (keyish, ".{0,20}").prop_map(|(k, extra)| {
+        format!(
+            "{{\"type\":\"ADVERT\",\"pubKey\":{k},\"name\":{}}}",
+            serde_json::Value::String(extra)
+        )
+    });
+    let damaged = (
+        prop_oneof![arr.clone(), decoded.clone()],
+        any::<prop::sample::Index>(),
+    )
+        .prop_map(|(s, i)| {
+            let cut = i.index(s.len() + 1);
+            let cut = (0..=cut)
+                .rev()
+                .find(|c| s.is_char_boundary(*c))
+                .unwrap_or(0);
+            s[..cut].to_string()
+        });
+    prop_oneof![3 => arr, 2 => decoded, 2 => damaged, 1 => any::<String>(), 1 => Just("[1,2,null]".to_string())]
+}
+
+/// path_json / decoded_json handling and hop resolution on arbitrary text.
+fn path_resolution_target(n: u32) -> u64 {
+    let mut r = runner(n);
+    let keys = proptest::collection::vec("[0-9a-f]{64}", 1..40);
+    let strat = (
+        json_text(),
+        json_text(),
+        keys,
+        proptest::collection::vec((0usize..40, 0usize..40), 0..60),
+        any::<Option<i64>>(),
+    );
+    r.run(&strat, |(path, decoded, keys, edge_ix, ptype)| {
+        let hops = edges::parse_path_json(&path);
+        let _ = edges::decoded_pubkey(&decoded);
+        let _ = derive::decoded_pubkey(&decoded);
+        let idx = PrefixIndex::new(keys.iter().map(|s| s.as_str()));
+        let adj = resolve::adjacency_from_edges(
+            edge_ix
+                .iter()
+                .map(|(a, b)| (keys[a % keys.len()].clone(), keys[b % keys.len()].clone())),
+        );
+        let origin = keys[0].clone();
+        if let Some(rp) = resolve::resolve_path(&hops, &origin, &adj, &idx) {
+            prop_assert_eq!(rp.len(), hops.len());
+            let chosen: Vec<&String> = rp.iter().flatten().collect();
+            let mut uniq = chosen.clone();
+            uniq.sort();
+            uniq.dedup();
+            prop_assert_eq!(uniq.len(), chosen.len(), "a node twice in one path");
+            for k in &chosen {
+                prop_assert!(keys.contains(k) && **k != origin);
+            }
+            let _ = resolve::to_json(&rp);
+        }
+        let obs = edges::ObsInput {
+            payload_type: ptype.or(Some(4)),
+            from_pubkey: None,
+            decoded_json: Some(&decoded),
+            observer_id: Some(&keys[keys.len() - 1]),
+            path_json: Some(&path),
+        };
+        for (a, b) in edges::extract(&obs, &idx) {
+            prop_assert!(!a.is_empty() && a < b);
+        }
+        let inp = derive::ResolveInput {
+            payload_type: ptype,
+            from_pubkey: None,
+            decoded_pubkey: Some(&decoded),
+            tx_raw_hex: Some(&path),
+            path_json: &path,
+        };
+        let _ = derive::originator(&inp);
+        let _ = derive::resolved_path(&inp, &adj, &idx);
+        Ok(())
+    })
+    .unwrap();
+    u64::from(n)
+}
+
 // CI smoke variants: a few hundred cases each, well under a second.
 #[test]
 fn fuzz_smoke_time_parsing() {
@@ -262,6 +490,13 @@ fn fuzz_smoke_time_parsing() {
 fn fuzz_smoke_prune_window_and_values() {
     window_target(cases(500));
     stored_value_target(cases(500));
+}
+
+#[test]
+fn fuzz_smoke_packets_and_paths() {
+    packet_target(cases(300));
+    packet_roundtrip_target(cases(300));
+    path_resolution_target(cases(200));
 }
 
 #[test]
@@ -308,4 +543,22 @@ fn fuzz_long_stored_values() {
 #[ignore]
 fn fuzz_long_config() {
     long("config parsing", config_target);
+}
+
+#[test]
+#[ignore]
+fn fuzz_long_packet_decoder() {
+    long("packet decoder", packet_target);
+}
+
+#[test]
+#[ignore]
+fn fuzz_long_packet_roundtrip() {
+    long("packet encode/decode roundtrip", packet_roundtrip_target);
+}
+
+#[test]
+#[ignore]
+fn fuzz_long_path_resolution() {
+    long("path_json/decoded_json/resolution", path_resolution_target);
 }
