@@ -107,8 +107,10 @@ fn two_migrates_at_once_equal_one() {
             &[],
             &[
                 Duration::ZERO,
+                Duration::from_millis(5),
                 Duration::from_millis(15),
                 Duration::from_millis(40),
+                Duration::from_millis(90),
             ],
             bypass,
         );
