@@ -74,8 +74,17 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Read-only: schema readiness, pending migrations and backfills, data anomalies, vacuum/WAL health
     Check(CheckArgs),
+    /// Incremental, exactly-once neighbor-edge build from observations not yet counted
+    #[command(name = "build-edges")]
+    BuildEdges(BuildEdgesArgs),
+    /// Read-only: export the neighbor graph (dump) or summarise it (stats)
+    Graph(GraphArgs),
     /// Resumable data backfills: from-pubkey, path-json, resolved-path, observer-blacklist
     Backfill(BackfillArgs),
+    /// Create a new, realistic synthetic CoreScope database (demos, tests, benchmarks)
+    Synth(SynthArgs),
+    /// A synthetic database run through the whole maintenance cycle, for a first look
+    Demo(DemoArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout
     Completions(CompletionsArgs),
     /// Generate the man pages (corescope.1 and one per subcommand) into DIR
@@ -93,12 +102,24 @@ impl Command {
         match self {
             Command::Migrate(_) => "migrate",
             Command::Check(_) => "check",
+            Command::BuildEdges(_) => "build-edges",
+            Command::Graph(g) => match g.cmd {
+                GraphCmd::Dump(_) => "graph dump",
+                GraphCmd::Stats(_) => "graph stats",
+            },
             Command::Backfill(_) => "backfill",
+            Command::Synth(_) => "synth",
+            Command::Demo(_) => "demo",
             Command::Completions(_) => "completions",
             Command::GenMan(_) => "gen-man",
             Command::Prune(_) => "prune",
             Command::Vacuum(_) => "vacuum",
         }
+    }
+
+    /// Commands that work without a database path (they create their own).
+    pub fn needs_db(&self) -> bool {
+        !matches!(self, Command::Demo(_))
     }
 
     /// Write commands take the per-command run lock (`runlock`); see [`WRITE_COMMANDS`].
@@ -116,7 +137,7 @@ impl Command {
 // (one line) and gets the run lock, --wait, --metrics-file and the FILES
 // section of its man page; nothing else is needed.
 /// Commands that write the database: run lock + metrics.
-pub const WRITE_COMMANDS: &[&str] = &["migrate", "backfill", "prune", "vacuum"];
+pub const WRITE_COMMANDS: &[&str] = &["migrate", "backfill", "prune", "vacuum", "build-edges"];
 /// Read-only commands that also honour `--metrics-file`.
 pub const METRICS_COMMANDS: &[&str] = &["check"];
 // ---- end ops ----
@@ -205,6 +226,109 @@ pub struct BackfillArgs {
 
     #[command(flatten)]
     pub write: WriteOpts,
+}
+
+/// Parse a fraction 0..=1.
+fn fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not a fraction between 0 and 1"))
+    }
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    if v > 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{v} must be positive"))
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SynthArgs {
+    /// Replace the file if it exists (otherwise synth refuses to touch it)
+    #[arg(long)]
+    pub force: bool,
+
+    /// Random seed: the same arguments (with a fixed --end) give the same database
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Mesh nodes (random 64-hex keys; 1-byte hop prefixes collide above ~256)
+    #[arg(long, default_value_t = 1000)]
+    pub nodes: usize,
+
+    /// Observers (MQTT gateways, upper-case ids; most are also nodes)
+    #[arg(long, default_value_t = 40)]
+    pub observers: usize,
+
+    /// Unique packets (transmissions rows)
+    #[arg(long, default_value_t = 50_000)]
+    pub transmissions: u64,
+
+    /// Total receptions (observations rows); default: --obs-per-tx × --transmissions
+    #[arg(long, conflicts_with = "obs_per_tx")]
+    pub observations: Option<u64>,
+
+    /// Average receptions per packet
+    #[arg(long, value_name = "F", default_value_t = 4.0, value_parser = positive_f64)]
+    pub obs_per_tx: f64,
+
+    /// Length of the time window in days
+    #[arg(long, default_value_t = 30.0, value_parser = positive_f64)]
+    pub days: f64,
+
+    /// End of the time window (RFC 3339); default: now, to the minute. Fix it for reproducible output
+    #[arg(long, value_name = "TIME")]
+    pub end: Option<String>,
+
+    /// Schema: latest (fully migrated), seed (CoreScope seed ingestor; needs migrate), legacy (like legacy-2026-03.db)
+    #[arg(long, value_enum, default_value_t = crate::synth::Schema::Latest)]
+    pub schema: crate::synth::Schema,
+
+    /// Leave from_pubkey NULL on this fraction of ADVERTs (no value: all) — work for `backfill from-pubkey`
+    #[arg(long, value_name = "FRACTION", num_args = 0..=1, default_missing_value = "1", default_value_t = 0.0, value_parser = fraction)]
+    pub null_from_pubkey: f64,
+
+    /// Leave path_json NULL on this fraction of observations — work for `backfill path-json`
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = fraction)]
+    pub null_path_json: f64,
+
+    /// Leave resolved_path NULL on this fraction of observations (no value: all) — work for `backfill resolved-path`
+    #[arg(long, value_name = "FRACTION", num_args = 0..=1, default_missing_value = "1", default_value_t = 0.0, value_parser = fraction)]
+    pub null_resolved_path: f64,
+
+    /// Fraction of observations that carry their own raw_hex
+    #[arg(long, value_name = "FRACTION", default_value_t = 1.0, value_parser = fraction)]
+    pub obs_raw_hex: f64,
+
+    /// Add a few rows of every anomaly kind seen in real databases (spec §10); implies no dedup index, journal_mode=delete, auto_vacuum=NONE
+    #[arg(long)]
+    pub anomalies: bool,
+
+    /// Seconds between observer_metrics samples
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(i64).range(60..))]
+    pub metrics_interval: i64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    /// Directory for the demo database (default: a new directory under the system temp dir); --db is not used
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Observations in the demo database (for tests)
+    #[arg(long, hide = true, default_value_t = 400_000)]
+    pub size: u64,
 }
 
 #[derive(Debug, Args)]
@@ -325,4 +449,98 @@ pub struct VacuumArgs {
     /// Checkpoint the WAL with TRUNCATE (short busy timeout; reports busy instead of failing) instead of PASSIVE
     #[arg(long)]
     pub truncate_wal: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Count neighbor-edge candidates (spec §6.8) of every observation not yet counted into neighbor_edges. \
+                  Progress is a watermark on observations.id kept in _corescope_state and committed in the same \
+                  transaction as the upserts, so interrupted, repeated or overlapping runs count every observation exactly once."
+)]
+pub struct BuildEdgesArgs {
+    /// Recompute the table from all retained observations into a staging table, then swap it in atomically
+    #[arg(long)]
+    pub rebuild: bool,
+
+    /// Fixed number of observations per batch instead of the adaptive size (testing, tuning)
+    #[arg(long, value_name = "N", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: Option<u64>,
+
+    #[command(flatten)]
+    pub write: WriteOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    #[command(subcommand)]
+    pub cmd: GraphCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GraphCmd {
+    /// Export nodes and edges (json, dot, csv, graphml, geojson); deterministic order
+    Dump(GraphDumpArgs),
+    /// Node and edge counts, components, degree distribution, hubs, edge ages
+    Stats(GraphStatsArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    Json,
+    Dot,
+    Csv,
+    Graphml,
+    Geojson,
+}
+
+/// Edge filters shared by `graph dump` and `graph stats`.
+#[derive(Debug, Args, Clone)]
+pub struct GraphFilterArgs {
+    /// Only edges with at least this count
+    #[arg(long, value_name = "N")]
+    pub min_count: Option<i64>,
+
+    /// Only edges seen since: a duration back from now (90s, 30m, 24h, 7d, 2w) or a time (RFC 3339)
+    #[arg(long, value_name = "DURATION|TIME")]
+    pub since: Option<String>,
+
+    /// Only the neighbourhood of this node (public key or unique prefix)
+    #[arg(long, value_name = "KEY_OR_PREFIX")]
+    pub node: Option<String>,
+
+    /// Hops around --node to include
+    #[arg(long, value_name = "K", default_value_t = 1, requires = "node")]
+    pub hops: usize,
+
+    /// Fix "now" (RFC 3339) for --since durations and edge ages
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphDumpArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = GraphFormat::Json)]
+    pub format: GraphFormat,
+
+    #[command(flatten)]
+    pub filter: GraphFilterArgs,
+
+    /// Write to FILE (atomically: temporary file, then rename) instead of stdout
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Also write the node table as CSV to FILE (atomically)
+    #[arg(long, value_name = "FILE")]
+    pub nodes_csv: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphStatsArgs {
+    #[command(flatten)]
+    pub filter: GraphFilterArgs,
+
+    /// Number of hubs to list
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
 }

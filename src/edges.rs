@@ -21,7 +21,59 @@
 //!   correct TRACE hop list is the intended route, not who transmitted;
 //! - an empty endpoint or a self-edge is never produced (spec §10 #1).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A fast, deterministic hasher for the hot path (FxHash-style: one
+/// multiply-rotate per 8 bytes). Not DoS-resistant, which does not matter for
+/// local data.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Fnv(u64);
+
+const FX_K: u64 = 0x517c_c1b7_2722_0a95;
+
+impl Fnv {
+    #[inline]
+    fn mix(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(FX_K);
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.mix(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.mix(i as u64);
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.mix(i as u64);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.mix(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.mix(i as u64);
+    }
+}
+
+/// `HashMap` with [`Fnv`].
+pub type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 
 /// Payload type of ADVERT packets (spec §4.3).
 pub const PAYLOAD_ADVERT: i64 = 4;
@@ -51,7 +103,28 @@ pub enum Resolution<'a> {
 #[derive(Debug, Default, Clone)]
 pub struct PrefixIndex {
     keys: Vec<String>,
-    by_prefix: HashMap<String, Vec<u32>>,
+    /// Hex prefixes packed as (length, value) → key ids.
+    by_hex: FnvMap<(u8, u64), Vec<u32>>,
+    /// Prefixes that are not hex (garbage keys), lower-case → key ids.
+    by_other: FnvMap<String, Vec<u32>>,
+}
+
+/// A hex string of at most 16 characters packed as (length, value).
+fn pack_hex(s: &[u8]) -> Option<(u8, u64)> {
+    if s.is_empty() || s.len() > 16 {
+        return None;
+    }
+    let mut v = 0u64;
+    for &c in s {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | d as u64;
+    }
+    Some((s.len() as u8, v))
 }
 
 impl PrefixIndex {
@@ -70,19 +143,27 @@ impl PrefixIndex {
             .collect();
         keys.sort();
         keys.dedup();
-        let mut by_prefix: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut by_hex: FnvMap<(u8, u64), Vec<u32>> = FnvMap::default();
+        let mut by_other: FnvMap<String, Vec<u32>> = FnvMap::default();
         for (i, key) in keys.iter().enumerate() {
             for &n in PREFIX_HEX_LENS.iter() {
                 // `get` also guards against slicing inside a multi-byte char.
                 if let Some(prefix) = key.get(..n) {
-                    by_prefix
-                        .entry(prefix.to_string())
-                        .or_default()
-                        .push(i as u32);
+                    match pack_hex(prefix.as_bytes()) {
+                        Some(h) => by_hex.entry(h).or_default().push(i as u32),
+                        None => by_other
+                            .entry(prefix.to_string())
+                            .or_default()
+                            .push(i as u32),
+                    }
                 }
             }
         }
-        PrefixIndex { keys, by_prefix }
+        PrefixIndex {
+            keys,
+            by_hex,
+            by_other,
+        }
     }
 
     /// Number of distinct keys indexed.
@@ -95,26 +176,34 @@ impl PrefixIndex {
         self.keys.is_empty()
     }
 
+    /// Key ids with prefix `hop` (any case).
+    fn lookup(&self, hop: &str) -> &[u32] {
+        if let Some(h) = pack_hex(hop.as_bytes()) {
+            return self.by_hex.get(&h).map_or(&[], |v| v.as_slice());
+        }
+        if self.by_other.is_empty() {
+            return &[];
+        }
+        self.by_other
+            .get(&hop.to_ascii_lowercase())
+            .map_or(&[], |v| v.as_slice())
+    }
+
     /// Every indexed key that starts with `hop` (compared lower-case), sorted.
     /// Empty when the hop length is not one of [`PREFIX_HEX_LENS`].
     pub fn candidates(&self, hop: &str) -> Vec<&str> {
-        let hop = hop.to_ascii_lowercase();
-        match self.by_prefix.get(&hop) {
-            Some(ids) => ids
-                .iter()
-                .map(|&i| self.keys[i as usize].as_str())
-                .collect(),
-            None => Vec::new(),
-        }
+        self.lookup(hop)
+            .iter()
+            .map(|&i| self.keys[i as usize].as_str())
+            .collect()
     }
 
     /// The unique-candidate rule of spec §6.8.
     pub fn resolve(&self, hop: &str) -> Resolution<'_> {
-        let hop = hop.to_ascii_lowercase();
-        match self.by_prefix.get(&hop).map(|v| v.as_slice()) {
-            None | Some([]) => Resolution::None,
-            Some([one]) => Resolution::Unique(self.keys[*one as usize].as_str()),
-            Some(_) => Resolution::Ambiguous,
+        match self.lookup(hop) {
+            [] => Resolution::None,
+            [one] => Resolution::Unique(self.keys[*one as usize].as_str()),
+            _ => Resolution::Ambiguous,
         }
     }
 }
@@ -127,6 +216,97 @@ pub fn parse_path_json(s: &str) -> Vec<String> {
         return Vec::new();
     }
     serde_json::from_str::<Vec<String>>(s).unwrap_or_default()
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+/// Fast path of [`parse_path_json`] for arrays of plain strings (no escapes,
+/// no control characters): the first and last hop, or `Some(None)` for no
+/// hops. `None` means "not that simple shape" (caller falls back).
+fn fast_path_ends(s: &str) -> Option<Option<(&str, &str)>> {
+    let b = s.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'[') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    let mut first: Option<&str> = None;
+    let mut last: Option<&str> = None;
+    if b.get(i) == Some(&b']') {
+        i += 1;
+    } else {
+        loop {
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
+            let start = i + 1;
+            let mut j = start;
+            loop {
+                match b.get(j) {
+                    None => return None,
+                    Some(b'"') => break,
+                    Some(b'\\') => return None,
+                    Some(c) if *c < 0x20 => return None,
+                    Some(_) => j += 1,
+                }
+            }
+            let hop = s.get(start..j)?;
+            first.get_or_insert(hop);
+            last = Some(hop);
+            i = skip_ws(b, j + 1);
+            match b.get(i) {
+                Some(b',') => i = skip_ws(b, i + 1),
+                Some(b']') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    if skip_ws(b, i) != b.len() {
+        return None;
+    }
+    Some(first.zip(last))
+}
+
+/// First and last hop of a `path_json` value (same rules as
+/// [`parse_path_json`]); `None` when there are no hops.
+pub fn path_ends(s: &str) -> Option<(Cow<'_, str>, Cow<'_, str>)> {
+    match fast_path_ends(s) {
+        Some(ends) => ends.map(|(a, b)| (Cow::Borrowed(a), Cow::Borrowed(b))),
+        None => {
+            let mut hops = parse_path_json(s);
+            let last = hops.pop()?;
+            let first = if hops.is_empty() {
+                last.clone()
+            } else {
+                hops.swap_remove(0)
+            };
+            Some((Cow::Owned(first), Cow::Owned(last)))
+        }
+    }
+}
+
+/// Lower-cases a 64-hex key into `buf`; `None` unless exactly 64 hex chars
+/// after trimming.
+fn lower_key<'b>(s: &str, buf: &'b mut [u8; 64]) -> Option<&'b str> {
+    let t = s.trim().as_bytes();
+    if t.len() != 64 {
+        return None;
+    }
+    for (d, c) in buf.iter_mut().zip(t) {
+        if !c.is_ascii_hexdigit() {
+            return None;
+        }
+        *d = c.to_ascii_lowercase();
+    }
+    std::str::from_utf8(&buf[..]).ok()
 }
 
 /// `decoded_json.pubKey` when it is a JSON string, else `None`.
@@ -188,36 +368,63 @@ pub fn canonical(a: &str, b: &str) -> Option<(String, String)> {
     }
 }
 
+/// Calls `f(node_a, node_b)` for every edge candidate of one observation
+/// (spec §6.8): lower-case, canonical order, never an empty endpoint or a
+/// self-edge. The same pair may come twice (once per rule); each counts.
+pub fn extract_each(obs: &ObsInput<'_>, idx: &PrefixIndex, mut f: impl FnMut(&str, &str)) {
+    if obs.payload_type == Some(PAYLOAD_TRACE) {
+        return;
+    }
+    let is_advert = obs.payload_type == Some(PAYLOAD_ADVERT);
+    let mut emit = |a: &str, b: &str| {
+        if !a.is_empty() && !b.is_empty() && a != b {
+            if a < b {
+                f(a, b)
+            } else {
+                f(b, a)
+            }
+        }
+    };
+    let (mut fbuf, mut obuf) = ([0u8; 64], [0u8; 64]);
+    let decoded;
+    let originator: Option<&str> = if is_advert {
+        match obs.from_pubkey.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(s) => lower_key(s, &mut fbuf),
+            None => {
+                decoded = obs.decoded_json.and_then(decoded_pubkey);
+                decoded.as_deref().and_then(|s| lower_key(s, &mut fbuf))
+            }
+        }
+    } else {
+        None
+    };
+    let observer: Option<&str> = obs.observer_id.and_then(|o| lower_key(o, &mut obuf));
+    match obs.path_json.and_then(path_ends) {
+        None => {
+            if let (Some(fk), Some(ok)) = (originator, observer) {
+                emit(fk, ok);
+            }
+        }
+        Some((first, last)) => {
+            if let Some(fk) = originator {
+                if let Resolution::Unique(h0) = idx.resolve(&first) {
+                    emit(fk, h0);
+                }
+            }
+            if let Some(ok) = observer {
+                if let Resolution::Unique(hl) = idx.resolve(&last) {
+                    emit(ok, hl);
+                }
+            }
+        }
+    }
+}
+
 /// Edge candidates of one observation (spec §6.8), lower-case and canonical.
 /// The same pair may appear twice (once per rule); each counts.
 pub fn extract(obs: &ObsInput<'_>, idx: &PrefixIndex) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    if obs.payload_type == Some(PAYLOAD_TRACE) {
-        return out;
-    }
-    let is_advert = obs.payload_type == Some(PAYLOAD_ADVERT);
-    let f = obs.originator();
-    let o = obs.observer();
-    let hops = obs.path_json.map(parse_path_json).unwrap_or_default();
-
-    if hops.is_empty() {
-        if is_advert {
-            if let (Some(f), Some(o)) = (&f, &o) {
-                out.extend(canonical(f, o));
-            }
-        }
-        return out;
-    }
-    if let Some(f) = &f {
-        if let Resolution::Unique(h0) = idx.resolve(&hops[0]) {
-            out.extend(canonical(f, h0));
-        }
-    }
-    if let (Some(o), Some(last)) = (&o, hops.last()) {
-        if let Resolution::Unique(hl) = idx.resolve(last) {
-            out.extend(canonical(o, hl));
-        }
-    }
+    extract_each(obs, idx, |a, b| out.push((a.to_string(), b.to_string())));
     out
 }
 
@@ -283,6 +490,20 @@ mod tests {
     }
 
     #[test]
+    fn non_hex_keys_still_resolve_by_prefix() {
+        let idx = PrefixIndex::new(["ZZ-garbage-key", "zy0000"]);
+        assert_eq!(idx.resolve("zz"), Resolution::Unique("zz-garbage-key"));
+        assert_eq!(idx.resolve("ZZ-G"), Resolution::Unique("zz-garbage-key"));
+        assert_eq!(idx.resolve("zy00"), Resolution::Unique("zy0000"));
+        assert_eq!(idx.resolve("00"), Resolution::None);
+        assert_eq!(pack_hex(b"0aF"), Some((3, 0x0af)));
+        assert_eq!(pack_hex(b"00"), Some((2, 0)));
+        assert_ne!(pack_hex(b"00"), pack_hex(b"0000"));
+        assert_eq!(pack_hex(b"0123456789abcdef0"), None);
+        assert_eq!(pack_hex(b""), None);
+    }
+
+    #[test]
     fn non_ascii_key_does_not_panic() {
         let idx = PrefixIndex::new(["aé€xyzéé€€€€€€€€€€"]);
         assert_eq!(idx.resolve("aé"), Resolution::None);
@@ -303,6 +524,67 @@ mod tests {
             vec!["59", "20", "1D"]
         );
         assert_eq!(parse_path_json(" [\"7D1D\"] "), vec!["7D1D"]);
+    }
+
+    #[test]
+    fn path_ends_matches_full_parse() {
+        let cases = [
+            "",
+            "[]",
+            " [ ] ",
+            "[\"A\"]",
+            "[\"A\",\"B\",\"C\"]",
+            " [ \"a\" , \"b\" ] \n",
+            "[\"A\",]",
+            "[,\"A\"]",
+            "[\"A\" \"B\"]",
+            "[\"A\"] x",
+            "[\"A",
+            "[\"\\u0041\",\"B\"]",
+            "[\"A\\\"\"]",
+            "[\"a\tb\"]",
+            "[1]",
+            "null",
+            "{}",
+            "[\"é\",\"ü\"]",
+            "\u{a0}[\"A\"]",
+            "[\"\"]",
+        ];
+        for c in cases {
+            let full = parse_path_json(c);
+            let ends = path_ends(c).map(|(a, b)| (a.into_owned(), b.into_owned()));
+            let expect = full.first().cloned().zip(full.last().cloned());
+            assert_eq!(ends, expect, "{c:?}");
+        }
+        assert!(fast_path_ends("[\"A\",\"B\"]").is_some());
+        assert!(fast_path_ends("[\"\\u0041\"]").is_none());
+    }
+
+    #[test]
+    fn lower_key_validates() {
+        let mut buf = [0u8; 64];
+        let k = "AB".repeat(32);
+        assert_eq!(lower_key(&k, &mut buf), Some("ab".repeat(32).as_str()));
+        assert_eq!(
+            lower_key(&format!(" {k} "), &mut buf),
+            Some("ab".repeat(32).as_str())
+        );
+        assert_eq!(lower_key("ab", &mut buf), None);
+        assert_eq!(lower_key(&"zz".repeat(32), &mut buf), None);
+        assert_eq!(lower_key(&"é".repeat(32), &mut buf), None);
+    }
+
+    #[test]
+    fn hasher_is_deterministic_and_length_aware() {
+        let h = |b: &[u8]| {
+            let mut x = Fnv::default();
+            x.write(b);
+            x.finish()
+        };
+        assert_eq!(h(b"abc"), h(b"abc"));
+        assert_ne!(h(b"abc"), h(b"abd"));
+        assert_ne!(h(b"\0"), h(b"\0\0"));
+        assert_ne!(h(&[7u8; 64]), h(&[7u8; 63]));
     }
 
     #[test]
@@ -596,5 +878,61 @@ mod tests {
             ..obs
         };
         assert_eq!(extract(&obs, &idx), vec![pair(&w.f, &w.o)]);
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// The borrowing fast path agrees with the full JSON parse on
+            /// arbitrary strings over a JSON-ish alphabet.
+            #[test]
+            fn path_ends_agrees_with_parse(s in "[\\[\\]\",\\\\ a-fA-F0-9u\t\n]{0,24}") {
+                let full = parse_path_json(&s);
+                let ends = path_ends(&s).map(|(a, b)| (a.into_owned(), b.into_owned()));
+                prop_assert_eq!(ends, full.first().cloned().zip(full.last().cloned()));
+            }
+
+            /// Same on well-formed arrays with arbitrary JSON whitespace.
+            #[test]
+            fn path_ends_agrees_on_arrays(
+                hops in prop::collection::vec("[A-Fa-f0-9]{0,4}", 0..5),
+                ws in "[ \t\n\r]{0,2}",
+            ) {
+                let s = format!("{ws}[{ws}{}{ws}]{ws}", hops.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(&format!("{ws},{ws}")));
+                let full = parse_path_json(&s);
+                prop_assert_eq!(&full, &hops);
+                prop_assert!(fast_path_ends(&s).is_some());
+                let ends = path_ends(&s).map(|(a, b)| (a.into_owned(), b.into_owned()));
+                prop_assert_eq!(ends, full.first().cloned().zip(full.last().cloned()));
+            }
+
+            /// Every candidate is canonical, lower-case, non-empty and no self-edge.
+            #[test]
+            fn candidates_are_canonical(
+                pt in prop::option::of(0i64..16),
+                from in "[0-9a-fA-F]{0,64}",
+                obs in "[0-9a-fA-F]{60,66}",
+                hops in prop::collection::vec("[0-9a-fA-F]{1,6}", 0..5),
+            ) {
+                let keys: Vec<String> = (0..40u32).map(|i| format!("{:02x}{:062x}", (i * 7) % 256, i)).collect();
+                let idx = PrefixIndex::new(&keys);
+                let pj = serde_json::to_string(&hops).unwrap();
+                let o = ObsInput {
+                    payload_type: pt,
+                    from_pubkey: Some(&from),
+                    decoded_json: None,
+                    observer_id: Some(&obs),
+                    path_json: Some(&pj),
+                };
+                for (a, b) in extract(&o, &idx) {
+                    prop_assert!(!a.is_empty() && !b.is_empty());
+                    prop_assert!(a < b);
+                    prop_assert_eq!(&a, &a.to_ascii_lowercase());
+                    prop_assert_eq!(&b, &b.to_ascii_lowercase());
+                }
+            }
+        }
     }
 }

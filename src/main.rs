@@ -16,6 +16,7 @@ mod edges;
 mod error;
 #[cfg(test)]
 mod fuzz_tests;
+mod graph;
 mod logging;
 mod metrics;
 mod packet;
@@ -23,6 +24,7 @@ mod report;
 mod resolve;
 mod runlock;
 mod schema;
+mod synth;
 mod timeutil;
 
 use std::path::PathBuf;
@@ -134,6 +136,7 @@ fn build_ctx(cli: &Cli) -> anyhow::Result<Ctx> {
     let db_path: PathBuf = match (&cli.db, &config.db_path) {
         (Some(p), _) => p.clone(),
         (None, Some(p)) if !p.trim().is_empty() => PathBuf::from(p),
+        _ if !cli.command.needs_db() => PathBuf::new(),
         _ => {
             return Err(Failure::Usage(
                 "no database given: use --db PATH, set CORESCOPE_DB, or give a config file with dbPath (--config / CORESCOPE_CONFIG)"

@@ -274,4 +274,48 @@ mod tests {
         assert_eq!(to_json(&[]), "[]");
         assert_eq!(to_json(&[None, Some("ab".into())]), "[null,\"ab\"]");
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// One entry per hop; every key is a candidate of its hop; no key
+            /// twice; the originator never; all-null is None.
+            #[test]
+            fn resolution_invariants(
+                hops in prop::collection::vec("[0-9a-f]{2,4}", 0..7),
+                origin_i in prop::option::of(0usize..30),
+                edges in prop::collection::vec((0usize..30, 0usize..30), 0..60),
+            ) {
+                let keys: Vec<String> = (0..30u32).map(|i| format!("{:02x}{:062x}", (i * 5) % 16, i)).collect();
+                let idx = PrefixIndex::new(&keys);
+                let adj = adjacency_from_edges(edges.iter().map(|&(a, b)| (keys[a].as_str(), keys[b].as_str())));
+                let origin = origin_i.map(|i| keys[i].clone()).unwrap_or_default();
+                match resolve_path(&hops, &origin, &adj, &idx) {
+                    None => {
+                        for (i, h) in hops.iter().enumerate() {
+                            // A unique, unexcluded first candidate would have resolved.
+                            let c = idx.candidates(h);
+                            if i == 0 && c.len() == 1 {
+                                prop_assert_eq!(c[0], origin.as_str());
+                            }
+                        }
+                    }
+                    Some(rp) => {
+                        prop_assert_eq!(rp.len(), hops.len());
+                        prop_assert!(rp.iter().any(Option::is_some));
+                        let mut seen = std::collections::HashSet::new();
+                        for (h, r) in hops.iter().zip(&rp) {
+                            if let Some(k) = r {
+                                prop_assert!(idx.candidates(h).contains(&k.as_str()));
+                                prop_assert!(seen.insert(k.clone()), "{} twice", k);
+                                prop_assert_ne!(k, &origin);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,11 +1,15 @@
 //! One module per subcommand; `dispatch` maps the parsed command to its `run`.
 
 pub mod backfill;
+pub mod build_edges;
 pub mod check;
 pub mod completions;
+pub mod demo;
+pub mod graph;
 pub mod man;
 pub mod migrate;
 pub mod prune;
+pub mod synth;
 pub mod vacuum;
 
 use crate::cli::Command;
@@ -16,7 +20,11 @@ pub fn dispatch(ctx: &Ctx, command: &Command) -> anyhow::Result<Outcome> {
     match command {
         Command::Migrate(a) => migrate::run(ctx, a),
         Command::Check(a) => check::run(ctx, a),
+        Command::BuildEdges(a) => build_edges::run(ctx, a),
+        Command::Graph(a) => graph::run(ctx, &a.cmd),
         Command::Backfill(a) => backfill::run(ctx, a),
+        Command::Synth(a) => synth::run(ctx, a),
+        Command::Demo(a) => demo::run(ctx, a),
         Command::Prune(a) => prune::run(ctx, a),
         Command::Vacuum(a) => vacuum::run(ctx, a),
         Command::Completions(_) | Command::GenMan(_) => match standalone(command) {

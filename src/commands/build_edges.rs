@@ -1,0 +1,842 @@
+//! `corescope build-edges [--rebuild]`: exactly-once incremental neighbor
+//! graph (spec corescope-db.md §6.8, §8.1; design notes in docs/build-edges.md).
+//!
+//! Invariant kept by every committed transaction: `neighbor_edges` holds
+//! exactly the candidates of all observations with `id <= watermark`
+//! (`_corescope_state` key `build_edges.watermark`).
+//!
+//! Incremental pass, per batch:
+//! 1. read the watermark `w` and scan the next observations `id > w` in id
+//!    order **outside** the write lock (a plain read), aggregating candidates
+//!    per pair in memory;
+//! 2. in one `BEGIN IMMEDIATE` transaction re-read the watermark; if another
+//!    run moved it meanwhile the batch is discarded (never counted twice),
+//!    otherwise upsert the aggregated pairs and set the watermark to the last
+//!    id scanned — in the same transaction.
+//!
+//! So a crash, `kill -9`, `--max-seconds` or an overlapping run can neither
+//! double-count nor skip an observation.
+//!
+//! `--rebuild` scans everything outside the lock into one in-memory
+//! aggregate (interned node ids, bounded by the number of distinct edges),
+//! writes it in key order into a staging table in short transactions, and
+//! swaps the staging table in with one short transaction (`DROP` + `ALTER
+//! TABLE RENAME`) that also sets the watermark. The staging table is
+//! consistent only while `build_edges.rebuild_watermark` is set (it is
+//! cleared before a flush and set again after), so an interrupted rebuild
+//! resumes from its last complete flush or starts over. A run owns the
+//! staging table through `build_edges.rebuild_owner`; a second rebuild takes
+//! it over and the first one stops with exit 75.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, Transaction};
+use serde_json::{json, Value};
+
+use crate::cli::BuildEdgesArgs;
+use crate::context::Ctx;
+use crate::db::{self, Batcher, Deadline, WriteDb};
+use crate::edges::{self, FnvMap, ObsInput, PrefixIndex, PAYLOAD_TRACE};
+use crate::error::Failure;
+use crate::report::Outcome;
+use crate::timeutil;
+
+/// State key of the incremental watermark (last observation id counted).
+pub const WATERMARK_KEY: &str = "build_edges.watermark";
+/// State key of the staging table's watermark (set only while consistent).
+pub const REBUILD_KEY: &str = "build_edges.rebuild_watermark";
+/// State key naming the run that owns the staging table.
+pub const OWNER_KEY: &str = "build_edges.rebuild_owner";
+/// The rebuild's staging table.
+pub const STAGING_TABLE: &str = "_corescope_edges_rebuild";
+/// Prefix of the tables a swap renames the old `neighbor_edges` to; they are
+/// emptied in short batches and dropped afterwards (a `DROP TABLE` of a big
+/// table would hold the write lock for as long as it takes to free every page).
+pub const OLD_TABLE_PREFIX: &str = "_corescope_edges_old_";
+
+const EDGES_TABLE: &str = "neighbor_edges";
+
+/// Same shape as `neighbor_edges` (spec §1.2).
+const STAGING_DDL: &str = "CREATE TABLE _corescope_edges_rebuild (\n  node_a    TEXT NOT NULL,\n  node_b    TEXT NOT NULL,\n  count     INTEGER DEFAULT 1,\n  last_seen TEXT,\n  PRIMARY KEY (node_a, node_b)\n)";
+
+const SCAN_SQL: &str = "SELECT o.id, o.timestamp, o.path_json, t.payload_type,
+       CASE WHEN t.payload_type = 4 THEN t.from_pubkey END,
+       CASE WHEN t.payload_type = 4 AND (t.from_pubkey IS NULL OR t.from_pubkey = '')
+            THEN t.decoded_json END,
+       ob.id
+  FROM observations o
+  LEFT JOIN transmissions t ON t.id = o.transmission_id
+  LEFT JOIN observers ob ON ob.rowid = o.observer_idx
+ WHERE o.id > ?1
+ ORDER BY o.id
+ LIMIT ?2";
+
+/// Rows per scan batch of a rebuild (scans hold no write lock).
+const REBUILD_SCAN_ROWS: usize = 50_000;
+/// A rebuild flushes its aggregate to staging beyond this many distinct pairs
+/// (keeps memory bounded: about 60 bytes per pair at the peak).
+const REBUILD_MAX_PAIRS: usize = 400_000;
+
+/// "No time" marker inside [`Agg`] (keeps an entry at 24 bytes).
+const NO_TIME: i64 = i64::MIN;
+
+/// (a, b, count, latest epoch or NO_TIME) with interned ids.
+type IdRow = (u32, u32, i64, i64);
+
+/// Candidates aggregated per pair, with interned node ids.
+#[derive(Debug, Default)]
+struct Agg {
+    ids: FnvMap<String, u32>,
+    names: Vec<String>,
+    /// (a, b) interned, a's name < b's name → (count, latest epoch or NO_TIME).
+    pairs: FnvMap<(u32, u32), (i64, i64)>,
+}
+
+impl Agg {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.ids.get(s) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(s.to_string());
+        self.ids.insert(s.to_string(), i);
+        i
+    }
+
+    fn add(&mut self, a: &str, b: &str, ts: Option<i64>) {
+        let (a, b) = (self.intern(a), self.intern(b));
+        let e = self.pairs.entry((a, b)).or_insert((0, NO_TIME));
+        e.0 += 1;
+        if let Some(t) = ts {
+            e.1 = e.1.max(t);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Empties the aggregate into (names, rows sorted by key), rows as
+    /// (a, b, count, latest epoch or NO_TIME). Sorted so that writes append
+    /// to the B-trees in key order; the hash map is freed before writing.
+    fn take_sorted(&mut self) -> (Vec<String>, Vec<IdRow>) {
+        let names = std::mem::take(&mut self.names);
+        let pairs = std::mem::take(&mut self.pairs);
+        self.ids = FnvMap::default();
+        let mut v: Vec<IdRow> = pairs
+            .into_iter()
+            .map(|((a, b), (n, t))| (a, b, n, t))
+            .collect();
+        v.sort_unstable_by(|x, y| {
+            (names[x.0 as usize].as_str(), names[x.1 as usize].as_str())
+                .cmp(&(names[y.0 as usize].as_str(), names[y.1 as usize].as_str()))
+        });
+        (names, v)
+    }
+
+    fn clear(&mut self) {
+        *self = Agg::default();
+    }
+}
+
+/// What one scan batch saw.
+#[derive(Debug, Default)]
+struct Scanned {
+    rows: u64,
+    candidates: u64,
+    trace_skipped: u64,
+    last_id: i64,
+}
+
+#[derive(Debug, Default)]
+struct Totals {
+    scanned: u64,
+    candidates: u64,
+    trace_skipped: u64,
+    upserted: u64,
+    new: u64,
+    batches: u64,
+    discarded: u64,
+    transactions: u64,
+}
+
+impl Totals {
+    fn add_scan(&mut self, s: &Scanned) {
+        self.scanned += s.rows;
+        self.candidates += s.candidates;
+        self.trace_skipped += s.trace_skipped;
+        self.batches += 1;
+    }
+}
+
+fn text(v: ValueRef<'_>) -> Option<&str> {
+    match v {
+        ValueRef::Text(t) => std::str::from_utf8(t).ok(),
+        _ => None,
+    }
+}
+
+/// Observation time as epoch seconds; tolerant of legacy storage classes.
+fn epoch(v: ValueRef<'_>) -> Option<i64> {
+    match v {
+        ValueRef::Integer(i) => Some(i),
+        ValueRef::Real(f) if f.is_finite() => Some(f.floor() as i64),
+        ValueRef::Text(_) => text(v).and_then(timeutil::parse_instant),
+        _ => None,
+    }
+}
+
+fn int(v: ValueRef<'_>) -> Option<i64> {
+    match v {
+        ValueRef::Integer(i) => Some(i),
+        _ => None,
+    }
+}
+
+/// Scans up to `limit` observations after `after` into `agg`.
+fn scan(
+    conn: &Connection,
+    idx: &PrefixIndex,
+    after: i64,
+    limit: usize,
+    agg: &mut Agg,
+) -> anyhow::Result<Scanned> {
+    let mut st = conn.prepare_cached(SCAN_SQL)?;
+    let mut rows = st.query(rusqlite::params![after, limit as i64])?;
+    let mut b = Scanned {
+        last_id: after,
+        ..Default::default()
+    };
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        b.rows += 1;
+        b.last_id = id;
+        let payload_type = int(r.get_ref(3)?);
+        if payload_type == Some(PAYLOAD_TRACE) {
+            b.trace_skipped += 1;
+            continue;
+        }
+        let obs = ObsInput {
+            payload_type,
+            from_pubkey: text(r.get_ref(4)?),
+            decoded_json: text(r.get_ref(5)?),
+            observer_id: text(r.get_ref(6)?),
+            path_json: text(r.get_ref(2)?),
+        };
+        let ts = epoch(r.get_ref(1)?);
+        let mut n = 0u64;
+        edges::extract_each(&obs, idx, |x, y| {
+            n += 1;
+            agg.add(x, y, ts);
+        });
+        b.candidates += n;
+    }
+    Ok(b)
+}
+
+fn read_watermark(conn: &Connection, key: &str) -> anyhow::Result<Option<i64>> {
+    match db::state_get(conn, key)? {
+        None => Ok(None),
+        Some(v) => v.trim().parse::<i64>().map(Some).map_err(|_| {
+            Failure::Fatal(format!(
+                "corrupt state: {key} = {v:?} is not an observation id; run `corescope build-edges --rebuild`"
+            ))
+            .into()
+        }),
+    }
+}
+
+fn time_text(t: i64) -> Option<String> {
+    (t != NO_TIME).then(|| timeutil::rfc3339(t))
+}
+
+/// Inserts `rows` into a table known not to hold any of them (a fresh
+/// staging table); returns (upserted, new).
+fn insert_new(
+    tx: &Transaction<'_>,
+    table: &str,
+    names: &[String],
+    rows: &[IdRow],
+) -> anyhow::Result<(u64, u64)> {
+    let mut ins = tx.prepare_cached(&format!(
+        "INSERT INTO {table} (node_a, node_b, count, last_seen) VALUES (?1, ?2, ?3, ?4)"
+    ))?;
+    for &(a, b, count, t) in rows {
+        ins.execute(rusqlite::params![
+            names[a as usize],
+            names[b as usize],
+            count,
+            time_text(t)
+        ])?;
+    }
+    Ok((rows.len() as u64, rows.len() as u64))
+}
+
+/// Upserts `rows` into `table`; returns (upserted, new). The later
+/// `last_seen` wins, compared as instants (stored values may be `….000Z`).
+fn upsert(
+    tx: &Transaction<'_>,
+    table: &str,
+    names: &[String],
+    rows: &[IdRow],
+) -> anyhow::Result<(u64, u64)> {
+    let mut upd = tx.prepare_cached(&format!(
+        "UPDATE {table} SET count = COALESCE(count, 0) + ?3,
+                last_seen = CASE WHEN ?4 IS NOT NULL
+                                  AND (unixepoch(last_seen) IS NULL OR unixepoch(last_seen) < unixepoch(?4))
+                                 THEN ?4 ELSE last_seen END
+          WHERE node_a = ?1 AND node_b = ?2"
+    ))?;
+    let mut ins = tx.prepare_cached(&format!(
+        "INSERT INTO {table} (node_a, node_b, count, last_seen) VALUES (?1, ?2, ?3, ?4)"
+    ))?;
+    let (mut upserted, mut new) = (0u64, 0u64);
+    for &(a, b, count, t) in rows {
+        let (a, b, ls) = (&names[a as usize], &names[b as usize], time_text(t));
+        if upd.execute(rusqlite::params![a, b, count, ls])? == 0 {
+            ins.execute(rusqlite::params![a, b, count, ls])?;
+            new += 1;
+        }
+        upserted += 1;
+    }
+    Ok((upserted, new))
+}
+
+struct Run<'a> {
+    db: &'a mut WriteDb,
+    idx: PrefixIndex,
+    batcher: Batcher,
+    fixed_batch: Option<usize>,
+    deadline: Deadline,
+    totals: Totals,
+    progress: Option<indicatif::ProgressBar>,
+    /// The staging table was created empty by this run and not yet written.
+    staging_fresh: bool,
+    /// WAL mode: checkpoint (PASSIVE) between transactions.
+    wal: bool,
+    max_lock_ms: u64,
+    commits_since_checkpoint: u32,
+}
+
+impl Run<'_> {
+    /// A PASSIVE checkpoint every `every` commits (and with `every` = 1 after
+    /// each); it waits for nobody and holds no write lock.
+    fn maybe_checkpoint(&mut self, every: u32) {
+        self.commits_since_checkpoint += 1;
+        if self.wal && self.commits_since_checkpoint >= every {
+            self.commits_since_checkpoint = 0;
+            let r = self
+                .db
+                .conn()
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            if let Err(e) = r {
+                log::debug!("passive checkpoint: {e}");
+            }
+        }
+    }
+
+    fn tick(&self, rows: u64) {
+        if let Some(p) = &self.progress {
+            p.inc(rows);
+        }
+    }
+
+    /// Incremental pass into `neighbor_edges`. Returns true when caught up,
+    /// false when stopped by the deadline (always after at least one batch).
+    fn drain_live(&mut self) -> anyhow::Result<bool> {
+        let mut agg = Agg::default();
+        loop {
+            let wm = read_watermark(self.db.conn(), WATERMARK_KEY)?.unwrap_or(0);
+            let size = self
+                .fixed_batch
+                .unwrap_or_else(|| self.batcher.size())
+                .max(1);
+            agg.clear();
+            let batch = scan(self.db.conn(), &self.idx, wm, size, &mut agg)?;
+            if batch.rows == 0 {
+                return Ok(true);
+            }
+            let (names, rows) = agg.take_sorted();
+            let (applied, started) = self.db.write(|tx| {
+                let started = Instant::now();
+                if read_watermark(tx, WATERMARK_KEY)?.unwrap_or(0) != wm {
+                    return Ok((None, started));
+                }
+                let r = upsert(tx, EDGES_TABLE, &names, &rows)?;
+                db::state_set(tx, WATERMARK_KEY, &batch.last_id.to_string())?;
+                Ok((Some(r), started))
+            })?;
+            self.totals.transactions += 1;
+            self.maybe_checkpoint(8);
+            match applied {
+                Some((upserted, new)) => {
+                    // Hold time including the commit.
+                    self.batcher.observe(batch.rows as usize, started.elapsed());
+                    self.totals.add_scan(&batch);
+                    self.totals.upserted += upserted;
+                    self.totals.new += new;
+                    self.tick(batch.rows);
+                }
+                // Another run advanced the watermark: rescan from it.
+                None => self.totals.discarded += 1,
+            }
+            if self.deadline.expired() {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn check_owner(tx: &Transaction<'_>, token: &str) -> anyhow::Result<()> {
+        if db::state_get(tx, OWNER_KEY)?.as_deref() != Some(token)
+            || !db::table_exists(tx, STAGING_TABLE)?
+        {
+            return Err(Failure::Busy(
+                "another `build-edges --rebuild` took over the staging table; this run stops (nothing half-done)".into(),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Writes the aggregate into the staging table and records `wm` as its
+    /// watermark. The staging watermark is cleared first, so a crash in
+    /// between leaves a staging table that the next rebuild discards.
+    fn flush_staging(&mut self, token: &str, agg: &mut Agg, wm: i64) -> anyhow::Result<()> {
+        let t0 = Instant::now();
+        let (names, rows) = agg.take_sorted();
+        // Per-row cost differs from the previous flush (bigger table, other
+        // key spread): start small again rather than overshoot the budget,
+        // and aim at a quarter of it (bulk work: margin over throughput).
+        self.batcher = Batcher::new((self.max_lock_ms / 2).max(1));
+        if !rows.is_empty() {
+            self.db.write(|tx| {
+                Self::check_owner(tx, token)?;
+                db::state_delete(tx, REBUILD_KEY)?;
+                Ok(())
+            })?;
+            self.totals.transactions += 1;
+            let mut i = 0;
+            while i < rows.len() {
+                let n = self.batcher.size().max(1).min(rows.len() - i);
+                let chunk = &rows[i..i + n];
+                let fresh = self.staging_fresh;
+                let ((upserted, new), started) = self.db.write(|tx| {
+                    let started = Instant::now();
+                    Self::check_owner(tx, token)?;
+                    let r = if fresh {
+                        insert_new(tx, STAGING_TABLE, &names, chunk)?
+                    } else {
+                        upsert(tx, STAGING_TABLE, &names, chunk)?
+                    };
+                    Ok((r, started))
+                })?;
+                self.batcher.observe(n, started.elapsed());
+                self.totals.transactions += 1;
+                self.maybe_checkpoint(8);
+                self.totals.upserted += upserted;
+                self.totals.new += new;
+                i += n;
+            }
+        }
+        self.db.write(|tx| {
+            Self::check_owner(tx, token)?;
+            db::state_set(tx, REBUILD_KEY, &wm.to_string())?;
+            Ok(())
+        })?;
+        self.staging_fresh = false;
+        self.totals.transactions += 1;
+        log::info!(
+            "rebuild: wrote {} pairs to staging up to observation {wm} in {:.0} ms",
+            rows.len(),
+            t0.elapsed().as_secs_f64() * 1000.0
+        );
+        Ok(())
+    }
+
+    /// Rebuild pass into the staging table from `start`. Returns the
+    /// staging watermark when caught up, None when stopped by the deadline.
+    fn drain_rebuild(&mut self, token: &str, start: i64) -> anyhow::Result<Option<i64>> {
+        let mut agg = Agg::default();
+        let mut wm = start;
+        let size = self.fixed_batch.unwrap_or(REBUILD_SCAN_ROWS).max(1);
+        let t0 = Instant::now();
+        loop {
+            if agg.len() == 0 {
+                log::info!(
+                    "rebuild: scanning after observation {wm} ({:.0} ms so far)",
+                    t0.elapsed().as_secs_f64() * 1000.0
+                );
+            }
+            let batch = scan(self.db.conn(), &self.idx, wm, size, &mut agg)?;
+            if batch.rows == 0 {
+                self.flush_staging(token, &mut agg, wm)?;
+                return Ok(Some(wm));
+            }
+            wm = batch.last_id;
+            self.totals.add_scan(&batch);
+            self.tick(batch.rows);
+            if self.deadline.expired() {
+                self.flush_staging(token, &mut agg, wm)?;
+                return Ok(None);
+            }
+            if agg.len() >= REBUILD_MAX_PAIRS {
+                self.flush_staging(token, &mut agg, wm)?;
+            }
+        }
+    }
+}
+
+fn load_index(conn: &Connection) -> anyhow::Result<PrefixIndex> {
+    let mut st = conn.prepare("SELECT public_key FROM nodes")?;
+    let mut rows = st.query([])?;
+    let mut keys = Vec::new();
+    while let Some(r) = rows.next()? {
+        if let Some(k) = text(r.get_ref(0)?) {
+            keys.push(k.to_string());
+        }
+    }
+    Ok(PrefixIndex::new(keys))
+}
+
+/// First incremental run on a table CoreScope filled: start after the last
+/// observation whose timestamp is ≤ MAX(last_seen) (compared as instants).
+fn seed_from_existing(db: &mut WriteDb) -> anyhow::Result<Option<Value>> {
+    if read_watermark(db.conn(), WATERMARK_KEY)?.is_some() {
+        return Ok(None);
+    }
+    let rows: i64 = db
+        .conn()
+        .query_row("SELECT count(*) FROM neighbor_edges", [], |r| r.get(0))?;
+    if rows == 0 {
+        return Ok(None);
+    }
+    let mut max_seen: Option<i64> = None;
+    {
+        let mut st = db.conn().prepare("SELECT last_seen FROM neighbor_edges")?;
+        let mut it = st.query([])?;
+        while let Some(r) = it.next()? {
+            if let Some(t) = text(r.get_ref(0)?).and_then(timeutil::parse_instant) {
+                max_seen = Some(max_seen.map_or(t, |m: i64| m.max(t)));
+            }
+        }
+    }
+    let start: i64 = match max_seen {
+        Some(t) => db
+            .conn()
+            .query_row(
+                "SELECT MAX(id) FROM observations WHERE timestamp <= ?1",
+                [t],
+                |r| r.get::<_, Option<i64>>(0),
+            )?
+            .unwrap_or(0),
+        None => 0,
+    };
+    let applied = db.write(|tx| {
+        if read_watermark(tx, WATERMARK_KEY)?.is_some() {
+            return Ok(false);
+        }
+        db::state_set(tx, WATERMARK_KEY, &start.to_string())?;
+        Ok(true)
+    })?;
+    if !applied {
+        return Ok(None);
+    }
+    Ok(Some(json!({
+        "existing_edges": rows,
+        "max_last_seen": max_seen.map(timeutil::rfc3339),
+        "start_after_id": start,
+    })))
+}
+
+/// Takes ownership of the staging table: resumes a consistent one, else
+/// creates it empty. Returns the id the staging pass resumes after, and
+/// whether it was a resume.
+fn prepare_staging(db: &mut WriteDb, token: &str) -> anyhow::Result<(i64, bool)> {
+    db.write(|tx| {
+        let resumable = db::table_exists(tx, STAGING_TABLE)?;
+        let wm = if resumable {
+            read_watermark(tx, REBUILD_KEY)?
+        } else {
+            None
+        };
+        db::state_set(tx, OWNER_KEY, token)?;
+        if let Some(w) = wm {
+            return Ok((w, true));
+        }
+        tx.execute_batch(&format!("DROP TABLE IF EXISTS {STAGING_TABLE}"))?;
+        tx.execute_batch(STAGING_DDL)?;
+        db::state_set(tx, REBUILD_KEY, "0")?;
+        Ok((0, false))
+    })
+}
+
+/// Swaps the staging table in; sets the watermark to the staging watermark.
+/// The old table is renamed (cheap), not dropped, inside the transaction.
+fn swap_in(db: &mut WriteDb, token: &str) -> anyhow::Result<i64> {
+    let old: String = format!(
+        "{OLD_TABLE_PREFIX}{}",
+        token
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect::<String>()
+    );
+    db.write(|tx| {
+        Run::check_owner(tx, token)?;
+        let Some(w) = read_watermark(tx, REBUILD_KEY)? else {
+            return Err(Failure::Fatal(
+                "internal error: staging table is not consistent at swap time".into(),
+            )
+            .into());
+        };
+        // legacy_alter_table: RENAME must not rewrite or re-check views and
+        // triggers that mention neighbor_edges.
+        tx.pragma_update(None, "legacy_alter_table", true)?;
+        let r = (|| -> anyhow::Result<()> {
+            tx.execute_batch(&format!(
+                "ALTER TABLE {EDGES_TABLE} RENAME TO {old};
+                 ALTER TABLE {STAGING_TABLE} RENAME TO {EDGES_TABLE};"
+            ))?;
+            db::state_set(tx, WATERMARK_KEY, &w.to_string())?;
+            db::state_delete(tx, REBUILD_KEY)?;
+            db::state_delete(tx, OWNER_KEY)?;
+            Ok(())
+        })();
+        let _ = tx.pragma_update(None, "legacy_alter_table", false);
+        r?;
+        Ok(w)
+    })
+}
+
+/// Empties and drops the old tables left by swaps, in transactions sized to
+/// the lock budget. Stops at the deadline (after at least one batch); a later
+/// run continues. Returns the rows deleted.
+fn drop_old_tables(db: &mut WriteDb, max_lock_ms: u64, deadline: &Deadline) -> anyhow::Result<u64> {
+    let names: Vec<String> = {
+        let mut st = db.conn().prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, length(?1)) = ?1 ORDER BY name",
+        )?;
+        let rows = st.query_map([OLD_TABLE_PREFIX], |r| r.get::<_, String>(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut batcher = Batcher::new((max_lock_ms / 2).max(1));
+    let mut deleted = 0u64;
+    for name in names {
+        loop {
+            let n = batcher.size().max(1);
+            let (gone, started) = db.write(|tx| {
+                let started = Instant::now();
+                if !db::table_exists(tx, &name)? {
+                    return Ok((0usize, started));
+                }
+                let gone = tx.execute(
+                    &format!("DELETE FROM \"{name}\" WHERE rowid IN (SELECT rowid FROM \"{name}\" ORDER BY rowid LIMIT ?1)"),
+                    [n as i64],
+                )?;
+                if gone == 0 {
+                    tx.execute_batch(&format!("DROP TABLE IF EXISTS \"{name}\""))?;
+                }
+                Ok((gone, started))
+            })?;
+            batcher.observe(gone, started.elapsed());
+            deleted += gone as u64;
+            if gone == 0 {
+                break;
+            }
+            if deadline.expired() {
+                return Ok(deleted);
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
+    let mut db = WriteDb::open(&ctx.db_path, &ctx.open_options(false))?;
+    db.require_ready()?;
+    // In WAL mode NORMAL skips the fsync per commit but never breaks
+    // atomicity: a power loss can only drop the latest transactions, each of
+    // which carries its own watermark, so nothing is double-counted or lost.
+    let journal: String = db
+        .conn()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    let wal = journal.eq_ignore_ascii_case("wal");
+    if wal {
+        db.conn().execute_batch("PRAGMA synchronous = NORMAL")?;
+        // Checkpoint explicitly (PASSIVE, outside any transaction) instead of
+        // inside our commits, so a checkpoint never lengthens a lock hold.
+        db.conn().execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+    }
+    // 8 MiB page cache (SQLite's default is 2 MiB): upserts into a large
+    // edge table touch pages all over its two B-trees.
+    db.conn().execute_batch("PRAGMA cache_size = -8192")?;
+    let idx = load_index(db.conn()).context("loading the node prefix index")?;
+    let batcher = Batcher::new(args.write.max_lock_ms);
+    let deadline = Deadline::new(args.write.max_seconds);
+    let token = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
+
+    let mut seeded = None;
+    let mut resumed_from = None;
+    let start_wm = if args.rebuild {
+        let (w, resumed) = prepare_staging(&mut db, &token)?;
+        if resumed {
+            resumed_from = Some(w);
+        }
+        w
+    } else {
+        seeded = seed_from_existing(&mut db)?;
+        read_watermark(db.conn(), WATERMARK_KEY)?.unwrap_or(0)
+    };
+    let max_id: i64 =
+        db.conn()
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM observations", [], |r| {
+                r.get(0)
+            })?;
+    let backlog = (max_id - start_wm).max(0) as u64;
+    let progress = (ctx.progress_allowed() && backlog >= 200_000).then(|| {
+        let p = indicatif::ProgressBar::new(backlog);
+        p.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} build-edges {bar:40} {pos}/{len} observations ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        p
+    });
+
+    let mut runner = Run {
+        db: &mut db,
+        idx,
+        batcher,
+        fixed_batch: args.batch_size.map(|n| n.min(1_000_000) as usize),
+        deadline,
+        totals: Totals::default(),
+        progress,
+        staging_fresh: args.rebuild && resumed_from.is_none(),
+        wal,
+        max_lock_ms: args.write.max_lock_ms,
+        commits_since_checkpoint: 0,
+    };
+    let (complete, staging_wm) = if args.rebuild {
+        match runner.drain_rebuild(&token, start_wm)? {
+            Some(w) => (true, Some(w)),
+            None => (false, None),
+        }
+    } else {
+        (runner.drain_live()?, None)
+    };
+    runner.maybe_checkpoint(1);
+    let totals = std::mem::take(&mut runner.totals);
+    if let Some(p) = runner.progress.take() {
+        p.finish_and_clear();
+    }
+    let mut swapped = false;
+    if args.rebuild && staging_wm.is_some() {
+        let t0 = Instant::now();
+        swap_in(&mut db, &token)?;
+        log::info!(
+            "rebuild: swapped in ({:.0} ms)",
+            t0.elapsed().as_secs_f64() * 1000.0
+        );
+        swapped = true;
+    }
+    // Old tables of this or an earlier (interrupted) swap.
+    let old_rows_deleted = drop_old_tables(&mut db, args.write.max_lock_ms, &deadline)?;
+    if wal {
+        let _ = db
+            .conn()
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    }
+    let watermark = read_watermark(db.conn(), WATERMARK_KEY)?;
+    // Counting the table costs a full index scan: only after a rebuild.
+    let edges_total: Option<i64> = if swapped {
+        Some(
+            db.conn()
+                .query_row("SELECT count(*) FROM neighbor_edges", [], |r| r.get(0))?,
+        )
+    } else {
+        None
+    };
+
+    let mut out = Outcome::new();
+    out.set(
+        "mode",
+        if args.rebuild {
+            "rebuild"
+        } else {
+            "incremental"
+        },
+    );
+    out.set("observations_scanned", totals.scanned);
+    out.set("candidates", totals.candidates);
+    out.set("edges_upserted", totals.upserted);
+    out.set("edges_new", totals.new);
+    out.set("watermark", watermark.map_or(Value::Null, Value::from));
+    out.set("complete", complete);
+    out.set("max_lock_hold_ms", db.max_lock_hold_ms());
+    out.set("batches", totals.batches);
+    out.set("batches_discarded", totals.discarded);
+    out.set("transactions", totals.transactions);
+    out.set("trace_rows_skipped", totals.trace_skipped);
+    out.set("old_table_rows_deleted", old_rows_deleted);
+    out.set("edges_total", edges_total.map_or(Value::Null, Value::from));
+    out.set("seeded", seeded.clone().unwrap_or(Value::Null));
+    if args.rebuild {
+        let staging = read_watermark(db.conn(), REBUILD_KEY)?;
+        out.set(
+            "rebuild",
+            json!({
+                "resumed_after_id": resumed_from,
+                "swapped": swapped,
+                "staging_watermark": staging,
+            }),
+        );
+    }
+
+    let mut human = format!(
+        "build-edges{}: scanned {} observations, {} candidates, {} edges upserted ({} new), watermark {}, {}",
+        if args.rebuild { " --rebuild" } else { "" },
+        totals.scanned,
+        totals.candidates,
+        totals.upserted,
+        totals.new,
+        watermark.map_or("none".to_string(), |w| w.to_string()),
+        if complete { "complete" } else { "incomplete (stopped by --max-seconds; run again to continue)" },
+    );
+    if let Some(s) = &seeded {
+        human.push_str(&format!(
+            "; first run on edges built by CoreScope: counting starts after observation {} (last with timestamp <= {})",
+            s["start_after_id"],
+            s["max_last_seen"].as_str().unwrap_or("unknown")
+        ));
+    }
+    if let Some(r) = resumed_from {
+        human.push_str(&format!(
+            "; resumed an interrupted rebuild after observation {r}"
+        ));
+    }
+    if swapped {
+        human.push_str(&format!("; {} edges swapped in", edges_total.unwrap_or(0)));
+    }
+    human.push('\n');
+    out.human = human;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_tolerates_storage_classes() {
+        assert_eq!(epoch(ValueRef::Integer(5)), Some(5));
+        assert_eq!(epoch(ValueRef::Real(5.9)), Some(5));
+        assert_eq!(epoch(ValueRef::Text(b"1970-01-01T00:00:10Z")), Some(10));
+        assert_eq!(epoch(ValueRef::Text(b"junk")), None);
+        assert_eq!(epoch(ValueRef::Null), None);
+        assert_eq!(text(ValueRef::Blob(b"x")), None);
+        assert_eq!(text(ValueRef::Text(b"x")), Some("x"));
+        assert_eq!(text(ValueRef::Text(&[0xff, 0xfe])), None);
+    }
+}

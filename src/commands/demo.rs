@@ -1,0 +1,240 @@
+//! `corescope demo`: a synthetic database (the shape the CoreScope seed ingestor
+//! leaves, with backfill work pending) run through the maintenance cycle a timer
+//! would run, printing each report; then where the database is and what to try.
+//!
+//! The cycle is the list [`CYCLE`]; a step whose subcommand is not part of this
+//! build is skipped, so commands join the demo as they land. Each step runs this
+//! same binary as a child process, exactly as an operator would type it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
+use std::time::Instant;
+
+use clap::CommandFactory;
+use serde_json::{json, Value};
+
+use crate::cli::{Cli, DemoArgs};
+use crate::commands::synth::{create, shell_quote};
+use crate::context::Ctx;
+use crate::error::Failure;
+use crate::report::Outcome;
+use crate::synth::{Config, Schema};
+use crate::timeutil;
+
+/// One step of the cycle: the command line after `corescope --db PATH`, and the
+/// exit codes that count as expected.
+pub struct Step {
+    pub args: &'static [&'static str],
+    pub expect: &'static [i32],
+    pub why: &'static str,
+}
+
+pub const CYCLE: &[Step] = &[
+    Step {
+        args: &["check"],
+        expect: &[3],
+        why: "the database as the CoreScope seed ingestor left it: not ready for the latest server",
+    },
+    Step {
+        args: &["migrate"],
+        expect: &[0],
+        why: "bring the schema to the latest target",
+    },
+    Step {
+        args: &["backfill"],
+        expect: &[0],
+        why: "fill from_pubkey, path_json and resolved_path left NULL by older ingestors",
+    },
+    Step {
+        args: &["build-edges"],
+        expect: &[0],
+        why: "build the neighbor graph from the observations",
+    },
+    Step {
+        args: &["prune", "--dry-run"],
+        expect: &[0],
+        why: "what daily retention would delete",
+    },
+    Step {
+        args: &["check"],
+        expect: &[0],
+        why: "ready now",
+    },
+    Step {
+        args: &["graph", "stats"],
+        expect: &[0],
+        why: "the mesh graph",
+    },
+];
+
+/// Subcommands compiled into this binary.
+fn available() -> Vec<String> {
+    Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect()
+}
+
+/// The synthetic database of the demo: `size` observations.
+pub fn demo_config(size: u64, now: i64) -> Config {
+    let transmissions = (size / 4).max(1);
+    Config {
+        seed: 2026,
+        nodes: ((size / 500) as usize).clamp(60, 1500),
+        observers: ((size / 12_000) as usize).clamp(6, 40),
+        transmissions,
+        observations: size.max(1),
+        days: 21.0,
+        end: now - now.rem_euclid(60),
+        schema: Schema::Seed,
+        null_from_pubkey: 0.25,
+        null_path_json: 0.05,
+        null_resolved_path: 1.0,
+        obs_raw_hex: 1.0,
+        anomalies: false,
+        metrics_interval: 300,
+    }
+}
+
+fn demo_dir(args: &DemoArgs) -> anyhow::Result<PathBuf> {
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            std::env::temp_dir().join(format!("corescope-demo-{}-{nanos:x}", std::process::id()))
+        }
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Failure::Fatal(format!("cannot create {}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Outcome> {
+    let dir = demo_dir(args)?;
+    let db = dir.join("corescope-demo.db");
+    let human = !ctx.json && !ctx.quiet;
+    let say = |s: &str| {
+        if human {
+            println!("{s}");
+            let _ = std::io::stdout().flush();
+        }
+    };
+
+    say(&format!(
+        "==> corescope synth: a synthetic mesh of {} observations in {}",
+        args.size,
+        db.display()
+    ));
+    let cfg = demo_config(args.size, timeutil::now_epoch());
+    let mut sctx = ctx.clone();
+    sctx.db_path = db.clone();
+    let synth_started = Instant::now();
+    let synth_out = create(&sctx, &cfg, true)?;
+    say(synth_out.human.trim_end());
+    say(&format!("({:.1} s)", synth_started.elapsed().as_secs_f64()));
+
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::Fatal(format!("cannot find the corescope binary: {e}")))?;
+    let have = available();
+    let mut steps_json: Vec<Value> = vec![json!({
+        "command": "synth",
+        "exit_code": 0,
+        "report": Value::Object(synth_out.json.clone()),
+    })];
+    let mut skipped: Vec<String> = Vec::new();
+    for step in CYCLE {
+        let line = step.args.join(" ");
+        if !have.iter().any(|h| h == step.args[0]) {
+            skipped.push(line);
+            continue;
+        }
+        say(&format!("\n==> corescope {line}    # {}", step.why));
+        let started = Instant::now();
+        let mut cmd = Process::new(&exe);
+        cmd.arg("--db").arg(&db);
+        if ctx.json {
+            cmd.arg("--json");
+        }
+        cmd.args(step.args);
+        cmd.env_remove("CORESCOPE_CONFIG");
+        let output = cmd
+            .output()
+            .map_err(|e| Failure::Fatal(format!("cannot run {}: {e}", exe.display())))?;
+        let code = output.status.code().unwrap_or(-1);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if human {
+            print!("{stdout}");
+            println!("({:.1} s, exit {code})", started.elapsed().as_secs_f64());
+            let _ = std::io::stdout().flush();
+        }
+        if !output.stderr.is_empty() && !ctx.quiet {
+            eprint!("{}", String::from_utf8_lossy(&output.stderr));
+        }
+        let report: Value = if ctx.json {
+            serde_json::from_str(stdout.trim()).unwrap_or(Value::Null)
+        } else {
+            Value::Null
+        };
+        steps_json.push(json!({
+            "command": line,
+            "exit_code": code,
+            "expected": step.expect,
+            "elapsed_ms": crate::report::ms(started.elapsed()),
+            "report": report,
+        }));
+        if !step.expect.contains(&code) {
+            return Err(Failure::Fatal(format!(
+                "demo step `corescope {line}` exited {code} (expected {:?}); the database is kept at {}",
+                step.expect,
+                db.display()
+            ))
+            .into());
+        }
+    }
+
+    let mut out = Outcome::new();
+    out.set("dir", dir.display().to_string())
+        .set("database", db.display().to_string())
+        .set("steps", Value::Array(steps_json))
+        .set("skipped", skipped.clone());
+    out.human = explore_text(&db, &have, &skipped);
+    Ok(out)
+}
+
+fn explore_text(db: &Path, have: &[String], skipped: &[String]) -> String {
+    let q = shell_quote(&db.display().to_string());
+    let mut s = String::new();
+    if !skipped.is_empty() {
+        s.push_str(&format!(
+            "\n(not in this build, skipped: {})\n",
+            skipped.join(", ")
+        ));
+    }
+    s.push_str(&format!("\nThe demo database is {q}\nExplore it:\n"));
+    s.push_str(&format!("  corescope --db {q} check\n"));
+    if have.iter().any(|h| h == "graph") {
+        s.push_str(&format!("  corescope --db {q} graph stats\n"));
+        s.push_str(&format!(
+            "  corescope --db {q} graph dump --format dot | dot -Tsvg > mesh.svg\n"
+        ));
+        s.push_str(&format!(
+            "  corescope --db {q} graph dump --format geojson --output mesh.geojson\n"
+        ));
+    }
+    if have.iter().any(|h| h == "prune") {
+        s.push_str(&format!(
+            "  corescope --db {q} prune --dry-run --node-days 3\n"
+        ));
+    }
+    s.push_str(&format!(
+        "  sqlite3 {q} 'SELECT payload_type, COUNT(*) FROM transmissions GROUP BY 1'\n"
+    ));
+    s.push_str(
+        "  corescope --db big.db synth --transmissions 250000 --observations 1000000   # a bigger one\n",
+    );
+    s
+}
