@@ -96,7 +96,13 @@ fn corrupt_data_page_read_only_commands_report_it_and_change_nothing() {
     // not touch the page, else 1 with the same message.
     let mut dry = PRUNE.to_vec();
     dry.push("--dry-run");
-    for args in [&["migrate", "--dry-run"][..], &dry[..]] {
+    for args in [
+        &["migrate", "--dry-run"][..],
+        &dry[..],
+        &["backfill", "--dry-run"][..],
+        &["graph", "stats"][..],
+        &["graph", "dump"][..],
+    ] {
         let r = run(args, &db);
         assert!(
             matches!(r.code, Some(0) | Some(1)),
@@ -213,6 +219,8 @@ fn no_read_permission() {
         PRUNE,
         &["vacuum"][..],
         &["backfill"][..],
+        &["build-edges"][..],
+        &["graph", "stats"][..],
     ] {
         let Some((code, err)) = as_nobody(args, &db) else {
             return;
@@ -242,6 +250,7 @@ fn read_only_directory_for_write_commands() {
         (&wal, PRUNE),
         (&wal, &["vacuum"][..]),
         (&wal, &["backfill"][..]),
+        (&wal, &["build-edges"][..]),
     ] {
         let Some((code, err)) = as_nobody(args, db) else {
             chmod(&sub, 0o755);
@@ -492,13 +501,23 @@ fn odd_values_in_a_current_database_every_command() {
         &["backfill", "--dry-run", "--json"][..],
         &["backfill", "--json", "--max-lock-ms", "20"][..],
         &["backfill", "--json"][..],
+        &["build-edges", "--json", "--max-lock-ms", "20"][..],
+        &["build-edges", "--json", "--rebuild"][..],
+        &["graph", "stats", "--json", "--now", NOW][..],
+        &["graph", "dump", "--format", "graphml"][..],
         &dry[..],
         &prune[..],
         &["vacuum", "--json"][..],
     ] {
         let r = run(args, &db);
         assert_no_crash(&r, args, &[0, 3]);
+        if !args.contains(&"--json") {
+            continue;
+        }
         let j = json_of(r.stdout.as_bytes());
+        if args[0] == "build-edges" {
+            println!("build-edges on odd rows: {j}");
+        }
         if args[0] == "backfill" {
             println!("backfill on odd rows: {}", j["tasks"]);
         }

@@ -25,6 +25,9 @@ fn read_only_commands() -> Vec<Vec<&'static str>> {
         vec!["migrate", "--dry-run"],
         vec!["prune", "--dry-run", "--now", NOW, "--packet-days", "20"],
         vec!["backfill", "--dry-run"],
+        vec!["graph", "stats", "--now", NOW],
+        vec!["graph", "dump"],
+        vec!["graph", "dump", "--format", "dot"],
     ]
 }
 

@@ -434,6 +434,9 @@ pub struct WriterOpts {
     /// Distinct node keys / observer ids it cycles through (upserts).
     pub nodes: usize,
     pub observers: usize,
+    /// Upsert existing nodes/observers of the database (keeps the set of
+    /// node keys, and so hop resolution, unchanged) instead of new ones.
+    pub reuse_existing: bool,
 }
 
 impl Default for WriterOpts {
@@ -443,6 +446,7 @@ impl Default for WriterOpts {
             seed: 8,
             nodes: 16,
             observers: 4,
+            reuse_existing: false,
         }
     }
 }
@@ -502,6 +506,29 @@ fn writer_loop(db: &Path, o: &WriterOpts, stop: &AtomicBool, started: &AtomicBoo
     let observers: Vec<String> = (0..o.observers)
         .map(|_| hex::encode_upper((0..32).map(|_| rng.gen::<u8>()).collect::<Vec<_>>()))
         .collect();
+    let (keys, observers) = if o.reuse_existing {
+        let pick = |sql: &str| -> Vec<String> {
+            let mut st = conn.prepare(sql).unwrap();
+            let v: Vec<String> = st
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            v
+        };
+        let k = pick(&format!(
+            "SELECT public_key FROM nodes WHERE public_key IS NOT NULL ORDER BY rowid LIMIT {}",
+            o.nodes
+        ));
+        let b = pick(&format!(
+            "SELECT id FROM observers WHERE id IS NOT NULL ORDER BY rowid LIMIT {}",
+            o.observers
+        ));
+        assert!(!k.is_empty() && !b.is_empty(), "nothing to reuse");
+        (k, b)
+    } else {
+        (keys, observers)
+    };
     let t0 = Instant::now();
     let mut k: u64 = 0;
     loop {
