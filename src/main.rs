@@ -11,6 +11,8 @@ mod db;
 mod derive;
 mod edges;
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod graph;
 mod logging;
 mod metrics;
@@ -47,7 +49,11 @@ fn main() {
                     "corescope {} {command} on {shown}",
                     env!("CARGO_PKG_VERSION")
                 );
-                (shown, commands::dispatch(&ctx, &cli.command))
+                (
+                    shown,
+                    commands::dispatch(&ctx, &cli.command)
+                        .map_err(|e| db::classify_final(&ctx.db_path, e)),
+                )
             }
             Err(e) => (
                 cli.db

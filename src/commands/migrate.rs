@@ -591,31 +591,13 @@ fn apply_migration(
     m: &'static MigrationDef,
     batcher: &mut Batcher,
 ) -> anyhow::Result<Applied> {
-    let mut ddl: Vec<String> = Vec::new();
-    for c in m.columns {
-        if let Some((t, col)) = c.split_once('.') {
-            let cols = db.columns(t)?;
-            if cols.is_empty() {
-                continue; // table absent (not in this target)
-            }
-            if !cols.iter().any(|x| x == col) {
-                if let Some(def) = catalog::column(t, col) {
-                    ddl.push(catalog::add_column_sql(t, def));
-                }
-            }
-        }
-    }
-    for i in m.indexes {
-        if let Some(def) = catalog::index(i) {
-            if schema::index_missing(db.conn(), def)? {
-                ddl.push(def.sql.to_string());
-            }
-        }
-    }
+    // What is missing is decided again inside the write transaction: another
+    // run (overlapping without the run lock) may have added it meanwhile.
+    let ddl = migration_ddl(db.conn(), m)?;
     let no_data = m.data == DataOp::None;
     if !ddl.is_empty() || no_data {
         db.write(|tx| {
-            for s in &ddl {
+            for s in &migration_ddl(tx, m)? {
                 tx.execute_batch(s)?;
             }
             if no_data {
@@ -630,6 +612,32 @@ fn apply_migration(
     let rows = run_data(db, m.data, batcher)?;
     db.write(|tx| record(tx, m))?;
     Ok(Applied::Done(rows))
+}
+
+/// The DDL a migration still needs: its missing columns and indexes.
+fn migration_ddl(conn: &Connection, m: &'static MigrationDef) -> anyhow::Result<Vec<String>> {
+    let mut ddl: Vec<String> = Vec::new();
+    for c in m.columns {
+        if let Some((t, col)) = c.split_once('.') {
+            let cols = db::columns(conn, t)?;
+            if cols.is_empty() {
+                continue; // table absent (not in this target)
+            }
+            if !cols.iter().any(|x| x == col) {
+                if let Some(def) = catalog::column(t, col) {
+                    ddl.push(catalog::add_column_sql(t, def));
+                }
+            }
+        }
+    }
+    for i in m.indexes {
+        if let Some(def) = catalog::index(i) {
+            if schema::index_missing(conn, def)? {
+                ddl.push(def.sql.to_string());
+            }
+        }
+    }
+    Ok(ddl)
 }
 
 fn record(tx: &Connection, m: &MigrationDef) -> anyhow::Result<()> {
@@ -718,7 +726,7 @@ fn count_data(conn: &Connection, op: DataOp) -> anyhow::Result<Option<i64>> {
         DataOp::ObserverIdxRowid => Ok(Some(schema::text_observer_idx(conn)?.1)),
         DataOp::AdvertCount => {
             let counts = advert_counts(conn, ">", i64::MIN)?;
-            let mut st = conn.prepare("SELECT lower(public_key), advert_count FROM nodes")?;
+            let mut st = conn.prepare("SELECT lower(public_key), CASE WHEN typeof(advert_count) = 'integer' THEN advert_count END FROM nodes")?;
             let rows = st.query_map([], |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<i64>>(1)?)))?;
             let mut n = 0;
             for r in rows {
@@ -927,7 +935,8 @@ fn advert_count(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<i64> 
         let (last, scanned, changed) = db.write(|tx| {
             let newer = advert_counts(tx, ">", snap)?;
             let mut sel = tx.prepare(
-                "SELECT rowid, lower(public_key), advert_count FROM nodes WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+                "SELECT rowid, lower(public_key), CASE WHEN typeof(advert_count) = 'integer' THEN advert_count END
+                 FROM nodes WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
             )?;
             let rows: Vec<(i64, Option<String>, Option<i64>)> = sel
                 .query_map(params![cursor, n as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
