@@ -1028,7 +1028,11 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<Outcome> {
     let mut ck: Option<vacuum::CheckpointResult> = None;
     let mut max_hold = 0.0;
     if let Handle::Real(db) = &mut handle {
-        vac = Some(vacuum::incremental(db, settings.vacuum_pages)?);
+        vac = Some(vacuum::incremental(
+            db,
+            settings.vacuum_pages,
+            args.write.max_lock_ms,
+        )?);
         ck = Some(vacuum::checkpoint(db, args.truncate_wal)?);
         max_hold = db.max_lock_hold_ms();
     }

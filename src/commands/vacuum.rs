@@ -83,10 +83,14 @@ pub fn conversion_note(auto_vacuum: i64, path: &Path) -> String {
     }
 }
 
-/// `PRAGMA incremental_vacuum(pages)` inside one write transaction (so its
-/// lock hold is measured), only when auto_vacuum is INCREMENTAL. A busy
-/// database is reported, not an error.
-pub fn incremental(db: &mut WriteDb, pages: i64) -> anyhow::Result<VacuumResult> {
+/// Lock budget of the standalone `vacuum` command (the default of `--max-lock-ms`).
+const DEFAULT_MAX_LOCK_MS: u64 = 200;
+
+/// `PRAGMA incremental_vacuum` for up to `pages` pages, in adaptive chunks of
+/// write transactions under `max_lock_ms` (their lock holds are measured),
+/// only when auto_vacuum is INCREMENTAL. A busy database is reported, not an
+/// error.
+pub fn incremental(db: &mut WriteDb, pages: i64, max_lock_ms: u64) -> anyhow::Result<VacuumResult> {
     let av = pragma_i64(db, "auto_vacuum")?;
     let mut r = VacuumResult {
         auto_vacuum: av,
@@ -104,21 +108,45 @@ pub fn incremental(db: &mut WriteDb, pages: i64) -> anyhow::Result<VacuumResult>
     }
     let page_size = pragma_i64(db, "page_size")?;
     let before = pragma_i64(db, "page_count")?;
-    let sql = format!("PRAGMA incremental_vacuum({pages})");
-    match db.write(|tx| {
-        // The pragma yields one row per freed page: step it to the end.
-        let mut st = tx.prepare(&sql)?;
-        let mut rows = st.query([])?;
-        while rows.next()?.is_some() {}
-        Ok(())
-    }) {
-        Ok(()) => r.ran = true,
-        Err(e) if crate::error::exit_code(&e) == crate::error::EXIT_BUSY => {
-            r.busy = true;
-            r.note = Some("incremental vacuum skipped: the database was busy (another writer held the lock past the busy timeout); the next run vacuums".into());
-            return Ok(r);
+    // In chunks, each its own write transaction, so the lock hold stays
+    // under `max_lock_ms` however large the file: the chunk doubles while a
+    // transaction takes under a quarter of the budget and halves above half.
+    let budget = Duration::from_millis(max_lock_ms.max(1));
+    let mut chunk: i64 = pages.min(64);
+    let mut remaining = pages;
+    while remaining > 0 {
+        let n = chunk.min(remaining);
+        let sql = format!("PRAGMA incremental_vacuum({n})");
+        let t0 = Instant::now();
+        let freed = match db.write(|tx| {
+            // The pragma yields one row per freed page: step it to the end.
+            let mut st = tx.prepare(&sql)?;
+            let mut rows = st.query([])?;
+            let mut k = 0i64;
+            while rows.next()?.is_some() {
+                k += 1;
+            }
+            Ok(k)
+        }) {
+            Ok(k) => k,
+            Err(e) if crate::error::exit_code(&e) == crate::error::EXIT_BUSY => {
+                r.busy = true;
+                r.note = Some("incremental vacuum stopped: the database was busy (another writer held the lock past the busy timeout); the next run vacuums".into());
+                break;
+            }
+            Err(e) => return Err(e.context("incremental vacuum")),
+        };
+        r.ran = true;
+        remaining -= n;
+        let el = t0.elapsed();
+        if freed < n {
+            break; // freelist exhausted
         }
-        Err(e) => return Err(e.context("incremental vacuum")),
+        if el < budget / 4 {
+            chunk = (chunk * 2).min(1024);
+        } else if el > budget / 2 {
+            chunk = (chunk / 2).max(8);
+        }
     }
     let after = pragma_i64(db, "page_count")?;
     r.vacuumed_pages = (before - after).max(0);
@@ -352,7 +380,7 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
             auto_vacuum_name(pragma_i64(&db, "auto_vacuum")?)
         ));
     } else {
-        vac = incremental(&mut db, pages)?;
+        vac = incremental(&mut db, pages, DEFAULT_MAX_LOCK_MS)?;
         if let Some(n) = &vac.note {
             notes.push(n.clone());
         }
