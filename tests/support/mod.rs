@@ -212,6 +212,15 @@ pub fn run_ok(args: &[&str], db: &Path, code: i32) -> RunResult {
 // ---------------------------------------------------------------------------
 // Crash convergence.
 
+/// Kill trials per crash test: `RELIABILITY_KILLS` when set (stress and
+/// benchmark runs), else `default` (CI).
+pub fn kills_or(default: usize) -> usize {
+    std::env::var("RELIABILITY_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub struct Crash<'a> {
     /// Label printed in the report ("migrate legacy fixture").
     pub name: &'a str,
@@ -307,12 +316,10 @@ pub fn crash_convergence(c: &Crash) -> CrashReport {
 /// Start the command, SIGKILL it after `at`; true when it was still running.
 pub fn kill_at(args: &[&str], db: &Path, at: Duration) -> bool {
     let mut child = spawn(args, db);
-    let t0 = Instant::now();
     std::thread::sleep(at);
     let running = child.try_wait().unwrap().is_none();
     child.kill().ok(); // SIGKILL on Unix
     child.wait().unwrap();
-    let _ = t0;
     running
 }
 
