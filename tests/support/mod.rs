@@ -325,7 +325,19 @@ pub fn crash_convergence(c: &Crash) -> CrashReport {
 /// Start the command, SIGKILL it after `at`; true when it was still running.
 pub fn kill_at(args: &[&str], db: &Path, at: Duration) -> bool {
     let mut child = spawn(args, db);
-    std::thread::sleep(at);
+    let t0 = Instant::now();
+    // Sleep until `at`, but stop waiting as soon as the process exits by
+    // itself (later instants of a chained trial often outlast the run).
+    loop {
+        let left = at.saturating_sub(t0.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(2)));
+    }
     let running = child.try_wait().unwrap().is_none();
     child.kill().ok(); // SIGKILL on Unix
     child.wait().unwrap();
