@@ -74,13 +74,17 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Read-only: schema readiness, pending migrations and backfills, data anomalies, vacuum/WAL health
     Check(CheckArgs),
+    /// Resumable data backfills: from-pubkey, path-json, resolved-path, observer-blacklist
+    Backfill(BackfillArgs),
     /// Incremental, exactly-once neighbor-edge build from observations not yet counted
     #[command(name = "build-edges")]
     BuildEdges(BuildEdgesArgs),
+    /// Retention: old packets, stale nodes and observers, metrics, dropped packets, old neighbor edges; then incremental vacuum and a WAL checkpoint
+    Prune(PruneArgs),
+    /// Incremental vacuum and WAL checkpoint; --full converts auto_vacuum to INCREMENTAL with a full VACUUM after checking free disk space
+    Vacuum(VacuumArgs),
     /// Read-only: export the neighbor graph (dump) or summarise it (stats)
     Graph(GraphArgs),
-    /// Resumable data backfills: from-pubkey, path-json, resolved-path, observer-blacklist
-    Backfill(BackfillArgs),
     /// Create a new, realistic synthetic CoreScope database (demos, tests, benchmarks)
     Synth(SynthArgs),
     /// A synthetic database run through the whole maintenance cycle, for a first look
@@ -90,10 +94,6 @@ pub enum Command {
     /// Generate the man pages (corescope.1 and one per subcommand) into DIR
     #[command(hide = true)]
     GenMan(GenManArgs),
-    /// Retention: old packets, stale nodes and observers, metrics, dropped packets, old neighbor edges; then incremental vacuum and a WAL checkpoint
-    Prune(PruneArgs),
-    /// Incremental vacuum and WAL checkpoint; --full converts auto_vacuum to INCREMENTAL with a full VACUUM after checking free disk space
-    Vacuum(VacuumArgs),
 }
 
 impl Command {

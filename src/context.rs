@@ -10,7 +10,6 @@ pub struct Ctx {
     pub db_path: PathBuf,
     pub json: bool,
     pub quiet: bool,
-    pub verbose: u8,
     pub busy_timeout_ms: u64,
     pub config: Config,
     /// The run lock `WriteDb::open` takes (write commands; see `runlock`).

@@ -282,6 +282,12 @@ impl ReadOnlyDb {
         &self.path
     }
 
+    /// Refuse (exit 3) unless every table and column of the latest target
+    /// exists (dry runs of write commands check what the real run would).
+    pub fn require_ready(&self) -> anyhow::Result<()> {
+        require_structure(&self.conn, &self.path, false)
+    }
+
     /// Prepare a statement; refuses anything SQLite does not classify as read-only.
     pub fn prepare(&self, sql: &str) -> anyhow::Result<Statement<'_>> {
         let st = self
@@ -313,10 +319,12 @@ impl ReadOnlyDb {
         table_exists(&self.conn, name).map_err(|e| classify(&self.path, e, false))
     }
 
+    #[allow(dead_code)] // API kept for tests and future commands
     pub fn object_exists(&self, kind: &str, name: &str) -> anyhow::Result<bool> {
         object_exists(&self.conn, kind, name).map_err(|e| classify(&self.path, e, false))
     }
 
+    #[allow(dead_code)] // API kept for tests and future commands
     pub fn columns(&self, table: &str) -> anyhow::Result<Vec<String>> {
         columns(&self.conn, table).map_err(|e| classify(&self.path, e, false))
     }
@@ -447,6 +455,7 @@ impl WriteDb {
         (self.max_hold.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
     }
 
+    #[allow(dead_code)] // API kept for tests and future commands
     pub fn transactions(&self) -> u64 {
         self.transactions
     }
@@ -463,6 +472,7 @@ impl WriteDb {
         table_exists(&self.conn, name).map_err(|e| classify(&self.path, e, true))
     }
 
+    #[allow(dead_code)] // API kept for tests and future commands
     pub fn object_exists(&self, kind: &str, name: &str) -> anyhow::Result<bool> {
         object_exists(&self.conn, kind, name).map_err(|e| classify(&self.path, e, true))
     }
@@ -471,20 +481,41 @@ impl WriteDb {
         columns(&self.conn, table).map_err(|e| classify(&self.path, e, true))
     }
 
+    /// Prepare the connection for a long run of batched write transactions:
+    /// in WAL mode `synchronous = NORMAL` (each commit stays atomic; a power
+    /// loss can only drop the latest batches, which carry their own cursor or
+    /// watermark) and no automatic checkpoint inside our commits (it would
+    /// lengthen a lock hold; call [`WriteDb::checkpoint_passive`] between
+    /// transactions instead). Returns whether the database is in WAL mode.
+    pub fn tune_for_batches(&self) -> anyhow::Result<bool> {
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(|e| classify(&self.path, e, true))?;
+        let wal = mode.eq_ignore_ascii_case("wal");
+        if wal {
+            self.conn
+                .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")
+                .map_err(|e| classify(&self.path, e, true))?;
+        }
+        Ok(wal)
+    }
+
+    /// `PRAGMA wal_checkpoint(PASSIVE)` outside any transaction: waits for
+    /// nobody, never fails the run (a problem is logged).
+    pub fn checkpoint_passive(&self) {
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            log::debug!("passive checkpoint of {}: {e}", self.path.display());
+        }
+    }
+
     /// Refuse (exit 3) unless every table and column of the latest target
     /// exists; then make sure corescope's state table exists.
     pub fn require_ready(&mut self) -> anyhow::Result<()> {
-        let missing = crate::catalog::missing_structure(&self.conn, crate::catalog::Target::Latest)
-            .map_err(|e| classify(&self.path, e, true))?;
-        if !missing.is_empty() {
-            return Err(Failure::NotReady(format!(
-                "{} is not migrated (missing {}); run `corescope migrate --db {}` first",
-                self.path.display(),
-                missing.join(", "),
-                self.path.display()
-            ))
-            .into());
-        }
+        require_structure(&self.conn, &self.path, true)?;
         if !self.table_exists(STATE_TABLE)? {
             self.write(|tx| {
                 tx.execute_batch(STATE_TABLE_SQL)?;
@@ -553,6 +584,23 @@ pub fn classify_final(path: &Path, err: anyhow::Error) -> anyhow::Error {
         _ => return err,
     };
     Failure::Fatal(msg).into()
+}
+
+/// Exit 3 with the missing tables/columns unless the structure of the
+/// latest target is there.
+fn require_structure(conn: &Connection, path: &Path, writing: bool) -> anyhow::Result<()> {
+    let missing = crate::catalog::missing_structure(conn, crate::catalog::Target::Latest)
+        .map_err(|e| classify(path, e, writing))?;
+    if !missing.is_empty() {
+        return Err(Failure::NotReady(format!(
+            "{} is not migrated (missing {}); run `corescope migrate --db {}` first",
+            path.display(),
+            missing.join(", "),
+            path.display()
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// Map a rusqlite error inside an anyhow chain to a classified message,

@@ -47,6 +47,7 @@ pub fn from_pubkey(decoded_pubkey: Option<&str>, raw_hex: Option<&str>) -> Deriv
     Derived::Sentinel(FROM_PUBKEY_SENTINEL)
 }
 
+#[allow(dead_code)] // API kept for tests and future commands
 /// `decoded_json.pubKey` when `decoded_json` is a JSON object holding a
 /// string `pubKey` (tolerant: any other shape → `None`).
 pub fn decoded_pubkey(decoded_json: &str) -> Option<String> {

@@ -83,6 +83,7 @@ pub const PAYLOAD_TRACE: i64 = 9;
 /// Prefix lengths, in hex characters, that the index knows (spec §6.8).
 pub const PREFIX_HEX_LENS: [usize; 6] = [2, 4, 6, 8, 12, 16];
 
+#[allow(dead_code)] // API kept for tests and future commands
 /// True when `s` is a 64-character hexadecimal public key (any case).
 pub fn is_node_key(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
@@ -171,6 +172,7 @@ impl PrefixIndex {
         self.keys.len()
     }
 
+    #[allow(dead_code)] // API kept for tests and future commands
     /// True when no key is indexed.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
@@ -333,6 +335,7 @@ pub struct ObsInput<'a> {
 }
 
 impl ObsInput<'_> {
+    #[allow(dead_code)] // API kept for tests and future commands
     /// Originator `F` (spec §6.8): lower-cased `from_pubkey`, else
     /// `decoded_json.pubKey`; only for ADVERTs; `None` unless a 64-hex key.
     pub fn originator(&self) -> Option<String> {
@@ -347,6 +350,7 @@ impl ObsInput<'_> {
         is_node_key(&f).then_some(f)
     }
 
+    #[allow(dead_code)] // API kept for tests and future commands
     /// Observer `O`: lower-cased `observers.id`; `None` when there is no
     /// observer row or the id is not a 64-hex key (spec §10 #13).
     pub fn observer(&self) -> Option<String> {
@@ -355,6 +359,7 @@ impl ObsInput<'_> {
     }
 }
 
+#[allow(dead_code)] // API kept for tests and future commands
 /// Canonical order: the lexicographically smaller string is `node_a`.
 /// `None` for an empty endpoint or a self-edge.
 pub fn canonical(a: &str, b: &str) -> Option<(String, String)> {
@@ -420,6 +425,7 @@ pub fn extract_each(obs: &ObsInput<'_>, idx: &PrefixIndex, mut f: impl FnMut(&st
     }
 }
 
+#[allow(dead_code)] // API kept for tests and future commands
 /// Edge candidates of one observation (spec §6.8), lower-case and canonical.
 /// The same pair may appear twice (once per rule); each counts.
 pub fn extract(obs: &ObsInput<'_>, idx: &PrefixIndex) -> Vec<(String, String)> {

@@ -2,9 +2,6 @@
 //! main parses the command line, resolves the database, dispatches, prints
 //! the report and maps errors to the exit codes of cli.md.
 
-// Items of the shared modules are used by commands as they land.
-#![allow(dead_code)]
-
 mod catalog;
 mod cli;
 mod commands;
@@ -149,7 +146,6 @@ fn build_ctx(cli: &Cli) -> anyhow::Result<Ctx> {
         db_path,
         json: cli.json,
         quiet: cli.quiet,
-        verbose: cli.verbose,
         busy_timeout_ms: cli.busy_timeout,
         config,
         // ops: write commands take their run lock when they open the database.

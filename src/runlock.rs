@@ -41,6 +41,7 @@ pub struct RunLock {
 }
 
 impl RunLock {
+    #[allow(dead_code)] // API kept for tests and future commands
     pub fn path(&self) -> &Path {
         &self.path
     }

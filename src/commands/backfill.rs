@@ -573,14 +573,7 @@ impl Wal {
                 commits: 0,
             });
         };
-        let mode: String = w
-            .conn()
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
-        let on = mode.eq_ignore_ascii_case("wal");
-        if on {
-            w.conn()
-                .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")?;
-        }
+        let on = w.tune_for_batches()?;
         Ok(Wal { on, commits: 0 })
     }
 
@@ -593,13 +586,8 @@ impl Wal {
 
     fn checkpoint(&mut self, h: &Handle) {
         self.commits = 0;
-        if self.on {
-            if let Err(e) = h
-                .conn()
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            {
-                log::debug!("passive checkpoint: {e}");
-            }
+        if let (true, Handle::Write(w)) = (self.on, h) {
+            w.checkpoint_passive();
         }
     }
 }
@@ -911,17 +899,7 @@ pub fn run(ctx: &Ctx, args: &BackfillArgs) -> anyhow::Result<Outcome> {
 
     let mut wdb = if args.dry_run {
         let ro = ReadOnlyDb::open(&ctx.db_path, ctx.busy_timeout_ms)?;
-        let missing =
-            crate::catalog::missing_structure(ro.reader(), crate::catalog::Target::Latest)?;
-        if !missing.is_empty() {
-            return Err(Failure::NotReady(format!(
-                "{} is not migrated (missing {}); run `corescope migrate --db {}` first",
-                ctx.db_path.display(),
-                missing.join(", "),
-                ctx.db_path.display()
-            ))
-            .into());
-        }
+        ro.require_ready()?;
         Handle::Read(ro)
     } else {
         let mut w = WriteDb::open(&ctx.db_path, &ctx.open_options(false))?;

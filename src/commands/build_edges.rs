@@ -327,13 +327,7 @@ impl Run<'_> {
         self.commits_since_checkpoint += 1;
         if self.wal && self.commits_since_checkpoint >= every {
             self.commits_since_checkpoint = 0;
-            let r = self
-                .db
-                .conn()
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-            if let Err(e) = r {
-                log::debug!("passive checkpoint: {e}");
-            }
+            self.db.checkpoint_passive();
         }
     }
 
@@ -658,16 +652,9 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
     // In WAL mode NORMAL skips the fsync per commit but never breaks
     // atomicity: a power loss can only drop the latest transactions, each of
     // which carries its own watermark, so nothing is double-counted or lost.
-    let journal: String = db
-        .conn()
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
-    let wal = journal.eq_ignore_ascii_case("wal");
-    if wal {
-        db.conn().execute_batch("PRAGMA synchronous = NORMAL")?;
-        // Checkpoint explicitly (PASSIVE, outside any transaction) instead of
-        // inside our commits, so a checkpoint never lengthens a lock hold.
-        db.conn().execute_batch("PRAGMA wal_autocheckpoint = 0")?;
-    }
+    // Checkpoints run explicitly (PASSIVE, outside any transaction) instead
+    // of inside our commits, so a checkpoint never lengthens a lock hold.
+    let wal = db.tune_for_batches()?;
     // 8 MiB page cache (SQLite's default is 2 MiB): upserts into a large
     // edge table touch pages all over its two B-trees.
     db.conn().execute_batch("PRAGMA cache_size = -8192")?;
@@ -744,9 +731,7 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
     // Old tables of this or an earlier (interrupted) swap.
     let old_rows_deleted = drop_old_tables(&mut db, args.write.max_lock_ms, &deadline)?;
     if wal {
-        let _ = db
-            .conn()
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        db.checkpoint_passive();
     }
     let watermark = read_watermark(db.conn(), WATERMARK_KEY)?;
     // Counting the table costs a full index scan: only after a rebuild.

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::Context;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
 use crate::catalog::{
@@ -1030,11 +1030,6 @@ fn cleanup_legacy(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<i64
         }
     }
     Ok(total)
-}
-
-#[allow(dead_code)]
-fn exists_row(conn: &Connection, sql: &str) -> anyhow::Result<bool> {
-    Ok(conn.query_row(sql, [], |_| Ok(())).optional()?.is_some())
 }
 
 #[cfg(test)]

@@ -949,17 +949,7 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<Outcome> {
     let ro_db;
     let mut handle = if args.dry_run {
         ro_db = ReadOnlyDb::open(&ctx.db_path, ctx.busy_timeout_ms)?;
-        let missing =
-            crate::catalog::missing_structure(ro_db.reader(), crate::catalog::Target::Latest)?;
-        if !missing.is_empty() {
-            return Err(Failure::NotReady(format!(
-                "{} is not migrated (missing {}); run `corescope migrate --db {}` first",
-                ctx.db_path.display(),
-                missing.join(", "),
-                ctx.db_path.display()
-            ))
-            .into());
-        }
+        ro_db.require_ready()?;
         Handle::Dry(&ro_db)
     } else {
         write_db = WriteDb::open(&ctx.db_path, &ctx.open_options(false))?;
@@ -979,9 +969,8 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<Outcome> {
     };
     if let Handle::Real(db) = &handle {
         // Per connection, not stored in the file; see Runtime::after_batch.
-        db.conn()
-            .execute_batch("PRAGMA wal_autocheckpoint = 0")
-            .context("disabling auto-checkpoint on prune's connection")?;
+        db.tune_for_batches()
+            .context("preparing prune's connection for batched writes")?;
     }
     let mut reports: Vec<(PruneKind, KindReport)> = Vec::new();
     let mut complete = true;

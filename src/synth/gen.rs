@@ -62,6 +62,7 @@ pub struct Observer {
     pub node: Option<usize>,
     pub name: String,
     pub iata: &'static str,
+    #[allow(dead_code)] // API kept for tests and future commands
     pub pos: (f64, f64),
     pub ears: Vec<u32>,
     pub active: (i64, i64),
@@ -898,6 +899,7 @@ impl Generator {
         }
     }
 
+    #[allow(dead_code)] // API kept for tests and future commands
     pub fn tx_done(&self) -> u64 {
         self.tx_done
     }
