@@ -58,13 +58,37 @@ pub fn migration_pending(
         return Ok(false);
     }
     if m.own {
-        // corescope's own repair is pending only while it has work to do.
+        // corescope's own repair is pending only while it has work to do, or
+        // when a run started it and was interrupted before recording it (its
+        // last batches may have left no work, but an uninterrupted run records
+        // the name: the re-run must too).
+        if own_started(conn, m.name)? {
+            return Ok(true);
+        }
         return match m.data {
             catalog::DataOp::ObserverIdxRowid => Ok(text_observer_idx(conn)?.1 > 0),
             _ => Ok(true),
         };
     }
     Ok(true)
+}
+
+/// `_corescope_state` key set by the first batch of corescope's own data
+/// migration `name` and removed together with its record.
+pub fn own_started_key(name: &str) -> String {
+    format!("migrate.{name}.started")
+}
+
+fn own_started(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    if !db::table_exists(conn, db::STATE_TABLE)? {
+        return Ok(false);
+    }
+    conn.query_row(
+        "SELECT count(*) FROM _corescope_state WHERE key = ?1",
+        [own_started_key(name)],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
 }
 
 pub fn pending_migrations(

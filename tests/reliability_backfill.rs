@@ -50,7 +50,7 @@ fn backfill_every_task_converges_after_kills() {
                 &setup
             },
             args: &a,
-            kills: 3,
+            kills: kills_or(3),
             seed: 0x5eed_0200 + i as u64,
             exclude: &[],
             code: 0,

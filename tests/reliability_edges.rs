@@ -72,7 +72,7 @@ fn build_edges_converges_after_kills() {
             name,
             setup,
             args: &args,
-            kills: 3,
+            kills: kills_or(3),
             seed: 0x5eed_0400 + i as u64,
             exclude: &[],
             code: 0,

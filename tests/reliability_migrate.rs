@@ -27,7 +27,7 @@ fn migrate_legacy_fixture_converges_after_kills() {
         name: "migrate legacy fixture",
         setup: &setup,
         args: MIGRATE,
-        kills: 4,
+        kills: kills_or(4),
         seed: 0x5eed_0001,
         exclude: &[],
         code: 0,
@@ -46,7 +46,7 @@ fn migrate_synthetic_legacy_converges_after_kills() {
         name: "migrate synthetic legacy 10k observations",
         setup: &setup,
         args: &["migrate", "-q", "--max-lock-ms", "50"],
-        kills: 3,
+        kills: kills_or(3),
         seed: 0x5eed_0002,
         exclude: &[],
         code: 0,
@@ -207,4 +207,43 @@ fn write_synthetic_legacy() {
             .unwrap_or(20_000);
         synthetic_legacy(std::path::Path::new(&out), n, 7);
     }
+}
+
+/// Regression (found by the kill suite): killed after the last batch of
+/// corescope's own observer_idx repair but before its record, the re-run saw
+/// no work left and never recorded it, so `_migrations` differed from an
+/// uninterrupted run. The first batch now leaves a "started" key that keeps
+/// the migration pending until it is recorded.
+#[test]
+fn own_migration_interrupted_before_its_record_is_recorded_by_the_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = legacy_copy(dir.path());
+    run_ok(MIGRATE, &reference, 0);
+    let want = full_state(&reference, &[]);
+    let name = "corescope_observer_idx_rowid_v1";
+    let c = Connection::open(&reference).unwrap();
+    assert_eq!(
+        count(
+            &c,
+            &format!("SELECT count(*) FROM _migrations WHERE name = '{name}'")
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM _corescope_state WHERE key LIKE 'migrate.%'"
+        ),
+        0
+    );
+    // The state a kill between the last batch and the record leaves.
+    c.execute_batch(&format!(
+        "DELETE FROM _migrations WHERE name = '{name}';
+         INSERT INTO _corescope_state (key, value, updated_at) VALUES ('migrate.{name}.started', '1', '2026-01-01T00:00:00Z');"
+    ))
+    .unwrap();
+    drop(c);
+    run_ok(&["check", "-q"], &reference, 3);
+    run_ok(MIGRATE, &reference, 0);
+    assert_eq!(diff_states(&want, &full_state(&reference, &[])), None);
 }

@@ -610,7 +610,13 @@ fn apply_migration(
         return Ok(Applied::Done(0));
     }
     let rows = run_data(db, m.data, batcher)?;
-    db.write(|tx| record(tx, m))?;
+    db.write(|tx| {
+        record(tx, m)?;
+        if m.own {
+            db::state_delete(tx, &schema::own_started_key(m.name))?;
+        }
+        Ok(())
+    })?;
     Ok(Applied::Done(rows))
 }
 
@@ -892,6 +898,7 @@ fn observer_idx_rowid(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result
             let rows: Vec<(i64, String)> = sel
                 .query_map(params![cursor, n as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
+            db::state_set(tx, &schema::own_started_key(catalog::OBSERVER_IDX_MIGRATION), "1")?;
             let mut upd = tx.prepare(
                 "UPDATE OR IGNORE observations SET observer_idx = ?1 WHERE id = ?2 AND typeof(observer_idx) = 'text'",
             )?;
