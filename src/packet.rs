@@ -616,14 +616,21 @@ fn hash_input(bytes: &[u8]) -> Option<String> {
     let plb = bytes[off];
     let start = off + 1 + hash_size_of(plb) * hash_count_of(plb);
     let payload = bytes.get(start..)?;
+    Some(content_hash_parts(header.payload_type, plb, payload))
+}
+
+/// The hash rule of §4.9 on the decoded parts: SHA-256 over the payload type,
+/// for TRACE the path length byte and a zero byte, then the payload; the
+/// first 8 bytes as 16 lower-case hex characters.
+pub fn content_hash_parts(payload_type: u8, path_len_byte: u8, payload: &[u8]) -> String {
     let mut h = Sha256::new();
-    h.update([header.payload_type]);
-    if header.payload_type == PAYLOAD_TRACE {
-        h.update([plb, 0u8]);
+    h.update([payload_type & 0x0F]);
+    if payload_type & 0x0F == PAYLOAD_TRACE {
+        h.update([path_len_byte, 0u8]);
     }
     h.update(payload);
     let d = h.finalize();
-    Some(hex::encode(&d[..8]))
+    hex::encode(&d[..8])
 }
 
 /// What [`encode_packet`] writes.

@@ -5,8 +5,6 @@
 //! [`content_hash`], so the generator can be switched to the project's shared packet
 //! encoder in one place.
 
-use sha2::{Digest, Sha256};
-
 /// Payload type numbers (spec §4.3).
 pub const REQ: u8 = 0;
 pub const RESPONSE: u8 = 1;
@@ -55,17 +53,10 @@ pub fn packet_bytes(
     out
 }
 
-/// Content hash (spec §4.9): first 8 bytes of SHA-256 over the payload type, for
-/// TRACE the path length byte and a zero byte, then the payload; 16 lower-case hex.
+/// Content hash (spec §4.9) of a packet built from these parts: the shared
+/// rule of `packet::content_hash_parts`.
 pub fn content_hash(payload_type: u8, path_len: u8, payload: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update([payload_type & 0x0F]);
-    if payload_type == TRACE {
-        h.update([path_len, 0]);
-    }
-    h.update(payload);
-    let d = h.finalize();
-    hex::encode(&d[..8])
+    crate::packet::content_hash_parts(payload_type, path_len, payload)
 }
 
 /// Hops rendered as CoreScope stores them in `path_json` (upper-case hex, spec §4.6).
@@ -110,27 +101,13 @@ pub fn iso_millis(epoch: i64) -> String {
     }
 }
 
-/// RFC 3339 `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn rfc3339(epoch: i64) -> String {
-    match chrono::DateTime::from_timestamp(epoch, 0) {
-        Some(t) => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        None => "1970-01-01T00:00:00Z".to_string(),
-    }
-}
+pub use crate::timeutil::{rfc3339, sqlite_datetime};
 
 /// RFC 3339 with milliseconds (legacy Node.js rows, spec §3.1).
 pub fn rfc3339_ms(epoch: i64, ms: u32) -> String {
     match chrono::DateTime::from_timestamp(epoch, 0) {
         Some(t) => format!("{}.{:03}Z", t.format("%Y-%m-%dT%H:%M:%S"), ms % 1000),
         None => "1970-01-01T00:00:00.000Z".to_string(),
-    }
-}
-
-/// SQLite `datetime('now')` shape `YYYY-MM-DD HH:MM:SS`.
-pub fn sqlite_datetime(epoch: i64) -> String {
-    match chrono::DateTime::from_timestamp(epoch, 0) {
-        Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
-        None => "1970-01-01 00:00:00".to_string(),
     }
 }
 
