@@ -319,16 +319,6 @@ impl ReadOnlyDb {
         table_exists(&self.conn, name).map_err(|e| classify(&self.path, e, false))
     }
 
-    #[allow(dead_code)] // API kept for tests and future commands
-    pub fn object_exists(&self, kind: &str, name: &str) -> anyhow::Result<bool> {
-        object_exists(&self.conn, kind, name).map_err(|e| classify(&self.path, e, false))
-    }
-
-    #[allow(dead_code)] // API kept for tests and future commands
-    pub fn columns(&self, table: &str) -> anyhow::Result<Vec<String>> {
-        columns(&self.conn, table).map_err(|e| classify(&self.path, e, false))
-    }
-
     /// Read a PRAGMA value (read-only pragmas such as `auto_vacuum`, `journal_mode`).
     pub fn pragma_i64(&self, name: &str) -> anyhow::Result<i64> {
         self.query_row(&format!("SELECT * FROM pragma_{name}"), [], |r| r.get(0))
@@ -455,7 +445,7 @@ impl WriteDb {
         (self.max_hold.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
     }
 
-    #[allow(dead_code)] // API kept for tests and future commands
+    #[cfg(test)]
     pub fn transactions(&self) -> u64 {
         self.transactions
     }
@@ -470,11 +460,6 @@ impl WriteDb {
 
     pub fn table_exists(&self, name: &str) -> anyhow::Result<bool> {
         table_exists(&self.conn, name).map_err(|e| classify(&self.path, e, true))
-    }
-
-    #[allow(dead_code)] // API kept for tests and future commands
-    pub fn object_exists(&self, kind: &str, name: &str) -> anyhow::Result<bool> {
-        object_exists(&self.conn, kind, name).map_err(|e| classify(&self.path, e, true))
     }
 
     pub fn columns(&self, table: &str) -> anyhow::Result<Vec<String>> {

@@ -47,13 +47,6 @@ pub fn from_pubkey(decoded_pubkey: Option<&str>, raw_hex: Option<&str>) -> Deriv
     Derived::Sentinel(FROM_PUBKEY_SENTINEL)
 }
 
-#[allow(dead_code)] // API kept for tests and future commands
-/// `decoded_json.pubKey` when `decoded_json` is a JSON object holding a
-/// string `pubKey` (tolerant: any other shape → `None`).
-pub fn decoded_pubkey(decoded_json: &str) -> Option<String> {
-    edges::decoded_pubkey(decoded_json)
-}
-
 /// Payload type of a row: the stored column, else the header byte of the raw
 /// packet (the header is authoritative, §10 #4).
 pub fn payload_type(column: Option<i64>, raw_hex: Option<&str>) -> Option<i64> {
@@ -191,12 +184,12 @@ mod tests {
     #[test]
     fn decoded_pubkey_tolerant() {
         assert_eq!(
-            decoded_pubkey(r#"{"type":"ADVERT","pubKey":"AbC"}"#).as_deref(),
+            edges::decoded_pubkey(r#"{"type":"ADVERT","pubKey":"AbC"}"#).as_deref(),
             Some("AbC")
         );
-        assert_eq!(decoded_pubkey(r#"{"pubKey":5}"#), None);
-        assert_eq!(decoded_pubkey("not json"), None);
-        assert_eq!(decoded_pubkey("[]"), None);
+        assert_eq!(edges::decoded_pubkey(r#"{"pubKey":5}"#), None);
+        assert_eq!(edges::decoded_pubkey("not json"), None);
+        assert_eq!(edges::decoded_pubkey("[]"), None);
     }
 
     #[test]

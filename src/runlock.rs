@@ -40,13 +40,6 @@ pub struct RunLock {
     path: PathBuf,
 }
 
-impl RunLock {
-    #[allow(dead_code)] // API kept for tests and future commands
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
 /// The run locks this process holds (until it exits).
 static HELD: Mutex<Vec<RunLock>> = Mutex::new(Vec::new());
 

@@ -62,8 +62,6 @@ pub struct Observer {
     pub node: Option<usize>,
     pub name: String,
     pub iata: &'static str,
-    #[allow(dead_code)] // API kept for tests and future commands
-    pub pos: (f64, f64),
     pub ears: Vec<u32>,
     pub active: (i64, i64),
     pub upper_hex: bool,
@@ -500,7 +498,7 @@ impl World {
                     }
                 }
             }
-            let (id, pos, ears, name) = match node {
+            let (id, ears, name) = match node {
                 Some(ni) => {
                     let n = &nodes[ni];
                     let name = if n.node_type == ROLE_REPEATER {
@@ -508,7 +506,7 @@ impl World {
                     } else {
                         format!("{} Capture", n.name)
                     };
-                    (hex::encode_upper(n.key), n.pos, n.attach.clone(), name)
+                    (hex::encode_upper(n.key), n.attach.clone(), name)
                 }
                 None => {
                     let mut k = [0u8; 32];
@@ -520,7 +518,7 @@ impl World {
                         PLACES.choose(rng).unwrap_or(&"Mesh"),
                         oi + 1
                     );
-                    (hex::encode_upper(k), pos, ears, name)
+                    (hex::encode_upper(k), ears, name)
                 }
             };
             let act: f64 = rng.gen();
@@ -539,7 +537,6 @@ impl World {
                 node,
                 name,
                 iata: IATAS.choose(rng).copied().unwrap_or("SJC"),
-                pos,
                 ears,
                 active,
                 upper_hex: rng.gen_bool(0.3),
@@ -562,7 +559,6 @@ impl World {
                 node: None,
                 name: "East Bay MQTT bridge".to_string(),
                 iata: "OAK",
-                pos,
                 ears,
                 active: (start, end),
                 upper_hex: false,
@@ -899,7 +895,7 @@ impl Generator {
         }
     }
 
-    #[allow(dead_code)] // API kept for tests and future commands
+    #[cfg(test)]
     pub fn tx_done(&self) -> u64 {
         self.tx_done
     }
