@@ -434,7 +434,7 @@ fn path_resolution_target(n: u32) -> u64 {
     r.run(&strat, |(path, decoded, keys, edge_ix, ptype)| {
         let hops = edges::parse_path_json(&path);
         let _ = edges::decoded_pubkey(&decoded);
-        let _ = derive::decoded_pubkey(&decoded);
+        let _ = crate::edges::decoded_pubkey(&decoded);
         let idx = PrefixIndex::new(keys.iter().map(|s| s.as_str()));
         let adj = resolve::adjacency_from_edges(
             edge_ix

@@ -40,6 +40,13 @@ pub struct RunLock {
     path: PathBuf,
 }
 
+impl RunLock {
+    #[cfg(test)]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// The run locks this process holds (until it exits).
 static HELD: Mutex<Vec<RunLock>> = Mutex::new(Vec::new());
 
