@@ -757,7 +757,7 @@ fn count_data(conn: &Connection, op: DataOp) -> anyhow::Result<Option<i64>> {
             q(&format!(
                 "SELECT count(*) FROM observers WHERE last_seen IS NOT NULL {null_cond}
                  AND (rowid IN (SELECT observer_idx FROM observations WHERE typeof(observer_idx) = 'integer')
-                      OR lower(id) IN (SELECT lower(observer_idx) FROM observations WHERE typeof(observer_idx) = 'text'))"
+                      OR lower(id) IN (SELECT lower(observer_idx) FROM observations WHERE observer_idx >= '' AND typeof(observer_idx) = 'text'))"
             ))
         }
         DataOp::CleanupLegacyNullHashTs => q(
