@@ -47,7 +47,6 @@ pub struct TableDef {
     pub columns: &'static [ColumnDef],
     /// Table constraints after the column list.
     pub constraints: &'static [&'static str],
-    #[allow(dead_code)] // API kept for tests and future commands
     /// Checked by AssertReady as a table (only `neighbor_edges`).
     pub asserted: bool,
     /// Required for readiness. corescope's own state table is not: a database
@@ -812,7 +811,6 @@ pub fn missing_structure(conn: &Connection, target: Target) -> rusqlite::Result<
     Ok(missing)
 }
 
-#[allow(dead_code)] // API kept for tests and future commands
 /// The AssertReady list of a target (spec §2.4): tables as `table:NAME`,
 /// columns as `TABLE.COLUMN`.
 pub fn assert_ready_items(target: Target) -> Vec<String> {

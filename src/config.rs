@@ -46,7 +46,6 @@ pub struct Retention {
 pub struct DbCfg {
     #[serde(default)]
     pub incremental_vacuum_pages: Option<i64>,
-    #[allow(dead_code)] // API kept for tests and future commands
     #[serde(default)]
     pub vacuum_on_startup: Option<bool>,
 }

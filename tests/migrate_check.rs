@@ -52,6 +52,16 @@ fn legacy_fixture_upgrade_keeps_every_row() {
     ] {
         assert!(missing.contains(&m.to_string()), "{m} not in {missing:?}");
     }
+    // The CoreScope server's own AssertReady list (spec §2.4): 1 table + 20 of
+    // its 21 latest columns are missing (observers.iata exists in the fixture).
+    let server: Vec<&str> = j["server_missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(server.len(), 21, "{server:?}");
+    assert!(server.contains(&"table:neighbor_edges") && !server.contains(&"observers.iata"));
     let warnings: Vec<String> = j["warnings"]
         .as_array()
         .unwrap()
@@ -115,6 +125,15 @@ fn legacy_fixture_upgrade_keeps_every_row() {
             .arg(&db)
             .assert()
             .code(0);
+        let out = bin()
+            .args(["check", "--json", "--target", target, "--db"])
+            .arg(&db)
+            .output()
+            .unwrap();
+        assert_eq!(
+            json_of(&out.stdout)["server_missing"],
+            serde_json::json!([])
+        );
     }
 
     // Every pre-existing row is unchanged, except the documented repairs.

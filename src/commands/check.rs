@@ -36,7 +36,8 @@ pub fn run(ctx: &Ctx, args: &CheckArgs) -> anyhow::Result<Outcome> {
     log::info!("named migrations pending: {}", pending.len());
     let backfills = pending_backfills(conn)?;
     log::info!("backfill rows pending: {backfills:?}");
-    let mut warnings = anomalies(&ro, conn)?;
+    let vacuum_on_startup = ctx.config.db.vacuum_on_startup.unwrap_or(false);
+    let mut warnings = anomalies(&ro, conn, vacuum_on_startup)?;
     log::info!("data and health checks: {} warnings", warnings.len());
     for (task, n) in &backfills {
         if *n > 0 {
@@ -68,6 +69,12 @@ pub fn run(ctx: &Ctx, args: &CheckArgs) -> anyhow::Result<Outcome> {
         integrity = Some(json!({"quick_check": qc, "foreign_key_violations": fk.len()}));
     }
     let ready = missing.is_empty() && pending.is_empty();
+    // What the CoreScope server itself asserts at start (spec §2.4): it
+    // refuses to start while any of these is missing.
+    let server_missing: Vec<String> = crate::catalog::assert_ready_items(args.target)
+        .into_iter()
+        .filter(|i| missing.contains(i))
+        .collect();
     let mut out = Outcome::new();
     out.exit_code = if !ready || (args.strict && !warnings.is_empty()) {
         EXIT_NOT_READY
@@ -77,6 +84,7 @@ pub fn run(ctx: &Ctx, args: &CheckArgs) -> anyhow::Result<Outcome> {
     out.set("target", args.target.name());
     out.set("ready", ready);
     out.set("missing", missing.clone());
+    out.set("server_missing", server_missing.clone());
     out.set("pending_migrations", pending.clone());
     out.set(
         "pending_backfills",
@@ -99,6 +107,7 @@ pub fn run(ctx: &Ctx, args: &CheckArgs) -> anyhow::Result<Outcome> {
     }
     out.human = human(
         ctx,
+        &server_missing,
         args.target,
         ready,
         &missing,
@@ -130,6 +139,7 @@ pub fn run(ctx: &Ctx, args: &CheckArgs) -> anyhow::Result<Outcome> {
 #[allow(clippy::too_many_arguments)]
 fn human(
     ctx: &Ctx,
+    server_missing: &[String],
     target: Target,
     ready: bool,
     missing: &[String],
@@ -151,6 +161,14 @@ fn human(
             "yes".into()
         } else {
             "NO: run `corescope migrate`".to_string()
+        },
+    ]);
+    t.add_row(vec![
+        "CoreScope server would start".to_string(),
+        if server_missing.is_empty() {
+            "yes".into()
+        } else {
+            format!("NO: its AssertReady misses {}", server_missing.join(", "))
         },
     ]);
     t.add_row(vec![
@@ -214,7 +232,11 @@ fn integrity_check(ro: &ReadOnlyDb) -> anyhow::Result<(Vec<String>, Vec<String>)
 }
 
 /// Data anomalies of spec §10 and vacuum/WAL health, each with what to do.
-fn anomalies(ro: &ReadOnlyDb, conn: &Connection) -> anyhow::Result<Vec<Warning>> {
+fn anomalies(
+    ro: &ReadOnlyDb,
+    conn: &Connection,
+    vacuum_on_startup: bool,
+) -> anyhow::Result<Vec<Warning>> {
     let mut w = Vec::new();
     let count = |sql: &str| -> anyhow::Result<i64> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
     let shape = schema::observations_shape(conn)?;
@@ -300,7 +322,15 @@ fn anomalies(ro: &ReadOnlyDb, conn: &Connection) -> anyhow::Result<Vec<Warning>>
     if av != 2 {
         w.push(Warning {
             code: "auto_vacuum_not_incremental",
-            message: format!("auto_vacuum is {} (not INCREMENTAL): deletes never shrink the file (spec §10 #21); convert once with `corescope vacuum --full` (needs about twice the file size free)", match av { 0 => "NONE", 1 => "FULL", _ => "unknown" }),
+            message: format!(
+                "auto_vacuum is {} (not INCREMENTAL): deletes never shrink the file (spec §10 #21); convert once with `corescope vacuum --full` (needs about twice the file size free){}",
+                match av { 0 => "NONE", 1 => "FULL", _ => "unknown" },
+                if vacuum_on_startup {
+                    "; note: the config sets db.vacuumOnStartup, so CoreScope will run this full VACUUM itself at its next start, without a disk-space check, blocking ingest for its duration (spec §6.11)"
+                } else {
+                    ""
+                }
+            ),
         });
     }
     let jm = ro.pragma_text("journal_mode")?;
