@@ -83,12 +83,6 @@ pub const PAYLOAD_TRACE: i64 = 9;
 /// Prefix lengths, in hex characters, that the index knows (spec §6.8).
 pub const PREFIX_HEX_LENS: [usize; 6] = [2, 4, 6, 8, 12, 16];
 
-#[allow(dead_code)] // API kept for tests and future commands
-/// True when `s` is a 64-character hexadecimal public key (any case).
-pub fn is_node_key(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 /// Outcome of resolving one hop against the prefix index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolution<'a> {
@@ -334,34 +328,10 @@ pub struct ObsInput<'a> {
     pub path_json: Option<&'a str>,
 }
 
-impl ObsInput<'_> {
-    #[allow(dead_code)] // API kept for tests and future commands
-    /// Originator `F` (spec §6.8): lower-cased `from_pubkey`, else
-    /// `decoded_json.pubKey`; only for ADVERTs; `None` unless a 64-hex key.
-    pub fn originator(&self) -> Option<String> {
-        if self.payload_type != Some(PAYLOAD_ADVERT) {
-            return None;
-        }
-        let raw = match self.from_pubkey.map(str::trim).filter(|s| !s.is_empty()) {
-            Some(s) => s.to_string(),
-            None => decoded_pubkey(self.decoded_json?)?,
-        };
-        let f = raw.trim().to_ascii_lowercase();
-        is_node_key(&f).then_some(f)
-    }
-
-    #[allow(dead_code)] // API kept for tests and future commands
-    /// Observer `O`: lower-cased `observers.id`; `None` when there is no
-    /// observer row or the id is not a 64-hex key (spec §10 #13).
-    pub fn observer(&self) -> Option<String> {
-        let o = self.observer_id?.trim().to_ascii_lowercase();
-        is_node_key(&o).then_some(o)
-    }
-}
-
-#[allow(dead_code)] // API kept for tests and future commands
 /// Canonical order: the lexicographically smaller string is `node_a`.
-/// `None` for an empty endpoint or a self-edge.
+/// `None` for an empty endpoint or a self-edge. (Test reference;
+/// `extract_each` applies the same rule inline.)
+#[cfg(test)]
 pub fn canonical(a: &str, b: &str) -> Option<(String, String)> {
     if a.is_empty() || b.is_empty() || a == b {
         return None;
@@ -425,9 +395,10 @@ pub fn extract_each(obs: &ObsInput<'_>, idx: &PrefixIndex, mut f: impl FnMut(&st
     }
 }
 
-#[allow(dead_code)] // API kept for tests and future commands
 /// Edge candidates of one observation (spec §6.8), lower-case and canonical.
-/// The same pair may appear twice (once per rule); each counts.
+/// The same pair may appear twice (once per rule); each counts. (Collecting
+/// form of [`extract_each`], for tests.)
+#[cfg(test)]
 pub fn extract(obs: &ObsInput<'_>, idx: &PrefixIndex) -> Vec<(String, String)> {
     let mut out = Vec::new();
     extract_each(obs, idx, |a, b| out.push((a.to_string(), b.to_string())));

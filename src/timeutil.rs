@@ -59,7 +59,6 @@ pub fn rfc3339(epoch: i64) -> String {
     }
 }
 
-#[allow(dead_code)] // API kept for tests and future commands
 /// `YYYY-MM-DD HH:MM:SS` (SQLite `datetime()` format) for an epoch.
 pub fn sqlite_datetime(epoch: i64) -> String {
     match Utc.timestamp_opt(epoch, 0).single() {
