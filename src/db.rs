@@ -614,6 +614,18 @@ fn classify_anyhow(path: &Path, err: anyhow::Error) -> anyhow::Error {
     }
 }
 
+/// The `-wal` file beside a database (byte-exact, also for non-UTF-8 paths).
+pub fn wal_path(db: &Path) -> PathBuf {
+    let mut s = db.as_os_str().to_os_string();
+    s.push("-wal");
+    PathBuf::from(s)
+}
+
+/// Size of a file, 0 when it does not exist.
+pub fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
 // ---------------------------------------------------------------------------
 // State table helpers.
 

@@ -341,7 +341,7 @@ fn anomalies(
         });
     }
     let path = ro.path();
-    let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
+    let wal = db::wal_path(path);
     if let (Ok(dbm), Ok(walm)) = (std::fs::metadata(path), std::fs::metadata(&wal)) {
         if walm.len() > dbm.len() {
             w.push(Warning {

@@ -201,15 +201,7 @@ impl CheckpointResult {
     }
 }
 
-pub fn wal_path(db: &Path) -> PathBuf {
-    let mut s = db.as_os_str().to_os_string();
-    s.push("-wal");
-    PathBuf::from(s)
-}
-
-pub fn file_len(p: &Path) -> u64 {
-    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
-}
+pub use crate::db::{file_len, wal_path};
 
 /// `PRAGMA wal_checkpoint(PASSIVE|TRUNCATE)`. TRUNCATE runs with a short busy
 /// timeout and its duration is recorded as a lock hold (it blocks writers).
