@@ -867,6 +867,34 @@ fn by_rowid_ranges(
     Ok(total)
 }
 
+/// Walk a table by a rowid cursor in adaptive batches, one write transaction
+/// each: `step(tx, after, limit)` handles up to `limit` rows after `after`
+/// and returns (last rowid seen, rows seen, rows changed). Ends at the first
+/// short batch; returns the rows changed.
+fn by_cursor(
+    db: &mut WriteDb,
+    batcher: &mut Batcher,
+    mut step: impl FnMut(
+        &rusqlite::Transaction<'_>,
+        i64,
+        usize,
+    ) -> anyhow::Result<(Option<i64>, usize, i64)>,
+) -> anyhow::Result<i64> {
+    let mut cursor = i64::MIN;
+    let mut total = 0i64;
+    loop {
+        let n = batcher.size();
+        let t0 = Instant::now();
+        let (last, scanned, changed) = db.write(|tx| step(tx, cursor, n))?;
+        batcher.observe(scanned.max(1), t0.elapsed());
+        total += changed;
+        match last {
+            Some(l) if scanned == n => cursor = l,
+            _ => return Ok(total),
+        }
+    }
+}
+
 /// spec §10 #23: map text observer_idx to observers.rowid where the text
 /// equals exactly one observer id case-insensitively; leave the rest.
 fn observer_idx_rowid(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<i64> {
@@ -885,39 +913,30 @@ fn observer_idx_rowid(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result
             }
         }
     }
-    let mut cursor = i64::MIN;
-    let mut total = 0i64;
-    loop {
-        let n = batcher.size();
-        let t0 = Instant::now();
-        let map_ref = &map;
-        let (last, scanned, changed) = db.write(|tx| {
-            let mut sel = tx.prepare(
+    let map_ref = &map;
+    by_cursor(db, batcher, |tx, cursor, n| {
+        let mut sel = tx.prepare(
                 "SELECT id, observer_idx FROM observations WHERE id > ?1 AND typeof(observer_idx) = 'text' ORDER BY id LIMIT ?2",
             )?;
-            let rows: Vec<(i64, String)> = sel
-                .query_map(params![cursor, n as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            db::state_set(tx, &schema::own_started_key(catalog::OBSERVER_IDX_MIGRATION), "1")?;
-            let mut upd = tx.prepare(
+        let rows: Vec<(i64, String)> = sel
+            .query_map(params![cursor, n as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        db::state_set(
+            tx,
+            &schema::own_started_key(catalog::OBSERVER_IDX_MIGRATION),
+            "1",
+        )?;
+        let mut upd = tx.prepare(
                 "UPDATE OR IGNORE observations SET observer_idx = ?1 WHERE id = ?2 AND typeof(observer_idx) = 'text'",
             )?;
-            let mut changed = 0i64;
-            for (id, text) in &rows {
-                if let Some(Some(rowid)) = map_ref.get(&text.to_lowercase()) {
-                    changed += upd.execute(params![rowid, id])? as i64;
-                }
+        let mut changed = 0i64;
+        for (id, text) in &rows {
+            if let Some(Some(rowid)) = map_ref.get(&text.to_lowercase()) {
+                changed += upd.execute(params![rowid, id])? as i64;
             }
-            Ok((rows.last().map(|r| r.0), rows.len(), changed))
-        })?;
-        batcher.observe(scanned.max(1), t0.elapsed());
-        total += changed;
-        match last {
-            Some(l) if scanned == n => cursor = l,
-            _ => break,
         }
-    }
-    Ok(total)
+        Ok((rows.last().map(|r| r.0), rows.len(), changed))
+    })
 }
 
 /// advert_count_unique_v1 done right: counts from `from_pubkey`, falling back
@@ -933,42 +952,31 @@ fn advert_count(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<i64> 
                 r.get(0)
             })?;
     let base = advert_counts(db.conn(), "<=", snap)?;
-    let mut cursor = i64::MIN;
-    let mut total = 0i64;
-    loop {
-        let n = batcher.size();
-        let t0 = Instant::now();
-        let base_ref = &base;
-        let (last, scanned, changed) = db.write(|tx| {
-            let newer = advert_counts(tx, ">", snap)?;
-            let mut sel = tx.prepare(
+    let base_ref = &base;
+    by_cursor(db, batcher, |tx, cursor, n| {
+        let newer = advert_counts(tx, ">", snap)?;
+        let mut sel = tx.prepare(
                 "SELECT rowid, lower(public_key), CASE WHEN typeof(advert_count) = 'integer' THEN advert_count END
                  FROM nodes WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
             )?;
-            let rows: Vec<(i64, Option<String>, Option<i64>)> = sel
-                .query_map(params![cursor, n as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            let mut upd = tx.prepare("UPDATE nodes SET advert_count = ?1 WHERE rowid = ?2")?;
-            let mut changed = 0i64;
-            for (rowid, key, current) in &rows {
-                let want = key
-                    .as_ref()
-                    .map(|k| base_ref.get(k).copied().unwrap_or(0) + newer.get(k).copied().unwrap_or(0))
-                    .unwrap_or(0);
-                if *current != Some(want) {
-                    changed += upd.execute(params![want, rowid])? as i64;
-                }
+        let rows: Vec<(i64, Option<String>, Option<i64>)> = sel
+            .query_map(params![cursor, n as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut upd = tx.prepare("UPDATE nodes SET advert_count = ?1 WHERE rowid = ?2")?;
+        let mut changed = 0i64;
+        for (rowid, key, current) in &rows {
+            let want = key
+                .as_ref()
+                .map(|k| base_ref.get(k).copied().unwrap_or(0) + newer.get(k).copied().unwrap_or(0))
+                .unwrap_or(0);
+            if *current != Some(want) {
+                changed += upd.execute(params![want, rowid])? as i64;
             }
-            Ok((rows.last().map(|r| r.0), rows.len(), changed))
-        })?;
-        batcher.observe(scanned.max(1), t0.elapsed());
-        total += changed;
-        match last {
-            Some(l) if scanned == n => cursor = l,
-            _ => break,
         }
-    }
-    Ok(total)
+        Ok((rows.last().map(|r| r.0), rows.len(), changed))
+    })
 }
 
 /// spec §6.5: last_packet_at = last_seen for observers with observations.
