@@ -1,11 +1,11 @@
 //! The declarative schema catalog: the single source of truth for the target
 //! schema. `migrate` applies it, `check` asserts it, `synth` and
-//! `migrate --create` build fresh databases from it (spec §1, §2).
+//! `migrate --create` build fresh databases from it.
 
 use rusqlite::Connection;
 
 /// A schema target: what the CoreScope server of the seed commit asserts, or
-/// everything in the spec (default).
+/// everything newer CoreScope versions use (default); see docs/database.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
@@ -34,7 +34,7 @@ pub struct ColumnDef {
     pub name: &'static str,
     pub decl: &'static str,
     pub since: Target,
-    /// Checked by the CoreScope server's AssertReady (spec §2.4), from that target on.
+    /// Checked by the CoreScope server's AssertReady, from that target on.
     pub asserted: Option<Target>,
     /// Can be added to an existing table with ALTER TABLE ADD COLUMN.
     pub alter: bool,
@@ -87,7 +87,7 @@ pub enum Record {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataOp {
     None,
-    /// corescope's exact repair of text `observations.observer_idx` (spec §10 #23).
+    /// corescope's exact repair of text `observations.observer_idx`.
     ObserverIdxRowid,
     AdvertCount,
     NoiseFloorReal,
@@ -98,7 +98,7 @@ pub enum DataOp {
     TxLastSeenBackfill,
 }
 
-/// A named one-shot migration (spec §2.2) and the catalog objects it adds.
+/// A named one-shot migration and the catalog objects it adds.
 #[derive(Debug)]
 pub struct MigrationDef {
     pub name: &'static str,
@@ -456,7 +456,8 @@ const fn idx(
     }
 }
 
-/// Indexes the latest target removes (spec §1.4: dropped by e465e1c6).
+/// Indexes the latest target removes (dropped upstream: a full index on
+/// `transmissions.last_seen` wasted cache; a partial index replaced it).
 pub static DROPPED_INDEXES: &[(&str, Target)] = &[("idx_tx_last_seen", Latest)];
 
 pub static VIEWS: &[ViewDef] = &[ViewDef {
@@ -475,12 +476,13 @@ pub static VIEWS: &[ViewDef] = &[ViewDef {
        AND (obs.inactive IS NULL OR obs.inactive = 0)",
 }];
 
-/// corescope's own named migration for text observer_idx (spec §10 #23).
+/// corescope's own named migration for text observer_idx.
 pub const OBSERVER_IDX_MIGRATION: &str = "corescope_observer_idx_rowid_v1";
 
-/// Named one-shot migrations, in the order CoreScope applies them (spec
-/// §2.2), then the later ones. `migrate` runs them in this order except for
-/// the documented deviations in `migration_order`.
+/// Named one-shot migrations, in the order CoreScope applies them (listed in
+/// docs/database.md, "Named migrations"), then the later ones. `migrate`
+/// runs them in this order except for the documented deviations in
+/// `migration_order`.
 pub static MIGRATIONS: &[MigrationDef] = &[
     mig(
         "advert_count_unique_v1",
@@ -700,7 +702,7 @@ const fn mig(
 /// CoreScope (README "Differences from CoreScope"):
 /// - the observer_idx repair first, so `last_packet_at` can be backfilled;
 /// - `from_pubkey_v1` before `advert_count_unique_v1`, so counts are never
-///   computed against a missing or unfilled column (spec §2.2 #1).
+///   computed against a missing or unfilled column.
 pub fn migration_order(target: Target) -> Vec<&'static MigrationDef> {
     let mut order: Vec<&'static MigrationDef> = Vec::new();
     let by = |n: &str| MIGRATIONS.iter().find(|m| m.name == n);
@@ -811,7 +813,7 @@ pub fn missing_structure(conn: &Connection, target: Target) -> rusqlite::Result<
     Ok(missing)
 }
 
-/// The AssertReady list of a target (spec §2.4): tables as `table:NAME`,
+/// The AssertReady list of a target: tables as `table:NAME`,
 /// columns as `TABLE.COLUMN`.
 pub fn assert_ready_items(target: Target) -> Vec<String> {
     let mut out = Vec::new();

@@ -311,7 +311,7 @@ pub struct SynthArgs {
     #[arg(long, value_name = "FRACTION", default_value_t = 1.0, value_parser = fraction)]
     pub obs_raw_hex: f64,
 
-    /// Add a few rows of every anomaly kind seen in real databases (spec §10); implies no dedup index, journal_mode=delete, auto_vacuum=NONE
+    /// Add a few rows of every anomaly kind seen in real databases; implies no dedup index, journal_mode=delete, auto_vacuum=NONE
     #[arg(long)]
     pub anomalies: bool,
 
@@ -453,7 +453,7 @@ pub struct VacuumArgs {
 
 #[derive(Debug, Args)]
 #[command(
-    long_about = "Count neighbor-edge candidates (spec §6.8) of every observation not yet counted into neighbor_edges. \
+    long_about = "Count neighbor-edge candidates of every observation not yet counted into neighbor_edges. \
                   Progress is a watermark on observations.id kept in _corescope_state and committed in the same \
                   transaction as the upserts, so interrupted, repeated or overlapping runs count every observation exactly once."
 )]

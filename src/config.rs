@@ -1,4 +1,4 @@
-//! CoreScope's `config.json`: only the keys maintenance needs (spec §7).
+//! CoreScope's `config.json`: only the keys maintenance needs.
 //! Unknown keys are ignored: the same file configures the ingestor and server.
 
 use std::path::{Path, PathBuf};

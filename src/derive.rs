@@ -1,5 +1,5 @@
-//! Pure per-row derivations of the `backfill` tasks (spec corescope-db.md
-//! §6.2, §6.3, §6.9). No SQL here; `commands/backfill.rs` feeds rows in and
+//! Pure per-row derivations of the `backfill` tasks (rules in
+//! docs/backfill.md). No SQL here; `commands/backfill.rs` feeds rows in and
 //! writes the results.
 
 use crate::edges::{self, PrefixIndex};
@@ -19,9 +19,9 @@ pub enum Derived {
     Leave,
 }
 
-/// `from_pubkey` sentinel (CoreScope's own, spec §6.2).
+/// `from_pubkey` sentinel (CoreScope's own: "no key could be found").
 pub const FROM_PUBKEY_SENTINEL: &str = "";
-/// `path_json` sentinel (spec §5.2, §6.3).
+/// `path_json` sentinel.
 pub const PATH_JSON_SENTINEL: &str = "[]";
 
 /// A 64-character hex key, lower-cased; `None` for anything else.
@@ -30,9 +30,9 @@ pub fn normalize_key(s: &str) -> Option<String> {
     (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_ascii_lowercase())
 }
 
-/// `from_pubkey` of an ADVERT transmission whose `from_pubkey` is NULL
-/// (§6.2): `decoded_json.pubKey` when it is a 64-hex string (the caller may
-/// pass it pre-extracted), else the key decoded from `raw_hex` (§4.8), else
+/// `from_pubkey` of an ADVERT transmission whose `from_pubkey` is NULL:
+/// `decoded_json.pubKey` when it is a 64-hex string (the caller may
+/// pass it pre-extracted), else the key decoded from `raw_hex`, else
 /// the sentinel `''`. Always lower-case.
 pub fn from_pubkey(decoded_pubkey: Option<&str>, raw_hex: Option<&str>) -> Derived {
     if let Some(k) = decoded_pubkey.and_then(normalize_key) {
@@ -48,7 +48,7 @@ pub fn from_pubkey(decoded_pubkey: Option<&str>, raw_hex: Option<&str>) -> Deriv
 }
 
 /// Payload type of a row: the stored column, else the header byte of the raw
-/// packet (the header is authoritative, §10 #4).
+/// packet (the header is authoritative).
 pub fn payload_type(column: Option<i64>, raw_hex: Option<&str>) -> Option<i64> {
     column.or_else(|| {
         let h = raw_hex?;
@@ -59,12 +59,12 @@ pub fn payload_type(column: Option<i64>, raw_hex: Option<&str>) -> Option<i64> {
     })
 }
 
-/// `path_json` of an observation from its **own** `raw_hex` (§6.3): the
+/// `path_json` of an observation from its **own** `raw_hex`: the
 /// packetpath helper's hops (no validity checks, so an over-long path keeps
 /// all its hops, exactly as CoreScope stores it); `'[]'` for a zero-hop
 /// packet (a value) or an undecodable one (the sentinel). TRACE packets —
 /// by the header byte of these very bytes — are left alone: their header
-/// path bytes are SNR values, not hops (§4.7).
+/// path bytes are SNR values, not hops.
 pub fn path_json(raw_hex: &str) -> Derived {
     let bytes = match packet::parse_hex(raw_hex) {
         Ok(b) => b,
@@ -97,7 +97,7 @@ pub struct ResolveInput<'a> {
     pub path_json: &'a str,
 }
 
-/// Originator for §6.9: ADVERTs only. A stored `from_pubkey` is used when it
+/// Originator for resolved_path: ADVERTs only. A stored `from_pubkey` is used when it
 /// is a 64-hex key (the sentinel `''` means "unknown"); when it is still
 /// NULL the key is derived exactly as the from-pubkey task would derive it, so
 /// the result does not depend on which task ran first.
@@ -114,8 +114,8 @@ pub fn originator(inp: &ResolveInput<'_>) -> Option<String> {
     }
 }
 
-/// `resolved_path` for one observation (§6.9): `Value` with the JSON array,
-/// or `Leave` when there are no hops, the packet is a TRACE (§10 #6) or no
+/// `resolved_path` for one observation: `Value` with the JSON array,
+/// or `Leave` when there are no hops, the packet is a TRACE or no
 /// hop resolves (never `''`, never an all-null array).
 pub fn resolved_path(inp: &ResolveInput<'_>, adj: &Adjacency, idx: &PrefixIndex) -> Derived {
     if inp.payload_type == Some(i64::from(packet::PAYLOAD_TRACE)) {

@@ -1,4 +1,4 @@
-//! Pure neighbor-edge extraction (spec corescope-db.md §6.8). No SQL here.
+//! Pure neighbor-edge extraction (rules in docs/build-edges.md). No SQL here.
 //!
 //! API:
 //! - [`PrefixIndex::new`] builds the hop-prefix index from `nodes.public_key`
@@ -6,7 +6,7 @@
 //!   i.e. 2/4/6/8/12/16 hex characters).
 //! - [`PrefixIndex::resolve`] applies the unique-candidate rule to one hop;
 //!   [`PrefixIndex::candidates`] lists every key with that prefix (used by the
-//!   context-aware resolver in `resolve.rs`, spec §6.9).
+//!   context-aware resolver in `resolve.rs`).
 //! - [`parse_path_json`] reads an `observations.path_json` value tolerantly.
 //! - [`extract`] returns the edge candidates of one observation as
 //!   canonical-ordered, lower-case `(node_a, node_b)` pairs.
@@ -15,11 +15,11 @@
 //! - keys that differ only in case are one key (CoreScope would count the
 //!   lower-cased twin twice and call the prefix ambiguous);
 //! - an originator or observer id that is not a 64-hex public key is treated
-//!   as empty (spec §10 #13: such an id is no node key);
+//!   as empty (such an id is no node key);
 //! - TRACE observations (payload type 9) yield no candidates: their
-//!   `path_json` may hold SNR bytes instead of hops (spec §10 #6), and even a
+//!   `path_json` may hold SNR bytes instead of hops, and even a
 //!   correct TRACE hop list is the intended route, not who transmitted;
-//! - an empty endpoint or a self-edge is never produced (spec §10 #1).
+//! - an empty endpoint or a self-edge is never produced.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -75,12 +75,12 @@ impl Hasher for Fnv {
 /// `HashMap` with [`Fnv`].
 pub type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 
-/// Payload type of ADVERT packets (spec §4.3).
+/// Payload type of ADVERT packets.
 pub const PAYLOAD_ADVERT: i64 = 4;
-/// Payload type of TRACE packets (spec §4.3, §4.7).
+/// Payload type of TRACE packets.
 pub const PAYLOAD_TRACE: i64 = 9;
 
-/// Prefix lengths, in hex characters, that the index knows (spec §6.8).
+/// Prefix lengths, in hex characters, that the index knows.
 pub const PREFIX_HEX_LENS: [usize; 6] = [2, 4, 6, 8, 12, 16];
 
 /// Outcome of resolving one hop against the prefix index.
@@ -194,7 +194,8 @@ impl PrefixIndex {
             .collect()
     }
 
-    /// The unique-candidate rule of spec §6.8.
+    /// The unique-candidate rule: a hop resolves only when exactly one key has
+    /// that prefix.
     pub fn resolve(&self, hop: &str) -> Resolution<'_> {
         match self.lookup(hop) {
             [] => Resolution::None,
@@ -205,7 +206,7 @@ impl PrefixIndex {
 }
 
 /// Hops of an `observations.path_json` value. `''`, `'[]'`, NULL, invalid JSON
-/// or anything that is not an array of strings → no hops (spec §6.8).
+/// or anything that is not an array of strings → no hops.
 pub fn parse_path_json(s: &str) -> Vec<String> {
     let s = s.trim();
     if s.is_empty() || s == "[]" {
@@ -343,8 +344,8 @@ pub fn canonical(a: &str, b: &str) -> Option<(String, String)> {
     }
 }
 
-/// Calls `f(node_a, node_b)` for every edge candidate of one observation
-/// (spec §6.8): lower-case, canonical order, never an empty endpoint or a
+/// Calls `f(node_a, node_b)` for every edge candidate of one observation:
+/// lower-case, canonical order, never an empty endpoint or a
 /// self-edge. The same pair may come twice (once per rule); each counts.
 pub fn extract_each(obs: &ObsInput<'_>, idx: &PrefixIndex, mut f: impl FnMut(&str, &str)) {
     if obs.payload_type == Some(PAYLOAD_TRACE) {
@@ -395,7 +396,7 @@ pub fn extract_each(obs: &ObsInput<'_>, idx: &PrefixIndex, mut f: impl FnMut(&st
     }
 }
 
-/// Edge candidates of one observation (spec §6.8), lower-case and canonical.
+/// Edge candidates of one observation, lower-case and canonical.
 /// The same pair may appear twice (once per rule); each counts. (Collecting
 /// form of [`extract_each`], for tests.)
 #[cfg(test)]
@@ -808,7 +809,7 @@ mod tests {
     #[test]
     fn non_key_ids_are_not_endpoints() {
         let w = world();
-        // Non-hex observer id (spec §10 #13) and a truncated originator.
+        // Non-hex observer id and a truncated originator.
         let obs = ObsInput {
             payload_type: Some(PAYLOAD_ADVERT),
             from_pubkey: Some("f0f0"),

@@ -1,4 +1,4 @@
-//! Error classes that decide the process exit code (cli.md, "Exit codes").
+//! Error classes that decide the process exit code (README, "Exit codes").
 
 use thiserror::Error;
 

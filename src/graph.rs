@@ -2,7 +2,7 @@
 //! of `neighbor_edges` rows, node attributes, filters, statistics and the
 //! five output formats. No SQL here; `commands/graph.rs` loads the rows.
 //!
-//! Normalisation (spec §8.1, §10 #1, #12, #17): endpoints are lower-cased and
+//! Normalisation: endpoints are lower-cased and
 //! put in canonical order; rows with an empty endpoint, a self-loop or a NULL
 //! count are skipped (and counted); rows that map to the same pair are merged
 //! (counts summed, latest `last_seen` compared as instants). `last_seen` is
@@ -164,7 +164,7 @@ pub struct Node {
 
 impl Node {
     /// `(lon, lat)` when the node has a real fix: both set, in range, and not
-    /// (0, 0), which means "no fix" (spec §10 #18, #19).
+    /// (0, 0), which means "no fix".
     pub fn position(&self) -> Option<(f64, f64)> {
         let (lat, lon) = (self.lat?, self.lon?);
         if !lat.is_finite() || !lon.is_finite() {

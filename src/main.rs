@@ -1,6 +1,6 @@
 //! corescope: maintenance toolkit for the SQLite database of CoreScope.
 //! main parses the command line, resolves the database, dispatches, prints
-//! the report and maps errors to the exit codes of cli.md.
+//! the report and maps errors to the exit codes listed in the README.
 
 mod catalog;
 mod cli;
@@ -124,7 +124,8 @@ fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 
-/// Resolve config and database path (cli.md "Selecting the database").
+/// Resolve config and database path (`--db`, else `CORESCOPE_DB`, else
+/// `dbPath` of the config).
 fn build_ctx(cli: &Cli) -> anyhow::Result<Ctx> {
     let config = match &cli.config {
         Some(p) => Config::load(p)?,

@@ -1,26 +1,27 @@
-//! MeshCore packet decoding and encoding as CoreScope does it (spec
-//! corescope-db.md §4). Pure code: no SQL, no I/O, never panics on any input.
+//! MeshCore packet decoding and encoding as CoreScope does it (byte layout
+//! in docs/database.md, "Packet bytes in raw_hex"). Pure code: no SQL, no
+//! I/O, never panics on any input.
 //!
 //! # Decoding
 //!
 //! - [`parse_hex`]: hex text (any case) → bytes; odd length or a non-hex
 //!   character is a typed [`PacketError`].
-//! - [`decode`] / [`decode_hex`]: the strict ("seed") decoder of §4.1–4.5:
+//! - [`decode`] / [`decode_hex`]: the strict ("seed") decoder:
 //!   header byte, transport codes (route types 0 and 3), path length byte,
 //!   path, payload. Rejects a reserved hash size (bits `11`), a path over 64
 //!   bytes, a path running past the end and a payload over 184 bytes.
 //!   The resulting [`Packet`] offers [`Packet::header_hops`] (the path bytes as
 //!   upper-case hex hops), [`Packet::hops`] (the decoder's hop list, with the
-//!   TRACE exception of §4.7), [`Packet::advert`] (§4.8) and
-//!   [`Packet::trace`] (§4.7).
-//! - [`packetpath_hops`] / [`packetpath_hops_hex`]: the lenient helper of §4.5
+//!   TRACE exception), [`Packet::advert`] and
+//!   [`Packet::trace`].
+//! - [`packetpath_hops`] / [`packetpath_hops_hex`]: the lenient helper
 //!   used by the path_json backfill: no validity checks, returns whatever
 //!   complete hops fit in the buffer (hash size 4 is taken literally, an
 //!   over-long path still yields its hops). It only fails when the buffer
 //!   cannot even hold the header, the transport codes or the path length byte.
 //! - [`advert_pubkey`]: the originator key of an ADVERT recovered from raw
 //!   bytes (strict header/path decode, then the next 32 bytes), lower-case.
-//! - [`content_hash`] / [`content_hash_hex`]: `transmissions.hash` per §4.9.
+//! - [`content_hash`] / [`content_hash_hex`]: `transmissions.hash`.
 //! - [`hops_json`]: the compact JSON array stored in `observations.path_json`.
 //!
 //! # Encoding (for tests and the synthetic-database generator)
@@ -120,7 +121,7 @@ pub fn parse_hex(s: &str) -> Result<Vec<u8>, PacketError> {
     Ok(out)
 }
 
-/// Upper-case hex of a byte slice (hop rendering, §4.6).
+/// Upper-case hex of a byte slice (hop rendering).
 pub fn upper_hex(bytes: &[u8]) -> String {
     hex::encode_upper(bytes)
 }
@@ -145,7 +146,7 @@ pub fn payload_type_name(t: u8) -> &'static str {
     }
 }
 
-/// Fields of the header byte (§4.2).
+/// Fields of the header byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     pub route_type: u8,
@@ -219,7 +220,7 @@ pub struct Packet {
     pub payload: Vec<u8>,
 }
 
-/// Strict decode of raw packet bytes (§4.1–4.5).
+/// Strict decode of raw packet bytes.
 pub fn decode(bytes: &[u8]) -> Result<Packet, PacketError> {
     let (header, off) = path_len_offset(bytes)?;
     let transport_codes = if header.has_transport_codes() {
@@ -290,7 +291,7 @@ impl Packet {
     }
 
     /// The decoder's hop list: the header hops, except for TRACE where the
-    /// payload's intended route replaces them when it carries any hops (§4.7).
+    /// payload's intended route replaces them when it carries any hops.
     pub fn hops(&self) -> Vec<String> {
         if self.header.payload_type == PAYLOAD_TRACE {
             if let Ok(t) = self.trace() {
@@ -302,7 +303,7 @@ impl Packet {
         self.header_hops()
     }
 
-    /// Decodes the payload as an ADVERT (§4.8).
+    /// Decodes the payload as an ADVERT.
     pub fn advert(&self) -> Result<Advert, PacketError> {
         if self.header.payload_type != PAYLOAD_ADVERT {
             return Err(PacketError::WrongPayloadType {
@@ -313,7 +314,7 @@ impl Packet {
         decode_advert_payload(&self.payload)
     }
 
-    /// Decodes the payload as a TRACE (§4.7); the SNR values come from the
+    /// Decodes the payload as a TRACE; the SNR values come from the
     /// header path bytes.
     pub fn trace(&self) -> Result<Trace, PacketError> {
         if self.header.payload_type != PAYLOAD_TRACE {
@@ -332,7 +333,7 @@ impl Packet {
     }
 }
 
-/// The lenient hop helper of §4.5 (`internal/packetpath`): no validity
+/// The lenient hop helper (CoreScope's `internal/packetpath`): no validity
 /// checks; returns the complete hops that fit in the buffer.
 pub fn packetpath_hops(bytes: &[u8]) -> Result<Vec<String>, PacketError> {
     let (_, off) = path_len_offset(bytes)?;
@@ -368,7 +369,7 @@ pub fn hops_json(hops: &[String]) -> String {
     s
 }
 
-/// ADVERT appdata flags (§4.8).
+/// ADVERT appdata flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdvertFlags {
     pub raw: u8,
@@ -456,7 +457,7 @@ fn clean_name(raw: &[u8]) -> String {
     out
 }
 
-/// Decodes an ADVERT payload (§4.8). Shorter than 100 bytes → error; fields
+/// Decodes an ADVERT payload. Shorter than 100 bytes → error; fields
 /// flagged but truncated are left out.
 pub fn decode_advert_payload(p: &[u8]) -> Result<Advert, PacketError> {
     if p.len() < ADVERT_MIN_PAYLOAD {
@@ -537,7 +538,7 @@ pub fn decode_advert_payload(p: &[u8]) -> Result<Advert, PacketError> {
     Ok(adv)
 }
 
-/// Originator key of an ADVERT from raw bytes (§4.8, "Recovering a public
+/// Originator key of an ADVERT from raw bytes ("Recovering a public
 /// key"): strict header/path decode, the header must say ADVERT, then the
 /// first 32 payload bytes as lower-case hex.
 pub fn advert_pubkey(bytes: &[u8]) -> Result<String, PacketError> {
@@ -558,7 +559,7 @@ pub fn advert_pubkey(bytes: &[u8]) -> Result<String, PacketError> {
     }
 }
 
-/// A decoded TRACE payload (§4.7).
+/// A decoded TRACE payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trace {
     pub tag: u32,
@@ -592,7 +593,7 @@ pub fn decode_trace_payload(p: &[u8]) -> Result<Trace, PacketError> {
     })
 }
 
-/// Content hash of raw packet bytes (§4.9): 16 lower-case hex characters.
+/// Content hash of raw packet bytes: 16 lower-case hex characters.
 /// When the bytes do not reach the payload, the fallback is the first 8 bytes
 /// as lower-case hex (use [`content_hash_hex`] for the exact text fallback).
 pub fn content_hash(bytes: &[u8]) -> String {
@@ -602,7 +603,7 @@ pub fn content_hash(bytes: &[u8]) -> String {
     }
 }
 
-/// Content hash of `raw_hex` text (§4.9); if the text does not parse or is
+/// Content hash of `raw_hex` text; if the text does not parse or is
 /// too short to reach the payload, its first 16 characters, as stored.
 pub fn content_hash_hex(raw_hex: &str) -> String {
     match parse_hex(raw_hex).ok().and_then(|b| hash_input(&b)) {
@@ -619,7 +620,7 @@ fn hash_input(bytes: &[u8]) -> Option<String> {
     Some(content_hash_parts(header.payload_type, plb, payload))
 }
 
-/// The hash rule of §4.9 on the decoded parts: SHA-256 over the payload type,
+/// The content-hash rule on the decoded parts: SHA-256 over the payload type,
 /// for TRACE the path length byte and a zero byte, then the payload; the
 /// first 8 bytes as 16 lower-case hex characters.
 pub fn content_hash_parts(payload_type: u8, path_len_byte: u8, payload: &[u8]) -> String {

@@ -1,4 +1,4 @@
-//! Command results and their output (cli.md "Output").
+//! Command results and their output (README, "Commands": human table, `--json`, `-q`).
 
 use serde_json::{Map, Value};
 

@@ -1,4 +1,5 @@
-//! Pure `observations.resolved_path` resolution (spec corescope-db.md §6.9).
+//! Pure `observations.resolved_path` resolution with the ingestor's
+//! rules (docs/backfill.md, "resolved-path").
 //! No SQL here.
 //!
 //! API (for the `backfill resolved-path` task and anyone else):

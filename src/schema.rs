@@ -171,7 +171,7 @@ pub fn missing_objects(conn: &Connection, target: Target) -> rusqlite::Result<Ve
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObsShape {
     V3,
-    /// Retired Node.js backend: `observer_id`/text timestamps (spec §1.6).
+    /// Retired Node.js backend: `observer_id`/text timestamps.
     V2,
     Missing,
 }
@@ -190,7 +190,7 @@ pub fn observations_shape(conn: &Connection) -> rusqlite::Result<ObsShape> {
     }
 }
 
-/// Groups of duplicate dedup keys (spec §10 #2): (number of groups, surplus rows).
+/// Groups of duplicate dedup keys: (number of groups, surplus rows).
 pub fn duplicate_dedup_groups(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
     let cols = db::columns(conn, "observations")?;
     if !["transmission_id", "observer_idx", "path_json"]

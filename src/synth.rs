@@ -12,7 +12,7 @@ pub use writer::write_database;
 /// Shape of the database to create.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Schema {
-    /// Everything in the spec (catalog target `latest`), fully migrated.
+    /// Every table and column of newer CoreScope versions (catalog target `latest`), fully migrated.
     Latest,
     /// What the CoreScope ingestor of the seed commit creates (catalog target `seed`):
     /// not ready for the `latest` server until `corescope migrate`.
@@ -51,7 +51,7 @@ pub struct Config {
     pub null_resolved_path: f64,
     /// Fraction of observations that carry their own `raw_hex`.
     pub obs_raw_hex: f64,
-    /// Add a few rows of every anomaly kind of spec §10.
+    /// Add a few rows of every anomaly kind seen in real databases.
     pub anomalies: bool,
     /// Seconds between `observer_metrics` samples.
     pub metrics_interval: i64,

@@ -1,4 +1,4 @@
-//! Time parsing and formatting for every format CoreScope stores (spec §3).
+//! Time parsing and formatting for every format CoreScope stores.
 //! All comparisons in corescope are done on epoch seconds, never on text.
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};

@@ -79,7 +79,7 @@ fn run_json(db: &Path, args: &[&str]) -> Value {
             .unwrap()
     };
     let mut out = run();
-    // Exit 75 means "busy, try again" (cli.md): on a loaded machine a run
+    // Exit 75 means "busy, try again" (README, "Exit codes"): on a loaded machine a run
     // right after a SIGKILLed one may see it; the contract is to retry.
     for _ in 0..3 {
         if out.status.code() != Some(75) {

@@ -37,7 +37,7 @@ fn known_db(dir: &Path) -> (std::path::PathBuf, World) {
         add_node(&c, k, Some("n"), None, None);
     }
     add_node(&c, &key("cc02"), Some("collides"), None, None);
-    // Observer ids are upper-case in the wild (spec §3.1, §10 #12).
+    // Observer ids are upper-case in the wild.
     let o1 = add_observer(&c, &w.o1.to_uppercase(), "obs one");
     let comp = add_observer(&c, "companion", "bridge");
     let advert_f1 = add_tx(&c, 4, Some(&w.f1), None);
@@ -61,13 +61,13 @@ fn known_db(dir: &Path) -> (std::path::PathBuf, World) {
     add_obs(&c, grp, i(o1), Some("[\"CC\"]"), 1600);
     // 5. 2-byte hop CC01 at 3000 → (o1, c1)
     add_obs(&c, grp, i(o1), Some("[\"CC01\"]"), 3000);
-    // 6. TRACE → nothing (spec §10 #6)
+    // 6. TRACE → nothing
     add_obs(&c, trace, i(o1), Some("[\"B2\"]"), 3100);
     // 7. ADVERT (upper-case from_pubkey) via A1 heard by a non-key observer at 2500 → (f1, a1)
     add_obs(&c, advert_f1b, i(comp), Some("[\"A1\"]"), 2500);
     // 8. no observer row → no observer edge
     add_obs(&c, grp2, Sql::Null, Some("[\"A1\"]"), 3200);
-    // 9. text observer_idx (legacy, spec §10 #23) → joins nothing
+    // 9. text observer_idx (legacy importer) → joins nothing
     add_obs(
         &c,
         grp2,
@@ -589,7 +589,7 @@ fn legacy_fixture_rebuild() {
         assert_eq!(a, &a.to_lowercase());
         assert_eq!(b, &b.to_lowercase());
         assert!(*n >= 1);
-        // Every observation timestamp is 0 (spec §10 #24): edges keep 1970.
+        // Every observation timestamp is 0: edges keep 1970.
         assert_eq!(t.as_deref(), Some("1970-01-01T00:00:00Z"));
     }
     assert_eq!(r["edges_total"], rows.len());

@@ -183,3 +183,188 @@ fn completions_for_each_shell() {
     // No database needed, unknown shells are usage errors.
     bin().args(["completions", "tcsh"]).assert().code(2);
 }
+
+/// Every file under `rel` (a file or a directory, recursively), sorted.
+fn doc_files(rel: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![repo().join(rel)];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        } else if p.is_file() {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// What a user who clones the repository reads: the docs, the man pages,
+/// every message and help text (src/), the shipped units and rules.
+const USER_FACING: &[&str] = &[
+    "README.md",
+    "RELIABILITY.md",
+    "BENCHMARKS.md",
+    "docs",
+    "man",
+    "src",
+    "contrib",
+    "bench",
+];
+
+#[test]
+fn user_facing_files_do_not_cite_the_external_spec() {
+    // The specification the project was built from is not part of the
+    // repository: nothing a user reads may send them to it.
+    let forbidden = ["spec §", "shared/spec", "corescope-db.md"];
+    let mut hits = Vec::new();
+    for rel in USER_FACING {
+        let files = doc_files(rel);
+        assert!(!files.is_empty(), "{rel} is missing");
+        for f in files {
+            let Ok(text) = std::fs::read_to_string(&f) else {
+                continue; // not text
+            };
+            for (n, line) in text.lines().enumerate() {
+                let lower = line.to_lowercase();
+                if forbidden.iter().any(|p| lower.contains(p)) {
+                    hits.push(format!(
+                        "{}:{}: {}",
+                        f.strip_prefix(repo()).unwrap_or(&f).display(),
+                        n + 1,
+                        line.trim()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        hits.is_empty(),
+        "say the rule in words or link docs/database.md / docs/decisions.md instead:\n{}",
+        hits.join("\n")
+    );
+}
+
+/// GitHub's anchor for a heading: lower-case, punctuation other than `-` and
+/// `_` dropped, spaces as `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+fn anchors(markdown: &str) -> Vec<String> {
+    let mut in_code = false;
+    let mut out = Vec::new();
+    for line in markdown.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        } else if !in_code && line.starts_with('#') {
+            out.push(anchor(line.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+/// Relative links `[text](target)` of a markdown file, outside code blocks.
+fn relative_links(markdown: &str) -> Vec<String> {
+    let mut in_code = false;
+    let mut out = Vec::new();
+    for line in markdown.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(i) = rest.find("](") {
+            rest = &rest[i + 2..];
+            let Some(end) = rest.find(')') else { break };
+            let target = &rest[..end];
+            if !target.contains("://") && !target.starts_with("mailto:") {
+                out.push(target.to_string());
+            }
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
+#[test]
+fn links_between_docs_resolve() {
+    let mut md: Vec<std::path::PathBuf> = ["README.md", "RELIABILITY.md", "BENCHMARKS.md"]
+        .iter()
+        .map(|f| repo().join(f))
+        .collect();
+    for dir in ["docs", "bench", "contrib"] {
+        md.extend(
+            doc_files(dir)
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "md")),
+        );
+    }
+    let mut bad = Vec::new();
+    let mut checked = 0;
+    for f in &md {
+        let text = std::fs::read_to_string(f).unwrap();
+        let base = f.parent().unwrap();
+        for link in relative_links(&text) {
+            checked += 1;
+            let (path, frag) = match link.split_once('#') {
+                Some((p, a)) => (p, Some(a)),
+                None => (link.as_str(), None),
+            };
+            let target = if path.is_empty() {
+                f.clone()
+            } else {
+                base.join(path)
+            };
+            let name = f.strip_prefix(repo()).unwrap_or(f).display().to_string();
+            if !target.exists() {
+                bad.push(format!("{name}: {link}: no such file"));
+                continue;
+            }
+            if let Some(frag) = frag {
+                let t = std::fs::read_to_string(&target).unwrap_or_default();
+                if !anchors(&t).iter().any(|a| a == frag) {
+                    bad.push(format!("{name}: {link}: no such heading"));
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} links found");
+    assert!(bad.is_empty(), "broken links:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn every_check_warning_code_is_documented() {
+    let check = std::fs::read_to_string(repo().join("src/commands/check.rs")).unwrap();
+    let db = std::fs::read_to_string(repo().join("docs/database.md")).unwrap();
+    let mut codes: Vec<&str> = check
+        .split("code: \"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    codes.sort();
+    codes.dedup();
+    assert!(codes.len() >= 10, "{codes:?}");
+    let missing: Vec<&&str> = codes
+        .iter()
+        .filter(|c| !db.lines().any(|l| l == format!("### {c}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/database.md has no \"### CODE\" section for {missing:?}"
+    );
+}

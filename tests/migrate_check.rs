@@ -52,7 +52,7 @@ fn legacy_fixture_upgrade_keeps_every_row() {
     ] {
         assert!(missing.contains(&m.to_string()), "{m} not in {missing:?}");
     }
-    // The CoreScope server's own AssertReady list (spec §2.4): 1 table + 20 of
+    // The CoreScope server's own AssertReady list: 1 table + 20 of
     // its 21 latest columns are missing (observers.iata exists in the fixture).
     let server: Vec<&str> = j["server_missing"]
         .as_array()
@@ -194,7 +194,7 @@ fn legacy_fixture_upgrade_keeps_every_row() {
            AND lower(COALESCE(NULLIF(t.from_pubkey, ''), json_extract(t.decoded_json, '$.pubKey'))) = n.public_key)",
     );
     assert_eq!(wrong, 0);
-    // last_packet_at backfilled for observers with observations (spec §6.5).
+    // last_packet_at backfilled for observers with observations.
     let n = count(&after, "SELECT count(*) FROM observers WHERE last_packet_at IS NOT NULL AND last_packet_at = last_seen");
     let with_obs = count(
         &after,
@@ -280,7 +280,7 @@ fn create_gives_a_ready_incremental_wal_database() {
         );
     }
     assert_eq!(count(&c, "SELECT count(*) FROM _async_migrations WHERE name = 'tx_last_seen_backfill_v1' AND status = 'done'"), 1);
-    // The dedup index exists (the ingestor's UPSERT needs it, spec §1.4).
+    // The dedup index exists (the ingestor's UPSERT needs it).
     assert_eq!(
         count(
             &c,
@@ -387,7 +387,7 @@ fn read_only_commands_beside_a_live_writer_in_wal_mode() {
         .code(0);
     let after = listing(dir.path());
     // The database and its -wal are byte-identical; the -shm is SQLite's
-    // shared lock memory, which every reader must map (spec: cli.md read-only).
+    // shared lock memory, which every reader must map (the read-only rule).
     let strip = |v: &Vec<(String, u64, String)>| {
         v.iter()
             .filter(|(n, _, _)| !n.ends_with("-shm"))

@@ -29,7 +29,7 @@ fn open(p: &Path) -> Connection {
 /// A stored time format: name and rendering of an epoch.
 type Format = (&'static str, fn(i64) -> Value);
 
-/// Every stored time format of spec §3, as a function of the epoch.
+/// Every stored time format (docs/database.md), as a function of the epoch.
 fn formats() -> Vec<Format> {
     fn utc(t: i64) -> chrono::DateTime<Utc> {
         Utc.timestamp_opt(t, 0).unwrap()
@@ -270,7 +270,7 @@ fn one_second_around_the_cutoff_for_every_kind_and_format() {
 #[test]
 fn dropped_packets_on_the_cutoff_day_after_the_cutoff_are_kept() {
     // CoreScope compares '2026-05-10 18:00:00' < '2026-05-10T12:00:00Z' as
-    // text and deletes the whole cutoff day (spec §3.2); corescope must not.
+    // text and deletes the whole cutoff day; corescope must not.
     let dir = tempfile::tempdir().unwrap();
     let db = fresh_db(dir.path(), "d.db");
     {
@@ -386,8 +386,8 @@ fn node_move_uses_column_names_not_positions() {
     let dir = tempfile::tempdir().unwrap();
     let db = fresh_db(dir.path(), "c.db");
     let c = open(&db);
-    // Rebuild both tables with the same columns in different orders (spec
-    // §1.7), plus a column only `nodes` has.
+    // Rebuild both tables with the same columns in different orders (as
+    // upgraded databases have them), plus a column only `nodes` has.
     let info: Vec<(String, String, bool, Option<String>, bool)> = {
         let mut st = c
             .prepare(

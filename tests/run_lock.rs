@@ -283,8 +283,8 @@ fn has_command(name: &str) -> bool {
         .success()
 }
 
-/// The write commands of cli.md with arguments that make them open the
-/// database (flags from cli.md only).
+/// The write commands with arguments that make them open the
+/// database (documented flags only).
 const WRITE_COMMANDS: &[(&str, &[&str])] = &[
     ("migrate", &[]),
     ("build-edges", &[]),

@@ -154,7 +154,7 @@ fn bad_sizes_are_usage_errors() {
     }
 }
 
-/// A small independent MeshCore decoder (spec §4): header, transport codes, path.
+/// A small independent MeshCore decoder: header, transport codes, path.
 struct Decoded {
     route_type: u8,
     payload_type: u8,

@@ -1,5 +1,5 @@
 //! `corescope backfill [TASK...]`: resumable, terminating, never-clobbering
-//! data backfills (spec corescope-db.md §6.2–6.4, §6.9, §9; docs/backfill.md).
+//! data backfills with CoreScope's rules (design notes in docs/backfill.md).
 //!
 //! Row tasks (`from-pubkey`, `path-json`, `resolved-path`) walk their table
 //! by row id. Each batch is read and derived outside the write lock, then
@@ -28,7 +28,7 @@ use crate::report::{self, Outcome};
 use crate::resolve::{self, Adjacency};
 
 /// `_migrations` row CoreScope's own path_json backfill writes when a pass
-/// finished (spec §2.1, §6.3); recorded so its startup backfill stays off.
+/// finished; recorded so its startup backfill stays off.
 pub const PATH_JSON_MARKER: &str = "backfill_path_json_from_raw_hex_v1";
 
 /// Every task, in the order a run without TASK executes them: the quick
@@ -412,7 +412,7 @@ fn fetch(
     Ok(rows)
 }
 
-/// Snapshots the resolved-path task resolves against (spec §6.9).
+/// Snapshots the resolved-path task resolves against.
 struct ResolveCtx {
     idx: PrefixIndex,
     adj: Adjacency,
@@ -791,7 +791,7 @@ fn run_row_task(env: &mut Env<'_>, task: BackfillTask, reset: bool) -> anyhow::R
 }
 
 // ---------------------------------------------------------------------------
-// observer-blacklist (spec §6.4).
+// observer-blacklist.
 
 /// Trimmed, non-empty ids, de-duplicated case-insensitively (first spelling kept).
 fn blacklist_ids(cli: &[String], config: &[String]) -> Vec<String> {

@@ -1,5 +1,5 @@
 //! `corescope build-edges [--rebuild]`: exactly-once incremental neighbor
-//! graph (spec corescope-db.md §6.8, §8.1; design notes in docs/build-edges.md).
+//! graph (design notes in docs/build-edges.md).
 //!
 //! Invariant kept by every committed transaction: `neighbor_edges` holds
 //! exactly the candidates of all observations with `id <= watermark`
@@ -58,7 +58,7 @@ pub const OLD_TABLE_PREFIX: &str = "_corescope_edges_old_";
 
 const EDGES_TABLE: &str = "neighbor_edges";
 
-/// Same shape as `neighbor_edges` (spec §1.2).
+/// Same shape as `neighbor_edges`.
 const STAGING_DDL: &str = "CREATE TABLE _corescope_edges_rebuild (\n  node_a    TEXT NOT NULL,\n  node_b    TEXT NOT NULL,\n  count     INTEGER DEFAULT 1,\n  last_seen TEXT,\n  PRIMARY KEY (node_a, node_b)\n)";
 
 const SCAN_SQL: &str = "SELECT o.id, o.timestamp, o.path_json, t.payload_type,

@@ -1,5 +1,6 @@
 //! `corescope check`: strictly read-only readiness report (schema, pending
-//! migrations and backfills, data anomalies of spec §10, vacuum/WAL health).
+//! migrations and backfills, data anomalies, vacuum/WAL health). Every
+//! warning code is explained in docs/database.md, "Anomalies `check` reports".
 
 use std::collections::BTreeMap;
 
@@ -69,7 +70,7 @@ pub fn run(ctx: &Ctx, args: &CheckArgs) -> anyhow::Result<Outcome> {
         integrity = Some(json!({"quick_check": qc, "foreign_key_violations": fk.len()}));
     }
     let ready = missing.is_empty() && pending.is_empty();
-    // What the CoreScope server itself asserts at start (spec §2.4): it
+    // What the CoreScope server itself asserts at start: it
     // refuses to start while any of these is missing.
     let server_missing: Vec<String> = crate::catalog::assert_ready_items(args.target)
         .into_iter()
@@ -231,7 +232,8 @@ fn integrity_check(ro: &ReadOnlyDb) -> anyhow::Result<(Vec<String>, Vec<String>)
     Ok((qc, fk))
 }
 
-/// Data anomalies of spec §10 and vacuum/WAL health, each with what to do.
+/// Data anomalies found in real databases and vacuum/WAL health, each with
+/// what to do (docs/database.md lists every code).
 fn anomalies(
     ro: &ReadOnlyDb,
     conn: &Connection,
@@ -243,7 +245,7 @@ fn anomalies(
     if shape == ObsShape::V2 {
         w.push(Warning {
             code: "observations_v2",
-            message: "observations has the v2 shape of the retired Node.js backend; the CoreScope ingestor cannot run on it (spec §1.6)".into(),
+            message: "observations has the v2 shape of the retired Node.js backend; the CoreScope ingestor cannot run on it".into(),
         });
     }
     let ocols = db::columns(conn, "observations")?;
@@ -253,14 +255,14 @@ fn anomalies(
         if n > 0 {
             w.push(Warning {
                 code: "empty_edge_endpoint",
-                message: format!("{n} neighbor_edges rows have an empty endpoint (left by the pre-#1289 server; spec §10 #1); they describe no real pair: `corescope build-edges --rebuild` drops them"),
+                message: format!("{n} neighbor_edges rows have an empty endpoint (left by an older CoreScope server); they describe no real pair: `corescope build-edges --rebuild` drops them"),
             });
         }
         let n = count("SELECT count(*) FROM neighbor_edges WHERE node_a != lower(node_a) OR node_b != lower(node_b)")?;
         if n > 0 {
             w.push(Warning {
                 code: "mixed_case_keys",
-                message: format!("{n} neighbor_edges rows have upper-case endpoints; the server treats case variants as different nodes (spec §8.1): `corescope build-edges --rebuild` rewrites them lower-case"),
+                message: format!("{n} neighbor_edges rows have upper-case endpoints; the server treats case variants as different nodes: `corescope build-edges --rebuild` rewrites them lower-case"),
             });
         }
     }
@@ -268,7 +270,7 @@ fn anomalies(
     if n > 0 {
         w.push(Warning {
             code: "mixed_case_keys",
-            message: format!("{n} nodes have a public_key that is not lower-case; joins with from_pubkey and edges miss them (spec §10 #12); newer CoreScope ingestors lower-case them at start"),
+            message: format!("{n} nodes have a public_key that is not lower-case; joins with from_pubkey and edges miss them; newer CoreScope ingestors lower-case them at start"),
         });
     }
     if has_o("observer_idx") {
@@ -276,7 +278,7 @@ fn anomalies(
         if total > 0 {
             w.push(Warning {
                 code: "text_observer_idx",
-                message: format!("{total} observations hold an observer id as TEXT in observer_idx instead of observers.rowid ({matching} match an observer exactly); joins find no observer (spec §10 #23): `corescope migrate` maps the matching ones, the rest are left"),
+                message: format!("{total} observations hold an observer id as TEXT in observer_idx instead of observers.rowid ({matching} match an observer exactly); joins find no observer: `corescope migrate` maps the matching ones, the rest are left"),
             });
         }
     }
@@ -285,7 +287,7 @@ fn anomalies(
         if n > 0 {
             w.push(Warning {
                 code: "zero_timestamp",
-                message: format!("{n} observations have timestamp 0 (1970); edge times, retention and watermarks see them as old (spec §10 #24); corescope never invents times"),
+                message: format!("{n} observations have timestamp 0 (1970); edge times, retention and watermarks see them as old; corescope never invents times"),
             });
         }
     }
@@ -295,7 +297,7 @@ fn anomalies(
             let sample = schema::duplicate_dedup_sample(conn, 3)?;
             w.push(Warning {
                 code: "duplicate_dedup_keys",
-                message: format!("{groups} groups ({surplus} surplus rows) of observations share (transmission_id, observer_idx, path_json), e.g. {}; idx_observations_dedup cannot be created and the ingestor cannot start until they are merged (spec §10 #2)", sample.join("; ")),
+                message: format!("{groups} groups ({surplus} surplus rows) of observations share (transmission_id, observer_idx, path_json), e.g. {}; idx_observations_dedup cannot be created and the ingestor cannot start until they are merged", sample.join("; ")),
             });
         }
     }
@@ -314,7 +316,7 @@ fn anomalies(
         if n > 0 {
             w.push(Warning {
                 code: "null_last_packet_at",
-                message: format!("{n} observers with observations have no last_packet_at (spec §10 #16); the observers_last_packet_at_v1 migration backfills it once"),
+                message: format!("{n} observers with observations have no last_packet_at; the observers_last_packet_at_v1 migration backfills it once"),
             });
         }
     }
@@ -323,10 +325,10 @@ fn anomalies(
         w.push(Warning {
             code: "auto_vacuum_not_incremental",
             message: format!(
-                "auto_vacuum is {} (not INCREMENTAL): deletes never shrink the file (spec §10 #21); convert once with `corescope vacuum --full` (needs about twice the file size free){}",
+                "auto_vacuum is {} (not INCREMENTAL): deletes never shrink the file; convert once with `corescope vacuum --full` (needs about twice the file size free){}",
                 match av { 0 => "NONE", 1 => "FULL", _ => "unknown" },
                 if vacuum_on_startup {
-                    "; note: the config sets db.vacuumOnStartup, so CoreScope will run this full VACUUM itself at its next start, without a disk-space check, blocking ingest for its duration (spec §6.11)"
+                    "; note: the config sets db.vacuumOnStartup, so CoreScope will run this full VACUUM itself at its next start, without a disk-space check, blocking ingest for its duration"
                 } else {
                     ""
                 }
@@ -337,7 +339,7 @@ fn anomalies(
     if !jm.eq_ignore_ascii_case("wal") {
         w.push(Warning {
             code: "journal_mode_not_wal",
-            message: format!("journal_mode is {jm}, not WAL (spec §10 #22); the CoreScope ingestor switches it to WAL when it opens the file; corescope works in both and never changes it"),
+            message: format!("journal_mode is {jm}, not WAL; the CoreScope ingestor switches it to WAL when it opens the file; corescope works in both and never changes it"),
         });
     }
     let path = ro.path();
@@ -346,7 +348,7 @@ fn anomalies(
         if walm.len() > dbm.len() {
             w.push(Warning {
                 code: "wal_larger_than_db",
-                message: format!("{} is {} bytes, larger than the database ({} bytes): checkpoints are not keeping up (spec §6.12); run `corescope vacuum` or `prune --truncate-wal` when readers are idle", wal.display(), walm.len(), dbm.len()),
+                message: format!("{} is {} bytes, larger than the database ({} bytes): checkpoints are not keeping up; run `corescope vacuum` or `prune --truncate-wal` when readers are idle", wal.display(), walm.len(), dbm.len()),
             });
         }
     }

@@ -112,7 +112,7 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
     let (text_total, _) = schema::text_observer_idx(db.conn())?;
     if text_total > 0 {
         notes.push(format!(
-            "{text_total} observations keep a text observer_idx that matches no single observer id; left as they are (spec §10 #23)"
+            "{text_total} observations keep a text observer_idx that matches no single observer id; left as they are"
         ));
     }
     let ready = missing.is_empty() && pending.is_empty();
@@ -244,7 +244,7 @@ fn refuse_v2(conn: &Connection, path: &std::path::Path) -> anyhow::Result<()> {
     if schema::observations_shape(conn)? == ObsShape::V2 {
         return Err(Failure::Fatal(format!(
             "{}: the observations table has the v2 shape of the retired Node.js backend (observer_id, text timestamps); \
-             CoreScope's Go ingestor cannot run on it and corescope does not convert it (spec §1.6). Convert it with the \
+             CoreScope's Go ingestor cannot run on it and corescope does not convert it. Convert it with the \
              CoreScope v3 upgrade first",
             path.display()
         ))
@@ -895,7 +895,7 @@ fn by_cursor(
     }
 }
 
-/// spec §10 #23: map text observer_idx to observers.rowid where the text
+/// Map text observer_idx to observers.rowid where the text
 /// equals exactly one observer id case-insensitively; leave the rest.
 fn observer_idx_rowid(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<i64> {
     let mut map: HashMap<String, Option<i64>> = HashMap::new();
@@ -941,7 +941,7 @@ fn observer_idx_rowid(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result
 
 /// advert_count_unique_v1 done right: counts from `from_pubkey`, falling back
 /// to `decoded_json.pubKey` where from_pubkey is not filled yet, so counts are
-/// never zeroed by an unfilled column (spec §2.2 #1, §10 #15). Counts of
+/// never zeroed by an unfilled column. Counts of
 /// ADVERTs up to a snapshot id are read outside the write lock; each batch
 /// adds the ADVERTs inserted since, inside its transaction, so the result is
 /// exact even while the ingestor inserts.
@@ -979,7 +979,7 @@ fn advert_count(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<i64> 
     })
 }
 
-/// spec §6.5: last_packet_at = last_seen for observers with observations.
+/// CoreScope's rule: last_packet_at = last_seen for observers with observations.
 /// The set of observers with observations is read outside the write lock.
 fn last_packet_at(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<i64> {
     let ids: Vec<i64> = {

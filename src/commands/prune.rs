@@ -1,5 +1,5 @@
-//! `corescope prune`: CoreScope's retention (spec §6.10) in short, batched
-//! write transactions, comparing stored times as instants (spec §3.2).
+//! `corescope prune`: CoreScope's retention in short, batched
+//! write transactions, comparing stored times as instants.
 //!
 //! Design (docs/prune.md has the long form):
 //! - Cutoffs are computed once from `--now` and compared as epoch seconds
@@ -46,7 +46,7 @@ const MAX_FETCH: usize = 20_000;
 /// Largest accepted retention, in days (about 2700 years).
 const MAX_DAYS: i64 = 1_000_000;
 
-/// The order CoreScope runs its retention at startup (spec §6.1).
+/// The order CoreScope runs its retention at startup.
 pub const ORDER: [PruneKind; 7] = [
     PruneKind::Nodes,
     PruneKind::Observers,
@@ -177,7 +177,7 @@ fn positive(flag: &str, v: i64) -> Result<i64, String> {
 }
 
 /// Flag values override the config accessors (which carry CoreScope's
-/// defaults and special values, spec §7).
+/// defaults and special values, listed in docs/database.md).
 pub fn resolve_settings(cfg: &Config, a: &PruneArgs) -> Result<Settings, String> {
     let packet_days = match a.packet_days {
         None => cfg.packet_days(),
@@ -249,7 +249,7 @@ fn quote(ident: &str) -> String {
 }
 
 /// Column list for the node move: the columns of `nodes` that also exist in
-/// `inactive_nodes`, named explicitly (spec §1.7), in `nodes` order.
+/// `inactive_nodes`, named explicitly, in `nodes` order.
 pub fn move_columns(nodes: &[String], inactive: &[String]) -> Vec<String> {
     nodes
         .iter()

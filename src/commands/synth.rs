@@ -1,6 +1,6 @@
 //! `corescope synth`: a new, realistic synthetic CoreScope database.
 //!
-//! Unlike the other write commands it creates the file (cli.md: the one place a
+//! Unlike the other write commands it creates the file (the one place a
 //! missing path is expected) and refuses an existing one unless `--force`. The file
 //! is built under a temporary name and renamed into place when complete.
 

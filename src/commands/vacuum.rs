@@ -1,6 +1,6 @@
 //! `corescope vacuum`: incremental vacuum and WAL checkpoint, and (`--full`)
 //! the one-time conversion of `auto_vacuum` to INCREMENTAL with a full
-//! `VACUUM` after checking free disk space (spec §6.11, §6.12, §10 #21).
+//! `VACUUM` after checking free disk space.
 //!
 //! The incremental vacuum and checkpoint helpers are shared with `prune`.
 
@@ -339,8 +339,8 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
             ))
             .into());
         }
-        // observers.rowid is referenced by observations.observer_idx (spec
-        // §1.6); SQLite does not document that VACUUM keeps rowids of tables
+        // observers.rowid is referenced by observations.observer_idx;
+        // SQLite does not document that VACUUM keeps rowids of tables
         // without an INTEGER PRIMARY KEY, so verify it did.
         let before_ids = observer_rowids(&db)?;
         db.conn()
@@ -362,7 +362,7 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
         let after_ids = observer_rowids(&db)?;
         if before_ids != after_ids {
             return Err(Failure::Fatal(format!(
-                "VACUUM of {} renumbered observers.rowid, which observations.observer_idx references (spec §1.6); restore the database from a backup",
+                "VACUUM of {} renumbered observers.rowid, which observations.observer_idx references; restore the database from a backup",
                 path.display()
             ))
             .into());

@@ -1,11 +1,11 @@
-//! Byte building for synthetic MeshCore packets (spec §4) and the JSON CoreScope
-//! stores for them (spec §5.1).
+//! Byte building for synthetic MeshCore packets and the JSON CoreScope
+//! stores for them.
 //!
 //! Everything that turns fields into packet bytes goes through [`packet_bytes`] and
 //! [`content_hash`], so the generator can be switched to the project's shared packet
 //! encoder in one place.
 
-/// Payload type numbers (spec §4.3).
+/// Payload type numbers.
 pub const REQ: u8 = 0;
 pub const RESPONSE: u8 = 1;
 pub const TXT_MSG: u8 = 2;
@@ -34,7 +34,7 @@ pub fn has_transport(route_type: u8) -> bool {
 }
 
 /// The complete packet: header, optional transport codes, path length byte, path
-/// bytes, payload (spec §4.1).
+/// bytes, payload.
 pub fn packet_bytes(
     header: u8,
     transport: Option<[u8; 4]>,
@@ -53,13 +53,13 @@ pub fn packet_bytes(
     out
 }
 
-/// Content hash (spec §4.9) of a packet built from these parts: the shared
+/// Content hash of a packet built from these parts: the shared
 /// rule of `packet::content_hash_parts`.
 pub fn content_hash(payload_type: u8, path_len: u8, payload: &[u8]) -> String {
     crate::packet::content_hash_parts(payload_type, path_len, payload)
 }
 
-/// Hops rendered as CoreScope stores them in `path_json` (upper-case hex, spec §4.6).
+/// Hops rendered as CoreScope stores them in `path_json` (upper-case hex).
 pub fn path_json(path: &[u8], hash_size: usize) -> String {
     if path.is_empty() || hash_size == 0 {
         return "[]".to_string();
@@ -93,7 +93,7 @@ pub fn jf(v: f64) -> String {
     }
 }
 
-/// RFC 3339 with `.000Z` as in `decoded_json.timestampISO` (spec §3.1).
+/// RFC 3339 with `.000Z` as in `decoded_json.timestampISO`.
 pub fn iso_millis(epoch: i64) -> String {
     match chrono::DateTime::from_timestamp(epoch, 0) {
         Some(t) => t.format("%Y-%m-%dT%H:%M:%S.000Z").to_string(),
@@ -103,7 +103,7 @@ pub fn iso_millis(epoch: i64) -> String {
 
 pub use crate::timeutil::{rfc3339, sqlite_datetime};
 
-/// RFC 3339 with milliseconds (legacy Node.js rows, spec §3.1).
+/// RFC 3339 with milliseconds (legacy Node.js rows).
 pub fn rfc3339_ms(epoch: i64, ms: u32) -> String {
     match chrono::DateTime::from_timestamp(epoch, 0) {
         Some(t) => format!("{}.{:03}Z", t.format("%Y-%m-%dT%H:%M:%S"), ms % 1000),
@@ -111,7 +111,7 @@ pub fn rfc3339_ms(epoch: i64, ms: u32) -> String {
     }
 }
 
-/// ADVERT appdata fields (spec §4.8).
+/// ADVERT appdata fields.
 pub struct AdvertData<'a> {
     pub pubkey: &'a [u8; 32],
     pub timestamp: u32,
@@ -177,7 +177,7 @@ impl AdvertData<'_> {
     }
 
     /// `decoded_json` of the current decoder; `old_decoder` gives the shape of older
-    /// rows (no `hasFeat1`/`hasFeat2`, no `signatureValid`, spec §10 #9).
+    /// rows (no `hasFeat1`/`hasFeat2`, no `signatureValid`).
     pub fn decoded_json(&self, old_decoder: bool) -> String {
         let f = self.flags();
         let t = self.node_type;
@@ -390,7 +390,7 @@ pub fn control_json(payload: &[u8], old_decoder: bool) -> String {
     )
 }
 
-/// Obsolete TRACE row shape of an older decoder (spec §4.10 C, §10 #9).
+/// Obsolete TRACE row shape of an older decoder.
 pub fn trace_too_short_json(payload: &[u8]) -> String {
     format!(
         "{{\"type\":\"TRACE\",\"raw\":\"{}\",\"error\":\"too short\"}}",
@@ -420,7 +420,7 @@ mod tests {
 
     #[test]
     fn advert_example_a_hash_and_json() {
-        // Spec §4.10 A: recompute the stored content hash from the raw bytes.
+        // A real ADVERT row: recompute the stored content hash from the raw bytes.
         let raw = hex::decode("11427d1d1f5d300ddc9e145dbe6cb4d6c2d93c74e9f862f5e247783f64ef89a4732e68dd473c4c62c9697f70e27d27e4a0d3f001c4032a262c390f868b2c7df763b2171969f29dde33a01785f01b6e37e7a1d7ba39735cb6013ad3a7f00c76ae84623ef286f99c3ee60292ec9f3e02c688b9f852352d443420333030442052616b").unwrap();
         let payload = &raw[6..];
         assert_eq!(content_hash(ADVERT, 0x42, payload), "09f282f70cc1ff60");
@@ -455,7 +455,7 @@ mod tests {
 
     #[test]
     fn trace_hash_includes_path_len() {
-        // Spec §4.10 C: raw 26 01 0f ba74e45d 00000000 00 27.
+        // A real TRACE row: raw 26 01 0f ba74e45d 00000000 00 27.
         let payload = trace_payload(0x5DE474BA, 0, 0, &[0x27]);
         assert_eq!(hex::encode(&payload), "ba74e45d000000000027");
         assert_ne!(

@@ -187,12 +187,12 @@ pub struct Tail {
     pub observers: Vec<ObserverRow>,
     pub dropped: Vec<DroppedRow>,
     pub edges: Vec<EdgeRow>,
-    /// `sqlite_sequence` values above the highest ids (spec §10 #3).
+    /// `sqlite_sequence` values above the highest ids.
     pub seq_bump: Option<(i64, i64)>,
     pub anomalies_made: BTreeMap<&'static str, u64>,
 }
 
-/// Anomaly kinds placed on chosen transmissions (spec §10).
+/// Anomaly kinds placed on chosen transmissions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Anom {
     VersionNull,      // #4
@@ -702,7 +702,7 @@ impl World {
         }
     }
 
-    /// `resolved_path` as the ingestor writes it (spec §6.9): a unique prefix
+    /// `resolved_path` as the ingestor writes it: a unique prefix
     /// resolves; an ambiguous one only when exactly one candidate is adjacent to the
     /// anchor (the originator for hop 0 of an ADVERT, else the previous resolved
     /// hop); resolved keys are excluded from later hops; all-null → NULL.
@@ -1277,7 +1277,7 @@ impl Generator {
                 *self.made.entry(anom_name(Anom::ZeroTimestamp)).or_default() += 1;
             }
             if self.cfg.schema == Schema::Legacy {
-                // The fixture's importer quirks (spec §10 #23, #24); it stored no
+                // The fixture's importer quirks; it stored no
                 // radio figures either.
                 row.observer = ObserverRef::Text(obs.id.clone());
                 row.timestamp = 0;
@@ -1357,7 +1357,7 @@ impl Generator {
             {
                 from_pubkey = None;
             }
-            // A few adverts fail signature validation and are dropped (spec §4.8).
+            // A few adverts fail signature validation and are dropped.
             if self.rng.gen_bool(0.002) && !self.world.observers.is_empty() {
                 let o = &self.world.observers[self.rng.gen_range(0..self.world.observers.len())];
                 let mut bad = payload.clone();
@@ -1577,7 +1577,7 @@ impl Generator {
             }
         }
         if cfg.schema == Schema::Legacy {
-            // Legacy Node.js rows carry milliseconds in first_seen (spec §3.1).
+            // Legacy Node.js rows carry milliseconds in first_seen.
             for n in self.world.nodes.iter_mut() {
                 n.ms_first_seen = Some(rng.gen_range(0..1000));
             }

@@ -278,8 +278,8 @@ pub fn write_database(
     let started = Instant::now();
     {
         let conn = Connection::open(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        // A fresh ingestor database is INCREMENTAL (spec §0); the legacy fixture and
-        // the anomaly set (§10 #21) are NONE.
+        // A fresh ingestor database is INCREMENTAL; the legacy fixture and
+        // the anomaly set are NONE.
         if cfg.schema != Schema::Legacy && !cfg.anomalies {
             conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")?;
         }
@@ -299,7 +299,7 @@ pub fn write_database(
         let skip_dedup = cfg.anomalies;
         for s in &ddl.indexes {
             if skip_dedup && s.contains("idx_observations_dedup") {
-                // Duplicate dedup keys (spec §10 #2) make this index impossible.
+                // Duplicate dedup keys make this index impossible.
                 continue;
             }
             conn.execute_batch(s)
