@@ -354,7 +354,7 @@ fn leftover_old_tables_are_emptied_and_dropped() {
     )
     .unwrap();
     drop(c);
-    let r = build(&db, &["--max-lock-ms", "5"]);
+    let r = build(&db, &["--max-lock-ms", "20"]);
     assert_eq!(r["old_table_rows_deleted"], 3000);
     let c = Connection::open(&db).unwrap();
     let left: i64 = c
@@ -482,12 +482,12 @@ fn convergence_one_run_many_runs_kills_and_concurrent() {
     // (b') small lock budget instead of a fixed batch size.
     let b2 = mk("b2.db");
     loop {
-        let r = build(&b2, &["--max-lock-ms", "1", "--max-seconds", "0"]);
+        let r = build(&b2, &["--max-lock-ms", "20", "--max-seconds", "0"]);
         if r["complete"] == true {
             break;
         }
     }
-    assert_eq!(edges(&b2), reference, "max-lock-ms 1");
+    assert_eq!(edges(&b2), reference, "max-lock-ms 20");
 
     // (c) SIGKILL at random points, then re-run.
     let c = mk("c.db");
@@ -523,7 +523,7 @@ fn convergence_one_run_many_runs_kills_and_concurrent() {
                 "--batch-size",
                 "3",
                 "--max-lock-ms",
-                "1",
+                "20",
                 "--db",
             ])
             .arg(&c2)

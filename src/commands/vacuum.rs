@@ -19,10 +19,6 @@ use crate::report::{self, Outcome};
 /// Hidden test hook: pretend the filesystem has this many bytes free.
 pub const FREE_BYTES_ENV: &str = "CORESCOPE_TEST_FREE_BYTES";
 
-/// Busy timeout for a TRUNCATE checkpoint: short, so a reader holding old
-/// frames makes it report `busy` quickly instead of stalling the run.
-const TRUNCATE_BUSY_MS: u64 = 1000;
-
 /// `PRAGMA auto_vacuum` value as a name.
 pub fn auto_vacuum_name(v: i64) -> &'static str {
     match v {
@@ -161,6 +157,13 @@ pub struct CheckpointResult {
     pub mode: &'static str,
     pub journal_mode: String,
     pub busy: bool,
+    /// TRUNCATE only: whether the WAL was reset to zero bytes.
+    pub truncated: Option<bool>,
+    /// Why a TRUNCATE did not truncate (None when it did, or for PASSIVE).
+    pub reason: Option<String>,
+    /// TRUNCATE only: the longest it may wait for readers and the writer
+    /// (its busy timeout), derived from the lock budget.
+    pub wait_limit_ms: Option<u64>,
     pub log_frames: i64,
     pub checkpointed_frames: i64,
     pub wal_bytes_before: u64,
@@ -175,6 +178,11 @@ impl CheckpointResult {
                 "WAL checkpoint: nothing to do (journal_mode is {})",
                 self.journal_mode
             )
+        } else if let (Some(false), Some(why)) = (self.truncated, &self.reason) {
+            format!(
+                "WAL checkpoint (truncate): not truncated: {why}; WAL {} -> {} bytes",
+                self.wal_bytes_before, self.wal_bytes_after
+            )
         } else if self.busy {
             format!(
                 "WAL checkpoint ({}): busy (a reader still uses old frames; a later checkpoint resets the WAL); WAL {} -> {} bytes",
@@ -182,8 +190,15 @@ impl CheckpointResult {
             )
         } else {
             format!(
-                "WAL checkpoint ({}): done; WAL {} -> {} bytes",
-                self.mode, self.wal_bytes_before, self.wal_bytes_after
+                "WAL checkpoint ({}): done{}; WAL {} -> {} bytes",
+                self.mode,
+                if self.truncated == Some(true) {
+                    ", truncated"
+                } else {
+                    ""
+                },
+                self.wal_bytes_before,
+                self.wal_bytes_after
             )
         }
     }
@@ -193,6 +208,9 @@ impl CheckpointResult {
             "mode": self.mode,
             "journal_mode": self.journal_mode,
             "busy": self.busy,
+            "truncated": self.truncated,
+            "reason": self.reason,
+            "wait_limit_ms": self.wait_limit_ms,
             "log_frames": self.log_frames,
             "checkpointed_frames": self.checkpointed_frames,
             "wal_bytes_before": self.wal_bytes_before,
@@ -203,10 +221,38 @@ impl CheckpointResult {
 
 pub use crate::db::{file_len, wal_path};
 
-/// `PRAGMA wal_checkpoint(PASSIVE|TRUNCATE)`. TRUNCATE runs with a short busy
-/// timeout and its duration is recorded as a lock hold (it blocks writers).
-/// Busy is reported, never an error.
-pub fn checkpoint(db: &mut WriteDb, truncate: bool) -> anyhow::Result<CheckpointResult> {
+/// How long a TRUNCATE checkpoint may wait (its busy timeout) under a lock
+/// budget: half of it, so waiting for readers plus the copy of the last
+/// frames and the reset stay inside the budget; never longer than the
+/// `--busy-timeout`.
+pub fn truncate_wait_ms(max_lock_ms: u64, busy_timeout_ms: u64) -> u64 {
+    (max_lock_ms / 2).max(1).min(busy_timeout_ms.max(1))
+}
+
+fn run_checkpoint(db: &WriteDb, sql: &str) -> rusqlite::Result<(i64, i64, i64)> {
+    db.conn().query_row(sql, [], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    })
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE|TRUNCATE)`. Busy is reported, never an
+/// error.
+///
+/// TRUNCATE blocks the writer while it waits for readers, so its wait is
+/// bounded by the lock budget: a PASSIVE checkpoint first copies every frame
+/// it can without waiting for anybody, then TRUNCATE runs with a busy timeout
+/// of [`truncate_wait_ms`]; its duration is recorded as a lock hold. When a
+/// reader keeps it from resetting the WAL the result says so (`truncated`
+/// false, `reason`) instead of holding the lock until the reader finishes.
+pub fn checkpoint(
+    db: &mut WriteDb,
+    truncate: bool,
+    max_lock_ms: u64,
+) -> anyhow::Result<CheckpointResult> {
     let wal = wal_path(db.path());
     let journal_mode: String = db
         .conn()
@@ -220,29 +266,34 @@ pub fn checkpoint(db: &mut WriteDb, truncate: bool) -> anyhow::Result<Checkpoint
         checkpointed_frames: -1,
         ..CheckpointResult::default()
     };
-    let sql = if truncate {
-        "PRAGMA wal_checkpoint(TRUNCATE)"
-    } else {
-        "PRAGMA wal_checkpoint(PASSIVE)"
-    };
+    if !truncate || r.journal_mode != "wal" {
+        match run_checkpoint(db, "PRAGMA wal_checkpoint(PASSIVE)") {
+            Ok((busy, log, done)) => {
+                r.busy = busy != 0;
+                r.log_frames = log;
+                r.checkpointed_frames = done;
+            }
+            Err(e) if is_busy(&e) => r.busy = true,
+            Err(e) => return Err(anyhow::Error::new(e).context("WAL checkpoint")),
+        }
+        r.wal_bytes_after = file_len(&wal);
+        return Ok(r);
+    }
+    // Copy what can be copied without waiting (no lock, no busy handler).
+    if let Err(e) = run_checkpoint(db, "PRAGMA wal_checkpoint(PASSIVE)") {
+        if !is_busy(&e) {
+            return Err(anyhow::Error::new(e).context("WAL checkpoint (passive, before truncate)"));
+        }
+    }
     let normal = db.busy_timeout_ms();
-    if truncate {
-        db.conn()
-            .busy_timeout(Duration::from_millis(normal.min(TRUNCATE_BUSY_MS)))?;
-    }
+    let wait = truncate_wait_ms(max_lock_ms, normal);
+    r.wait_limit_ms = Some(wait);
+    db.conn().busy_timeout(Duration::from_millis(wait))?;
     let t0 = Instant::now();
-    let res = db.conn().query_row(sql, [], |row| {
-        Ok((
-            row.get::<_, i64>(0)?,
-            row.get::<_, i64>(1)?,
-            row.get::<_, i64>(2)?,
-        ))
-    });
+    let res = run_checkpoint(db, "PRAGMA wal_checkpoint(TRUNCATE)");
     let held = t0.elapsed();
-    if truncate {
-        db.conn().busy_timeout(Duration::from_millis(normal))?;
-        db.record_hold(held);
-    }
+    db.conn().busy_timeout(Duration::from_millis(normal))?;
+    db.record_hold(held);
     match res {
         Ok((busy, log, done)) => {
             r.busy = busy != 0;
@@ -253,6 +304,26 @@ pub fn checkpoint(db: &mut WriteDb, truncate: bool) -> anyhow::Result<Checkpoint
         Err(e) => return Err(anyhow::Error::new(e).context("WAL checkpoint")),
     }
     r.wal_bytes_after = file_len(&wal);
+    r.truncated = Some(!r.busy && r.wal_bytes_after == 0);
+    if r.truncated == Some(false) {
+        r.reason = Some(
+            if r.log_frames >= 0 && r.log_frames == r.checkpointed_frames {
+                format!(
+                "a reader is active: every frame was copied into the database, but another connection still has the WAL open in a read transaction, so it cannot be reset (waited {wait} ms, half the lock budget); the next checkpoint with idle readers truncates it"
+            )
+            } else if r.log_frames >= 0 {
+                format!(
+                "a reader is active: another connection still reads older frames ({} of {} copied), or the ingestor held the write lock (waited {wait} ms, half the lock budget); the next checkpoint with idle readers truncates it",
+                r.checkpointed_frames.max(0),
+                r.log_frames
+            )
+            } else {
+                format!(
+                "the database was busy: another connection held the write lock or a read transaction (waited {wait} ms, half the lock budget); the next checkpoint with idle readers truncates it"
+            )
+            },
+        );
+    }
     Ok(r)
 }
 
@@ -379,7 +450,7 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
     }
     // After a full VACUUM in WAL mode the rewritten pages sit in the WAL: only
     // a TRUNCATE checkpoint lets the file shrink and resets the WAL.
-    let ck = checkpoint(&mut db, args.truncate_wal || args.full)?;
+    let ck = checkpoint(&mut db, args.truncate_wal || args.full, DEFAULT_MAX_LOCK_MS)?;
     let av_after = pragma_i64(&db, "auto_vacuum")?;
     let file_after = file_len(&path);
     let wal_after = file_len(&wal);
