@@ -352,6 +352,68 @@ pub fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
     Ok((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
 }
 
+/// Hidden test hook: pretend SQLite's temporary directory is on a
+/// filesystem of its own with this many bytes free.
+pub const TMP_FREE_BYTES_ENV: &str = "CORESCOPE_TEST_TMP_FREE_BYTES";
+
+/// Where SQLite puts its temporary files (the copy a `VACUUM` builds), and
+/// why: SQLite's own order on Unix is `SQLITE_TMPDIR`, `TMPDIR`, `/var/tmp`,
+/// `/usr/tmp`, `/tmp`, then `.`, taking the first that is a directory this
+/// process may write and search. corescope never sets
+/// `PRAGMA temp_store_directory`.
+pub fn sqlite_temp_dir() -> (PathBuf, String) {
+    use std::os::unix::ffi::OsStrExt;
+    let usable = |p: &Path| -> bool {
+        if !p.is_dir() {
+            return false;
+        }
+        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+            return false;
+        };
+        // SAFETY: access() only reads the NUL-terminated path.
+        unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+    };
+    for var in ["SQLITE_TMPDIR", "TMPDIR"] {
+        if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            let p = PathBuf::from(&v);
+            if usable(&p) {
+                return (p, format!("from {var}"));
+            }
+        }
+    }
+    for d in ["/var/tmp", "/usr/tmp", "/tmp"] {
+        let p = PathBuf::from(d);
+        if usable(&p) {
+            return (
+                p,
+                "SQLite's default; SQLITE_TMPDIR and TMPDIR are unset or unusable".into(),
+            );
+        }
+    }
+    (
+        PathBuf::from("."),
+        "the current directory (no usable temporary directory)".into(),
+    )
+}
+
+/// Free bytes in SQLite's temporary directory, and whether it is on the
+/// same filesystem as `db_dir` (then one free-space rule covers both).
+fn temp_space(tmp: &Path, db_dir: &Path) -> anyhow::Result<(u64, bool)> {
+    if let Ok(v) = std::env::var(TMP_FREE_BYTES_ENV) {
+        let n = v
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| Failure::Usage(format!("{TMP_FREE_BYTES_ENV}={v} is not a byte count")))?;
+        return Ok((n, false));
+    }
+    use std::os::unix::fs::MetadataExt;
+    let same = match (std::fs::metadata(tmp), std::fs::metadata(db_dir)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        _ => false,
+    };
+    Ok((free_bytes(tmp)?, same))
+}
+
 /// Directory holding the database file.
 pub fn db_dir(path: &Path) -> PathBuf {
     match path.parent() {
@@ -410,6 +472,32 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
             ))
             .into());
         }
+        // VACUUM builds its copy of the database in SQLite's temporary
+        // directory: on another filesystem that one needs the room too.
+        let (tmp, tmp_why) = sqlite_temp_dir();
+        let (tmp_free, same_fs) = temp_space(&tmp, &dir)?;
+        out.set(
+            "temp_dir",
+            json!({
+                "path": tmp.display().to_string(),
+                "chosen": tmp_why,
+                "same_filesystem": same_fs,
+                "free_bytes": tmp_free,
+                "required_free_bytes": if same_fs { Value::Null } else { Value::from(need_base) },
+            }),
+        );
+        if !same_fs && tmp_free < need_base {
+            return Err(Failure::Fatal(format!(
+                "refusing VACUUM of {}: SQLite writes its temporary copy of the database (about {} bytes) into {} ({}), \
+                 which has only {} bytes free; set SQLITE_TMPDIR to a directory with room (for example one beside the database) and run again. Nothing was changed",
+                path.display(),
+                need_base,
+                tmp.display(),
+                tmp_why,
+                tmp_free
+            ))
+            .into());
+        }
         // observers.rowid is referenced by observations.observer_idx (spec
         // §1.6); SQLite does not document that VACUUM keeps rowids of tables
         // without an INTEGER PRIMARY KEY, so verify it did.
@@ -421,7 +509,16 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
         let res = db.conn().execute_batch("VACUUM");
         db.record_hold(t0.elapsed());
         res.map_err(|e| {
-            if is_busy(&e) {
+            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+                anyhow::Error::from(Failure::Fatal(format!(
+                    "disk full during VACUUM of {}: SQLite writes its temporary copy into {} ({}) and the rewritten pages into {}-wal; \
+                     free space on both filesystems (or set SQLITE_TMPDIR to a directory with room) and run again. The database is unchanged (VACUUM is all or nothing)",
+                    path.display(),
+                    tmp.display(),
+                    tmp_why,
+                    path.display()
+                )))
+            } else if is_busy(&e) {
                 anyhow::Error::from(Failure::Busy(format!(
                     "VACUUM of {} could not get exclusive access (another connection is writing or reading); try again when the ingestor is idle, or stop it for the conversion",
                     path.display()
