@@ -418,7 +418,7 @@ pub struct PruneArgs {
     #[arg(long, value_enum, num_args = 1.., value_delimiter = ',', value_name = "KIND")]
     pub skip: Vec<PruneKind>,
 
-    /// Checkpoint the WAL with TRUNCATE (short busy timeout; reports busy instead of failing) instead of PASSIVE
+    /// Checkpoint the WAL with TRUNCATE instead of PASSIVE; waits at most half of --max-lock-ms for readers, then reports that it did not truncate and why (a reader is active)
     #[arg(long)]
     pub truncate_wal: bool,
 
@@ -468,7 +468,7 @@ pub struct VacuumArgs {
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub pages: Option<i64>,
 
-    /// Checkpoint the WAL with TRUNCATE (short busy timeout; reports busy instead of failing) instead of PASSIVE
+    /// Checkpoint the WAL with TRUNCATE instead of PASSIVE; waits at most 100 ms (half the 200 ms lock budget) for readers, then reports that it did not truncate and why (a reader is active)
     #[arg(long)]
     pub truncate_wal: bool,
 }
