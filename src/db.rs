@@ -856,6 +856,43 @@ mod tests {
     }
 
     #[test]
+    fn first_batch_scales_with_the_budget() {
+        assert_eq!(Batcher::new(20).size(), 100);
+        assert_eq!(Batcher::new(200).size(), 500);
+        assert_eq!(Batcher::new(5000).size(), 500);
+        assert_eq!(Batcher::new(1).size(), 50);
+    }
+
+    #[test]
+    fn a_fixed_commit_cost_below_the_target_keeps_batches_growing() {
+        // 20 ms budget (target 10 ms): 2 ms fixed + 5 us/row.
+        let mut b = Batcher::new(20);
+        for _ in 0..10 {
+            let n = b.size();
+            b.observe(n, Duration::from_micros(2000 + 5 * n as u64));
+        }
+        assert!(b.size() >= 1000, "{}", b.size());
+    }
+
+    #[test]
+    fn last_hold_is_the_transaction_not_the_pause_after_it() {
+        let (_d, p) = tmpdb();
+        let mut db = WriteDb::open(&p, &OpenOptions::default()).unwrap();
+        let t0 = Instant::now();
+        db.write(|tx| {
+            std::thread::sleep(Duration::from_millis(30));
+            tx.execute("INSERT INTO transmissions(x) VALUES ('d')", [])?;
+            Ok(())
+        })
+        .unwrap();
+        let wall = t0.elapsed();
+        let held = db.last_hold();
+        assert!(held >= Duration::from_millis(30));
+        // write() pauses as long as it held the lock after the commit.
+        assert!(wall >= held * 2, "{wall:?} vs {held:?}");
+    }
+
+    #[test]
     fn deadline() {
         assert!(!Deadline::new(None).expired());
         assert!(Deadline::new(Some(0.0)).expired());

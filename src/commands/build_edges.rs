@@ -1019,6 +1019,48 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
 mod tests {
     use super::*;
 
+    fn edges_db() -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE observations (id INTEGER PRIMARY KEY AUTOINCREMENT, x);
+             CREATE TABLE neighbor_edges (node_a TEXT NOT NULL, node_b TEXT NOT NULL, count INTEGER DEFAULT 1, last_seen TEXT, PRIMARY KEY (node_a, node_b));
+             CREATE TABLE _corescope_state (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);
+             INSERT INTO observations (x) VALUES (1), (2), (3);",
+        )
+        .unwrap();
+        c
+    }
+
+    #[test]
+    fn foreign_objects_lists_what_the_catalog_does_not_define() {
+        let c = edges_db();
+        assert!(foreign_objects(&c).unwrap().is_empty());
+        c.execute_batch(
+            "ALTER TABLE neighbor_edges ADD COLUMN note TEXT;
+             CREATE INDEX ix ON neighbor_edges(last_seen);
+             CREATE TRIGGER tr AFTER DELETE ON neighbor_edges BEGIN SELECT 1; END;",
+        )
+        .unwrap();
+        assert_eq!(
+            foreign_objects(&c).unwrap(),
+            vec!["column neighbor_edges.note", "index ix", "trigger tr"]
+        );
+    }
+
+    #[test]
+    fn watermark_ahead_uses_the_autoincrement_counter() {
+        let c = edges_db();
+        db::state_set(&c, WATERMARK_KEY, "3").unwrap();
+        assert_eq!(watermark_ahead(&c).unwrap(), None);
+        // The newest rows deleted: their ids are still taken.
+        c.execute("DELETE FROM observations WHERE id >= 2", [])
+            .unwrap();
+        assert_eq!(observation_ceiling(&c).unwrap(), 3);
+        assert_eq!(watermark_ahead(&c).unwrap(), None);
+        db::state_set(&c, WATERMARK_KEY, "4").unwrap();
+        assert_eq!(watermark_ahead(&c).unwrap(), Some((4, 3)));
+    }
+
     #[test]
     fn epoch_tolerates_storage_classes() {
         assert_eq!(epoch(ValueRef::Integer(5)), Some(5));

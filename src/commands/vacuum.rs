@@ -632,6 +632,22 @@ mod tests {
     }
 
     #[test]
+    fn truncate_waits_half_the_budget_and_never_past_the_busy_timeout() {
+        assert_eq!(truncate_wait_ms(200, 5000), 100);
+        assert_eq!(truncate_wait_ms(50, 5000), 25);
+        assert_eq!(truncate_wait_ms(20, 5000), 10);
+        assert_eq!(truncate_wait_ms(200, 30), 30);
+        assert_eq!(truncate_wait_ms(u64::MAX, 5000), 5000);
+    }
+
+    #[test]
+    fn temp_dir_is_a_usable_directory() {
+        let (p, why) = sqlite_temp_dir();
+        assert!(p.is_dir(), "{} ({why})", p.display());
+        assert!(!why.is_empty());
+    }
+
+    #[test]
     fn statvfs_reads_something() {
         if std::env::var_os(FREE_BYTES_ENV).is_none() {
             assert!(free_bytes(Path::new("/")).is_ok());
