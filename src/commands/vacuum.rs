@@ -304,7 +304,9 @@ pub fn checkpoint(
         Err(e) => return Err(anyhow::Error::new(e).context("WAL checkpoint")),
     }
     r.wal_bytes_after = file_len(&wal);
-    r.truncated = Some(!r.busy && r.wal_bytes_after == 0);
+    // Not busy: SQLite reset the WAL to zero bytes (a writer may have
+    // appended new frames since; `wal_bytes_after` shows them).
+    r.truncated = Some(!r.busy);
     if r.truncated == Some(false) {
         r.reason = Some(
             if r.log_frames >= 0 && r.log_frames == r.checkpointed_frames {
