@@ -342,6 +342,7 @@ pub struct WriteDb {
     path: PathBuf,
     created: bool,
     max_hold: Duration,
+    last_hold: Duration,
     transactions: u64,
     busy_timeout_ms: u64,
 }
@@ -378,6 +379,7 @@ impl WriteDb {
             path: path.to_path_buf(),
             created: !exists,
             max_hold: Duration::ZERO,
+            last_hold: Duration::ZERO,
             transactions: 0,
             busy_timeout_ms: opts.busy_timeout_ms,
         })
@@ -430,6 +432,7 @@ impl WriteDb {
         // about 40 ms). Costs at most 2x the run time of a write phase.
         std::thread::sleep(held.max(Duration::from_millis(2)));
         self.transactions += 1;
+        self.last_hold = held;
         if held > self.max_hold {
             self.max_hold = held;
         }
@@ -438,6 +441,16 @@ impl WriteDb {
             held.as_secs_f64() * 1000.0
         );
         outcome
+    }
+
+    /// How long the last [`WriteDb::write`] held the write lock (from
+    /// `BEGIN IMMEDIATE` to commit or rollback). This, not the wall time
+    /// around `write`, is what a [`Batcher`] must be fed: the wall time also
+    /// counts the wait for the lock and the pause after the commit, and a
+    /// batcher fed with those shrinks its batches to a single row under a
+    /// small budget.
+    pub fn last_hold(&self) -> Duration {
+        self.last_hold
     }
 
     /// Longest lock hold of this run, in milliseconds.
@@ -677,8 +690,13 @@ pub struct Batcher {
 }
 
 impl Batcher {
+    /// Starts at 500 rows, or fewer under a small budget (5 rows per ms of
+    /// budget, at least 50): the first batch has no measurement yet.
     pub fn new(max_lock_ms: u64) -> Batcher {
-        Batcher::with_bounds(max_lock_ms, 500, 1, 200_000)
+        let initial = usize::try_from(max_lock_ms.saturating_mul(5))
+            .unwrap_or(500)
+            .clamp(50, 500);
+        Batcher::with_bounds(max_lock_ms, initial, 1, 200_000)
     }
 
     pub fn with_bounds(max_lock_ms: u64, initial: usize, min: usize, max: usize) -> Batcher {
@@ -835,6 +853,43 @@ mod tests {
         assert_eq!(b.size(), 500);
         b.observe(10, Duration::from_millis(1)); // short batch: unchanged
         assert_eq!(b.size(), 500);
+    }
+
+    #[test]
+    fn first_batch_scales_with_the_budget() {
+        assert_eq!(Batcher::new(20).size(), 100);
+        assert_eq!(Batcher::new(200).size(), 500);
+        assert_eq!(Batcher::new(5000).size(), 500);
+        assert_eq!(Batcher::new(1).size(), 50);
+    }
+
+    #[test]
+    fn a_fixed_commit_cost_below_the_target_keeps_batches_growing() {
+        // 20 ms budget (target 10 ms): 2 ms fixed + 5 us/row.
+        let mut b = Batcher::new(20);
+        for _ in 0..10 {
+            let n = b.size();
+            b.observe(n, Duration::from_micros(2000 + 5 * n as u64));
+        }
+        assert!(b.size() >= 1000, "{}", b.size());
+    }
+
+    #[test]
+    fn last_hold_is_the_transaction_not_the_pause_after_it() {
+        let (_d, p) = tmpdb();
+        let mut db = WriteDb::open(&p, &OpenOptions::default()).unwrap();
+        let t0 = Instant::now();
+        db.write(|tx| {
+            std::thread::sleep(Duration::from_millis(30));
+            tx.execute("INSERT INTO transmissions(x) VALUES ('d')", [])?;
+            Ok(())
+        })
+        .unwrap();
+        let wall = t0.elapsed();
+        let held = db.last_hold();
+        assert!(held >= Duration::from_millis(30));
+        // write() pauses as long as it held the lock after the commit.
+        assert!(wall >= held * 2, "{wall:?} vs {held:?}");
     }
 
     #[test]

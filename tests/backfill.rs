@@ -379,7 +379,7 @@ fn all_undecodable_terminates_and_second_run_scans_nothing() {
         insert_obs(&c, i, 1, i, None, Some(&raw));
     }
     drop(c);
-    let v = run_json(&db, &["path-json", "--max-lock-ms", "5"]);
+    let v = run_json(&db, &["path-json", "--max-lock-ms", "20"]);
     assert_eq!(n(&v, "path-json", "scanned"), 300);
     assert_eq!(n(&v, "path-json", "updated"), 0);
     assert_eq!(v["complete"], true);
@@ -807,7 +807,7 @@ fn kill_nine_then_rerun_equals_one_clean_run() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
     for i in 0..6 {
         // Alternate tiny batches (many commits) and the default budget.
-        let lock = if i % 2 == 0 { "2" } else { "200" };
+        let lock = if i % 2 == 0 { "20" } else { "200" };
         let mut child = StdCommand::new(&exe)
             .args(["backfill", "--max-lock-ms", lock, "--db"])
             .arg(&killed)

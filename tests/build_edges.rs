@@ -1,5 +1,6 @@
 //! End-to-end tests of `corescope build-edges` on real SQLite files.
 
+mod common;
 mod edges_common;
 
 use std::collections::BTreeMap;
@@ -354,7 +355,7 @@ fn leftover_old_tables_are_emptied_and_dropped() {
     )
     .unwrap();
     drop(c);
-    let r = build(&db, &["--max-lock-ms", "5"]);
+    let r = build(&db, &["--max-lock-ms", "20"]);
     assert_eq!(r["old_table_rows_deleted"], 3000);
     let c = Connection::open(&db).unwrap();
     let left: i64 = c
@@ -482,12 +483,12 @@ fn convergence_one_run_many_runs_kills_and_concurrent() {
     // (b') small lock budget instead of a fixed batch size.
     let b2 = mk("b2.db");
     loop {
-        let r = build(&b2, &["--max-lock-ms", "1", "--max-seconds", "0"]);
+        let r = build(&b2, &["--max-lock-ms", "20", "--max-seconds", "0"]);
         if r["complete"] == true {
             break;
         }
     }
-    assert_eq!(edges(&b2), reference, "max-lock-ms 1");
+    assert_eq!(edges(&b2), reference, "max-lock-ms 20");
 
     // (c) SIGKILL at random points, then re-run.
     let c = mk("c.db");
@@ -523,7 +524,7 @@ fn convergence_one_run_many_runs_kills_and_concurrent() {
                 "--batch-size",
                 "3",
                 "--max-lock-ms",
-                "1",
+                "20",
                 "--db",
             ])
             .arg(&c2)
@@ -596,4 +597,287 @@ fn legacy_fixture_rebuild() {
     // Incremental afterwards: nothing.
     let r = build(&db, &[]);
     assert_eq!(r["observations_scanned"], 0);
+}
+
+// ---- write-engine edge cases: foreign objects, watermark ahead, stopped
+// rebuilds, lock budgets ----
+
+/// Runs `corescope ARGS --db DB`; returns (exit code, stdout, stderr).
+fn run_raw(db: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = bin().args(args).arg("--db").arg(db).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The main file alone holds everything (no -wal beside it), so its hash
+/// covers the whole database.
+fn settle(db: &Path) -> String {
+    let c = Connection::open(db).unwrap();
+    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(c);
+    common::sha256(db)
+}
+
+fn warning_codes(db: &Path) -> Vec<String> {
+    let (code, out, err) = run_raw(db, &["--json", "check"]);
+    assert!(code == 0 || code == 3, "check: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["code"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn tables_like(db: &Path, pattern: &str) -> Vec<String> {
+    let c = Connection::open(db).unwrap();
+    let mut st = c
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ?1 ORDER BY name",
+        )
+        .unwrap();
+    let v = st
+        .query_map([pattern], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    v
+}
+
+#[test]
+fn rebuild_refuses_a_table_with_objects_it_does_not_own() {
+    let cases: [(&str, &str, &str); 3] = [
+        (
+            "column",
+            "ALTER TABLE neighbor_edges ADD COLUMN note TEXT; UPDATE neighbor_edges SET note = 'keep ' || node_a;",
+            "column neighbor_edges.note",
+        ),
+        (
+            "index",
+            "CREATE INDEX idx_edges_last_seen ON neighbor_edges(last_seen);",
+            "index idx_edges_last_seen",
+        ),
+        (
+            "trigger",
+            "CREATE TABLE edge_audit (a TEXT); CREATE TRIGGER edges_audit AFTER INSERT ON neighbor_edges BEGIN INSERT INTO edge_audit VALUES (new.node_a); END;",
+            "trigger edges_audit",
+        ),
+    ];
+    for (what, ddl, named) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, w) = known_db(dir.path());
+        build(&db, &[]);
+        Connection::open(&db).unwrap().execute_batch(ddl).unwrap();
+        let before = settle(&db);
+        let (code, out, err) = run_raw(&db, &["build-edges", "--rebuild"]);
+        assert_eq!(code, 1, "{what}: {out}{err}");
+        assert!(err.contains(named), "{what}: {err}");
+        assert!(
+            err.contains("Nothing was changed") && err.contains("without --rebuild"),
+            "{what}: {err}"
+        );
+        assert_eq!(common::sha256(&db), before, "{what}: database changed");
+        assert!(
+            !Path::new(&format!("{}-wal", db.display())).exists(),
+            "{what}: a -wal was left"
+        );
+        // The incremental build keeps the object and works on.
+        let r = build(&db, &[]);
+        assert_eq!(r["observations_scanned"], 0, "{what}");
+        assert_eq!(edges(&db), expected_known(&w), "{what}");
+        if what == "column" {
+            let c = Connection::open(&db).unwrap();
+            let kept: i64 = c
+                .query_row(
+                    "SELECT count(*) FROM neighbor_edges WHERE note = 'keep ' || node_a",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(kept, 5);
+        }
+    }
+}
+
+#[test]
+fn watermark_ahead_of_every_observation_is_refused_and_rebuild_repairs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, w) = known_db(dir.path());
+    build(&db, &[]);
+    // Deleting the newest observations (as retention may) is not "ahead":
+    // AUTOINCREMENT never hands their ids out again.
+    {
+        let c = Connection::open(&db).unwrap();
+        c.execute("DELETE FROM observations WHERE id = 12", [])
+            .unwrap();
+    }
+    let r = build(&db, &[]);
+    assert_eq!(r["watermark"], 12);
+    assert!(!warning_codes(&db).contains(&"edges_watermark_ahead".to_string()));
+    // A watermark no observation id reaches: a restored backup.
+    Connection::open(&db)
+        .unwrap()
+        .execute(
+            "UPDATE _corescope_state SET value = '5000' WHERE key = 'build_edges.watermark'",
+            [],
+        )
+        .unwrap();
+    let before = settle(&db);
+    let (code, _, err) = run_raw(&db, &["build-edges"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("watermark") && err.contains("5000") && err.contains("(12)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Nothing was changed") && err.contains("build-edges --rebuild"),
+        "{err}"
+    );
+    assert_eq!(common::sha256(&db), before);
+    assert!(warning_codes(&db).contains(&"edges_watermark_ahead".to_string()));
+    let (code, _, _) = run_raw(&db, &["check", "--strict"]);
+    assert_eq!(code, 3);
+    assert_eq!(common::sha256(&db), before, "check wrote");
+    // The fix the message names.
+    let r = build(&db, &["--rebuild"]);
+    assert_eq!(r["complete"], true);
+    assert_eq!(r["watermark"], 11);
+    assert!(!warning_codes(&db).contains(&"edges_watermark_ahead".to_string()));
+    // New rows are counted again: observation 13 → (f1, o1) once more.
+    {
+        let c = Connection::open(&db).unwrap();
+        let o1: i64 = c
+            .query_row(
+                "SELECT rowid FROM observers WHERE name = 'obs one'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let t = add_tx(&c, 4, Some(&w.f1), None);
+        add_obs(&c, t, Sql::Integer(o1), Some("[]"), 5000);
+    }
+    let r = build(&db, &[]);
+    assert_eq!(r["observations_scanned"], 1);
+    assert_eq!(r["watermark"], 13);
+    let e = edges(&db);
+    let (a, b) = pair(&w.f1, &w.o1);
+    assert!(e.iter().any(|x| x.0 == a && x.1 == b && x.2 == 2), "{e:?}");
+}
+
+#[test]
+fn stopped_rebuild_is_reported_by_check_and_handled_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, w) = known_db(dir.path());
+    build(&db, &[]);
+    let stop = ["--rebuild", "--batch-size", "3", "--max-seconds", "0"];
+
+    // 1. Stopped after a complete flush: resumable. check says so; a plain
+    //    run keeps it; --rebuild resumes and finishes it.
+    let r = build(&db, &stop);
+    assert_eq!(r["complete"], false);
+    let codes = warning_codes(&db);
+    assert!(
+        codes.contains(&"interrupted_edges_rebuild".to_string()),
+        "{codes:?}"
+    );
+    let (_, out, _) = run_raw(&db, &["check"]);
+    assert!(out.contains("consistent up to observation 3"), "{out}");
+    let r = build(&db, &[]);
+    assert_eq!(r["interrupted_rebuild"]["action"], "kept");
+    assert_eq!(r["interrupted_rebuild"]["resumable_after_id"], 3);
+    assert_eq!(
+        tables_like(&db, "_corescope_edges_rebuild"),
+        vec!["_corescope_edges_rebuild"]
+    );
+    let (code, out, _) = run_raw(&db, &["build-edges"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("`corescope build-edges --rebuild` resumes"),
+        "{out}"
+    );
+    let r = build(&db, &["--rebuild"]);
+    assert_eq!(r["rebuild"]["resumed_after_id"], 3);
+    assert_eq!(r["complete"], true);
+    assert_eq!(edges(&db), expected_known(&w));
+    assert!(tables_like(&db, "_corescope_edges%").is_empty());
+    assert!(!warning_codes(&db).contains(&"interrupted_edges_rebuild".to_string()));
+
+    // 2. Killed inside a flush (staging watermark cleared): not resumable.
+    //    A plain run drops it; so does --rebuild, which then starts over.
+    for rebuild in [false, true] {
+        build(&db, &stop);
+        Connection::open(&db)
+            .unwrap()
+            .execute(
+                "DELETE FROM _corescope_state WHERE key = 'build_edges.rebuild_watermark'",
+                [],
+            )
+            .unwrap();
+        let (_, out, _) = run_raw(&db, &["check"]);
+        assert!(
+            out.contains("interrupted_edges_rebuild") && out.contains("not resumable"),
+            "{out}"
+        );
+        let r = if rebuild {
+            let r = build(&db, &["--rebuild"]);
+            assert_eq!(r["rebuild"]["resumed_after_id"], serde_json::Value::Null);
+            assert_eq!(r["observations_scanned"], 12);
+            r
+        } else {
+            let r = build(&db, &[]);
+            assert_eq!(r["interrupted_rebuild"]["action"], "dropped");
+            r
+        };
+        assert_eq!(r["complete"], true);
+        assert!(r["old_table_rows_deleted"].as_u64().unwrap() > 0, "{r}");
+        assert!(
+            tables_like(&db, "_corescope_edges%").is_empty(),
+            "rebuild={rebuild}"
+        );
+        assert_eq!(edges(&db), expected_known(&w), "rebuild={rebuild}");
+        let codes = warning_codes(&db);
+        assert!(
+            !codes.contains(&"interrupted_edges_rebuild".to_string()),
+            "{codes:?}"
+        );
+        assert!(!codes.contains(&"old_edge_tables".to_string()), "{codes:?}");
+    }
+}
+
+#[test]
+fn lock_budget_below_the_minimum_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = known_db(dir.path());
+    let before = settle(&db);
+    for cmd in ["migrate", "backfill", "build-edges", "prune"] {
+        for ms in ["0", "5", "19"] {
+            let (code, out, err) = run_raw(&db, &[cmd, "--max-lock-ms", ms]);
+            assert_eq!(code, 2, "{cmd} {ms}: {out}{err}");
+            assert!(err.contains("minimum of 20 ms"), "{cmd} {ms}: {err}");
+            assert_eq!(common::sha256(&db), before, "{cmd} {ms}");
+        }
+    }
+    let r = build(&db, &["--max-lock-ms", "20"]);
+    assert_eq!(r["complete"], true);
+}
+
+#[test]
+fn smallest_budget_still_writes_in_batches() {
+    // Before batches were sized by the real lock hold, a small budget shrank
+    // every batch to one observation (a transaction per row).
+    let dir = tempfile::tempdir().unwrap();
+    let db = random_db(dir.path(), "r.db", 3000, 5);
+    let r = build(&db, &["--max-lock-ms", "20"]);
+    assert_eq!(r["observations_scanned"], 3000);
+    assert_eq!(r["complete"], true);
+    let tx = r["transactions"].as_u64().unwrap();
+    assert!(
+        tx * 10 <= 3000,
+        "{tx} transactions for 3000 observations: {r}"
+    );
 }

@@ -897,7 +897,7 @@ fn killed_at_random_points_then_rerun_equals_one_clean_run() {
     let runs = 8;
     for run in 0..runs {
         let mut child = StdCommand::new(binary())
-            .args(["prune", "-q", "--max-lock-ms", "1", "--db"])
+            .args(["prune", "-q", "--max-lock-ms", "20", "--db"])
             .arg(&victim)
             .args(&args)
             .env_remove("CORESCOPE_DB")

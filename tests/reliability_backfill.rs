@@ -37,7 +37,7 @@ fn backfill_every_task_converges_after_kills() {
     );
     println!("setup for resolved-path: {}", r.stdout.trim());
     for (i, task) in TASKS.iter().enumerate() {
-        let a = args(task, &["--max-lock-ms", "10"]);
+        let a = args(task, &["--max-lock-ms", "20"]);
         let name = format!(
             "backfill {}",
             if task.is_empty() { "(all tasks)" } else { task }
@@ -102,7 +102,7 @@ fn two_backfills_at_once_equal_one() {
         let rep = overlap(
             "backfill (all tasks)",
             &setup,
-            &args("", &["--max-lock-ms", "10"]),
+            &args("", &["--max-lock-ms", "20"]),
             0,
             &[],
             &[Duration::ZERO, Duration::from_millis(20)],

@@ -52,17 +52,17 @@ fn build_edges_converges_after_kills() {
         (
             "build-edges (empty table)",
             &fresh,
-            vec!["build-edges", "-q", "--max-lock-ms", "10"],
+            vec!["build-edges", "-q", "--max-lock-ms", "20"],
         ),
         (
             "build-edges (existing edges, seeded)",
             &seeded,
-            vec!["build-edges", "-q", "--max-lock-ms", "10"],
+            vec!["build-edges", "-q", "--max-lock-ms", "20"],
         ),
         (
             "build-edges --rebuild",
             &seeded,
-            vec!["build-edges", "-q", "--rebuild", "--max-lock-ms", "10"],
+            vec!["build-edges", "-q", "--rebuild", "--max-lock-ms", "20"],
         ),
     ]
     .into_iter()
@@ -116,8 +116,8 @@ fn two_build_edges_at_once_equal_one() {
     let dir = tempfile::tempdir().unwrap();
     let setup = edges_setup(dir.path(), "e.db", 1_000, 54, true);
     for args in [
-        vec!["build-edges", "-q", "--max-lock-ms", "10"],
-        vec!["build-edges", "-q", "--rebuild", "--max-lock-ms", "10"],
+        vec!["build-edges", "-q", "--max-lock-ms", "20"],
+        vec!["build-edges", "-q", "--rebuild", "--max-lock-ms", "20"],
     ] {
         for bypass in [false, true] {
             let rep = overlap(

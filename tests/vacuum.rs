@@ -263,3 +263,174 @@ fn vacuum_refuses_unmigrated_database() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
 }
+
+// ---- SQLite's temporary directory, and a TRUNCATE checkpoint beside a reader ----
+
+const TMP_FREE_ENV: &str = "CORESCOPE_TEST_TMP_FREE_BYTES";
+
+fn vacuum_full(db: &Path, envs: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = bin();
+    cmd.args(["vacuum", "--full", "--json", "--db"])
+        .arg(db)
+        .env_remove("SQLITE_TMPDIR")
+        .env_remove("TMPDIR");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn full_checks_the_temp_directory_sqlite_uses_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build(dir.path(), "t.db", 200, false);
+    let tmp = dir.path().join("sqlite-tmp");
+    let other = dir.path().join("other-tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::create_dir(&other).unwrap();
+    let tmp_s = tmp.to_str().unwrap();
+    let before = sha256(&db);
+    let need = size(&db) + size(&wal(&db));
+
+    // The temporary directory (SQLITE_TMPDIR) lacks room for the copy.
+    let (code, out, err) = vacuum_full(
+        &db,
+        &[
+            ("SQLITE_TMPDIR", tmp_s),
+            (TMP_FREE_ENV, &(need - 1).to_string()),
+        ],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("refusing VACUUM"), "{err}");
+    assert!(
+        err.contains(tmp_s) && err.contains("from SQLITE_TMPDIR"),
+        "{err}"
+    );
+    assert!(err.contains(&(need - 1).to_string()), "{err}");
+    assert!(err.contains("Nothing was changed"), "{err}");
+    assert_eq!(sha256(&db), before, "database changed");
+    assert_eq!(pragma(&open(&db), "auto_vacuum"), 0);
+
+    // SQLite's order: SQLITE_TMPDIR before TMPDIR; an unusable entry is skipped.
+    let missing = dir.path().join("missing");
+    let (code, out, err) = vacuum_full(
+        &db,
+        &[
+            ("SQLITE_TMPDIR", missing.to_str().unwrap()),
+            ("TMPDIR", other.to_str().unwrap()),
+            (TMP_FREE_ENV, &(need - 1).to_string()),
+        ],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(other.to_str().unwrap()) && err.contains("from TMPDIR"),
+        "{err}"
+    );
+    assert_eq!(sha256(&db), before);
+
+    // Room for the copy: converts, and the report says where the copy went.
+    let (code, out, err) = vacuum_full(
+        &db,
+        &[("SQLITE_TMPDIR", tmp_s), (TMP_FREE_ENV, &need.to_string())],
+    );
+    assert_eq!(code, 0, "{err}");
+    let j = json_of(out.as_bytes());
+    assert_eq!(j["temp_dir"]["path"], tmp_s);
+    assert_eq!(j["temp_dir"]["chosen"], "from SQLITE_TMPDIR");
+    assert_eq!(j["auto_vacuum_after"], "incremental");
+}
+
+#[test]
+fn full_disk_full_names_the_temp_directory_and_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build(dir.path(), "d.db", 200, false);
+    let tmp = dir.path().join("sqlite-tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let before = sha256(&db);
+    // The conversion to INCREMENTAL adds pointer-map pages: a database that
+    // may not grow by a single page fails as a full disk does.
+    let (code, out, err) = vacuum_full(
+        &db,
+        &[
+            ("SQLITE_TMPDIR", tmp.to_str().unwrap()),
+            ("CORESCOPE_TEST_DISK_FULL_AFTER_PAGES", "0"),
+        ],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("disk full during VACUUM"), "{err}");
+    assert!(
+        err.contains(tmp.to_str().unwrap()) && err.contains("SQLITE_TMPDIR"),
+        "{err}"
+    );
+    assert!(err.contains("d.db-wal"), "{err}");
+    assert_eq!(sha256(&db), before, "database changed");
+    assert_eq!(pragma(&open(&db), "auto_vacuum"), 0);
+}
+
+#[test]
+fn truncate_wal_beside_an_active_reader_waits_a_bounded_time_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build(dir.path(), "w.db", 50, true);
+    let writer = open(&db);
+    let reader = open(&db);
+    writer
+        .execute_batch("UPDATE observations SET path_json = '[\"AA\"]' WHERE id % 2 = 0")
+        .unwrap();
+    // A reader inside a read transaction (the CoreScope server, a backup).
+    reader.execute_batch("BEGIN").unwrap();
+    let _: i64 = reader
+        .query_row("SELECT count(*) FROM observations", [], |r| r.get(0))
+        .unwrap();
+    writer
+        .execute_batch("UPDATE observations SET path_json = '[]' WHERE id % 2 = 0")
+        .unwrap();
+
+    let j = run_json(&db, &["vacuum", "--truncate-wal"], None);
+    let ck = &j["checkpoint"];
+    assert_eq!(ck["mode"], "truncate");
+    assert_eq!(ck["truncated"], false, "{ck}");
+    assert_eq!(ck["busy"], true);
+    assert_eq!(ck["wait_limit_ms"], 100, "half of vacuum's 200 ms budget");
+    assert!(
+        ck["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("a reader is active"),
+        "{ck}"
+    );
+    assert!(size(&wal(&db)) > 0);
+
+    // prune's wait follows its --max-lock-ms; the human report says why.
+    let out = bin()
+        .args([
+            "prune",
+            "--only",
+            "metrics",
+            "--truncate-wal",
+            "--max-lock-ms",
+            "50",
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("WAL checkpoint (truncate): not truncated: a reader is active")
+            && text.contains("waited 25 ms"),
+        "{text}"
+    );
+
+    // Once the reader is done, the same command truncates.
+    reader.execute_batch("COMMIT").unwrap();
+    let j = run_json(&db, &["vacuum", "--truncate-wal"], None);
+    assert_eq!(j["checkpoint"]["truncated"], true, "{}", j["checkpoint"]);
+    assert_eq!(j["checkpoint"]["reason"], serde_json::Value::Null);
+    assert_eq!(size(&wal(&db)), 0);
+}

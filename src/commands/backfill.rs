@@ -545,6 +545,14 @@ impl Handle {
         }
     }
 
+    /// Lock hold of the last write (none on the dry-run handle).
+    fn last_hold(&self) -> Duration {
+        match self {
+            Handle::Write(w) => w.last_hold(),
+            Handle::Read(_) => Duration::ZERO,
+        }
+    }
+
     fn max_lock_hold_ms(&self) -> f64 {
         match self {
             Handle::Write(w) => w.max_lock_hold_ms(),
@@ -689,7 +697,6 @@ fn run_row_task(env: &mut Env<'_>, task: BackfillTask, reset: bool) -> anyhow::R
             continue;
         }
         let expected = cursor;
-        let started = Instant::now();
         let (updated, skipped, conflicts, new_cursor) = env.db.write(|tx| {
             let (mut up, mut sk, mut cf) = (0u64, 0u64, 0u64);
             // Lowest observation id given hops by path-json in this batch.
@@ -733,7 +740,7 @@ fn run_row_task(env: &mut Env<'_>, task: BackfillTask, reset: bool) -> anyhow::R
             let nc = advance_cursor(tx, task, expected, last)?;
             Ok((up, sk, cf, nc))
         })?;
-        batcher.observe(rows.len(), started.elapsed());
+        batcher.observe(rows.len(), env.db.last_hold());
         env.wal.committed(env.db);
         rep.updated += updated;
         rep.skipped += skipped;

@@ -248,6 +248,146 @@ fn read_watermark(conn: &Connection, key: &str) -> anyhow::Result<Option<i64>> {
     }
 }
 
+/// The highest observation id the database has or had: `MAX(id)`, or the
+/// AUTOINCREMENT counter in `sqlite_sequence` (ids are never reused, so an
+/// id above it cannot exist yet).
+pub(crate) fn observation_ceiling(conn: &Connection) -> anyhow::Result<i64> {
+    let max_id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM observations", [], |r| {
+        r.get(0)
+    })?;
+    let seq: i64 = if db::table_exists(conn, "sqlite_sequence")? {
+        conn.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'observations'",
+            [],
+            |r| r.get(0),
+        )?
+    } else {
+        0
+    };
+    Ok(max_id.max(seq))
+}
+
+/// `Some((watermark, ceiling))` when the stored watermark is above every
+/// observation id there is or was. It can only get there when the database
+/// was restored from an older backup or `observations` was rebuilt; new
+/// observations then get ids the watermark already covers and would never be
+/// counted.
+pub(crate) fn watermark_ahead(conn: &Connection) -> anyhow::Result<Option<(i64, i64)>> {
+    let Some(w) = read_watermark(conn, WATERMARK_KEY)? else {
+        return Ok(None);
+    };
+    let ceiling = observation_ceiling(conn)?;
+    Ok((w > ceiling).then_some((w, ceiling)))
+}
+
+/// What a stopped `--rebuild` left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Leftover {
+    /// Rows in the staging table.
+    pub staging_rows: i64,
+    /// The staging table is consistent up to this observation id (a
+    /// `--rebuild` resumes after it); None: it is not, a rebuild starts over.
+    pub resumable_after: Option<i64>,
+}
+
+/// The staging table of an interrupted `--rebuild`, if there is one.
+pub(crate) fn interrupted_rebuild(conn: &Connection) -> anyhow::Result<Option<Leftover>> {
+    if !db::table_exists(conn, STAGING_TABLE)? {
+        return Ok(None);
+    }
+    let staging_rows: i64 =
+        conn.query_row(&format!("SELECT count(*) FROM {STAGING_TABLE}"), [], |r| {
+            r.get(0)
+        })?;
+    let ceiling = observation_ceiling(conn)?;
+    // A corrupt or too-high staging watermark (restored backup) is not consistent.
+    let resumable_after = read_watermark(conn, REBUILD_KEY)
+        .ok()
+        .flatten()
+        .filter(|w| *w >= 0 && *w <= ceiling);
+    Ok(Some(Leftover {
+        staging_rows,
+        resumable_after,
+    }))
+}
+
+/// Names of the tables earlier swaps renamed the old `neighbor_edges` to,
+/// not dropped yet.
+pub(crate) fn old_tables(conn: &Connection) -> anyhow::Result<Vec<String>> {
+    let mut st = conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, length(?1)) = ?1 ORDER BY name",
+    )?;
+    let rows = st.query_map([OLD_TABLE_PREFIX], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Columns, indexes and triggers of `neighbor_edges` that the catalog does
+/// not define (the rebuilt table has the catalog's shape only).
+fn foreign_objects(conn: &Connection) -> anyhow::Result<Vec<String>> {
+    let mut found = Vec::new();
+    let known: Vec<&str> = crate::catalog::table(EDGES_TABLE)
+        .map(|t| t.columns.iter().map(|c| c.name).collect())
+        .unwrap_or_default();
+    for c in db::columns(conn, EDGES_TABLE)? {
+        if !known.iter().any(|k| k.eq_ignore_ascii_case(&c)) {
+            found.push(format!("column {EDGES_TABLE}.{c}"));
+        }
+    }
+    let mut st = conn.prepare(
+        "SELECT type, name FROM sqlite_master
+          WHERE tbl_name = ?1 AND type IN ('index', 'trigger')
+            AND name NOT LIKE 'sqlite_autoindex_%'
+          ORDER BY type, name",
+    )?;
+    let rows = st.query_map([EDGES_TABLE], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    for row in rows {
+        let (kind, name) = row?;
+        let owned = kind == "index"
+            && crate::catalog::INDEXES
+                .iter()
+                .any(|i| i.name == name && i.table == EDGES_TABLE);
+        if !owned {
+            found.push(format!("{kind} {name}"));
+        }
+    }
+    Ok(found)
+}
+
+/// A `--rebuild` replaces `neighbor_edges` by a table of the catalog's shape:
+/// refuse (before any write) when the table has anything else, which the
+/// swap would silently drop.
+fn refuse_foreign_objects(conn: &Connection, path: &std::path::Path) -> anyhow::Result<()> {
+    let found = foreign_objects(conn)?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::Fatal(format!(
+        "refusing `build-edges --rebuild` on {}: neighbor_edges has {} that corescope does not manage ({}); the rebuild replaces the table with its standard shape and would drop them (a column with its data). Nothing was changed. \
+         Either keep them and run `corescope build-edges` without --rebuild (the incremental build keeps them), or save what you need, remove them (ALTER TABLE neighbor_edges DROP COLUMN ..., DROP INDEX ..., DROP TRIGGER ...) and run the rebuild again",
+        path.display(),
+        if found.len() == 1 { "an object" } else { "objects" },
+        found.join(", ")
+    ))
+    .into())
+}
+
+/// Refuse (before any write) an incremental run whose watermark is ahead of
+/// every observation: it would silently skip new rows.
+fn refuse_watermark_ahead(conn: &Connection, path: &std::path::Path) -> anyhow::Result<()> {
+    if let Some((w, ceiling)) = watermark_ahead(conn)? {
+        return Err(Failure::Fatal(format!(
+            "the build-edges watermark of {p} is observation {w}, above the highest observation id there is or was ({ceiling}): \
+             the database was restored from an older backup or observations was rebuilt, and new observations with ids up to {w} would never be counted. \
+             Nothing was changed. Run `corescope build-edges --rebuild --db {p}` to recount every edge from the observations (it resets the watermark)",
+            p = path.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 fn time_text(t: i64) -> Option<String> {
     (t != NO_TIME).then(|| timeutil::rfc3339(t))
 }
@@ -353,21 +493,21 @@ impl Run<'_> {
                 return Ok(true);
             }
             let (names, rows) = agg.take_sorted();
-            let (applied, started) = self.db.write(|tx| {
-                let started = Instant::now();
+            let applied = self.db.write(|tx| {
                 if read_watermark(tx, WATERMARK_KEY)?.unwrap_or(0) != wm {
-                    return Ok((None, started));
+                    return Ok(None);
                 }
                 let r = upsert(tx, EDGES_TABLE, &names, &rows)?;
                 db::state_set(tx, WATERMARK_KEY, &batch.last_id.to_string())?;
-                Ok((Some(r), started))
+                Ok(Some(r))
             })?;
             self.totals.transactions += 1;
             self.maybe_checkpoint(8);
             match applied {
                 Some((upserted, new)) => {
-                    // Hold time including the commit.
-                    self.batcher.observe(batch.rows as usize, started.elapsed());
+                    // Hold time from BEGIN IMMEDIATE to the end of the commit.
+                    self.batcher
+                        .observe(batch.rows as usize, self.db.last_hold());
                     self.totals.add_scan(&batch);
                     self.totals.upserted += upserted;
                     self.totals.new += new;
@@ -416,17 +556,15 @@ impl Run<'_> {
                 let n = self.batcher.size().max(1).min(rows.len() - i);
                 let chunk = &rows[i..i + n];
                 let fresh = self.staging_fresh;
-                let ((upserted, new), started) = self.db.write(|tx| {
-                    let started = Instant::now();
+                let (upserted, new) = self.db.write(|tx| {
                     Self::check_owner(tx, token)?;
-                    let r = if fresh {
-                        insert_new(tx, STAGING_TABLE, &names, chunk)?
+                    if fresh {
+                        insert_new(tx, STAGING_TABLE, &names, chunk)
                     } else {
-                        upsert(tx, STAGING_TABLE, &names, chunk)?
-                    };
-                    Ok((r, started))
+                        upsert(tx, STAGING_TABLE, &names, chunk)
+                    }
                 })?;
-                self.batcher.observe(n, started.elapsed());
+                self.batcher.observe(n, self.db.last_hold());
                 self.totals.transactions += 1;
                 self.maybe_checkpoint(8);
                 self.totals.upserted += upserted;
@@ -549,33 +687,85 @@ fn seed_from_existing(db: &mut WriteDb) -> anyhow::Result<Option<Value>> {
 /// whether it was a resume.
 fn prepare_staging(db: &mut WriteDb, token: &str) -> anyhow::Result<(i64, bool)> {
     db.write(|tx| {
-        let resumable = db::table_exists(tx, STAGING_TABLE)?;
-        let wm = if resumable {
-            read_watermark(tx, REBUILD_KEY)?
-        } else {
-            None
-        };
+        let left = interrupted_rebuild(tx)?;
         db::state_set(tx, OWNER_KEY, token)?;
-        if let Some(w) = wm {
+        if let Some(w) = left.as_ref().and_then(|l| l.resumable_after) {
             return Ok((w, true));
         }
-        tx.execute_batch(&format!("DROP TABLE IF EXISTS {STAGING_TABLE}"))?;
+        if left.is_some() {
+            // Not consistent: set aside (a cheap rename) and emptied in short
+            // batches with the old tables, never one long DROP under the lock.
+            retire_staging(tx, token)?;
+        }
         tx.execute_batch(STAGING_DDL)?;
         db::state_set(tx, REBUILD_KEY, "0")?;
         Ok((0, false))
     })
 }
 
+/// `token` as a table-name suffix.
+fn name_suffix(token: &str) -> String {
+    token
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// Renames the staging table of an interrupted rebuild to an old table
+/// ([`drop_old_tables`] empties and drops it) and forgets its state.
+fn retire_staging(tx: &Transaction<'_>, token: &str) -> anyhow::Result<()> {
+    // legacy_alter_table: the rename must not re-check unrelated views and
+    // triggers (one broken view would make it fail).
+    tx.pragma_update(None, "legacy_alter_table", true)?;
+    let r = tx.execute_batch(&format!(
+        "ALTER TABLE {STAGING_TABLE} RENAME TO {OLD_TABLE_PREFIX}staging_{}",
+        name_suffix(token)
+    ));
+    let _ = tx.pragma_update(None, "legacy_alter_table", false);
+    r?;
+    db::state_delete(tx, REBUILD_KEY)?;
+    Ok(())
+}
+
+/// An incremental run that finds the staging table of a stopped rebuild:
+/// a consistent one is kept for `--rebuild` to resume (it may stand for a
+/// long scan) and reported; one that is not consistent is set aside to be
+/// dropped. Returns the report entry.
+fn handle_leftover_staging(db: &mut WriteDb, token: &str) -> anyhow::Result<Option<Value>> {
+    let Some(left) = interrupted_rebuild(db.conn())? else {
+        return Ok(None);
+    };
+    if let Some(w) = left.resumable_after {
+        return Ok(Some(json!({
+            "staging_rows": left.staging_rows,
+            "resumable_after_id": w,
+            "action": "kept",
+        })));
+    }
+    let retired = db.write(|tx| {
+        // Re-check under the lock: a rebuild may have taken it over meanwhile.
+        match interrupted_rebuild(tx)? {
+            Some(l) if l.resumable_after.is_none() => {
+                retire_staging(tx, token)?;
+                db::state_delete(tx, OWNER_KEY)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    })?;
+    Ok(retired.then(|| {
+        json!({
+            "staging_rows": left.staging_rows,
+            "resumable_after_id": Value::Null,
+            "action": "dropped",
+        })
+    }))
+}
+
 /// Swaps the staging table in; sets the watermark to the staging watermark.
 /// The old table is renamed (cheap), not dropped, inside the transaction.
 fn swap_in(db: &mut WriteDb, token: &str) -> anyhow::Result<i64> {
-    let old: String = format!(
-        "{OLD_TABLE_PREFIX}{}",
-        token
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect::<String>()
-    );
+    let old: String = format!("{OLD_TABLE_PREFIX}{}", name_suffix(token));
     db.write(|tx| {
         Run::check_owner(tx, token)?;
         let Some(w) = read_watermark(tx, REBUILD_KEY)? else {
@@ -607,22 +797,15 @@ fn swap_in(db: &mut WriteDb, token: &str) -> anyhow::Result<i64> {
 /// the lock budget. Stops at the deadline (after at least one batch); a later
 /// run continues. Returns the rows deleted.
 fn drop_old_tables(db: &mut WriteDb, max_lock_ms: u64, deadline: &Deadline) -> anyhow::Result<u64> {
-    let names: Vec<String> = {
-        let mut st = db.conn().prepare(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, length(?1)) = ?1 ORDER BY name",
-        )?;
-        let rows = st.query_map([OLD_TABLE_PREFIX], |r| r.get::<_, String>(0))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
+    let names = old_tables(db.conn())?;
     let mut batcher = Batcher::new((max_lock_ms / 2).max(1));
     let mut deleted = 0u64;
     for name in names {
         loop {
             let n = batcher.size().max(1);
-            let (gone, started) = db.write(|tx| {
-                let started = Instant::now();
+            let gone = db.write(|tx| {
                 if !db::table_exists(tx, &name)? {
-                    return Ok((0usize, started));
+                    return Ok(0usize);
                 }
                 let gone = tx.execute(
                     &format!("DELETE FROM \"{name}\" WHERE rowid IN (SELECT rowid FROM \"{name}\" ORDER BY rowid LIMIT ?1)"),
@@ -631,9 +814,9 @@ fn drop_old_tables(db: &mut WriteDb, max_lock_ms: u64, deadline: &Deadline) -> a
                 if gone == 0 {
                     tx.execute_batch(&format!("DROP TABLE IF EXISTS \"{name}\""))?;
                 }
-                Ok((gone, started))
+                Ok(gone)
             })?;
-            batcher.observe(gone, started.elapsed());
+            batcher.observe(gone, db.last_hold());
             deleted += gone as u64;
             if gone == 0 {
                 break;
@@ -665,13 +848,17 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
 
     let mut seeded = None;
     let mut resumed_from = None;
+    let mut leftover = None;
     let start_wm = if args.rebuild {
+        refuse_foreign_objects(db.conn(), &ctx.db_path)?;
         let (w, resumed) = prepare_staging(&mut db, &token)?;
         if resumed {
             resumed_from = Some(w);
         }
         w
     } else {
+        refuse_watermark_ahead(db.conn(), &ctx.db_path)?;
+        leftover = handle_leftover_staging(&mut db, &token)?;
         seeded = seed_from_existing(&mut db)?;
         read_watermark(db.conn(), WATERMARK_KEY)?.unwrap_or(0)
     };
@@ -767,6 +954,12 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
     out.set("old_table_rows_deleted", old_rows_deleted);
     out.set("edges_total", edges_total.map_or(Value::Null, Value::from));
     out.set("seeded", seeded.clone().unwrap_or(Value::Null));
+    if !args.rebuild {
+        out.set(
+            "interrupted_rebuild",
+            leftover.clone().unwrap_or(Value::Null),
+        );
+    }
     if args.rebuild {
         let staging = read_watermark(db.conn(), REBUILD_KEY)?;
         out.set(
@@ -804,6 +997,19 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
     if swapped {
         human.push_str(&format!("; {} edges swapped in", edges_total.unwrap_or(0)));
     }
+    if let Some(l) = &leftover {
+        if l["action"] == "kept" {
+            human.push_str(&format!(
+                "; note: a stopped `build-edges --rebuild` left its staging table ({} rows, consistent up to observation {}): `corescope build-edges --rebuild` resumes and finishes it",
+                l["staging_rows"], l["resumable_after_id"]
+            ));
+        } else {
+            human.push_str(&format!(
+                "; note: dropped the unfinished staging table of a stopped `build-edges --rebuild` ({} rows, not resumable)",
+                l["staging_rows"]
+            ));
+        }
+    }
     human.push('\n');
     out.human = human;
     Ok(out)
@@ -812,6 +1018,48 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn edges_db() -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE observations (id INTEGER PRIMARY KEY AUTOINCREMENT, x);
+             CREATE TABLE neighbor_edges (node_a TEXT NOT NULL, node_b TEXT NOT NULL, count INTEGER DEFAULT 1, last_seen TEXT, PRIMARY KEY (node_a, node_b));
+             CREATE TABLE _corescope_state (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);
+             INSERT INTO observations (x) VALUES (1), (2), (3);",
+        )
+        .unwrap();
+        c
+    }
+
+    #[test]
+    fn foreign_objects_lists_what_the_catalog_does_not_define() {
+        let c = edges_db();
+        assert!(foreign_objects(&c).unwrap().is_empty());
+        c.execute_batch(
+            "ALTER TABLE neighbor_edges ADD COLUMN note TEXT;
+             CREATE INDEX ix ON neighbor_edges(last_seen);
+             CREATE TRIGGER tr AFTER DELETE ON neighbor_edges BEGIN SELECT 1; END;",
+        )
+        .unwrap();
+        assert_eq!(
+            foreign_objects(&c).unwrap(),
+            vec!["column neighbor_edges.note", "index ix", "trigger tr"]
+        );
+    }
+
+    #[test]
+    fn watermark_ahead_uses_the_autoincrement_counter() {
+        let c = edges_db();
+        db::state_set(&c, WATERMARK_KEY, "3").unwrap();
+        assert_eq!(watermark_ahead(&c).unwrap(), None);
+        // The newest rows deleted: their ids are still taken.
+        c.execute("DELETE FROM observations WHERE id >= 2", [])
+            .unwrap();
+        assert_eq!(observation_ceiling(&c).unwrap(), 3);
+        assert_eq!(watermark_ahead(&c).unwrap(), None);
+        db::state_set(&c, WATERMARK_KEY, "4").unwrap();
+        assert_eq!(watermark_ahead(&c).unwrap(), Some((4, 3)));
+    }
 
     #[test]
     fn epoch_tolerates_storage_classes() {

@@ -232,6 +232,48 @@ fn integrity_check(ro: &ReadOnlyDb) -> anyhow::Result<(Vec<String>, Vec<String>)
     Ok((qc, fk))
 }
 
+/// What `build-edges` left or would trip over: the staging table of a
+/// stopped `--rebuild`, old tables of earlier swaps not dropped yet, and a
+/// watermark ahead of every observation (restored backup).
+fn edge_build_state(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<()> {
+    use crate::commands::build_edges as be;
+    if let Some(l) = be::interrupted_rebuild(conn)? {
+        w.push(Warning {
+            code: "interrupted_edges_rebuild",
+            message: match l.resumable_after {
+                Some(id) => format!(
+                    "a `build-edges --rebuild` stopped part-way: its staging table {} holds {} rows, consistent up to observation {id}; readers still use the current neighbor_edges. `corescope build-edges --rebuild` resumes and finishes it (a plain `build-edges` keeps it)",
+                    be::STAGING_TABLE, l.staging_rows
+                ),
+                None => format!(
+                    "a `build-edges --rebuild` stopped part-way: its staging table {} holds {} rows and is not resumable; readers still use the current neighbor_edges. The next `corescope build-edges` (with or without --rebuild) drops it in short batches",
+                    be::STAGING_TABLE, l.staging_rows
+                ),
+            },
+        });
+    }
+    let old = be::old_tables(conn)?;
+    if !old.is_empty() {
+        w.push(Warning {
+            code: "old_edge_tables",
+            message: format!(
+                "{} old neighbor_edges table(s) of an earlier rebuild are not dropped yet ({}); they only take space: the next `corescope build-edges` empties and drops them in short batches",
+                old.len(),
+                old.join(", ")
+            ),
+        });
+    }
+    if let Ok(Some((wm, ceiling))) = be::watermark_ahead(conn) {
+        w.push(Warning {
+            code: "edges_watermark_ahead",
+            message: format!(
+                "the build-edges watermark is observation {wm}, above the highest observation id there is or was ({ceiling}): the database was restored from an older backup or observations was rebuilt, and new observations up to id {wm} would never be counted. `corescope build-edges` refuses to run on it; run `corescope build-edges --rebuild` (it recounts every edge and resets the watermark)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Data anomalies found in real databases and vacuum/WAL health, each with
 /// what to do (docs/database.md lists every code).
 fn anomalies(
@@ -266,6 +308,7 @@ fn anomalies(
             });
         }
     }
+    edge_build_state(conn, &mut w)?;
     let n = count("SELECT count(*) FROM nodes WHERE public_key != lower(public_key)")?;
     if n > 0 {
         w.push(Warning {

@@ -220,6 +220,11 @@ fn environment(roff: &mut Roff) {
     );
     tp(
         roff,
+        vec![bold("SQLITE_TMPDIR"), roman(", "), bold("TMPDIR")],
+        "Where SQLite writes temporary files, notably the copy of the database that vacuum --full builds (the first usable of SQLITE_TMPDIR, TMPDIR, /var/tmp, /usr/tmp, /tmp); vacuum --full checks the free space there too and names the directory in its messages.",
+    );
+    tp(
+        roff,
         vec![bold("NO_COLOR")],
         "When set to a non-empty value: no colour in logs, plain ASCII tables. Colour is only ever used on a terminal.",
     );

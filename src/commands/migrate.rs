@@ -811,7 +811,6 @@ fn run_data(db: &mut WriteDb, op: DataOp, batcher: &mut Batcher) -> anyhow::Resu
             let mut total = 0i64;
             loop {
                 let n = batcher.size();
-                let t0 = Instant::now();
                 let changed = db.write(|tx| {
                     Ok(tx.execute(
                         "UPDATE transmissions SET channel_hash = 'Public' WHERE rowid IN
@@ -819,7 +818,7 @@ fn run_data(db: &mut WriteDb, op: DataOp, batcher: &mut Batcher) -> anyhow::Resu
                         [n as i64],
                     )?)
                 })?;
-                batcher.observe(changed.max(1), t0.elapsed());
+                batcher.observe(changed.max(1), db.last_hold());
                 total += changed as i64;
                 if changed < n {
                     break;
@@ -858,9 +857,8 @@ fn by_rowid_ranges(
     while lo <= hi {
         let n = batcher.size() as i64;
         let end = lo.saturating_add(n);
-        let t0 = Instant::now();
         let changed = db.write(|tx| Ok(tx.execute(sql, params![lo, end])?))?;
-        batcher.observe(n as usize, t0.elapsed());
+        batcher.observe(n as usize, db.last_hold());
         total += changed as i64;
         lo = end;
     }
@@ -884,9 +882,8 @@ fn by_cursor(
     let mut total = 0i64;
     loop {
         let n = batcher.size();
-        let t0 = Instant::now();
         let (last, scanned, changed) = db.write(|tx| step(tx, cursor, n))?;
-        batcher.observe(scanned.max(1), t0.elapsed());
+        batcher.observe(scanned.max(1), db.last_hold());
         total += changed;
         match last {
             Some(l) if scanned == n => cursor = l,
@@ -991,7 +988,6 @@ fn last_packet_at(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<i64
     };
     let mut total = 0i64;
     for chunk in ids.chunks(batcher.size().max(1)) {
-        let t0 = Instant::now();
         let changed = db.write(|tx| {
             let mut upd = tx.prepare(
                 "UPDATE observers SET last_packet_at = last_seen WHERE rowid = ?1 AND last_packet_at IS NULL AND last_seen IS NOT NULL",
@@ -1002,7 +998,7 @@ fn last_packet_at(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<i64
             }
             Ok(c)
         })?;
-        batcher.observe(chunk.len(), t0.elapsed());
+        batcher.observe(chunk.len(), db.last_hold());
         total += changed;
     }
     Ok(total)
@@ -1014,7 +1010,6 @@ fn cleanup_legacy(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<i64
     let mut total = 0i64;
     loop {
         let n = batcher.size();
-        let t0 = Instant::now();
         let (ids, deleted) = db.write(|tx| {
             let mut sel = tx.prepare(
                 "SELECT id FROM transmissions WHERE hash = '' OR first_seen = '' LIMIT ?1",
@@ -1031,7 +1026,7 @@ fn cleanup_legacy(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<i64
             }
             Ok((ids.len(), d))
         })?;
-        batcher.observe(ids.max(1), t0.elapsed());
+        batcher.observe(ids.max(1), db.last_hold());
         total += deleted;
         if ids < n {
             break;

@@ -286,6 +286,15 @@ impl Handle<'_> {
             Handle::Dry(ro) => f(ro.reader()),
         }
     }
+
+    /// How long the last batch held the write lock (the dry run holds none:
+    /// its read time since `t0` stands in, so both size batches alike).
+    fn held(&self, t0: Instant) -> Duration {
+        match self {
+            Handle::Real(db) => db.last_hold(),
+            Handle::Dry(_) => t0.elapsed(),
+        }
+    }
 }
 
 /// What happens to one due row.
@@ -536,7 +545,7 @@ fn run_batches(
             Ok((n, fetched < limit))
         })?;
         st.add(&local);
-        rt.batcher.observe(n, t0.elapsed());
+        rt.batcher.observe(n, h.held(t0));
         rt.after_batch(h)?;
         if exhausted {
             return Ok(true);
@@ -760,7 +769,7 @@ fn observer_metrics_cleanup(
                     )?
                     .execute(params![id, limit])?)
             })?;
-            rt.batcher.observe(n, t0.elapsed());
+            rt.batcher.observe(n, h.held(t0));
             rt.after_batch(h)?;
             total += n as u64;
             if (n as i64) < limit {
@@ -1033,7 +1042,11 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<Outcome> {
             settings.vacuum_pages,
             args.write.max_lock_ms,
         )?);
-        ck = Some(vacuum::checkpoint(db, args.truncate_wal)?);
+        ck = Some(vacuum::checkpoint(
+            db,
+            args.truncate_wal,
+            args.write.max_lock_ms,
+        )?);
         max_hold = db.max_lock_hold_ms();
     }
     let wal_after = vacuum::file_len(&vacuum::wal_path(&path));

@@ -19,10 +19,6 @@ use crate::report::{self, Outcome};
 /// Hidden test hook: pretend the filesystem has this many bytes free.
 pub const FREE_BYTES_ENV: &str = "CORESCOPE_TEST_FREE_BYTES";
 
-/// Busy timeout for a TRUNCATE checkpoint: short, so a reader holding old
-/// frames makes it report `busy` quickly instead of stalling the run.
-const TRUNCATE_BUSY_MS: u64 = 1000;
-
 /// `PRAGMA auto_vacuum` value as a name.
 pub fn auto_vacuum_name(v: i64) -> &'static str {
     match v {
@@ -161,6 +157,13 @@ pub struct CheckpointResult {
     pub mode: &'static str,
     pub journal_mode: String,
     pub busy: bool,
+    /// TRUNCATE only: whether the WAL was reset to zero bytes.
+    pub truncated: Option<bool>,
+    /// Why a TRUNCATE did not truncate (None when it did, or for PASSIVE).
+    pub reason: Option<String>,
+    /// TRUNCATE only: the longest it may wait for readers and the writer
+    /// (its busy timeout), derived from the lock budget.
+    pub wait_limit_ms: Option<u64>,
     pub log_frames: i64,
     pub checkpointed_frames: i64,
     pub wal_bytes_before: u64,
@@ -175,6 +178,11 @@ impl CheckpointResult {
                 "WAL checkpoint: nothing to do (journal_mode is {})",
                 self.journal_mode
             )
+        } else if let (Some(false), Some(why)) = (self.truncated, &self.reason) {
+            format!(
+                "WAL checkpoint (truncate): not truncated: {why}; WAL {} -> {} bytes",
+                self.wal_bytes_before, self.wal_bytes_after
+            )
         } else if self.busy {
             format!(
                 "WAL checkpoint ({}): busy (a reader still uses old frames; a later checkpoint resets the WAL); WAL {} -> {} bytes",
@@ -182,8 +190,15 @@ impl CheckpointResult {
             )
         } else {
             format!(
-                "WAL checkpoint ({}): done; WAL {} -> {} bytes",
-                self.mode, self.wal_bytes_before, self.wal_bytes_after
+                "WAL checkpoint ({}): done{}; WAL {} -> {} bytes",
+                self.mode,
+                if self.truncated == Some(true) {
+                    ", truncated"
+                } else {
+                    ""
+                },
+                self.wal_bytes_before,
+                self.wal_bytes_after
             )
         }
     }
@@ -193,6 +208,9 @@ impl CheckpointResult {
             "mode": self.mode,
             "journal_mode": self.journal_mode,
             "busy": self.busy,
+            "truncated": self.truncated,
+            "reason": self.reason,
+            "wait_limit_ms": self.wait_limit_ms,
             "log_frames": self.log_frames,
             "checkpointed_frames": self.checkpointed_frames,
             "wal_bytes_before": self.wal_bytes_before,
@@ -203,10 +221,38 @@ impl CheckpointResult {
 
 pub use crate::db::{file_len, wal_path};
 
-/// `PRAGMA wal_checkpoint(PASSIVE|TRUNCATE)`. TRUNCATE runs with a short busy
-/// timeout and its duration is recorded as a lock hold (it blocks writers).
-/// Busy is reported, never an error.
-pub fn checkpoint(db: &mut WriteDb, truncate: bool) -> anyhow::Result<CheckpointResult> {
+/// How long a TRUNCATE checkpoint may wait (its busy timeout) under a lock
+/// budget: half of it, so waiting for readers plus the copy of the last
+/// frames and the reset stay inside the budget; never longer than the
+/// `--busy-timeout`.
+pub fn truncate_wait_ms(max_lock_ms: u64, busy_timeout_ms: u64) -> u64 {
+    (max_lock_ms / 2).max(1).min(busy_timeout_ms.max(1))
+}
+
+fn run_checkpoint(db: &WriteDb, sql: &str) -> rusqlite::Result<(i64, i64, i64)> {
+    db.conn().query_row(sql, [], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    })
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE|TRUNCATE)`. Busy is reported, never an
+/// error.
+///
+/// TRUNCATE blocks the writer while it waits for readers, so its wait is
+/// bounded by the lock budget: a PASSIVE checkpoint first copies every frame
+/// it can without waiting for anybody, then TRUNCATE runs with a busy timeout
+/// of [`truncate_wait_ms`]; its duration is recorded as a lock hold. When a
+/// reader keeps it from resetting the WAL the result says so (`truncated`
+/// false, `reason`) instead of holding the lock until the reader finishes.
+pub fn checkpoint(
+    db: &mut WriteDb,
+    truncate: bool,
+    max_lock_ms: u64,
+) -> anyhow::Result<CheckpointResult> {
     let wal = wal_path(db.path());
     let journal_mode: String = db
         .conn()
@@ -220,29 +266,34 @@ pub fn checkpoint(db: &mut WriteDb, truncate: bool) -> anyhow::Result<Checkpoint
         checkpointed_frames: -1,
         ..CheckpointResult::default()
     };
-    let sql = if truncate {
-        "PRAGMA wal_checkpoint(TRUNCATE)"
-    } else {
-        "PRAGMA wal_checkpoint(PASSIVE)"
-    };
+    if !truncate || r.journal_mode != "wal" {
+        match run_checkpoint(db, "PRAGMA wal_checkpoint(PASSIVE)") {
+            Ok((busy, log, done)) => {
+                r.busy = busy != 0;
+                r.log_frames = log;
+                r.checkpointed_frames = done;
+            }
+            Err(e) if is_busy(&e) => r.busy = true,
+            Err(e) => return Err(anyhow::Error::new(e).context("WAL checkpoint")),
+        }
+        r.wal_bytes_after = file_len(&wal);
+        return Ok(r);
+    }
+    // Copy what can be copied without waiting (no lock, no busy handler).
+    if let Err(e) = run_checkpoint(db, "PRAGMA wal_checkpoint(PASSIVE)") {
+        if !is_busy(&e) {
+            return Err(anyhow::Error::new(e).context("WAL checkpoint (passive, before truncate)"));
+        }
+    }
     let normal = db.busy_timeout_ms();
-    if truncate {
-        db.conn()
-            .busy_timeout(Duration::from_millis(normal.min(TRUNCATE_BUSY_MS)))?;
-    }
+    let wait = truncate_wait_ms(max_lock_ms, normal);
+    r.wait_limit_ms = Some(wait);
+    db.conn().busy_timeout(Duration::from_millis(wait))?;
     let t0 = Instant::now();
-    let res = db.conn().query_row(sql, [], |row| {
-        Ok((
-            row.get::<_, i64>(0)?,
-            row.get::<_, i64>(1)?,
-            row.get::<_, i64>(2)?,
-        ))
-    });
+    let res = run_checkpoint(db, "PRAGMA wal_checkpoint(TRUNCATE)");
     let held = t0.elapsed();
-    if truncate {
-        db.conn().busy_timeout(Duration::from_millis(normal))?;
-        db.record_hold(held);
-    }
+    db.conn().busy_timeout(Duration::from_millis(normal))?;
+    db.record_hold(held);
     match res {
         Ok((busy, log, done)) => {
             r.busy = busy != 0;
@@ -253,6 +304,28 @@ pub fn checkpoint(db: &mut WriteDb, truncate: bool) -> anyhow::Result<Checkpoint
         Err(e) => return Err(anyhow::Error::new(e).context("WAL checkpoint")),
     }
     r.wal_bytes_after = file_len(&wal);
+    // Not busy: SQLite reset the WAL to zero bytes (a writer may have
+    // appended new frames since; `wal_bytes_after` shows them).
+    r.truncated = Some(!r.busy);
+    if r.truncated == Some(false) {
+        r.reason = Some(
+            if r.log_frames >= 0 && r.log_frames == r.checkpointed_frames {
+                format!(
+                "a reader is active: every frame was copied into the database, but another connection still has the WAL open in a read transaction, so it cannot be reset (waited {wait} ms, half the lock budget); the next checkpoint with idle readers truncates it"
+            )
+            } else if r.log_frames >= 0 {
+                format!(
+                "a reader is active: another connection still reads older frames ({} of {} copied), or the ingestor held the write lock (waited {wait} ms, half the lock budget); the next checkpoint with idle readers truncates it",
+                r.checkpointed_frames.max(0),
+                r.log_frames
+            )
+            } else {
+                format!(
+                "the database was busy: another connection held the write lock or a read transaction (waited {wait} ms, half the lock budget); the next checkpoint with idle readers truncates it"
+            )
+            },
+        );
+    }
     Ok(r)
 }
 
@@ -279,6 +352,68 @@ pub fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
         .into());
     }
     Ok((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
+}
+
+/// Hidden test hook: pretend SQLite's temporary directory is on a
+/// filesystem of its own with this many bytes free.
+pub const TMP_FREE_BYTES_ENV: &str = "CORESCOPE_TEST_TMP_FREE_BYTES";
+
+/// Where SQLite puts its temporary files (the copy a `VACUUM` builds), and
+/// why: SQLite's own order on Unix is `SQLITE_TMPDIR`, `TMPDIR`, `/var/tmp`,
+/// `/usr/tmp`, `/tmp`, then `.`, taking the first that is a directory this
+/// process may write and search. corescope never sets
+/// `PRAGMA temp_store_directory`.
+pub fn sqlite_temp_dir() -> (PathBuf, String) {
+    use std::os::unix::ffi::OsStrExt;
+    let usable = |p: &Path| -> bool {
+        if !p.is_dir() {
+            return false;
+        }
+        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+            return false;
+        };
+        // SAFETY: access() only reads the NUL-terminated path.
+        unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+    };
+    for var in ["SQLITE_TMPDIR", "TMPDIR"] {
+        if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            let p = PathBuf::from(&v);
+            if usable(&p) {
+                return (p, format!("from {var}"));
+            }
+        }
+    }
+    for d in ["/var/tmp", "/usr/tmp", "/tmp"] {
+        let p = PathBuf::from(d);
+        if usable(&p) {
+            return (
+                p,
+                "SQLite's default; SQLITE_TMPDIR and TMPDIR are unset or unusable".into(),
+            );
+        }
+    }
+    (
+        PathBuf::from("."),
+        "the current directory (no usable temporary directory)".into(),
+    )
+}
+
+/// Free bytes in SQLite's temporary directory, and whether it is on the
+/// same filesystem as `db_dir` (then one free-space rule covers both).
+fn temp_space(tmp: &Path, db_dir: &Path) -> anyhow::Result<(u64, bool)> {
+    if let Ok(v) = std::env::var(TMP_FREE_BYTES_ENV) {
+        let n = v
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| Failure::Usage(format!("{TMP_FREE_BYTES_ENV}={v} is not a byte count")))?;
+        return Ok((n, false));
+    }
+    use std::os::unix::fs::MetadataExt;
+    let same = match (std::fs::metadata(tmp), std::fs::metadata(db_dir)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        _ => false,
+    };
+    Ok((free_bytes(tmp)?, same))
 }
 
 /// Directory holding the database file.
@@ -339,6 +474,32 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
             ))
             .into());
         }
+        // VACUUM builds its copy of the database in SQLite's temporary
+        // directory: on another filesystem that one needs the room too.
+        let (tmp, tmp_why) = sqlite_temp_dir();
+        let (tmp_free, same_fs) = temp_space(&tmp, &dir)?;
+        out.set(
+            "temp_dir",
+            json!({
+                "path": tmp.display().to_string(),
+                "chosen": tmp_why,
+                "same_filesystem": same_fs,
+                "free_bytes": tmp_free,
+                "required_free_bytes": if same_fs { Value::Null } else { Value::from(need_base) },
+            }),
+        );
+        if !same_fs && tmp_free < need_base {
+            return Err(Failure::Fatal(format!(
+                "refusing VACUUM of {}: SQLite writes its temporary copy of the database (about {} bytes) into {} ({}), \
+                 which has only {} bytes free; set SQLITE_TMPDIR to a directory with room (for example one beside the database) and run again. Nothing was changed",
+                path.display(),
+                need_base,
+                tmp.display(),
+                tmp_why,
+                tmp_free
+            ))
+            .into());
+        }
         // observers.rowid is referenced by observations.observer_idx;
         // SQLite does not document that VACUUM keeps rowids of tables
         // without an INTEGER PRIMARY KEY, so verify it did.
@@ -350,7 +511,16 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
         let res = db.conn().execute_batch("VACUUM");
         db.record_hold(t0.elapsed());
         res.map_err(|e| {
-            if is_busy(&e) {
+            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+                anyhow::Error::from(Failure::Fatal(format!(
+                    "disk full during VACUUM of {}: SQLite writes its temporary copy into {} ({}) and the rewritten pages into {}-wal; \
+                     free space on both filesystems (or set SQLITE_TMPDIR to a directory with room) and run again. The database is unchanged (VACUUM is all or nothing)",
+                    path.display(),
+                    tmp.display(),
+                    tmp_why,
+                    path.display()
+                )))
+            } else if is_busy(&e) {
                 anyhow::Error::from(Failure::Busy(format!(
                     "VACUUM of {} could not get exclusive access (another connection is writing or reading); try again when the ingestor is idle, or stop it for the conversion",
                     path.display()
@@ -379,7 +549,7 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
     }
     // After a full VACUUM in WAL mode the rewritten pages sit in the WAL: only
     // a TRUNCATE checkpoint lets the file shrink and resets the WAL.
-    let ck = checkpoint(&mut db, args.truncate_wal || args.full)?;
+    let ck = checkpoint(&mut db, args.truncate_wal || args.full, DEFAULT_MAX_LOCK_MS)?;
     let av_after = pragma_i64(&db, "auto_vacuum")?;
     let file_after = file_len(&path);
     let wal_after = file_len(&wal);
@@ -461,6 +631,22 @@ mod tests {
         assert_eq!(db_dir(Path::new("y.db")), PathBuf::from("."));
         assert_eq!(db_dir(Path::new("/a/y.db")), PathBuf::from("/a"));
         assert!(conversion_note(0, Path::new("d.db")).contains("vacuum --full"));
+    }
+
+    #[test]
+    fn truncate_waits_half_the_budget_and_never_past_the_busy_timeout() {
+        assert_eq!(truncate_wait_ms(200, 5000), 100);
+        assert_eq!(truncate_wait_ms(50, 5000), 25);
+        assert_eq!(truncate_wait_ms(20, 5000), 10);
+        assert_eq!(truncate_wait_ms(200, 30), 30);
+        assert_eq!(truncate_wait_ms(u64::MAX, 5000), 5000);
+    }
+
+    #[test]
+    fn temp_dir_is_a_usable_directory() {
+        let (p, why) = sqlite_temp_dir();
+        assert!(p.is_dir(), "{} ({why})", p.display());
+        assert!(!why.is_empty());
     }
 
     #[test]
