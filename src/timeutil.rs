@@ -105,14 +105,14 @@ pub fn parse_now(value: Option<&str>, clock: i64, allow_any: bool) -> Result<i64
     }
     if v > clock.saturating_add(NOW_MAX_AHEAD_SECS) {
         return Err(format!(
-            "'{s}' ({}) is more than a day ahead of the system clock ({}); a --now in the future makes prune delete rows that are not old yet. Check the value (seconds, not milliseconds) and the clock, or confirm with --allow-any-now",
+            "'{s}' ({}) is more than a day ahead of the system clock ({}); a --now in the future makes prune delete rows that are not old yet. Check the value (seconds, not milliseconds) and the clock, or confirm with --allow-any-now; {NOW_FORMS}",
             rfc3339(v),
             rfc3339(clock)
         ));
     }
     if v < NOW_EARLIEST {
         return Err(format!(
-            "'{s}' ({}) is before 2020-01-01, older than any CoreScope data; check the value, or confirm with --allow-any-now",
+            "'{s}' ({}) is before 2020-01-01, older than any CoreScope data; check the value, or confirm with --allow-any-now; {NOW_FORMS}",
             rfc3339(v)
         ));
     }
