@@ -246,7 +246,9 @@ pub enum LockOpenError {
 
 /// Open (creating it if missing, mode 0644) the lock file `path` without
 /// following a symlink. With `write` false it is opened read-only and not
-/// created. The result is a regular file with exactly one link.
+/// created. The result is a regular file with exactly one link; a
+/// directory at `path` is an ordinary error (nothing can be written through
+/// it), anything else that is not such a file is [`LockOpenError::Unsafe`].
 pub fn open_lock(path: &Path, write: bool) -> Result<File, LockOpenError> {
     let mut o = OpenOptions::new();
     o.read(true)
@@ -266,6 +268,13 @@ pub fn open_lock(path: &Path, write: bool) -> Result<File, LockOpenError> {
         Err(e) => return Err(LockOpenError::Io(e)),
     };
     let md = file.metadata().map_err(LockOpenError::Io)?;
+    if md.is_dir() {
+        // Nothing can be written through a directory: "cannot create the
+        // lock file here", like a read-only directory (the caller decides).
+        return Err(LockOpenError::Io(io::Error::from_raw_os_error(
+            libc::EISDIR,
+        )));
+    }
     if !md.file_type().is_file() {
         return Err(LockOpenError::Unsafe(format!(
             "lock file {} is {}; remove it and run again",
@@ -399,7 +408,12 @@ mod tests {
             Err(LockOpenError::Unsafe(m)) if m.contains("hard links")
         ));
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        let sub = dir.path().join("dir.lock");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(matches!(open_lock(&sub, true), Err(LockOpenError::Io(_))));
+        assert!(matches!(open_lock(&sub, false), Err(LockOpenError::Io(_))));
         let ok = dir.path().join("ok.lock");
+
         assert!(open_lock(&ok, true).is_ok());
         let mode = std::fs::metadata(&ok).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode & !0o644, 0, "{mode:o}");
