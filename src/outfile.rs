@@ -164,9 +164,14 @@ pub fn check_output(path: &Path, flag: &str, guard: Guard<'_>) -> Result<(), Fai
             "is {}, not a regular file; the output replaces the file by a rename; give a regular file (or leave out the option and redirect stdout)",
             kind_of(&md)
         ))),
-        Ok(_) if !guard.force && is_sqlite_file(path) => Err(refuse(
-            "is an existing SQLite database; refusing to replace it (use --force if it really is to be replaced)".into(),
-        )),
+        Ok(_) if !guard.force && is_sqlite_file(path) => Err(refuse(format!(
+            "is an existing SQLite database; refusing to replace it ({})",
+            if flag == "--metrics-file" {
+                "choose another file"
+            } else {
+                "use --force if it really is to be replaced"
+            }
+        ))),
         _ => Ok(()),
     }
 }

@@ -219,6 +219,7 @@ fn metrics_file_may_not_be_the_database_or_a_link() {
     let victim = dir.path().join("victim.txt");
     std::fs::write(&victim, "keep me\n").unwrap();
     std::os::unix::fs::symlink(&victim, dir.path().join("link.prom")).unwrap();
+    fresh_db(dir.path(), "other.db");
     let before = listing(dir.path());
     for (cmd, target, says) in [
         (&["check"][..], "x.db", "is the database"),
@@ -230,6 +231,11 @@ fn metrics_file_may_not_be_the_database_or_a_link() {
             "rollback journal",
         ),
         (&["check"][..], "link.prom", "is a symbolic link"),
+        (
+            &["check"][..],
+            "other.db",
+            "existing SQLite database; refusing to replace it (choose another file)",
+        ),
     ] {
         let m = dir.path().join(target).display().to_string();
         let mut args = cmd.to_vec();
