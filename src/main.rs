@@ -45,9 +45,20 @@ fn main() {
     let mut db_path: Option<PathBuf> = None;
     // --metrics-file, once it has passed the output-path rules.
     let mut metrics_path: Option<&std::path::Path> = None;
+    // stdout is the database itself (`>> x.db`): print nothing there.
+    let mut stdout_is_db = false;
     let (db_display, result) = match commands::standalone(&cli.command) {
         Some(result) => (String::new(), result),
         None => match build_ctx(&cli).and_then(|ctx| {
+            if outfile::fd_is_database_file(libc::STDERR_FILENO, &ctx.db_path).is_some() {
+                // stderr is the database (`2>> x.db`): even the error line
+                // would damage it, so exit without a word.
+                std::process::exit(error::EXIT_USAGE);
+            }
+            if let Err(e) = outfile::check_stdout(&ctx.db_path) {
+                stdout_is_db = true;
+                return Err(e.into());
+            }
             metrics_path = checked_metrics_path(&cli, &ctx.db_path)?;
             Ok(ctx)
         }) {
@@ -113,7 +124,7 @@ fn main() {
             let code = exit_code(&e);
             let msg = one_line(&e);
             logging::print_error(&format!("corescope {command}: error: {msg}"));
-            if cli.json && !cli.quiet {
+            if cli.json && !cli.quiet && !stdout_is_db {
                 let obj = serde_json::json!({
                     "command": command,
                     "db": db_display,

@@ -176,6 +176,32 @@ pub fn check_output(path: &Path, flag: &str, guard: Guard<'_>) -> Result<(), Fai
     }
 }
 
+/// Which of the database's files the open descriptor `fd` is (stdout or
+/// stderr redirected into it: `corescope ... >> x.db`), if any.
+pub fn fd_is_database_file(fd: i32, db: &Path) -> Option<&'static str> {
+    // SAFETY: fstat fills a zeroed stat struct for an fd we do not own; we only read it on success.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    SIDECARS.iter().find_map(|(suffix, role)| {
+        let md = std::fs::metadata(with_suffix(db, suffix)).ok()?;
+        (md.dev() == st.st_dev as u64 && md.ino() == st.st_ino as u64).then_some(*role)
+    })
+}
+
+/// Refuse a run whose stdout is the database or one of its files: the
+/// report would be appended to it.
+pub fn check_stdout(db: &Path) -> Result<(), Failure> {
+    match fd_is_database_file(libc::STDOUT_FILENO, db) {
+        Some(role) => Err(Failure::Usage(format!(
+            "stdout is {role} {}; corescope never writes its report there (it would damage the database); redirect stdout elsewhere",
+            db.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Refuse two output options that name the same file.
 pub fn check_distinct(a: (&Path, &str), b: (&Path, &str)) -> Result<(), Failure> {
     let same_name = a.0 == b.0

@@ -125,6 +125,30 @@ fn graph_output_never_replaces_the_database_or_its_files() {
 }
 
 #[test]
+fn stdout_or_stderr_redirected_into_the_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = data_db(dir.path(), "x.db");
+    let before = listing(dir.path());
+    let append = || std::fs::OpenOptions::new().append(true).open(&db).unwrap();
+    // `corescope graph dump >> x.db`, `check --json >> x.db`
+    for args in [&["graph", "dump"][..], &["check", "--json"]] {
+        let out = command(args, &db).stdout(append()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        error_line(
+            &stderr,
+            &["stdout is the database", "redirect stdout elsewhere"],
+        );
+        assert_eq!(listing(dir.path()), before, "{args:?}");
+    }
+    // `corescope check 2>> x.db`: not even the error line is written.
+    let out = command(&["check"], &db).stderr(append()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_eq!(listing(dir.path()), before);
+}
+
+#[test]
 fn graph_output_other_sqlite_files_devices_and_links() {
     let dir = tempfile::tempdir().unwrap();
     let db = data_db(dir.path(), "x.db");
