@@ -44,8 +44,8 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// How long to wait for SQLite's write lock before giving up with exit 75
-    #[arg(long, global = true, value_name = "MS", default_value_t = 5000)]
+    /// How long to wait for SQLite's write lock before giving up with exit 75 (0 to 2147483647)
+    #[arg(long, global = true, value_name = "MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=MAX_BUSY_TIMEOUT_MS))]
     pub busy_timeout: u64,
 
     // ---- ops (issue 7): run lock and metrics ----
@@ -167,8 +167,8 @@ fn parse_max_lock_ms(s: &str) -> Result<u64, String> {
 /// Options shared by the long-running write commands.
 #[derive(Debug, Args, Clone)]
 pub struct WriteOpts {
-    /// Stop cleanly at a batch boundary after S seconds; the next run resumes
-    #[arg(long, value_name = "S")]
+    /// Stop cleanly at a batch boundary after S seconds (0 to 31536000, fractions allowed); the next run resumes
+    #[arg(long, value_name = "S", value_parser = max_seconds)]
     pub max_seconds: Option<f64>,
 
     /// No single write transaction may hold SQLite's write lock longer than this (at least 20)
@@ -250,6 +250,41 @@ pub struct BackfillArgs {
     pub write: WriteOpts,
 }
 
+/// SQLite keeps the busy timeout in a C int of milliseconds.
+pub const MAX_BUSY_TIMEOUT_MS: u64 = i32::MAX as u64;
+/// The longest `--max-seconds`: one year.
+pub const MAX_SECONDS: f64 = 31_536_000.0;
+
+/// A finite f64 in `lo..=hi`; the error names the allowed range.
+fn f64_in(s: &str, lo: f64, hi: f64) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number (allowed: {lo} to {hi})"))?;
+    if v.is_finite() && (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s} is out of range (allowed: {lo} to {hi})"))
+    }
+}
+
+/// `--max-seconds`: 0 to one year.
+fn max_seconds(s: &str) -> Result<f64, String> {
+    f64_in(s, 0.0, MAX_SECONDS)
+}
+
+/// `--obs-per-tx`: more than 0, at most 1000 receptions per packet.
+fn obs_per_tx(s: &str) -> Result<f64, String> {
+    let v = f64_in(s, 0.0, 1000.0)?;
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{s} must be more than 0 (allowed: above 0 to 1000)"
+        ))
+    }
+}
+
 /// Parse a fraction 0..=1.
 fn fraction(s: &str) -> Result<f64, String> {
     let v: f64 = s
@@ -302,7 +337,7 @@ pub struct SynthArgs {
     pub observations: Option<u64>,
 
     /// Average receptions per packet
-    #[arg(long, value_name = "F", default_value_t = 4.0, value_parser = positive_f64)]
+    #[arg(long, value_name = "F", default_value_t = 4.0, value_parser = obs_per_tx)]
     pub obs_per_tx: f64,
 
     /// Length of the time window in days
@@ -337,8 +372,8 @@ pub struct SynthArgs {
     #[arg(long)]
     pub anomalies: bool,
 
-    /// Seconds between observer_metrics samples
-    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(i64).range(60..))]
+    /// Seconds between observer_metrics samples (60 to 86400)
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(i64).range(60..=86_400))]
     pub metrics_interval: i64,
 }
 
@@ -406,9 +441,13 @@ pub struct PruneArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Fix "now" (RFC 3339, e.g. 2026-05-17T18:12:01Z) so a run can be replayed; default: the clock
+    /// Fix "now" so a run can be replayed: RFC 3339 (2026-05-17T18:12:01Z), 'YYYY-MM-DD HH:MM:SS' (UTC) or epoch seconds; from 2020-01-01 to a day ahead of the clock; default: the clock
     #[arg(long, value_name = "TIME")]
     pub now: Option<String>,
+
+    /// Accept a --now before 2020-01-01 or more than a day ahead of the system clock
+    #[arg(long, requires = "now")]
+    pub allow_any_now: bool,
 
     /// Prune only these kinds (comma-separated or repeated)
     #[arg(long, value_enum, num_args = 1.., value_delimiter = ',', value_name = "KIND")]
@@ -534,9 +573,13 @@ pub struct GraphFilterArgs {
     #[arg(long, value_name = "K", default_value_t = 1, requires = "node")]
     pub hops: usize,
 
-    /// Fix "now" (RFC 3339) for --since durations and edge ages
+    /// Fix "now" for --since durations and edge ages: RFC 3339, 'YYYY-MM-DD HH:MM:SS' (UTC) or epoch seconds; from 2020-01-01 to a day ahead of the clock
     #[arg(long, value_name = "TIME")]
     pub now: Option<String>,
+
+    /// Accept a --now before 2020-01-01 or more than a day ahead of the system clock
+    #[arg(long, requires = "now")]
+    pub allow_any_now: bool,
 }
 
 #[derive(Debug, Args)]
@@ -555,6 +598,10 @@ pub struct GraphDumpArgs {
     /// Also write the node table as CSV to FILE (atomically)
     #[arg(long, value_name = "FILE")]
     pub nodes_csv: Option<PathBuf>,
+
+    /// Replace an existing SQLite database given as --output/--nodes-csv (never the --db database or its -wal/-shm/-journal)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -64,6 +64,29 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &Path) -> anyhow::Result<Config> {
+        // serde would read a JSON array into a struct field by field (so `[]`
+        // would pass as an empty config): the top level and the sections
+        // must be objects.
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
+            let not_object = |what: &str, v: &serde_json::Value| {
+                Failure::Fatal(format!(
+                    "invalid config file {}: {what} must be a JSON object {{ ... }}, not {} (fix the file or point --config elsewhere)",
+                    path.display(),
+                    json_kind(v)
+                ))
+            };
+            let Some(obj) = v.as_object() else {
+                return Err(not_object("the top level", &v).into());
+            };
+            for key in ["retention", "db"] {
+                match obj.get(key) {
+                    Some(s) if !s.is_object() => {
+                        return Err(not_object(&format!("\"{key}\""), s).into())
+                    }
+                    _ => {}
+                }
+            }
+        }
         let mut cfg: Config = serde_json::from_str(text).map_err(|e| {
             Failure::Fatal(format!(
                 "invalid config file {} at line {}, column {}: {} (fix the JSON or point --config elsewhere)",
@@ -121,6 +144,17 @@ fn positive_or(v: Option<i64>, default: i64) -> i64 {
     match v {
         Some(d) if d > 0 => d,
         _ => default,
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -185,5 +219,27 @@ mod tests {
         assert!(e.contains("line 2") && e.contains("column"), "{e}");
         let e = p("{ not json").unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn non_object_top_level_and_sections_refused() {
+        for (text, what) in [
+            (
+                "[]",
+                "the top level must be a JSON object { ... }, not an array",
+            ),
+            ("null", "not null"),
+            ("5", "not a number"),
+            ("\"x\"", "not a string"),
+            (r#"{"retention":[]}"#, "\"retention\" must be a JSON object"),
+            (r#"{"db":[1024]}"#, "\"db\" must be a JSON object"),
+        ] {
+            let e = p(text).unwrap_err().to_string();
+            assert!(
+                e.contains("/etc/corescope/config.json") && e.contains(what),
+                "{text}: {e}"
+            );
+        }
+        assert!(p(r#"{"retention":{}, "db":{}}"#).is_ok());
     }
 }

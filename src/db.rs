@@ -750,9 +750,11 @@ pub struct Deadline {
 impl Deadline {
     pub fn new(max_seconds: Option<f64>) -> Deadline {
         Deadline {
+            // The CLI bounds --max-seconds; this never panics anyway (NaN,
+            // negative or huge values mean no deadline).
             end: max_seconds
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(|s| Instant::now() + Duration::from_secs_f64(s)),
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .and_then(|d| Instant::now().checked_add(d)),
         }
     }
 
@@ -897,6 +899,9 @@ mod tests {
         assert!(!Deadline::new(None).expired());
         assert!(Deadline::new(Some(0.0)).expired());
         assert!(!Deadline::new(Some(3600.0)).expired());
+        for odd in [1e19, 1e300, f64::INFINITY, f64::NAN, -1.0] {
+            assert!(!Deadline::new(Some(odd)).expired(), "{odd}");
+        }
     }
 
     #[test]

@@ -18,7 +18,8 @@ use crate::edges::{self, PrefixIndex};
 use crate::packet::{self, encode_packet, PacketSpec};
 use crate::resolve;
 use crate::timeutil::{
-    parse_duration_secs, parse_instant, parse_user_time, rfc3339, sqlite_datetime,
+    parse_duration_secs, parse_instant, parse_now, parse_user_time, rfc3339, sqlite_datetime,
+    NOW_EARLIEST, NOW_MAX_AHEAD_SECS, TIME_MAX,
 };
 
 /// Years 0001..=9999 in epoch seconds: the range every format can write.
@@ -76,6 +77,20 @@ fn time_target(n: u32) -> u64 {
         prop_assert_eq!(a, b.as_ref().ok().copied());
         if let Err(msg) = b {
             prop_assert!(msg.contains("invalid time"));
+        }
+        // --now: whatever is accepted parsed the same and lies in its bounds.
+        let clock = 1_779_041_521;
+        for allow in [false, true] {
+            match parse_now(Some(&s), clock, allow) {
+                Ok(v) => {
+                    prop_assert_eq!(Some(v), a);
+                    prop_assert!((0..=TIME_MAX).contains(&v));
+                    if !allow {
+                        prop_assert!((NOW_EARLIEST..=clock + NOW_MAX_AHEAD_SECS).contains(&v));
+                    }
+                }
+                Err(msg) => prop_assert!(msg.contains("accepted forms"), "{}", msg),
+            }
         }
         let _ = parse_duration_secs(&s);
         if let Some(e) = a {

@@ -44,12 +44,14 @@ pub fn stderr_is_journal() -> bool {
 
 /// The final error line of a failed run: always printed (whatever the log
 /// level), with the `<3>` prefix when stderr is the journal.
+/// A closed or full stderr is ignored (there is nowhere left to report it).
 pub fn print_error(line: &str) {
-    if stderr_is_journal() {
-        eprintln!("{}{line}", sd_prefix(log::Level::Error));
+    let prefix = if stderr_is_journal() {
+        sd_prefix(log::Level::Error)
     } else {
-        eprintln!("{line}");
-    }
+        ""
+    };
+    let _ = writeln!(std::io::stderr().lock(), "{prefix}{line}");
 }
 
 pub fn init(verbose: u8, quiet: bool) {

@@ -16,6 +16,7 @@ mod fuzz_tests;
 mod graph;
 mod logging;
 mod metrics;
+mod outfile;
 mod packet;
 mod report;
 mod resolve;
@@ -40,11 +41,30 @@ fn main() {
     logging::init(cli.verbose, cli.quiet);
     let started = Instant::now();
     let command = cli.command.name();
+    // The database path, once known: output files are checked against it.
+    let mut db_path: Option<PathBuf> = None;
+    // --metrics-file, once it has passed the output-path rules.
+    let mut metrics_path: Option<&std::path::Path> = None;
+    // stdout is the database itself (`>> x.db`): print nothing there.
+    let mut stdout_is_db = false;
     let (db_display, result) = match commands::standalone(&cli.command) {
         Some(result) => (String::new(), result),
-        None => match build_ctx(&cli) {
+        None => match build_ctx(&cli).and_then(|ctx| {
+            if outfile::fd_is_database_file(libc::STDERR_FILENO, &ctx.db_path).is_some() {
+                // stderr is the database (`2>> x.db`): even the error line
+                // would damage it, so exit without a word.
+                std::process::exit(error::EXIT_USAGE);
+            }
+            if let Err(e) = outfile::check_stdout(&ctx.db_path) {
+                stdout_is_db = true;
+                return Err(e.into());
+            }
+            metrics_path = checked_metrics_path(&cli, &ctx.db_path)?;
+            Ok(ctx)
+        }) {
             Ok(ctx) => {
                 let shown = ctx.db_path.display().to_string();
+                db_path = Some(ctx.db_path.clone());
                 log::info!(
                     "corescope {} {command} on {shown}",
                     env!("CARGO_PKG_VERSION")
@@ -67,7 +87,8 @@ fn main() {
     let elapsed_ms = report::ms(started.elapsed());
     // ops: --metrics-file, derived from the report (or the failure).
     metrics::after_run(
-        cli.metrics_file.as_deref(),
+        metrics_path,
+        db_path.as_deref(),
         &cli.command,
         match &result {
             Ok(o) => o.exit_code,
@@ -78,6 +99,7 @@ fn main() {
     );
     let code = match result {
         Ok(outcome) => {
+            let mut text = String::new();
             if !cli.quiet {
                 if cli.json {
                     let mut obj = serde_json::Map::new();
@@ -88,21 +110,21 @@ fn main() {
                     for (k, v) in outcome.json {
                         obj.insert(k, v);
                     }
-                    println!("{}", Value::Object(obj));
+                    text = format!("{}\n", Value::Object(obj));
                 } else if !outcome.human.is_empty() {
-                    print!("{}", outcome.human);
-                    if !outcome.human.ends_with('\n') {
-                        println!();
+                    text = outcome.human;
+                    if !text.ends_with('\n') {
+                        text.push('\n');
                     }
                 }
             }
-            outcome.exit_code
+            report::print_report(command, &text, outcome.exit_code)
         }
         Err(e) => {
             let code = exit_code(&e);
             let msg = one_line(&e);
             logging::print_error(&format!("corescope {command}: error: {msg}"));
-            if cli.json && !cli.quiet {
+            if cli.json && !cli.quiet && !stdout_is_db {
                 let obj = serde_json::json!({
                     "command": command,
                     "db": db_display,
@@ -111,12 +133,38 @@ fn main() {
                     "error": msg,
                     "exit_code": code,
                 });
-                println!("{obj}");
+                // The error line is already on stderr; a failed stdout changes nothing.
+                let _ = report::write_stdout(&format!("{obj}\n"));
             }
             code
         }
     };
     std::process::exit(code);
+}
+
+/// `--metrics-file` of a command that writes metrics, checked against the
+/// output-path rules before the command runs (a path that is the database
+/// or one of its files is a usage error, exit 2, and nothing runs).
+fn checked_metrics_path<'a>(
+    cli: &'a Cli,
+    db: &std::path::Path,
+) -> anyhow::Result<Option<&'a std::path::Path>> {
+    let Some(p) = cli.metrics_file.as_deref() else {
+        return Ok(None);
+    };
+    if p.as_os_str().is_empty() || !cli.command.writes_metrics() {
+        // after_run explains why it is ignored.
+        return Ok(Some(p));
+    }
+    outfile::check_output(
+        p,
+        "--metrics-file",
+        outfile::Guard {
+            db: Some(db),
+            force: false,
+        },
+    )?;
+    Ok(Some(p))
 }
 
 /// The error chain on one line (the outermost message first).

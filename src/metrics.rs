@@ -38,13 +38,15 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+
+use crate::outfile::{check_output, open_lock, write_atomic, Guard, LockOpenError};
 use serde_json::{Map, Value};
 
 /// Top-level JSON keys ending in one of these count processed rows.
@@ -511,6 +513,7 @@ fn flock_exclusive(f: &File) -> std::io::Result<()> {
 /// updating).
 pub fn after_run(
     path: Option<&Path>,
+    db: Option<&Path>,
     command: &crate::cli::Command,
     exit_code: i32,
     json: Option<&Map<String, Value>>,
@@ -540,26 +543,40 @@ pub fn after_run(
         duration,
         now,
     };
-    if let Err(e) = write(path, &run) {
+    let guard = Guard { db, force: false };
+    if let Err(e) = write(path, guard, &run) {
         log::error!("metrics not written: {e:#}");
     }
 }
 
 /// Rewrite this run's series in `path`, keeping other commands' series.
-pub fn write(path: &Path, run: &RunInfo<'_>) -> anyhow::Result<()> {
+/// `path` must pass `outfile::check_output` (never the database, a symlink
+/// or a device); the lock file is opened without following links.
+pub fn write(path: &Path, guard: Guard<'_>, run: &RunInfo<'_>) -> anyhow::Result<()> {
+    check_output(path, "--metrics-file", guard)?;
     let lock_file = lock_path(path)?;
-    let lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .open(&lock_file)
-        .with_context(|| format!("cannot create {}", lock_file.display()))?;
+    let lock = match open_lock(&lock_file, true) {
+        Ok(f) => f,
+        Err(LockOpenError::Unsafe(m)) => anyhow::bail!(m),
+        Err(LockOpenError::Io(e)) => {
+            return Err(e).with_context(|| format!("cannot create {}", lock_file.display()))
+        }
+    };
     flock_exclusive(&lock).with_context(|| format!("cannot lock {}", lock_file.display()))?;
 
-    let existing = match std::fs::read_to_string(path) {
-        Ok(s) => s,
+    // Checked again under the lock; read without following a link.
+    check_output(path, "--metrics-file", guard)?;
+    let existing = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(mut f) => {
+            let mut s = String::new();
+            f.read_to_string(&mut s)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            s
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
@@ -569,27 +586,9 @@ pub fn write(path: &Path, run: &RunInfo<'_>) -> anyhow::Result<()> {
     all.extend(derive(run, &mine));
     let text = render(&all);
 
-    let tmp = sibling(path, ".", &format!(".{}.tmp", std::process::id()))?;
-    let result = (|| -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot write {}", path.display()));
-    }
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
+    write_atomic(path, "--metrics-file", guard, |w| {
+        w.write_all(text.as_bytes())
+    })?;
     log::info!("wrote metrics for {} to {}", run.command, path.display());
     drop(lock);
     Ok(())
@@ -599,6 +598,11 @@ pub fn write(path: &Path, run: &RunInfo<'_>) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    const NO_DB: Guard<'static> = Guard {
+        db: None,
+        force: false,
+    };
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap()
@@ -780,10 +784,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("corescope.prom");
         let j = obj(json!({"deleted": {"transmissions": 5}}));
-        write(&path, &run("prune", 0, Some(&j))).unwrap();
+        write(&path, NO_DB, &run("prune", 0, Some(&j))).unwrap();
         let c = obj(json!({"ready": true}));
-        write(&path, &run("check", 0, Some(&c))).unwrap();
-        write(&path, &run("prune", 1, None)).unwrap();
+        write(&path, NO_DB, &run("check", 0, Some(&c))).unwrap();
+        write(&path, NO_DB, &run("prune", 1, None)).unwrap();
         let s = parse(&std::fs::read_to_string(&path).unwrap());
         let prune_rows = s
             .iter()

@@ -19,9 +19,9 @@
 //! (read-only directory, a filesystem without flock) the command logs a
 //! warning and runs without it.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -137,7 +137,14 @@ fn try_flock(file: &File, block: bool) -> io::Result<Try> {
 
 /// The pid the current holder wrote into the lock file, if readable.
 fn holder(path: &Path) -> String {
-    match std::fs::read_to_string(path) {
+    let read = crate::outfile::open_lock(path, false)
+        .map_err(|_| ())
+        .and_then(|mut f| {
+            let mut s = String::new();
+            io::Read::read_to_string(&mut f, &mut s).map_err(|_| ())?;
+            Ok(s)
+        });
+    match read {
         Ok(s) => match s.trim().parse::<u32>() {
             Ok(pid) => format!("pid {pid}"),
             Err(_) => "pid unknown".to_string(),
@@ -163,31 +170,30 @@ fn busy(command: &str, path: &Path, waited: Option<Duration>) -> anyhow::Error {
 }
 
 /// Open the lock file: read-write (created if missing), else read-only if it
-/// already exists (flock works on any descriptor). `None`: cannot lock here.
-fn open_lock_file(path: &Path) -> Option<(File, bool)> {
-    match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .open(path)
-    {
-        Ok(f) => Some((f, true)),
-        Err(e) => match File::open(path) {
+/// already exists (flock works on any descriptor). Never through a symlink
+/// and only a regular file with one link (`outfile::open_lock`): anything
+/// else is refused (exit 1), since the pid write could land in another file.
+/// `Ok(None)`: cannot lock here (logged), run without the lock.
+fn open_lock_file(path: &Path) -> anyhow::Result<Option<(File, bool)>> {
+    use crate::outfile::{open_lock, LockOpenError};
+    match open_lock(path, true) {
+        Ok(f) => Ok(Some((f, true))),
+        Err(LockOpenError::Unsafe(m)) => Err(Failure::Fatal(m).into()),
+        Err(LockOpenError::Io(e)) => match open_lock(path, false) {
             Ok(f) => {
                 log::debug!(
                     "lock file {} is not writable ({e}); locking it read-only",
                     path.display()
                 );
-                Some((f, false))
+                Ok(Some((f, false)))
             }
-            Err(_) => {
+            Err(LockOpenError::Unsafe(m)) => Err(Failure::Fatal(m).into()),
+            Err(LockOpenError::Io(_)) => {
                 log::warn!(
                     "cannot create the run lock {} ({e}); running without the run lock (the database stays consistent, overlapping runs only waste work)",
                     path.display()
                 );
-                None
+                Ok(None)
             }
         },
     }
@@ -204,7 +210,7 @@ pub fn acquire(db: &Path, command: &str, wait: Wait) -> anyhow::Result<Option<Ru
         return Ok(None);
     }
     let path = lock_path(db, command);
-    let Some((file, writable)) = open_lock_file(&path) else {
+    let Some((file, writable)) = open_lock_file(&path)? else {
         return Ok(None);
     };
     let started = Instant::now();

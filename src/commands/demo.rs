@@ -119,8 +119,8 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Outcome> {
     let human = !ctx.json && !ctx.quiet;
     let say = |s: &str| {
         if human {
-            println!("{s}");
-            let _ = std::io::stdout().flush();
+            // A closed stdout must not stop (or crash) the demo half-way.
+            let _ = crate::report::write_stdout(&format!("{s}\n"));
         }
     };
 
@@ -167,12 +167,13 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Outcome> {
         let code = output.status.code().unwrap_or(-1);
         let stdout = String::from_utf8_lossy(&output.stdout);
         if human {
-            print!("{stdout}");
-            println!("({:.1} s, exit {code})", started.elapsed().as_secs_f64());
-            let _ = std::io::stdout().flush();
+            let _ = crate::report::write_stdout(&format!(
+                "{stdout}({:.1} s, exit {code})\n",
+                started.elapsed().as_secs_f64()
+            ));
         }
         if !output.stderr.is_empty() && !ctx.quiet {
-            eprint!("{}", String::from_utf8_lossy(&output.stderr));
+            let _ = std::io::stderr().write_all(&output.stderr);
         }
         let report: Value = if ctx.json {
             serde_json::from_str(stdout.trim()).unwrap_or(Value::Null)

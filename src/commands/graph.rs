@@ -4,9 +4,7 @@
 //! `inactive_nodes` and `observers` through the read-only handle, and hands
 //! them to the pure model in `graph.rs`. The database file is never written.
 
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
 
 use rusqlite::types::ValueRef;
 use serde_json::{json, Map, Value};
@@ -16,6 +14,7 @@ use crate::context::Ctx;
 use crate::db::ReadOnlyDb;
 use crate::error::Failure;
 use crate::graph::{self, Directory, Filter, Format, Graph, NodeRow, NormalizeReport, RawEdge};
+use crate::outfile;
 use crate::report::{self, Outcome};
 use crate::timeutil;
 
@@ -140,12 +139,8 @@ fn load_directory(db: &ReadOnlyDb) -> anyhow::Result<Directory> {
 }
 
 fn parse_filter(f: &GraphFilterArgs) -> anyhow::Result<(Filter, i64)> {
-    let now = match &f.now {
-        Some(s) => {
-            timeutil::parse_user_time(s).map_err(|m| Failure::Usage(format!("--now: {m}")))?
-        }
-        None => timeutil::now_epoch(),
-    };
+    let now = timeutil::parse_now(f.now.as_deref(), timeutil::now_epoch(), f.allow_any_now)
+        .map_err(|m| Failure::Usage(format!("--now: {m}")))?;
     let since = match &f.since {
         None => None,
         Some(s) => Some(
@@ -193,36 +188,6 @@ fn skipped_json(rep: &NormalizeReport) -> Value {
     })
 }
 
-/// Writes `path` atomically: a temporary file beside it, fsync, rename.
-fn write_atomic(
-    path: &Path,
-    f: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| Failure::Usage(format!("--output {}: not a file path", path.display())))?
-        .to_string_lossy()
-        .to_string();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> io::Result<()> {
-        let file = File::create(&tmp)?;
-        let mut w = BufWriter::new(file);
-        f(&mut w)?;
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Failure::Fatal(format!("cannot write {}: {e}", path.display())).into());
-    }
-    Ok(())
-}
-
 fn format_of(f: GraphFormat) -> Format {
     match f {
         GraphFormat::Json => Format::Json,
@@ -240,14 +205,32 @@ fn dump(ctx: &Ctx, a: &GraphDumpArgs) -> anyhow::Result<Outcome> {
         )
         .into());
     }
+    // Decide about the output files before reading anything.
+    let guard = outfile::Guard {
+        db: Some(&ctx.db_path),
+        force: a.force,
+    };
+    if let Some(p) = &a.output {
+        outfile::check_output(p, "--output", guard)?;
+    }
+    if let Some(p) = &a.nodes_csv {
+        outfile::check_output(p, "--nodes-csv", guard)?;
+    }
+    if let (Some(o), Some(n)) = (&a.output, &a.nodes_csv) {
+        outfile::check_distinct((o, "--output"), (n, "--nodes-csv"))?;
+    }
     let (g, rep, _now) = load_graph(ctx, &a.filter)?;
     let fmt = format_of(a.format);
     let tfmt = |t: i64| timeutil::rfc3339(t);
     if let Some(p) = &a.nodes_csv {
-        write_atomic(p, |w| graph::write_nodes_csv(&g, w, &tfmt))?;
+        outfile::write_atomic(p, "--nodes-csv", guard, |w| {
+            graph::write_nodes_csv(&g, w, &tfmt)
+        })?;
     }
     match &a.output {
-        Some(p) => write_atomic(p, |w| graph::write(&g, fmt, w, &tfmt))?,
+        Some(p) => {
+            outfile::write_atomic(p, "--output", guard, |w| graph::write(&g, fmt, w, &tfmt))?
+        }
         None => {
             let stdout = io::stdout();
             let mut w = BufWriter::new(stdout.lock());

@@ -946,12 +946,12 @@ fn cutoff_for(now: i64, days: i64) -> i64 {
 
 pub fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<Outcome> {
     let settings = resolve_settings(&ctx.config, args).map_err(Failure::Usage)?;
-    let now = match &args.now {
-        Some(s) => {
-            timeutil::parse_user_time(s).map_err(|e| Failure::Usage(format!("--now: {e}")))?
-        }
-        None => timeutil::now_epoch(),
-    };
+    let now = timeutil::parse_now(
+        args.now.as_deref(),
+        timeutil::now_epoch(),
+        args.allow_any_now,
+    )
+    .map_err(|e| Failure::Usage(format!("--now: {e}")))?;
     let kinds = selected_kinds(&args.only, &args.skip);
 
     let mut write_db;
