@@ -449,7 +449,7 @@ fn ioerr_name(ext: i32) -> String {
 /// A SQLITE_FULL or SQLITE_IOERR_* error: disk full when SQLite says so or
 /// the filesystem has (almost) no space left, else an I/O error; both with
 /// the free space, SQLite's words and its extended code.
-fn storage_failure(path: &Path, detail: &str, ext: i32) -> Failure {
+fn storage_failure(path: &Path, detail: &str, ext: i32, writing: bool) -> Failure {
     let p = path.display();
     let free = free_bytes(path);
     let free_text = free
@@ -457,7 +457,13 @@ fn storage_failure(path: &Path, detail: &str, ext: i32) -> Failure {
         .unwrap_or_else(|| "free space unknown".to_string());
     let full =
         ext & 0xff == rusqlite::ffi::SQLITE_FULL || free.is_some_and(|n| n < LOW_SPACE_BYTES);
-    if full {
+    if full && !writing {
+        Failure::Fatal(format!(
+            "disk full on the filesystem of {p} ({free_text}; SQLite: {detail}, {}): even reading needs room beside it \
+             (a WAL database's {p}-shm); free space and run again. Nothing was changed",
+            ioerr_name(ext)
+        ))
+    } else if full {
         Failure::Fatal(format!(
             "disk full while writing {p} ({free_text}; SQLite: {detail}, {}); free space and run again (completed batches are kept, the rest resumes)",
             ioerr_name(ext)
@@ -528,7 +534,7 @@ fn classify(path: &Path, e: rusqlite::Error, writing: bool) -> anyhow::Error {
         ))
         .into(),
         Some(C::SystemIoFailure) | Some(C::DiskFull) => {
-            storage_failure(path, &e.to_string(), ext).into()
+            storage_failure(path, &e.to_string(), ext, writing).into()
         }
         _ => anyhow::Error::new(e).context(format!("database {p}")),
     }
@@ -918,7 +924,9 @@ pub fn classify_final(path: &Path, err: anyhow::Error) -> anyhow::Error {
         C::NotADatabase => {
             format!("{p} is not a SQLite database or is damaged ({detail}); restore from a backup")
         }
-        C::DiskFull | C::SystemIoFailure => return storage_failure(path, &detail, ext).into(),
+        C::DiskFull | C::SystemIoFailure => {
+            return storage_failure(path, &detail, ext, true).into()
+        }
         C::ReadOnly => format!(
             "cannot write {p}: the file or its directory is read-only ({detail}); run as the user that owns the database, or fix permissions"
         ),
@@ -1333,13 +1341,25 @@ mod tests {
     fn storage_errors_say_disk_full_when_space_is_low() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.db");
-        let full =
-            storage_failure(&p, "database or disk is full", rusqlite::ffi::SQLITE_FULL).to_string();
+        let full = storage_failure(&p, "database or disk is full", 13, true).to_string();
+        let reading = storage_failure(&p, "database or disk is full", 13, false).to_string();
+        assert!(
+            reading.starts_with("disk full on the filesystem of")
+                && reading.contains("SQLITE_FULL")
+                && reading.contains("Nothing was changed"),
+            "{reading}"
+        );
         assert!(
             full.starts_with("disk full while writing") && full.contains("free on its filesystem"),
             "{full}"
         );
         assert!(full.contains("SQLITE_FULL"), "{full}");
+        // Plenty of space: an I/O error stays an I/O error.
+        let io = storage_failure(&p, "disk I/O error", 778, true).to_string();
+        assert!(
+            io.starts_with("I/O error on") && io.contains("SQLITE_IOERR_WRITE"),
+            "{io}"
+        );
         assert_eq!(human_bytes(16 * 1024), "16 KiB");
         assert_eq!(human_bytes(3 * 1024 * 1024 + 300_000), "3.3 MiB");
         assert_eq!(
