@@ -361,7 +361,9 @@ fn precheck(path: &Path, allow_missing: bool) -> anyhow::Result<bool> {
             );
             return Ok(true);
         }
-        if let Some(n) = hot_journal_bytes(path) {
+        // (A `-journal` beside a WAL database is never rolled back.)
+        let wal_mode = h.bytes[18] == 2 || h.bytes[19] == 2;
+        if let Some(n) = hot_journal_bytes(path).filter(|_| !wal_mode) {
             log::info!(
                 "{}: shorter than its header says, with a {n}-byte rollback journal beside it: letting SQLite recover it",
                 path.display()

@@ -59,7 +59,7 @@ fn quick_check(db: &Path) -> String {
         .unwrap()
 }
 
-/// Rows of a few KB for `dropped_packets`: they make the file grow by many pages.
+/// Rows of about 3 KB for `dropped_packets`: they make the file grow by many pages.
 fn grow(c: &Connection, rows: usize, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     c.execute_batch("BEGIN").unwrap();
@@ -324,7 +324,7 @@ fn check_200_times_beside_a_writer_that_forces_checkpoints() {
                 .unwrap();
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                grow(&c, 4, n);
+                grow(&c, 20, n);
                 n += 1;
                 let mode = if n % 2 == 0 { "PASSIVE" } else { "TRUNCATE" };
                 // A checkpoint may find a reader in the way (busy): that is
