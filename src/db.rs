@@ -451,14 +451,27 @@ fn ioerr_name(ext: i32) -> String {
 /// A SQLITE_FULL or SQLITE_IOERR_* error: disk full when SQLite says so or
 /// the filesystem has (almost) no space left, else an I/O error; both with
 /// the free space, SQLite's words and its extended code.
-fn storage_failure(path: &Path, detail: &str, ext: i32, writing: bool) -> Failure {
+fn storage_failure(
+    path: &Path,
+    detail: &str,
+    ext: i32,
+    writing: bool,
+    errno: Option<i32>,
+) -> Failure {
     let p = path.display();
     let free = free_bytes(path);
-    let free_text = free
+    let mut free_text = free
         .map(|n| format!("{} free on its filesystem", human_bytes(n)))
         .unwrap_or_else(|| "free space unknown".to_string());
-    let full =
-        ext & 0xff == rusqlite::ffi::SQLITE_FULL || free.is_some_and(|n| n < LOW_SPACE_BYTES);
+    if let Some(n) = errno.filter(|n| *n != 0) {
+        free_text.push_str(&format!(
+            "; the system said: {}",
+            std::io::Error::from_raw_os_error(n)
+        ));
+    }
+    let full = ext & 0xff == rusqlite::ffi::SQLITE_FULL
+        || matches!(errno, Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || free.is_some_and(|n| n < LOW_SPACE_BYTES);
     if full && !writing {
         Failure::Fatal(format!(
             "disk full on the filesystem of {p} ({free_text}; SQLite: {detail}, {}): even reading needs room beside it \
@@ -485,8 +498,30 @@ fn extended_code(e: &rusqlite::Error) -> i32 {
     }
 }
 
+/// The errno of the last failed system call SQLite made on `conn`, if any.
+fn system_errno(conn: &Connection) -> Option<i32> {
+    // SAFETY: the handle is valid for the life of `conn`; the call only reads it.
+    let n = unsafe { rusqlite::ffi::sqlite3_system_errno(conn.handle()) };
+    (n != 0).then_some(n)
+}
+
+/// [`classify`] with the errno of the failed call on `conn` (ENOSPC makes
+/// an I/O error a full disk, whatever the free space says afterwards).
+fn classify_on(conn: &Connection, path: &Path, e: rusqlite::Error, writing: bool) -> anyhow::Error {
+    classify_with(path, e, writing, system_errno(conn))
+}
+
 /// Turn a SQLite error from opening or first use into a classified message.
 fn classify(path: &Path, e: rusqlite::Error, writing: bool) -> anyhow::Error {
+    classify_with(path, e, writing, None)
+}
+
+fn classify_with(
+    path: &Path,
+    e: rusqlite::Error,
+    writing: bool,
+    errno: Option<i32>,
+) -> anyhow::Error {
     use rusqlite::ErrorCode as C;
     let p = path.display();
     let ext = extended_code(&e);
@@ -536,7 +571,7 @@ fn classify(path: &Path, e: rusqlite::Error, writing: bool) -> anyhow::Error {
         ))
         .into(),
         Some(C::SystemIoFailure) | Some(C::DiskFull) => {
-            storage_failure(path, &e.to_string(), ext, writing).into()
+            storage_failure(path, &e.to_string(), ext, writing, errno).into()
         }
         _ => anyhow::Error::new(e).context(format!("database {p}")),
     }
@@ -554,11 +589,11 @@ fn verify(
 ) -> anyhow::Result<bool> {
     let objects: i64 = conn
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-        .map_err(|e| classify(path, e, writing))?;
+        .map_err(|e| classify_on(conn, path, e, writing))?;
     if objects == 0 && allow_empty {
         return Ok(true);
     }
-    let (tables, cols) = core_missing(conn).map_err(|e| classify(path, e, writing))?;
+    let (tables, cols) = core_missing(conn).map_err(|e| classify_on(conn, path, e, writing))?;
     if tables.is_empty() && cols.is_empty() {
         return Ok(false);
     }
@@ -623,9 +658,9 @@ impl ReadOnlyDb {
         let conn =
             Connection::open_with_flags(path, flags).map_err(|e| classify(path, e, false))?;
         conn.busy_timeout(Duration::from_millis(busy_timeout_ms))
-            .map_err(|e| classify(path, e, false))?;
+            .map_err(|e| classify_on(&conn, path, e, false))?;
         conn.pragma_update(None, "query_only", true)
-            .map_err(|e| classify(path, e, false))?;
+            .map_err(|e| classify_on(&conn, path, e, false))?;
         verify(&conn, path, false, false)?;
         let jm: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -714,9 +749,9 @@ impl WriteDb {
         }
         let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, e, true))?;
         conn.busy_timeout(Duration::from_millis(opts.busy_timeout_ms))
-            .map_err(|e| classify(path, e, true))?;
+            .map_err(|e| classify_on(&conn, path, e, true))?;
         conn.pragma_update(None, "foreign_keys", true)
-            .map_err(|e| classify(path, e, true))?;
+            .map_err(|e| classify_on(&conn, path, e, true))?;
         // An existing file without any table is new to `migrate --create`
         // (e.g. one killed before its first table).
         let empty = if exists {
@@ -727,10 +762,10 @@ impl WriteDb {
         if let Some(spec) = &opts.run_lock {
             crate::runlock::hold(path, spec)?;
         }
-        test_hook_disk_full(&conn).map_err(|e| classify(path, e, true))?;
+        test_hook_disk_full(&conn).map_err(|e| classify_on(&conn, path, e, true))?;
         let jm: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .map_err(|e| classify(path, e, true))?;
+            .map_err(|e| classify_on(&conn, path, e, true))?;
         log::info!(
             "opened {} read-write (journal_mode={jm}{})",
             path.display(),
@@ -777,10 +812,14 @@ impl WriteDb {
         let start = Instant::now();
         let result = f(&tx);
         let outcome = match result {
-            Ok(v) => tx.commit().map(|_| v).map_err(|e| classify(&path, e, true)),
+            Ok(v) => tx
+                .commit()
+                .map(|_| v)
+                .map_err(|e| classify_on(&self.conn, &path, e, true)),
             Err(err) => {
+                let errno = system_errno(&self.conn);
                 let _ = tx.rollback();
-                Err(classify_anyhow(&path, err))
+                Err(classify_anyhow(&path, err, errno))
             }
         };
         let held = start.elapsed();
@@ -927,7 +966,7 @@ pub fn classify_final(path: &Path, err: anyhow::Error) -> anyhow::Error {
             format!("{p} is not a SQLite database or is damaged ({detail}); restore from a backup")
         }
         C::DiskFull | C::SystemIoFailure => {
-            return storage_failure(path, &detail, ext, true).into()
+            return storage_failure(path, &detail, ext, true, None).into()
         }
         C::ReadOnly => format!(
             "cannot write {p}: the file or its directory is read-only ({detail}); run as the user that owns the database, or fix permissions"
@@ -956,7 +995,7 @@ fn require_structure(conn: &Connection, path: &Path, writing: bool) -> anyhow::R
 
 /// Map a rusqlite error inside an anyhow chain to a classified message,
 /// leaving other errors as they are.
-fn classify_anyhow(path: &Path, err: anyhow::Error) -> anyhow::Error {
+fn classify_anyhow(path: &Path, err: anyhow::Error, errno: Option<i32>) -> anyhow::Error {
     if err.downcast_ref::<Failure>().is_some() {
         return err;
     }
@@ -972,7 +1011,7 @@ fn classify_anyhow(path: &Path, err: anyhow::Error) -> anyhow::Error {
                         | Some(rusqlite::ErrorCode::NotADatabase)
                 )
             {
-                classify(path, e, true)
+                classify_with(path, e, true, errno)
             } else {
                 anyhow::Error::new(e).context(format!("database {}", path.display()))
             }
@@ -1343,8 +1382,8 @@ mod tests {
     fn storage_errors_say_disk_full_when_space_is_low() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.db");
-        let full = storage_failure(&p, "database or disk is full", 13, true).to_string();
-        let reading = storage_failure(&p, "database or disk is full", 13, false).to_string();
+        let full = storage_failure(&p, "database or disk is full", 13, true, None).to_string();
+        let reading = storage_failure(&p, "database or disk is full", 13, false, None).to_string();
         assert!(
             reading.starts_with("disk full on the filesystem of")
                 && reading.contains("SQLITE_FULL")
@@ -1356,11 +1395,22 @@ mod tests {
             "{full}"
         );
         assert!(full.contains("SQLITE_FULL"), "{full}");
-        // Plenty of space: an I/O error stays an I/O error.
-        let io = storage_failure(&p, "disk I/O error", 778, true).to_string();
+        // Plenty of space: an I/O error stays an I/O error, with the errno.
+        let io = storage_failure(&p, "disk I/O error", 778, true, Some(libc::EIO)).to_string();
         assert!(
-            io.starts_with("I/O error on") && io.contains("SQLITE_IOERR_WRITE"),
+            io.starts_with("I/O error on")
+                && io.contains("SQLITE_IOERR_WRITE")
+                && io.contains("the system said: Input/output error"),
             "{io}"
+        );
+        // ENOSPC makes an I/O error a full disk whatever the free space.
+        let nospc =
+            storage_failure(&p, "disk I/O error", 4874, true, Some(libc::ENOSPC)).to_string();
+        assert!(
+            nospc.starts_with("disk full while writing")
+                && nospc.contains("SQLITE_IOERR_SHMSIZE")
+                && nospc.contains("No space left on device"),
+            "{nospc}"
         );
         assert_eq!(human_bytes(16 * 1024), "16 KiB");
         assert_eq!(human_bytes(3 * 1024 * 1024 + 300_000), "3.3 MiB");

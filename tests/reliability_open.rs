@@ -717,6 +717,14 @@ fn disk_full_round(fs: &SmallFs, setup: &Path, free: u64, want: &State) -> (Opti
                 "{}",
                 r.stderr
             );
+            // Where SQLite only says "disk I/O error", the errno says why.
+            if errors[0].contains("SQLITE_IOERR") {
+                assert!(
+                    errors[0].contains("No space left on device"),
+                    "{}",
+                    r.stderr
+                );
+            }
         }
         c => panic!("migrate on a full disk exited {c:?}: {}", r.stderr),
     }
