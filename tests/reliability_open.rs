@@ -474,6 +474,13 @@ fn migrate_create_accepts_an_empty_file_and_a_schema_without_tables() {
     let r = run(&["migrate"], &empty);
     assert_eq!(r.code, Some(1));
     assert!(r.stderr.contains("empty file"), "{}", r.stderr);
+    // The dry run plans against an empty schema and leaves the file empty.
+    let plan = run_ok(&["migrate", "--create", "--dry-run", "--json"], &empty, 0);
+    assert!(!json_of(plan.stdout.as_bytes())["planned"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(file_len(&empty), 0);
     run_ok(&["migrate", "--create", "-q"], &empty, 0);
     run_ok(&["check", "-q"], &empty, 0);
     // A SQLite file with a header but no table (a --create killed early).
