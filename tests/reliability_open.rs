@@ -215,6 +215,22 @@ fn truly_truncated_files_are_still_refused() {
     assert_eq!(r.code, Some(1), "{}", r.stderr);
     assert!(r.stderr.contains("truncated"), "{}", r.stderr);
     assert_eq!(sha256(&cut), before);
+    // A real WAL that does not hold the lost pages (the main file cut in
+    // half): opened, and SQLite itself finds the damage.
+    let half = dir.path().join("half.db");
+    let bytes = std::fs::read(&snap).unwrap();
+    std::fs::write(&half, &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::copy(sidecar(&snap, "-wal"), sidecar(&half, "-wal")).unwrap();
+    for args in [vec!["check"], vec!["migrate"]] {
+        let r = run(&args, &half);
+        assert_eq!(r.code, Some(1), "{args:?}: {}", r.stderr);
+        assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+        assert!(
+            r.stderr.contains("is corrupt") && r.stderr.contains("restore from a backup"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
 }
 
 /// Start `args`, SIGKILL it at `at` unless it ended by itself before (then
