@@ -40,7 +40,7 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
-    /// No report and no progress, only errors; the exit code carries the result
+    /// No report and no progress; errors, and a not-ready verdict, as one line on stderr; the exit code carries the result
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 

@@ -19,9 +19,6 @@ use rusqlite::{Connection, OpenFlags, Params, Row, Statement, Transaction};
 
 use crate::error::{is_busy, Failure};
 
-/// Tables without which a file is not a CoreScope database.
-pub const CORE_TABLES: [&str; 4] = ["transmissions", "observations", "nodes", "observers"];
-
 /// corescope's own bookkeeping table (watermarks and cursors).
 pub const STATE_TABLE: &str = "_corescope_state";
 pub const STATE_TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS _corescope_state (\n  key        TEXT PRIMARY KEY,\n  value      TEXT NOT NULL,\n  updated_at TEXT NOT NULL\n)";
@@ -46,10 +43,213 @@ impl Default for OpenOptions {
 }
 
 // ---------------------------------------------------------------------------
+// What a CoreScope database is: the one definition every command uses.
+
+/// The core of every CoreScope database: these tables with these key
+/// columns exist in every database CoreScope has written, from the oldest
+/// captures (March 2026: no `_migrations`, no secondary tables) to today's.
+/// Everything else is added by migrations and may be missing. A file
+/// without them is refused before anything is written.
+pub const CORE_SCHEMA: [(&str, &[&str]); 4] = [
+    ("transmissions", &["id", "raw_hex", "hash", "first_seen"]),
+    ("observations", &["id", "transmission_id", "timestamp"]),
+    ("nodes", &["public_key"]),
+    ("observers", &["id"]),
+];
+
+/// `transmissions(id, raw_hex, hash, first_seen), observations(…), …`
+fn core_schema_text() -> String {
+    CORE_SCHEMA
+        .iter()
+        .map(|(t, cols)| format!("{t}({})", cols.join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What keeps `conn` from being a CoreScope database: the missing core
+/// tables, then the missing key columns (`table.column`) of the others.
+pub(crate) fn core_missing(
+    conn: &Connection,
+) -> rusqlite::Result<(Vec<&'static str>, Vec<String>)> {
+    let mut tables = Vec::new();
+    let mut cols = Vec::new();
+    for (table, keys) in CORE_SCHEMA {
+        if !table_exists(conn, table)? {
+            tables.push(table);
+            continue;
+        }
+        let have = columns(conn, table)?;
+        for k in keys {
+            if !have.iter().any(|c| c.eq_ignore_ascii_case(k)) {
+                cols.push(format!("{table}.{k}"));
+            }
+        }
+    }
+    Ok((tables, cols))
+}
+
+// ---------------------------------------------------------------------------
 // Pre-open checks: classify files before SQLite sees them.
 
-/// What the file looks like before SQLite opens it.
+/// SQLite's unix VFS builds the full path of a database (working directory
+/// prepended, `.`/`..` collapsed, symlinks resolved) in a buffer of 512
+/// bytes that must also hold the `-journal` suffix: a full path longer than
+/// this cannot be opened (pinned by a unit test).
+pub const SQLITE_MAX_PATH: usize = 504;
+
+/// Below this much free space on the database's filesystem an I/O error is
+/// reported as "disk full" (SQLite reports ENOSPC in some paths as a plain
+/// "disk I/O error").
+const LOW_SPACE_BYTES: u64 = 1 << 20;
+
+/// The absolute path SQLite will use for `path` (symlinks resolved where
+/// they exist), for the length check.
+fn full_path(path: &Path) -> PathBuf {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    };
+    if let Ok(p) = std::fs::canonicalize(&abs) {
+        return p;
+    }
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .map(|p| p.join(name))
+            .unwrap_or(abs),
+        _ => abs,
+    }
+}
+
+fn path_too_long(path: &Path) -> Option<Failure> {
+    let full = full_path(path);
+    let n = full.as_os_str().len();
+    if n <= SQLITE_MAX_PATH {
+        return None;
+    }
+    Some(Failure::Fatal(format!(
+        "the path {} is too long for SQLite: {n} bytes as a full path (symlinks and relative parts resolved), SQLite opens at most {SQLITE_MAX_PATH}; \
+         move the database to a shorter path or bind-mount its directory at one",
+        path.display()
+    )))
+}
+
+/// The first bytes of the database file.
+struct Header {
+    bytes: [u8; 100],
+    len: usize,
+    size: u64,
+}
+
+impl Header {
+    fn read(path: &Path, f: &mut File) -> anyhow::Result<Header> {
+        use std::io::Seek;
+        f.rewind()
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let size = f
+            .metadata()
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .len();
+        let mut bytes = [0u8; 100];
+        let len =
+            read_up_to(f, &mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(Header { bytes, len, size })
+    }
+
+    fn page_size(&self) -> u64 {
+        let raw = u16::from_be_bytes([self.bytes[16], self.bytes[17]]) as u64;
+        if raw == 1 {
+            65_536
+        } else {
+            raw
+        }
+    }
+
+    /// Pages the header says the database has (0 when that field is not valid).
+    fn pages(&self) -> u64 {
+        let b = &self.bytes;
+        if b[24..28] != b[92..96] {
+            return 0;
+        }
+        u32::from_be_bytes([b[28], b[29], b[30], b[31]]) as u64
+    }
+
+    /// The main file is shorter than the header says (or than one page).
+    fn short(&self) -> bool {
+        let ps = self.page_size();
+        ps < 512 || self.size < ps || (self.pages() > 0 && self.size < self.pages() * ps)
+    }
+}
+
+/// Number of frames at the start of `PATH-wal` that belong to the current
+/// WAL (valid magic, the database's page size, the header's salt), 0 when
+/// there is no such WAL. SQLite itself verifies checksums on recovery.
+fn wal_frames(path: &Path, page_size: u64) -> u64 {
+    let wal = wal_path(path);
+    let Ok(mut f) = File::open(&wal) else {
+        return 0;
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut b = [0u8; 56];
+    if read_up_to(&mut f, &mut b).unwrap_or(0) < b.len() {
+        return 0;
+    }
+    let magic = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let ps = u32::from_be_bytes([b[8], b[9], b[10], b[11]]) as u64;
+    let ps = if ps == 1 { 65_536 } else { ps };
+    if !(magic == 0x377f_0682 || magic == 0x377f_0683) || ps != page_size {
+        return 0;
+    }
+    // The first frame header (at 32) repeats the WAL header's salt (16..24).
+    if b[40..48] != b[16..24] {
+        return 0;
+    }
+    (len - 32) / (24 + page_size)
+}
+
+/// `PATH-journal` is a hot rollback journal candidate (non-empty, header not
+/// zeroed); SQLite decides for sure.
+fn hot_journal_bytes(path: &Path) -> Option<u64> {
+    let j = sidecar(path, "-journal");
+    let mut f = File::open(&j).ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut b = [0u8; 1];
+    (len > 0 && read_up_to(&mut f, &mut b).ok()? == 1 && b[0] != 0).then_some(len)
+}
+
+/// The database file is in WAL mode (header write/read versions 2).
+fn header_says_wal(path: &Path) -> bool {
+    let Ok(mut f) = File::open(path) else {
+        return false;
+    };
+    let mut b = [0u8; 20];
+    read_up_to(&mut f, &mut b).unwrap_or(0) == 20 && (b[18] == 2 || b[19] == 2)
+}
+
+fn file_kind(ft: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// What the file looks like before SQLite opens it. `Ok(true)`: an existing
+/// SQLite file; `Ok(false)`: SQLite may create it (only with `allow_missing`,
+/// i.e. `migrate --create`: a missing or empty file).
 fn precheck(path: &Path, allow_missing: bool) -> anyhow::Result<bool> {
+    if let Some(f) = path_too_long(path) {
+        return Err(f.into());
+    }
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -74,6 +274,13 @@ fn precheck(path: &Path, allow_missing: bool) -> anyhow::Result<bool> {
             ))
             .into());
         }
+        Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+            return Err(Failure::Fatal(format!(
+                "the path {} is too long ({e}); SQLite opens at most {SQLITE_MAX_PATH} bytes as a full path: use a shorter path",
+                path.display()
+            ))
+            .into())
+        }
         Err(e) => {
             return Err(Failure::Fatal(format!(
                 "cannot access {}: {e} (check the path and its permissions)",
@@ -89,6 +296,16 @@ fn precheck(path: &Path, allow_missing: bool) -> anyhow::Result<bool> {
         ))
         .into());
     }
+    if !meta.is_file() {
+        // Never open it: reading a FIFO blocks until a writer appears, a
+        // device may never end.
+        return Err(Failure::Fatal(format!(
+            "{} is {}, not a database file (give the path of the .db file)",
+            path.display(),
+            file_kind(&meta.file_type())
+        ))
+        .into());
+    }
     let mut f = File::open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::PermissionDenied {
             Failure::Fatal(format!(
@@ -99,45 +316,73 @@ fn precheck(path: &Path, allow_missing: bool) -> anyhow::Result<bool> {
             Failure::Fatal(format!("cannot open {}: {e}", path.display()))
         }
     })?;
-    let size = meta.len();
-    if size == 0 {
+    let mut h = Header::read(path, &mut f)?;
+    if h.size == 0 {
+        if allow_missing {
+            // An empty file is an empty SQLite database: `migrate --create`
+            // creates the schema in it (e.g. after a run killed at its start).
+            return Ok(false);
+        }
         return Err(Failure::Fatal(format!(
             "{} is an empty file, not a SQLite database (wrong path? a CoreScope database is created by its ingestor or by `corescope migrate --create` on a new path)",
             path.display()
         ))
         .into());
     }
-    let mut header = [0u8; 100];
-    let n = read_up_to(&mut f, &mut header)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    if n < 16 || &header[..16] != b"SQLite format 3\0" {
+    if h.len < 16 || &h.bytes[..16] != b"SQLite format 3\0" {
         return Err(Failure::Fatal(format!(
             "{} is not a SQLite database (no SQLite header; wrong path?)",
             path.display()
         ))
         .into());
     }
-    if n < 100 {
+    if h.len < 100 {
         return Err(Failure::Fatal(format!(
-            "{} is a truncated SQLite database ({size} bytes; restore it from a backup)",
-            path.display()
+            "{} is a truncated SQLite database ({} bytes; restore it from a backup)",
+            path.display(),
+            h.size
         ))
         .into());
     }
-    let raw_ps = u16::from_be_bytes([header[16], header[17]]) as u64;
-    let page_size = if raw_ps == 1 { 65_536 } else { raw_ps };
-    let change_counter = &header[24..28];
-    let valid_for = &header[92..96];
-    let header_pages = u32::from_be_bytes([header[28], header[29], header[30], header[31]]) as u64;
-    let truncated = page_size < 512
-        || size < page_size
-        || (change_counter == valid_for && header_pages > 0 && size < header_pages * page_size);
-    if truncated {
-        return Err(Failure::Fatal(format!(
-            "{} is a truncated or damaged SQLite database ({size} bytes, header says {header_pages} pages of {page_size}; restore it from a backup)",
-            path.display()
-        ))
-        .into());
+    if h.short() {
+        // A main file shorter than its header says is normal while a
+        // checkpoint copies pages back from the WAL (the header page is
+        // written first), or after one was cut short (crash, disk full):
+        // the pages are in the WAL and SQLite reads them from there. A hot
+        // rollback journal likewise holds what SQLite restores.
+        let frames = wal_frames(path, h.page_size());
+        if frames > 0 {
+            log::info!(
+                "{}: {} bytes, the header says {} pages of {}; the WAL beside it holds {frames} frames: letting SQLite read them",
+                path.display(),
+                h.size,
+                h.pages(),
+                h.page_size()
+            );
+            return Ok(true);
+        }
+        // (A `-journal` beside a WAL database is never rolled back.)
+        let wal_mode = h.bytes[18] == 2 || h.bytes[19] == 2;
+        if let Some(n) = hot_journal_bytes(path).filter(|_| !wal_mode) {
+            log::info!(
+                "{}: shorter than its header says, with a {n}-byte rollback journal beside it: letting SQLite recover it",
+                path.display()
+            );
+            return Ok(true);
+        }
+        // A checkpoint may have finished (and reset the WAL) between the
+        // two reads: look at the main file once more.
+        h = Header::read(path, &mut f)?;
+        if h.short() {
+            return Err(Failure::Fatal(format!(
+                "{} is a truncated or damaged SQLite database ({} bytes, header says {} pages of {}, and no WAL or journal beside it holds the rest; restore it from a backup)",
+                path.display(),
+                h.size,
+                h.pages(),
+                h.page_size()
+            ))
+            .into());
+        }
     }
     Ok(true)
 }
@@ -154,10 +399,132 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(total)
 }
 
+/// Free bytes for unprivileged users on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills a zeroed struct from a NUL-terminated path; read only on success.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// "16 KiB", "3.2 MiB", "12.0 GiB".
+fn human_bytes(n: u64) -> String {
+    const K: f64 = 1024.0;
+    let f = n as f64;
+    if f < K * K {
+        format!("{} KiB", (f / K).round() as u64)
+    } else if f < K * K * K {
+        format!("{:.1} MiB", f / K / K)
+    } else {
+        format!("{:.1} GiB", f / K / K / K)
+    }
+}
+
+/// The name of a SQLite extended I/O error code, for messages.
+fn ioerr_name(ext: i32) -> String {
+    use rusqlite::ffi as f;
+    let name = match ext {
+        f::SQLITE_IOERR_READ => "IOERR_READ",
+        f::SQLITE_IOERR_SHORT_READ => "IOERR_SHORT_READ",
+        f::SQLITE_IOERR_WRITE => "IOERR_WRITE",
+        f::SQLITE_IOERR_FSYNC => "IOERR_FSYNC",
+        f::SQLITE_IOERR_DIR_FSYNC => "IOERR_DIR_FSYNC",
+        f::SQLITE_IOERR_TRUNCATE => "IOERR_TRUNCATE",
+        f::SQLITE_IOERR_FSTAT => "IOERR_FSTAT",
+        f::SQLITE_IOERR_SHMOPEN => "IOERR_SHMOPEN",
+        f::SQLITE_IOERR_SHMSIZE => "IOERR_SHMSIZE",
+        f::SQLITE_IOERR_SHMMAP => "IOERR_SHMMAP",
+        f::SQLITE_IOERR_MMAP => "IOERR_MMAP",
+        f::SQLITE_IOERR_NOMEM => "IOERR_NOMEM",
+        f::SQLITE_FULL => "FULL",
+        _ => return format!("code {ext}"),
+    };
+    format!("SQLITE_{name}")
+}
+
+/// A SQLITE_FULL or SQLITE_IOERR_* error: disk full when SQLite says so or
+/// the filesystem has (almost) no space left, else an I/O error; both with
+/// the free space, SQLite's words and its extended code.
+fn storage_failure(
+    path: &Path,
+    detail: &str,
+    ext: i32,
+    writing: bool,
+    errno: Option<i32>,
+) -> Failure {
+    let p = path.display();
+    let free = free_bytes(path);
+    let mut free_text = free
+        .map(|n| format!("{} free on its filesystem", human_bytes(n)))
+        .unwrap_or_else(|| "free space unknown".to_string());
+    if let Some(n) = errno.filter(|n| *n != 0) {
+        free_text.push_str(&format!(
+            "; the system said: {}",
+            std::io::Error::from_raw_os_error(n)
+        ));
+    }
+    let full = ext & 0xff == rusqlite::ffi::SQLITE_FULL
+        || matches!(errno, Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || free.is_some_and(|n| n < LOW_SPACE_BYTES);
+    if full && !writing {
+        Failure::Fatal(format!(
+            "disk full on the filesystem of {p} ({free_text}; SQLite: {detail}, {}): even reading needs room beside it \
+             (a WAL database's {p}-shm); free space and run again. Nothing was changed",
+            ioerr_name(ext)
+        ))
+    } else if full {
+        Failure::Fatal(format!(
+            "disk full while writing {p} ({free_text}; SQLite: {detail}, {}); free space and run again (completed batches are kept, the rest resumes)",
+            ioerr_name(ext)
+        ))
+    } else {
+        Failure::Fatal(format!(
+            "I/O error on {p} (SQLite: {detail}, {}; {free_text}); check the storage (kernel log) and run again",
+            ioerr_name(ext)
+        ))
+    }
+}
+
+fn extended_code(e: &rusqlite::Error) -> i32 {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => f.extended_code,
+        _ => 0,
+    }
+}
+
+/// The errno of the last failed system call SQLite made on `conn`, if any.
+fn system_errno(conn: &Connection) -> Option<i32> {
+    // SAFETY: the handle is valid for the life of `conn`; the call only reads it.
+    let n = unsafe { rusqlite::ffi::sqlite3_system_errno(conn.handle()) };
+    (n != 0).then_some(n)
+}
+
+/// [`classify`] with the errno of the failed call on `conn` (ENOSPC makes
+/// an I/O error a full disk, whatever the free space says afterwards).
+fn classify_on(conn: &Connection, path: &Path, e: rusqlite::Error, writing: bool) -> anyhow::Error {
+    classify_with(path, e, writing, system_errno(conn))
+}
+
 /// Turn a SQLite error from opening or first use into a classified message.
 fn classify(path: &Path, e: rusqlite::Error, writing: bool) -> anyhow::Error {
+    classify_with(path, e, writing, None)
+}
+
+fn classify_with(
+    path: &Path,
+    e: rusqlite::Error,
+    writing: bool,
+    errno: Option<i32>,
+) -> anyhow::Error {
     use rusqlite::ErrorCode as C;
     let p = path.display();
+    let ext = extended_code(&e);
     match e.sqlite_error_code() {
         Some(C::NotADatabase) => Failure::Fatal(format!("{p} is not a SQLite database (file is encrypted or not a database)")).into(),
         Some(C::DatabaseCorrupt) => Failure::Fatal(format!(
@@ -168,55 +535,82 @@ fn classify(path: &Path, e: rusqlite::Error, writing: bool) -> anyhow::Error {
             "{p} is locked by another writer beyond the busy timeout; try again next run (or raise --busy-timeout)"
         ))
         .into(),
-        Some(C::ReadOnly) if !writing => Failure::Fatal(format!(
+        Some(C::ReadOnly) if ext == rusqlite::ffi::SQLITE_READONLY_ROLLBACK => {
+            let j = sidecar(path, "-journal");
+            Failure::Fatal(format!(
+                "cannot read {p} yet: {} is a hot rollback journal, left by a writer that stopped in the middle of a transaction (killed, crashed, power loss). \
+                 SQLite must roll that transaction back before anyone can read the database, which writes to it, and a read-only command never writes. \
+                 The next read-write open rolls it back: start the CoreScope ingestor, or run `corescope migrate --db {p}` (it also brings the schema up to date); \
+                 then run this again. Nothing was changed",
+                j.display()
+            ))
+            .into()
+        }
+        Some(C::ReadOnly) if !writing && header_says_wal(path) => Failure::Fatal(format!(
             "cannot read {p}: it is a WAL database and SQLite must create or initialise {p}-shm beside it to read it, but cannot (directory or -shm not writable); \
              run while the ingestor has the database open (its -shm then exists), or as the user that owns the database"
         ))
         .into(),
-        Some(C::ReadOnly) if writing => Failure::Fatal(format!(
+        Some(C::ReadOnly) if !writing => Failure::Fatal(format!(
+            "cannot read {p}: SQLite was refused write access it needs to read it ({e}, extended code {ext}); run as the user that owns the database"
+        ))
+        .into(),
+        Some(C::ReadOnly) => Failure::Fatal(format!(
             "cannot write {p}: the file or its directory is read-only (run as the user that owns the database, or fix permissions; SQLite also needs to create {p}-wal/-journal beside it)"
         ))
         .into(),
-        Some(C::CannotOpen) => Failure::Fatal(format!(
-            "cannot open {p} ({e}); check the path and the permissions of the file and its directory"
-        ))
-        .into(),
+        Some(C::CannotOpen) => match path_too_long(path) {
+            Some(f) => f.into(),
+            None => Failure::Fatal(format!(
+                "cannot open {p} ({e}); check the path and the permissions of the file and its directory"
+            ))
+            .into(),
+        },
         Some(C::PermissionDenied) => Failure::Fatal(format!(
             "permission denied on {p} (run as the user that owns the database)"
         ))
         .into(),
-        Some(C::SystemIoFailure) => Failure::Fatal(format!("I/O error on {p}: {e}")).into(),
-        Some(C::DiskFull) => Failure::Fatal(format!(
-            "disk full while writing {p}; free space and run again (completed batches are kept, the rest resumes)"
-        ))
-        .into(),
+        Some(C::SystemIoFailure) | Some(C::DiskFull) => {
+            storage_failure(path, &e.to_string(), ext, writing, errno).into()
+        }
         _ => anyhow::Error::new(e).context(format!("database {p}")),
     }
 }
 
 /// Verify SQLite can read the schema (detects NOTADB/CORRUPT early) and that
-/// this is a CoreScope database.
-fn verify(conn: &Connection, path: &Path, writing: bool, require_core: bool) -> anyhow::Result<()> {
-    let names: Vec<String> = (|| -> rusqlite::Result<Vec<String>> {
-        let mut st = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-        rows.collect()
-    })()
-    .map_err(|e| classify(path, e, writing))?;
-    if require_core && !names.iter().any(|n| n == "transmissions") {
-        let missing: Vec<&str> = CORE_TABLES
-            .iter()
-            .copied()
-            .filter(|t| !names.iter().any(|n| n == t))
-            .collect();
-        return Err(Failure::Fatal(format!(
-            "{} is a SQLite database but not a CoreScope database: missing core tables {} (wrong path?)",
-            path.display(),
-            missing.join(", ")
-        ))
-        .into());
+/// this is a CoreScope database ([`CORE_SCHEMA`]). With `allow_empty` (only
+/// `migrate --create`) a SQLite file without any table passes; returns
+/// whether the schema is empty.
+fn verify(
+    conn: &Connection,
+    path: &Path,
+    writing: bool,
+    allow_empty: bool,
+) -> anyhow::Result<bool> {
+    let objects: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(|e| classify_on(conn, path, e, writing))?;
+    if objects == 0 && allow_empty {
+        return Ok(true);
     }
-    Ok(())
+    let (tables, cols) = core_missing(conn).map_err(|e| classify_on(conn, path, e, writing))?;
+    if tables.is_empty() && cols.is_empty() {
+        return Ok(false);
+    }
+    let mut what = Vec::new();
+    if !tables.is_empty() {
+        what.push(format!("missing core tables {}", tables.join(", ")));
+    }
+    if !cols.is_empty() {
+        what.push(format!("missing key columns {}", cols.join(", ")));
+    }
+    Err(Failure::Fatal(format!(
+        "{} is a SQLite database but not a CoreScope database: {} (every CoreScope database has {}); wrong path? Nothing was changed",
+        path.display(),
+        what.join("; "),
+        core_schema_text()
+    ))
+    .into())
 }
 
 // ---------------------------------------------------------------------------
@@ -264,10 +658,10 @@ impl ReadOnlyDb {
         let conn =
             Connection::open_with_flags(path, flags).map_err(|e| classify(path, e, false))?;
         conn.busy_timeout(Duration::from_millis(busy_timeout_ms))
-            .map_err(|e| classify(path, e, false))?;
+            .map_err(|e| classify_on(&conn, path, e, false))?;
         conn.pragma_update(None, "query_only", true)
-            .map_err(|e| classify(path, e, false))?;
-        verify(&conn, path, false, true)?;
+            .map_err(|e| classify_on(&conn, path, e, false))?;
+        verify(&conn, path, false, false)?;
         let jm: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap_or_else(|_| "unknown".to_string());
@@ -356,28 +750,32 @@ impl WriteDb {
         }
         let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, e, true))?;
         conn.busy_timeout(Duration::from_millis(opts.busy_timeout_ms))
-            .map_err(|e| classify(path, e, true))?;
+            .map_err(|e| classify_on(&conn, path, e, true))?;
         conn.pragma_update(None, "foreign_keys", true)
-            .map_err(|e| classify(path, e, true))?;
-        if exists {
-            verify(&conn, path, true, true)?;
-        }
+            .map_err(|e| classify_on(&conn, path, e, true))?;
+        // An existing file without any table is new to `migrate --create`
+        // (e.g. one killed before its first table).
+        let empty = if exists {
+            verify(&conn, path, true, opts.create)?
+        } else {
+            true
+        };
         if let Some(spec) = &opts.run_lock {
             crate::runlock::hold(path, spec)?;
         }
-        test_hook_disk_full(&conn).map_err(|e| classify(path, e, true))?;
+        test_hook_disk_full(&conn).map_err(|e| classify_on(&conn, path, e, true))?;
         let jm: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .map_err(|e| classify(path, e, true))?;
+            .map_err(|e| classify_on(&conn, path, e, true))?;
         log::info!(
             "opened {} read-write (journal_mode={jm}{})",
             path.display(),
-            if exists { "" } else { ", new file" }
+            if empty { ", new file" } else { "" }
         );
         Ok(WriteDb {
             conn,
             path: path.to_path_buf(),
-            created: !exists,
+            created: empty,
             max_hold: Duration::ZERO,
             last_hold: Duration::ZERO,
             transactions: 0,
@@ -416,10 +814,14 @@ impl WriteDb {
         let start = Instant::now();
         let result = f(&tx);
         let outcome = match result {
-            Ok(v) => tx.commit().map(|_| v).map_err(|e| classify(&path, e, true)),
+            Ok(v) => tx
+                .commit()
+                .map(|_| v)
+                .map_err(|e| classify_on(&self.conn, &path, e, true)),
             Err(err) => {
+                let errno = system_errno(&self.conn);
                 let _ = tx.rollback();
-                Err(classify_anyhow(&path, err))
+                Err(classify_anyhow(&path, err, errno))
             }
         };
         let held = start.elapsed();
@@ -557,13 +959,16 @@ pub fn classify_final(path: &Path, err: anyhow::Error) -> anyhow::Error {
     if err.chain().any(|c| c.downcast_ref::<Failure>().is_some()) {
         return err;
     }
-    let Some(code) = err
+    let Some(sqlite_err) = err
         .chain()
         .find_map(|c| c.downcast_ref::<rusqlite::Error>())
-        .and_then(|e| e.sqlite_error_code())
     else {
         return err;
     };
+    let Some(code) = sqlite_err.sqlite_error_code() else {
+        return err;
+    };
+    let ext = extended_code(sqlite_err);
     let p = path.display();
     let detail = format!("{err:#}").replace('\n', " ");
     let msg = match code {
@@ -573,9 +978,9 @@ pub fn classify_final(path: &Path, err: anyhow::Error) -> anyhow::Error {
         C::NotADatabase => {
             format!("{p} is not a SQLite database or is damaged ({detail}); restore from a backup")
         }
-        C::DiskFull => format!(
-            "disk full while writing {p} ({detail}); free space and run again (completed batches are kept, the rest resumes)"
-        ),
+        C::DiskFull | C::SystemIoFailure => {
+            return storage_failure(path, &detail, ext, true, None).into()
+        }
         C::ReadOnly => format!(
             "cannot write {p}: the file or its directory is read-only ({detail}); run as the user that owns the database, or fix permissions"
         ),
@@ -603,7 +1008,7 @@ fn require_structure(conn: &Connection, path: &Path, writing: bool) -> anyhow::R
 
 /// Map a rusqlite error inside an anyhow chain to a classified message,
 /// leaving other errors as they are.
-fn classify_anyhow(path: &Path, err: anyhow::Error) -> anyhow::Error {
+fn classify_anyhow(path: &Path, err: anyhow::Error, errno: Option<i32>) -> anyhow::Error {
     if err.downcast_ref::<Failure>().is_some() {
         return err;
     }
@@ -614,11 +1019,12 @@ fn classify_anyhow(path: &Path, err: anyhow::Error) -> anyhow::Error {
                     e.sqlite_error_code(),
                     Some(rusqlite::ErrorCode::DatabaseCorrupt)
                         | Some(rusqlite::ErrorCode::DiskFull)
+                        | Some(rusqlite::ErrorCode::SystemIoFailure)
                         | Some(rusqlite::ErrorCode::ReadOnly)
                         | Some(rusqlite::ErrorCode::NotADatabase)
                 )
             {
-                classify(path, e, true)
+                classify_with(path, e, true, errno)
             } else {
                 anyhow::Error::new(e).context(format!("database {}", path.display()))
             }
@@ -629,8 +1035,13 @@ fn classify_anyhow(path: &Path, err: anyhow::Error) -> anyhow::Error {
 
 /// The `-wal` file beside a database (byte-exact, also for non-UTF-8 paths).
 pub fn wal_path(db: &Path) -> PathBuf {
+    sidecar(db, "-wal")
+}
+
+/// `PATH<suffix>` (`-wal`, `-shm`, `-journal`), byte-exact.
+pub fn sidecar(db: &Path, suffix: &str) -> PathBuf {
     let mut s = db.as_os_str().to_os_string();
-    s.push("-wal");
+    s.push(suffix);
     PathBuf::from(s)
 }
 
@@ -772,8 +1183,8 @@ mod tests {
         let p = dir.path().join("t.db");
         let c = Connection::open(&p).unwrap();
         c.execute_batch(
-            "CREATE TABLE transmissions(id INTEGER PRIMARY KEY, x TEXT);
-             CREATE TABLE observations(id INTEGER PRIMARY KEY);
+            "CREATE TABLE transmissions(id INTEGER PRIMARY KEY, raw_hex TEXT, hash TEXT, first_seen TEXT, x TEXT);
+             CREATE TABLE observations(id INTEGER PRIMARY KEY, transmission_id INTEGER, timestamp INTEGER);
              CREATE TABLE nodes(public_key TEXT PRIMARY KEY);
              CREATE TABLE observers(id TEXT PRIMARY KEY);
              INSERT INTO transmissions(x) VALUES ('a');",
@@ -936,6 +1347,136 @@ mod tests {
         assert!(
             e.contains("not a CoreScope database") && e.contains("transmissions"),
             "{e}"
+        );
+    }
+
+    /// A directory path whose full form is exactly `len` bytes with `name`.
+    fn path_of_len(base: &Path, len: usize) -> PathBuf {
+        let mut p = std::fs::canonicalize(base).unwrap();
+        loop {
+            let left = len - p.as_os_str().len() - 1;
+            if left <= 200 {
+                return p.join("f".repeat(left));
+            }
+            p = p.join("d".repeat(100));
+            std::fs::create_dir_all(&p).unwrap();
+        }
+    }
+
+    #[test]
+    fn sqlite_path_limit_is_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = path_of_len(dir.path(), SQLITE_MAX_PATH);
+        assert_eq!(ok.as_os_str().len(), SQLITE_MAX_PATH);
+        assert!(path_too_long(&ok).is_none());
+        Connection::open(&ok)
+            .and_then(|c| c.execute_batch("CREATE TABLE t(a)"))
+            .unwrap();
+        let long = path_of_len(dir.path(), SQLITE_MAX_PATH + 1);
+        assert!(Connection::open(&long)
+            .and_then(|c| c.execute_batch("CREATE TABLE t(a)"))
+            .is_err());
+        let e = path_too_long(&long).unwrap().to_string();
+        assert!(e.contains("too long") && e.contains("505 bytes"), "{e}");
+        // Refused before SQLite sees it: nothing is created.
+        let e = WriteDb::open(
+            &long,
+            &OpenOptions {
+                create: true,
+                ..Default::default()
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("too long for SQLite"), "{e}");
+        assert!(!long.exists());
+    }
+
+    #[test]
+    fn core_schema_is_what_a_legacy_database_has() {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/legacy-2026-03.db");
+        let c = Connection::open_with_flags(&fixture, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        assert_eq!(core_missing(&c).unwrap(), (vec![], vec![]));
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE transmissions(id INTEGER PRIMARY KEY);
+             CREATE TABLE nodes(public_key TEXT PRIMARY KEY);",
+        )
+        .unwrap();
+        let (tables, cols) = core_missing(&c).unwrap();
+        assert_eq!(tables, ["observations", "observers"]);
+        assert_eq!(
+            cols,
+            [
+                "transmissions.raw_hex",
+                "transmissions.hash",
+                "transmissions.first_seen"
+            ]
+        );
+    }
+
+    #[test]
+    fn short_file_without_wal_is_truncated_with_a_garbage_wal_too() {
+        let (d, p) = tmpdb();
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch("CREATE TABLE pad(x); INSERT INTO pad VALUES (zeroblob(20000));")
+            .unwrap();
+        drop(c);
+        let bytes = std::fs::read(&p).unwrap();
+        let cut = d.path().join("cut.db");
+        std::fs::write(&cut, &bytes[..bytes.len() - 4096]).unwrap();
+        let e = ReadOnlyDb::open(&cut, 100).err().unwrap().to_string();
+        assert!(e.contains("truncated") && e.contains("no WAL"), "{e}");
+        // A -wal that is not a WAL (or an empty one) does not hold the pages.
+        std::fs::write(wal_path(&cut), vec![7u8; 9000]).unwrap();
+        let e = ReadOnlyDb::open(&cut, 100).err().unwrap().to_string();
+        assert!(e.contains("truncated"), "{e}");
+        std::fs::write(wal_path(&cut), b"").unwrap();
+        let e = ReadOnlyDb::open(&cut, 100).err().unwrap().to_string();
+        assert!(e.contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn storage_errors_say_disk_full_when_space_is_low() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.db");
+        let full = storage_failure(&p, "database or disk is full", 13, true, None).to_string();
+        let reading = storage_failure(&p, "database or disk is full", 13, false, None).to_string();
+        assert!(
+            reading.starts_with("disk full on the filesystem of")
+                && reading.contains("SQLITE_FULL")
+                && reading.contains("Nothing was changed"),
+            "{reading}"
+        );
+        assert!(
+            full.starts_with("disk full while writing") && full.contains("free on its filesystem"),
+            "{full}"
+        );
+        assert!(full.contains("SQLITE_FULL"), "{full}");
+        // Plenty of space: an I/O error stays an I/O error, with the errno.
+        let io = storage_failure(&p, "disk I/O error", 778, true, Some(libc::EIO)).to_string();
+        assert!(
+            io.starts_with("I/O error on")
+                && io.contains("SQLITE_IOERR_WRITE")
+                && io.contains("the system said: Input/output error"),
+            "{io}"
+        );
+        // ENOSPC makes an I/O error a full disk whatever the free space.
+        let nospc =
+            storage_failure(&p, "disk I/O error", 4874, true, Some(libc::ENOSPC)).to_string();
+        assert!(
+            nospc.starts_with("disk full while writing")
+                && nospc.contains("SQLITE_IOERR_SHMSIZE")
+                && nospc.contains("No space left on device"),
+            "{nospc}"
+        );
+        assert_eq!(human_bytes(16 * 1024), "16 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 + 300_000), "3.3 MiB");
+        assert_eq!(
+            ioerr_name(rusqlite::ffi::SQLITE_IOERR_WRITE),
+            "SQLITE_IOERR_WRITE"
         );
     }
 }

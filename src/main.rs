@@ -100,6 +100,11 @@ fn main() {
     let code = match result {
         Ok(outcome) => {
             let mut text = String::new();
+            if cli.quiet && outcome.exit_code != 0 {
+                // -q keeps stdout empty, but a not-ready verdict still says
+                // why on stderr, in one line (journald, cron mail).
+                logging::print_error(&report::verdict_line(command, &db_display, &outcome));
+            }
             if !cli.quiet {
                 if cli.json {
                     let mut obj = serde_json::Map::new();

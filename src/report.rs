@@ -75,3 +75,191 @@ pub fn print_report(command: &str, text: &str, code: i32) -> i32 {
 pub fn ms(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
+
+/// `PATH` as an operator can paste it into a shell (single-quoted when it
+/// holds anything but plain path characters).
+pub fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Up to `max` items joined with ", ", then "…" when there are more.
+fn some_of(items: &[String], max: usize) -> String {
+    let mut s = items
+        .iter()
+        .take(max)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > max {
+        s.push_str(", …");
+    }
+    s
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The one stderr line of a run that ended without error but not OK (a
+/// not-ready verdict, exit 3), printed even with `-q` so that journald and
+/// cron record why: what is missing and the command that fixes it.
+pub fn verdict_line(command: &str, db: &str, out: &Outcome) -> String {
+    let j = &out.json;
+    let missing = strings(j.get("missing"));
+    let pending = strings(j.get("pending_migrations"));
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!(
+            "{} missing object{} ({})",
+            missing.len(),
+            if missing.len() == 1 { "" } else { "s" },
+            some_of(&missing, 5)
+        ));
+    }
+    if !pending.is_empty() {
+        parts.push(format!(
+            "{} pending migration{} ({})",
+            pending.len(),
+            if pending.len() == 1 { "" } else { "s" },
+            some_of(&pending, 3)
+        ));
+    }
+    let dbw = shell_word(db);
+    if !parts.is_empty() {
+        let fix = if command == "migrate" {
+            // migrate already ran: what stopped it is in its skipped steps.
+            let skipped: Vec<String> = j
+                .get("skipped")
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| {
+                            Some(format!(
+                                "{}: {}",
+                                s.get("name")?.as_str()?,
+                                s.get("reason")?.as_str()?
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if skipped.is_empty() {
+                format!(
+                    "run: corescope migrate --db {dbw} again; details: corescope check --db {dbw}"
+                )
+            } else {
+                format!(
+                    "skipped {}; details: corescope check --db {dbw}",
+                    some_of(&skipped, 2)
+                )
+            }
+        } else {
+            format!("run: corescope migrate --db {dbw}")
+        };
+        return format!(
+            "corescope {command}: not ready: {}; {fix}",
+            parts.join(", ")
+        );
+    }
+    let mut warnings: Vec<String> = Vec::new();
+    for w in j
+        .get("warnings")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+    {
+        if let Some(code) = w.get("code").and_then(|c| c.as_str()) {
+            if !warnings.iter().any(|x| x == code) {
+                warnings.push(code.to_string());
+            }
+        }
+    }
+    let total = j
+        .get("warnings")
+        .and_then(|v| v.as_array())
+        .map_or(0, |a| a.len());
+    if !warnings.is_empty() {
+        return format!(
+            "corescope {command}: not ready (--strict): {total} warning{} ({}); what each means and what to do: corescope {command} --db {dbw}",
+            if total == 1 { "" } else { "s" },
+            some_of(&warnings, 5)
+        );
+    }
+    format!(
+        "corescope {command}: exit {} (run without -q for the report: corescope {command} --db {dbw})",
+        out.exit_code
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn outcome(j: Value, code: i32) -> Outcome {
+        let mut o = Outcome::new();
+        o.exit_code = code;
+        if let Value::Object(m) = j {
+            o.json = m;
+        }
+        o
+    }
+
+    #[test]
+    fn verdict_names_what_is_missing_and_the_fix() {
+        let o = outcome(
+            json!({"missing": ["table:neighbor_edges", "observers.iata", "index:idx_x"],
+                   "pending_migrations": ["a_v1", "b_v1"], "warnings": []}),
+            3,
+        );
+        assert_eq!(
+            verdict_line("check", "/var/lib/c s/x.db", &o),
+            "corescope check: not ready: 3 missing objects (table:neighbor_edges, observers.iata, index:idx_x), \
+             2 pending migrations (a_v1, b_v1); run: corescope migrate --db '/var/lib/c s/x.db'"
+        );
+        let many: Vec<String> = (0..7).map(|i| format!("t.c{i}")).collect();
+        let o = outcome(json!({"missing": many}), 3);
+        let l = verdict_line("check", "/x.db", &o);
+        assert!(
+            l.contains("7 missing objects (t.c0, t.c1, t.c2, t.c3, t.c4, …)"),
+            "{l}"
+        );
+        let o = outcome(
+            json!({"missing": [], "pending_migrations": [], "warnings": [{"code": "journal_mode_not_wal", "message": "m"}]}),
+            3,
+        );
+        assert_eq!(
+            verdict_line("check", "/x.db", &o),
+            "corescope check: not ready (--strict): 1 warning (journal_mode_not_wal); what each means and what to do: corescope check --db /x.db"
+        );
+        let o = outcome(
+            json!({"missing": ["index:idx_observations_dedup"], "skipped": [{"name": "index idx_observations_dedup", "reason": "2 duplicate groups"}]}),
+            3,
+        );
+        let l = verdict_line("migrate", "/x.db", &o);
+        assert!(l.starts_with("corescope migrate: not ready: 1 missing object (index:idx_observations_dedup); skipped index idx_observations_dedup: 2 duplicate groups"), "{l}");
+    }
+
+    #[test]
+    fn shell_words() {
+        assert_eq!(
+            shell_word("/var/lib/corescope/a.db"),
+            "/var/lib/corescope/a.db"
+        );
+        assert_eq!(shell_word("it's.db"), "'it'\\''s.db'");
+        assert_eq!(shell_word(""), "''");
+    }
+}

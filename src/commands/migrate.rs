@@ -51,7 +51,8 @@ struct Step {
 
 pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
     let path = &ctx.db_path;
-    let exists = path.exists();
+    // An empty file is as new as a missing one (`--create` fills it).
+    let exists = path.exists() && db::file_len(path) > 0;
     if args.dry_run {
         return dry_run(ctx, args, exists);
     }
