@@ -319,7 +319,7 @@ fn write_commands_killed_repeatedly_then_complete_like_one_clean_run() {
     killed_repeatedly_converges(
         "build-edges --rebuild",
         &setup,
-        &["build-edges", "-q", "--rebuild", "--max-lock-ms", "10"],
+        &["build-edges", "-q", "--rebuild", "--max-lock-ms", "20"],
         kills_or(2),
         4,
     );
