@@ -715,10 +715,28 @@ fn merge_without_counted_rows_needs_no_rebuild() {
 fn merge_converges_after_kills() {
     let dir = tempfile::tempdir().unwrap();
     let (db, _, _) = database_with_duplicates(dir.path());
+    // 600 more groups of 2-4 rows, so that the merge takes many batches
+    // under a 5 ms lock budget and kills land between them.
+    let c = Connection::open(&db).unwrap();
+    c.execute_batch(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600)
+         INSERT INTO transmissions (raw_hex, hash, first_seen, payload_type)
+           SELECT '00', 'bulk' || i, '2026-05-01T00:00:00Z', 2 FROM n;
+         WITH RECURSIVE k(j) AS (SELECT 1 UNION ALL SELECT j + 1 FROM k WHERE j < 4)
+         INSERT INTO observations (transmission_id, observer_idx, path_json, direction, snr, rssi, score, timestamp)
+           SELECT t.id, 1 + t.id % 3, CASE WHEN j % 2 = 0 THEN '' END, 'rx',
+                  CASE WHEN (t.id + j) % 3 = 0 THEN NULL ELSE j * 1.5 END,
+                  CASE WHEN (t.id * j) % 4 = 1 THEN -j END,
+                  CASE WHEN j = 3 THEN t.id END, 1000 + j
+             FROM transmissions t JOIN k ON j <= 2 + t.id % 3
+            WHERE t.hash LIKE 'bulk%' ORDER BY j, t.id;",
+    )
+    .unwrap();
+    drop(c);
     let rep = support::crash_convergence(&support::Crash {
         name: "migrate merging duplicate observations",
         setup: &db,
-        args: &["migrate", "-q", "--max-lock-ms", "1"],
+        args: &["migrate", "-q", "--max-lock-ms", "5"],
         kills: support::kills_or(4),
         seed: 11,
         exclude: &[(AUDIT, "merged_at")],

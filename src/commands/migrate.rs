@@ -188,7 +188,11 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
             .iter()
             .filter_map(|s| done_rows.get(&s.label).map(|r| (s, r)))
         {
-            let rows = if matches!(s.action, Action::Migration(m) if m.data != DataOp::None) {
+            let rows = if matches!(s.action, Action::Migration(m) if m.data != DataOp::None)
+                || matches!(
+                    s.action,
+                    Action::MergeDuplicates | Action::SyncInactiveNodes
+                ) {
                 r.to_string()
             } else {
                 String::new()
