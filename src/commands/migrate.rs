@@ -1424,9 +1424,15 @@ fn sync_inactive_nodes(db: &mut WriteDb) -> anyhow::Result<i64> {
                 "rebuilding inactive_nodes copied {copied} of {before} rows; nothing was changed"
             );
         }
-        tx.execute_batch(&format!(
+        // legacy_alter_table: the RENAME must not re-check views and
+        // triggers elsewhere in the schema (an old view naming a column that
+        // does not exist yet would fail it).
+        tx.pragma_update(None, "legacy_alter_table", true)?;
+        let renamed = tx.execute_batch(&format!(
             "DROP TABLE inactive_nodes; ALTER TABLE {tmp} RENAME TO inactive_nodes;"
-        ))?;
+        ));
+        let _ = tx.pragma_update(None, "legacy_alter_table", false);
+        renamed?;
         for sql in &indexes {
             tx.execute_batch(sql)?;
         }
