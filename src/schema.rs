@@ -209,6 +209,33 @@ pub fn duplicate_dedup_groups(conn: &Connection) -> rusqlite::Result<(i64, i64)>
     )
 }
 
+/// Like [`duplicate_dedup_groups`], but as the groups will be once the
+/// observer_idx repair has mapped every text `observer_idx` that equals
+/// exactly one observer id (case-insensitively) to that observer's rowid:
+/// what `migrate` will merge after running the repair.
+pub fn duplicate_dedup_groups_after_repair(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    let cols = db::columns(conn, "observations")?;
+    if !["transmission_id", "observer_idx", "path_json"]
+        .iter()
+        .all(|c| cols.iter().any(|x| x == c))
+        || !db::table_exists(conn, "observers")?
+    {
+        return duplicate_dedup_groups(conn);
+    }
+    conn.query_row(
+        "SELECT count(*), coalesce(sum(n - 1), 0) FROM (
+           SELECT count(*) AS n
+             FROM observations o
+             LEFT JOIN (SELECT lower(id) AS lid, min(rowid) AS r, count(*) AS c FROM observers GROUP BY lower(id)) m
+                    ON typeof(o.observer_idx) = 'text' AND m.lid = lower(o.observer_idx) AND m.c = 1
+            WHERE o.transmission_id IS NOT NULL AND o.observer_idx IS NOT NULL
+            GROUP BY o.transmission_id, COALESCE(m.r, o.observer_idx), COALESCE(o.path_json, '')
+           HAVING count(*) > 1)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+}
+
 /// Sample of duplicate dedup keys for reports.
 pub fn duplicate_dedup_sample(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<String>> {
     let sql = match catalog::index(catalog::DEDUP_INDEX).and_then(|i| i.unique_check) {
@@ -347,5 +374,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(duplicate_dedup_groups(&c).unwrap(), (1, 2));
+        // A text observer_idx naming observer rowid 2 joins that group once mapped.
+        c.execute_batch(
+            "CREATE TABLE observers (id TEXT PRIMARY KEY);
+             INSERT INTO observers (rowid, id) VALUES (1, 'AA'), (2, 'Bb'), (3, 'cc'), (4, 'CC');
+             INSERT INTO observations (transmission_id, observer_idx, path_json) VALUES
+               (1, 'BB', ''), (1, 'cc', '[]'), (1, 'CC', '[]');",
+        )
+        .unwrap();
+        assert_eq!(duplicate_dedup_groups(&c).unwrap(), (1, 2));
+        // 'cc'/'CC' are ambiguous (two observers): stay text, but still
+        // differ from each other; 'BB' maps to 2 and joins the (1, 2, '') group.
+        assert_eq!(duplicate_dedup_groups_after_repair(&c).unwrap(), (1, 3));
     }
 }

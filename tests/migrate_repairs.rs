@@ -965,3 +965,49 @@ fn a_drifted_inactive_nodes_is_reported_and_rebuilt_with_its_rows() {
         .code(0);
     assert_eq!(sha256(&db), sha);
 }
+
+#[test]
+fn groups_formed_by_the_observer_idx_repair_are_merged_in_the_same_run() {
+    // Legacy rows hold the observer id as text; a copy holding the
+    // observer's rowid is the same key once the repair maps the text.
+    let dir = tempfile::tempdir().unwrap();
+    let db = legacy_copy(dir.path());
+    let c = Connection::open(&db).unwrap();
+    c.execute_batch(
+        "INSERT INTO observations (transmission_id, observer_idx, direction, snr, rssi, score, path_json, timestamp)
+         SELECT o.transmission_id, b.rowid, o.direction, 7.5, NULL, NULL, o.path_json, o.timestamp
+           FROM observations o JOIN observers b ON lower(b.id) = lower(o.observer_idx)
+          WHERE o.id IN (SELECT min(id) FROM observations GROUP BY observer_idx LIMIT 3);",
+    )
+    .unwrap();
+    let n = count(&c, "SELECT count(*) FROM observations");
+    drop(c);
+    let step = planned_merge(&db).expect("merge planned from the mapped keys");
+    assert_eq!(step["rows"], 3, "{step}");
+    let out = bin()
+        .args(["migrate", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let j = json_of(&out.stdout);
+    assert_eq!(j["merged_observations"]["groups"], 3);
+    let c = Connection::open(&db).unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM observations"), n - 3);
+    // The later copy's snr was merged into the surviving (first) row.
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM observations o JOIN _corescope_merged_observations m ON m.merged_into = o.id WHERE o.snr = 7.5"),
+        3
+    );
+    drop(c);
+    bin()
+        .args(["check", "-q", "--db"])
+        .arg(&db)
+        .assert()
+        .code(0);
+}

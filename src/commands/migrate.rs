@@ -517,6 +517,9 @@ fn plan(conn: &Connection, target: Target, counts: bool) -> anyhow::Result<Vec<S
         if i.unique_check.is_some() {
             let (groups, surplus) = if new_tables.contains(&i.table) {
                 (0, 0)
+            } else if pending.iter().any(|m| m.data == DataOp::ObserverIdxRowid) {
+                // The repair runs first and can join groups.
+                schema::duplicate_dedup_groups_after_repair(conn)?
             } else {
                 schema::duplicate_dedup_groups(conn)?
             };
