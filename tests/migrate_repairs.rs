@@ -329,6 +329,7 @@ fn merge_acceptance(db: &std::path::Path, groups: i64, surplus: i64, compare: Op
     if groups > 0 {
         let step = planned_merge(db).expect("merge step planned");
         assert_eq!(step["rows"], surplus, "{step}");
+        assert_eq!(step["groups"], groups, "{step}");
         let what = step["what"].as_str().unwrap();
         assert!(
             what.contains(&format!(
@@ -627,10 +628,7 @@ fn every_fixture_migrates_with_and_without_added_duplicates() {
         assert!(rows >= 12 + 6 + 4, "{step}");
         // The plan counts before the observer_idx repair; the repair maps
         // whole groups alike, so the counts hold.
-        let groups: i64 = {
-            let what = step["what"].as_str().unwrap();
-            what.split_whitespace().nth(1).unwrap().parse().unwrap()
-        };
+        let groups = step["groups"].as_i64().unwrap();
         merge_acceptance(&db, groups, rows, Some(STABLE));
     }
     assert!(seen >= 1, "no fixture found in {}", fixtures.display());
@@ -984,6 +982,7 @@ fn groups_formed_by_the_observer_idx_repair_are_merged_in_the_same_run() {
     drop(c);
     let step = planned_merge(&db).expect("merge planned from the mapped keys");
     assert_eq!(step["rows"], 3, "{step}");
+    assert_eq!(step["groups"], 3, "{step}");
     let out = bin()
         .args(["migrate", "--json", "--db"])
         .arg(&db)

@@ -42,7 +42,9 @@ enum Action {
     AddColumn(&'static str, &'static ColumnDef),
     /// Merge groups of observations sharing the dedup key, as the
     /// ingestor's UPSERT would have (before the dedup index).
-    MergeDuplicates,
+    MergeDuplicates {
+        groups: i64,
+    },
     /// Rebuild `inactive_nodes` in the shape of `nodes` (drifted pair).
     SyncInactiveNodes,
     DedupIndex,
@@ -191,7 +193,7 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
             let rows = if matches!(s.action, Action::Migration(m) if m.data != DataOp::None)
                 || matches!(
                     s.action,
-                    Action::MergeDuplicates | Action::SyncInactiveNodes
+                    Action::MergeDuplicates { .. } | Action::SyncInactiveNodes
                 ) {
                 r.to_string()
             } else {
@@ -254,7 +256,13 @@ fn dry_run(ctx: &Ctx, args: &MigrateArgs, exists: bool) -> anyhow::Result<Outcom
     let mut out = Outcome::new();
     let planned: Vec<Value> = plan
         .iter()
-        .map(|s| json!({"name": s.label, "what": s.detail, "rows": s.rows}))
+        .map(|s| {
+            let mut v = json!({"name": s.label, "what": s.detail, "rows": s.rows});
+            if let Action::MergeDuplicates { groups } = s.action {
+                v["groups"] = json!(groups);
+            }
+            v
+        })
         .collect();
     out.set("target", args.target.name());
     out.set("planned", planned);
@@ -525,7 +533,7 @@ fn plan(conn: &Connection, target: Target, counts: bool) -> anyhow::Result<Vec<S
             };
             if groups > 0 {
                 steps.push(Step {
-                    action: Action::MergeDuplicates,
+                    action: Action::MergeDuplicates { groups },
                     label: MERGE_STEP.into(),
                     detail: format!(
                         "merge {groups} groups of observations sharing (transmission_id, observer_idx, path_json) as the ingestor's UPSERT would have: \
@@ -644,7 +652,7 @@ fn apply(
             })?;
             Ok(Applied::Done(0))
         }
-        Action::MergeDuplicates => {
+        Action::MergeDuplicates { .. } => {
             let m = merge_duplicates(db, batcher)?;
             merged.groups += m.groups;
             merged.rows += m.rows;
