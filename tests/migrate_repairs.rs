@@ -709,13 +709,10 @@ fn merge_without_counted_rows_needs_no_rebuild() {
     assert_eq!(json_of(&out.stdout)["build_edges_rebuild_needed"], false);
 }
 
-#[test]
-fn merge_converges_after_kills() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, _, _) = database_with_duplicates(dir.path());
-    // 600 more groups of 2-4 rows, so that the merge takes many batches
-    // under a 5 ms lock budget and kills land between them.
-    let c = Connection::open(&db).unwrap();
+/// 600 more groups of 2-4 rows, so that the merge takes many batches under
+/// a 5 ms lock budget and kills or a second instance land between them.
+fn add_bulk_groups(db: &std::path::Path) {
+    let c = Connection::open(db).unwrap();
     c.execute_batch(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600)
          INSERT INTO transmissions (raw_hex, hash, first_seen, payload_type)
@@ -730,7 +727,39 @@ fn merge_converges_after_kills() {
             WHERE t.hash LIKE 'bulk%' ORDER BY j, t.id;",
     )
     .unwrap();
-    drop(c);
+}
+
+#[test]
+fn two_merging_migrates_at_once_equal_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _, _) = database_with_duplicates(dir.path());
+    add_bulk_groups(&db);
+    let args = ["migrate", "-q", "--max-lock-ms", "5"];
+    let staggers = [
+        std::time::Duration::from_millis(0),
+        std::time::Duration::from_millis(40),
+        std::time::Duration::from_millis(150),
+    ];
+    let exclude = [(AUDIT, "merged_at")];
+    for bypass in [false, true] {
+        let rep = support::overlap(
+            "migrate merging duplicates",
+            &db,
+            &args,
+            0,
+            &exclude,
+            &staggers,
+            bypass,
+        );
+        assert_eq!(rep.converged, rep.rounds);
+    }
+}
+
+#[test]
+fn merge_converges_after_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _, _) = database_with_duplicates(dir.path());
+    add_bulk_groups(&db);
     let rep = support::crash_convergence(&support::Crash {
         name: "migrate merging duplicate observations",
         setup: &db,
