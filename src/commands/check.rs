@@ -295,7 +295,7 @@ fn anomalies(
             let sample = schema::duplicate_dedup_sample(conn, 3)?;
             w.push(Warning {
                 code: "duplicate_dedup_keys",
-                message: format!("{groups} groups ({surplus} surplus rows) of observations share (transmission_id, observer_idx, path_json), e.g. {}; idx_observations_dedup cannot be created and the ingestor cannot start until they are merged (spec §10 #2): `corescope migrate` merges each group the way the ingestor's UPSERT would have, keeping every removed row in {}", sample.join("; "), crate::catalog::MERGED_OBSERVATIONS),
+                message: format!("{groups} groups ({surplus} surplus rows) of observations share (transmission_id, observer_idx, path_json), e.g. {}; idx_observations_dedup cannot be created and the ingestor cannot start until they are merged: `corescope migrate` merges each group the way the ingestor's UPSERT would have, keeping every removed row in {}", sample.join("; "), crate::catalog::MERGED_OBSERVATIONS),
             });
         }
     }
