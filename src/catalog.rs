@@ -425,7 +425,9 @@ pub static INDEXES: &[IndexDef] = &[
         since: Seed,
         requires_column: None,
         unique_check: Some(
-            "SELECT transmission_id, observer_idx, COALESCE(path_json, '') AS k, count(*) AS n FROM observations GROUP BY transmission_id, observer_idx, k HAVING count(*) > 1",
+            // NULLs are distinct in a UNIQUE index: rows with a NULL
+            // transmission_id or observer_idx never conflict.
+            "SELECT transmission_id, observer_idx, COALESCE(path_json, '') AS k, count(*) AS n FROM observations WHERE transmission_id IS NOT NULL AND observer_idx IS NOT NULL GROUP BY transmission_id, observer_idx, k HAVING count(*) > 1",
         ),
     },
     idx("idx_observer_metrics_timestamp", "observer_metrics", "CREATE INDEX IF NOT EXISTS idx_observer_metrics_timestamp ON observer_metrics(timestamp)", Seed),
@@ -475,6 +477,123 @@ pub static VIEWS: &[ViewDef] = &[ViewDef {
   LEFT JOIN observers obs ON obs.rowid = o.observer_idx
        AND (obs.inactive IS NULL OR obs.inactive = 0)",
 }];
+
+/// corescope's audit table for observations removed by the duplicate merge
+/// (created by `migrate` the first time it merges a group, never otherwise).
+pub const MERGED_OBSERVATIONS: &str = "_corescope_merged_observations";
+
+/// The columns the ingestor's observation UPSERT overwrites on a dedup-key
+/// conflict, each with `COALESCE(excluded.c, c)`: a later copy's non-NULL
+/// value wins. Every other column keeps the first row's value.
+pub const UPSERT_MERGED_COLUMNS: [&str; 5] = ["snr", "rssi", "score", "raw_hex", "resolved_path"];
+
+/// `CREATE TABLE IF NOT EXISTS` of the audit table: `merged_into` (the id of
+/// the surviving observation), `merged_at` (UTC, RFC 3339), then every
+/// catalog column of `observations` **without a declared type**, so SQLite
+/// applies no affinity and each value is kept byte-for-byte with its
+/// storage class. `id` is a plain column (not a rowid alias). Columns an
+/// observations table has beyond the catalog are added (untyped) when met.
+pub fn merged_observations_sql() -> String {
+    let mut cols = vec![
+        "  merged_into INTEGER NOT NULL".to_string(),
+        "  merged_at TEXT NOT NULL".to_string(),
+    ];
+    if let Some(t) = table("observations") {
+        cols.extend(t.columns.iter().map(|c| format!("  {}", c.name)));
+    }
+    format!(
+        "CREATE TABLE IF NOT EXISTS {MERGED_OBSERVATIONS} (\n{}\n)",
+        cols.join(",\n")
+    )
+}
+
+/// A column as `PRAGMA table_info` describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveColumn {
+    pub name: String,
+    pub decl_type: String,
+    pub not_null: bool,
+    pub default: Option<String>,
+    pub pk: bool,
+}
+
+pub fn live_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<LiveColumn>> {
+    let mut st =
+        conn.prepare("SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info(?1)")?;
+    let rows = st.query_map([table], |r| {
+        Ok(LiveColumn {
+            name: r.get(0)?,
+            decl_type: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            not_null: r.get::<_, i64>(2)? != 0,
+            default: r.get(3)?,
+            pk: r.get::<_, i64>(4)? != 0,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Double-quoted SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The declaration of a live `nodes` column in a copy of that table: the
+/// catalog declaration for a catalog column, else its declared type, NOT
+/// NULL and default as `PRAGMA table_info` reports them.
+fn node_column_decl(c: &LiveColumn) -> String {
+    if let Some(def) = NODE_COLUMNS
+        .iter()
+        .find(|d| d.name.eq_ignore_ascii_case(&c.name))
+    {
+        return format!("{} {}", quote_ident(&c.name), def.decl);
+    }
+    let mut s = quote_ident(&c.name);
+    if !c.decl_type.is_empty() {
+        s.push(' ');
+        s.push_str(&c.decl_type);
+    }
+    if c.pk {
+        s.push_str(" PRIMARY KEY");
+    }
+    if c.not_null {
+        s.push_str(" NOT NULL");
+    }
+    if let Some(d) = &c.default {
+        s.push_str(" DEFAULT ");
+        s.push_str(d);
+    }
+    s
+}
+
+/// `CREATE TABLE <name>` with exactly the columns of the live `nodes`
+/// table, in its order: the shape `inactive_nodes` must have, because the
+/// ingestor's node retention copies rows with `INSERT OR REPLACE INTO
+/// inactive_nodes SELECT * FROM nodes` (columns matched by position).
+pub fn node_table_like_nodes_sql(conn: &Connection, name: &str) -> rusqlite::Result<String> {
+    let cols = live_columns(conn, "nodes")?;
+    let parts: Vec<String> = cols
+        .iter()
+        .map(|c| format!("  {}", node_column_decl(c)))
+        .collect();
+    Ok(format!("CREATE TABLE {name} (\n{}\n)", parts.join(",\n")))
+}
+
+/// `ALTER TABLE nodes ADD COLUMN` for a column only `inactive_nodes` has, so
+/// that a rebuild of `inactive_nodes` in nodes' shape loses no value: its
+/// declared type and default, never NOT NULL (ALTER TABLE cannot add a NOT
+/// NULL column without a default to a table with rows).
+pub fn add_to_nodes_sql(c: &LiveColumn) -> String {
+    let mut s = format!("ALTER TABLE nodes ADD COLUMN {}", quote_ident(&c.name));
+    if !c.decl_type.is_empty() {
+        s.push(' ');
+        s.push_str(&c.decl_type);
+    }
+    if let Some(d) = &c.default {
+        s.push_str(" DEFAULT ");
+        s.push_str(d);
+    }
+    s
+}
 
 /// corescope's own named migration for text observer_idx.
 pub const OBSERVER_IDX_MIGRATION: &str = "corescope_observer_idx_rowid_v1";
@@ -959,6 +1078,45 @@ mod tests {
                 .unwrap();
             assert!(n >= 15);
         }
+    }
+
+    #[test]
+    fn audit_table_has_every_observation_column_untyped() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&merged_observations_sql()).unwrap();
+        let cols = live_columns(&conn, MERGED_OBSERVATIONS).unwrap();
+        let obs = table("observations").unwrap();
+        assert_eq!(cols.len(), obs.columns.len() + 2);
+        assert_eq!(cols[0].name, "merged_into");
+        for (c, o) in cols[2..].iter().zip(obs.columns) {
+            assert_eq!(c.name, o.name);
+            assert_eq!(c.decl_type, "", "no affinity for {}", c.name);
+            assert!(!c.pk);
+        }
+    }
+
+    #[test]
+    fn inactive_nodes_copies_the_live_shape_of_nodes() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE nodes (public_key TEXT PRIMARY KEY, name TEXT, \"odd col\" VARCHAR(3) NOT NULL DEFAULT 'x', last_seen TEXT);",
+        )
+        .unwrap();
+        let sql = node_table_like_nodes_sql(&conn, "inactive_nodes").unwrap();
+        conn.execute_batch(&sql).unwrap();
+        assert_eq!(
+            live_columns(&conn, "inactive_nodes").unwrap(),
+            live_columns(&conn, "nodes").unwrap()
+        );
+        conn.execute_batch(
+            "INSERT INTO nodes (public_key, name, last_seen) VALUES ('ab', 'n', 't');
+             INSERT OR REPLACE INTO inactive_nodes SELECT * FROM nodes;",
+        )
+        .unwrap();
+        let odd: String = conn
+            .query_row("SELECT \"odd col\" FROM inactive_nodes", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(odd, "x");
     }
 
     #[test]

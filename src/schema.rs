@@ -209,6 +209,33 @@ pub fn duplicate_dedup_groups(conn: &Connection) -> rusqlite::Result<(i64, i64)>
     )
 }
 
+/// Like [`duplicate_dedup_groups`], but as the groups will be once the
+/// observer_idx repair has mapped every text `observer_idx` that equals
+/// exactly one observer id (case-insensitively) to that observer's rowid:
+/// what `migrate` will merge after running the repair.
+pub fn duplicate_dedup_groups_after_repair(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    let cols = db::columns(conn, "observations")?;
+    if !["transmission_id", "observer_idx", "path_json"]
+        .iter()
+        .all(|c| cols.iter().any(|x| x == c))
+        || !db::table_exists(conn, "observers")?
+    {
+        return duplicate_dedup_groups(conn);
+    }
+    conn.query_row(
+        "SELECT count(*), coalesce(sum(n - 1), 0) FROM (
+           SELECT count(*) AS n
+             FROM observations o
+             LEFT JOIN (SELECT lower(id) AS lid, min(rowid) AS r, count(*) AS c FROM observers GROUP BY lower(id)) m
+                    ON typeof(o.observer_idx) = 'text' AND m.lid = lower(o.observer_idx) AND m.c = 1
+            WHERE o.transmission_id IS NOT NULL AND o.observer_idx IS NOT NULL
+            GROUP BY o.transmission_id, COALESCE(m.r, o.observer_idx), COALESCE(o.path_json, '')
+           HAVING count(*) > 1)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+}
+
 /// Sample of duplicate dedup keys for reports.
 pub fn duplicate_dedup_sample(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<String>> {
     let sql = match catalog::index(catalog::DEDUP_INDEX).and_then(|i| i.unique_check) {
@@ -240,5 +267,124 @@ fn show(v: &rusqlite::types::Value) -> String {
         V::Real(f) => f.to_string(),
         V::Text(s) => format!("'{s}'"),
         V::Blob(b) => format!("<{} bytes>", b.len()),
+    }
+}
+
+/// How `inactive_nodes` differs from `nodes` (names compared
+/// case-insensitively, in order). `None` when either table is missing or
+/// both have the same columns in the same order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodesDrift {
+    pub nodes: Vec<String>,
+    pub inactive: Vec<String>,
+}
+
+impl NodesDrift {
+    /// One line saying what differs.
+    pub fn describe(&self) -> String {
+        let lower = |v: &[String]| v.iter().map(|s| s.to_lowercase()).collect::<Vec<_>>();
+        let (n, i) = (lower(&self.nodes), lower(&self.inactive));
+        let only_n: Vec<&str> = self
+            .nodes
+            .iter()
+            .zip(&n)
+            .filter(|(_, l)| !i.contains(l))
+            .map(|(c, _)| c.as_str())
+            .collect();
+        let only_i: Vec<&str> = self
+            .inactive
+            .iter()
+            .zip(&i)
+            .filter(|(_, l)| !n.contains(l))
+            .map(|(c, _)| c.as_str())
+            .collect();
+        let mut parts = vec![format!(
+            "nodes has {} columns, inactive_nodes {}",
+            self.nodes.len(),
+            self.inactive.len()
+        )];
+        if !only_n.is_empty() {
+            parts.push(format!("only in nodes: {}", only_n.join(", ")));
+        }
+        if !only_i.is_empty() {
+            parts.push(format!("only in inactive_nodes: {}", only_i.join(", ")));
+        }
+        if let Some(pos) = n.iter().zip(&i).position(|(a, b)| a != b) {
+            parts.push(format!(
+                "first difference at column {}: nodes.{} vs inactive_nodes.{}",
+                pos + 1,
+                self.nodes[pos],
+                self.inactive[pos]
+            ));
+        }
+        parts.join("; ")
+    }
+}
+
+pub fn nodes_drift(conn: &Connection) -> rusqlite::Result<Option<NodesDrift>> {
+    let nodes = db::columns(conn, "nodes")?;
+    let inactive = db::columns(conn, "inactive_nodes")?;
+    Ok(drift_of(nodes, inactive))
+}
+
+pub fn drift_of(nodes: Vec<String>, inactive: Vec<String>) -> Option<NodesDrift> {
+    if nodes.is_empty() || inactive.is_empty() {
+        return None;
+    }
+    let same = nodes.len() == inactive.len()
+        && nodes
+            .iter()
+            .zip(&inactive)
+            .all(|(a, b)| a.eq_ignore_ascii_case(b));
+    (!same).then_some(NodesDrift { nodes, inactive })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn drift_names_what_differs() {
+        assert_eq!(drift_of(v(&["a", "B"]), v(&["A", "b"])), None);
+        assert_eq!(drift_of(v(&["a"]), v(&[])), None, "missing table: no drift");
+        let d = drift_of(v(&["a", "b", "scope"]), v(&["b", "a", "note"])).unwrap();
+        assert_eq!(
+            d.describe(),
+            "nodes has 3 columns, inactive_nodes 3; only in nodes: scope; only in inactive_nodes: note; \
+             first difference at column 1: nodes.a vs inactive_nodes.b"
+        );
+        let d = drift_of(v(&["a", "b"]), v(&["a"])).unwrap();
+        assert_eq!(
+            d.describe(),
+            "nodes has 2 columns, inactive_nodes 1; only in nodes: b"
+        );
+    }
+
+    #[test]
+    fn duplicate_groups_ignore_null_observer_idx() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE observations (id INTEGER PRIMARY KEY, transmission_id INTEGER, observer_idx INTEGER, path_json TEXT);
+             INSERT INTO observations (transmission_id, observer_idx, path_json) VALUES
+               (1, NULL, '[]'), (1, NULL, '[]'), (1, 2, NULL), (1, 2, ''), (1, 2, ''), (1, 3, '[]');",
+        )
+        .unwrap();
+        assert_eq!(duplicate_dedup_groups(&c).unwrap(), (1, 2));
+        // A text observer_idx naming observer rowid 2 joins that group once mapped.
+        c.execute_batch(
+            "CREATE TABLE observers (id TEXT PRIMARY KEY);
+             INSERT INTO observers (rowid, id) VALUES (1, 'AA'), (2, 'Bb'), (3, 'cc'), (4, 'CC');
+             INSERT INTO observations (transmission_id, observer_idx, path_json) VALUES
+               (1, 'BB', ''), (1, 'cc', '[]'), (1, 'CC', '[]');",
+        )
+        .unwrap();
+        assert_eq!(duplicate_dedup_groups(&c).unwrap(), (1, 2));
+        // 'cc'/'CC' are ambiguous (two observers): stay text, but still
+        // differ from each other; 'BB' maps to 2 and joins the (1, 2, '') group.
+        assert_eq!(duplicate_dedup_groups_after_repair(&c).unwrap(), (1, 3));
     }
 }

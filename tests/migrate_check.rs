@@ -436,7 +436,7 @@ fn migrate_waits_then_exits_75_without_partial_work() {
 }
 
 #[test]
-fn duplicate_dedup_keys_are_reported_never_deleted() {
+fn duplicate_dedup_keys_are_reported_then_merged_never_lost() {
     let dir = tempfile::tempdir().unwrap();
     let db = legacy_copy(dir.path());
     let c = Connection::open(&db).unwrap();
@@ -448,28 +448,6 @@ fn duplicate_dedup_keys_are_reported_never_deleted() {
     let n_obs = count(&c, "SELECT count(*) FROM observations");
     drop(c);
     let out = bin()
-        .args(["migrate", "--json", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let j = json_of(&out.stdout);
-    assert_eq!(
-        j["missing"],
-        serde_json::json!(["index:idx_observations_dedup"])
-    );
-    assert!(j["skipped"][0]["reason"]
-        .as_str()
-        .unwrap()
-        .contains("never deletes"));
-    let c = Connection::open(&db).unwrap();
-    assert_eq!(count(&c, "SELECT count(*) FROM observations"), n_obs);
-    let out = bin()
         .args(["check", "--json", "--db"])
         .arg(&db)
         .output()
@@ -480,7 +458,39 @@ fn duplicate_dedup_keys_are_reported_never_deleted() {
         .as_array()
         .unwrap()
         .iter()
-        .any(|w| w["code"] == "duplicate_dedup_keys"));
+        .any(|w| w["code"] == "duplicate_dedup_keys"
+            && w["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("1 groups (1 surplus rows)")));
+    let out = bin()
+        .args(["migrate", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let j = json_of(&out.stdout);
+    assert_eq!(j["missing"], serde_json::json!([]));
+    assert_eq!(j["merged_observations"]["groups"], 1);
+    assert_eq!(j["merged_observations"]["rows"], 1);
+    let c = Connection::open(&db).unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM observations"), n_obs - 1);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM observations")
+            + count(&c, "SELECT count(*) FROM _corescope_merged_observations"),
+        n_obs,
+        "every removed row is kept in the audit table"
+    );
+    bin()
+        .args(["check", "-q", "--db"])
+        .arg(&db)
+        .assert()
+        .code(0);
 }
 
 #[test]

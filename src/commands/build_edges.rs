@@ -49,6 +49,11 @@ pub const WATERMARK_KEY: &str = "build_edges.watermark";
 pub const REBUILD_KEY: &str = "build_edges.rebuild_watermark";
 /// State key naming the run that owns the staging table.
 pub const OWNER_KEY: &str = "build_edges.rebuild_owner";
+/// State key set (by `migrate`'s duplicate-observation merge) when
+/// `neighbor_edges` counts observations that no longer exist: the graph is
+/// stale until `build-edges --rebuild` swaps a recomputed table in, which
+/// deletes the key in the same transaction.
+pub const NEEDS_REBUILD_KEY: &str = "build_edges.needs_rebuild";
 /// The rebuild's staging table.
 pub const STAGING_TABLE: &str = "_corescope_edges_rebuild";
 /// Prefix of the tables a swap renames the old `neighbor_edges` to; they are
@@ -785,6 +790,7 @@ fn swap_in(db: &mut WriteDb, token: &str) -> anyhow::Result<i64> {
             db::state_set(tx, WATERMARK_KEY, &w.to_string())?;
             db::state_delete(tx, REBUILD_KEY)?;
             db::state_delete(tx, OWNER_KEY)?;
+            db::state_delete(tx, NEEDS_REBUILD_KEY)?;
             Ok(())
         })();
         let _ = tx.pragma_update(None, "legacy_alter_table", false);

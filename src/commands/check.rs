@@ -340,9 +340,33 @@ fn anomalies(
             let sample = schema::duplicate_dedup_sample(conn, 3)?;
             w.push(Warning {
                 code: "duplicate_dedup_keys",
-                message: format!("{groups} groups ({surplus} surplus rows) of observations share (transmission_id, observer_idx, path_json), e.g. {}; idx_observations_dedup cannot be created and the ingestor cannot start until they are merged", sample.join("; ")),
+                message: format!("{groups} groups ({surplus} surplus rows) of observations share (transmission_id, observer_idx, path_json), e.g. {}; idx_observations_dedup cannot be created and the ingestor cannot start until they are merged: `corescope migrate` merges each group the way the ingestor's UPSERT would have, keeping every removed row in {}", sample.join("; "), crate::catalog::MERGED_OBSERVATIONS),
             });
         }
+    }
+    if let Some(drift) = schema::nodes_drift(conn)? {
+        w.push(Warning {
+            code: "inactive_nodes_drift",
+            message: format!(
+                "inactive_nodes does not have the columns of nodes in the same order ({}); the ingestor's node retention \
+                 (INSERT OR REPLACE INTO inactive_nodes SELECT * FROM nodes) fails or puts values into the wrong columns: \
+                 `corescope migrate` rebuilds inactive_nodes in nodes' shape, keeping every row",
+                drift.describe()
+            ),
+        });
+    }
+    if db::table_exists(conn, db::STATE_TABLE)?
+        && db::state_get(conn, crate::commands::build_edges::NEEDS_REBUILD_KEY)?.is_some()
+    {
+        w.push(Warning {
+            code: "edges_need_rebuild",
+            message: format!(
+                "neighbor_edges still counts observations that `corescope migrate` merged away as duplicates \
+                 ({} is set in {}): run `corescope build-edges --rebuild`",
+                crate::commands::build_edges::NEEDS_REBUILD_KEY,
+                db::STATE_TABLE
+            ),
+        });
     }
     if has_o("transmission_id") {
         let n = count("SELECT count(*) FROM observations o WHERE NOT EXISTS (SELECT 1 FROM transmissions t WHERE t.id = o.transmission_id)")?;

@@ -16,13 +16,16 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::Context;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
 use crate::catalog::{
     self, ColumnDef, DataOp, IndexDef, MigrationDef, Record, TableDef, Target, ViewDef,
 };
 use crate::cli::MigrateArgs;
+use crate::commands::build_edges::{
+    NEEDS_REBUILD_KEY, OWNER_KEY as REBUILD_OWNER_KEY, REBUILD_KEY, WATERMARK_KEY,
+};
 use crate::context::Ctx;
 use crate::db::{self, Batcher, ReadOnlyDb, WriteDb};
 use crate::error::{Failure, EXIT_NOT_READY, EXIT_OK};
@@ -32,9 +35,18 @@ use crate::schema::{self, ObsShape};
 #[derive(Debug)]
 enum Action {
     CreateTable(&'static TableDef),
+    /// `inactive_nodes` created with the live columns of `nodes`, in order.
+    CreateInactiveLikeNodes,
     CreateIndex(&'static IndexDef),
     Migration(&'static MigrationDef),
     AddColumn(&'static str, &'static ColumnDef),
+    /// Merge groups of observations sharing the dedup key, as the
+    /// ingestor's UPSERT would have (before the dedup index).
+    MergeDuplicates {
+        groups: i64,
+    },
+    /// Rebuild `inactive_nodes` in the shape of `nodes` (drifted pair).
+    SyncInactiveNodes,
     DedupIndex,
     View(&'static ViewDef),
     DropIndex(&'static str),
@@ -80,9 +92,10 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
     let mut notes: Vec<String> = Vec::new();
     let mut done_rows: HashMap<String, i64> = HashMap::new();
     let mut batcher = Batcher::new(args.max_lock_ms);
+    let mut merged = MergeStats::default();
     for step in &plan {
         let t0 = Instant::now();
-        let res = apply(&mut db, step, &mut batcher, &mut notes)
+        let res = apply(&mut db, step, &mut batcher, &mut notes, &mut merged)
             .with_context(|| format!("migration step {}", step.label))?;
         match res {
             Applied::Done(rows) => {
@@ -116,6 +129,30 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
             "{text_total} observations keep a text observer_idx that matches no single observer id; left as they are"
         ));
     }
+    let needs_rebuild = db::state_get(db.conn(), NEEDS_REBUILD_KEY)?.is_some();
+    if merged.groups > 0 {
+        notes.push(format!(
+            "merged {} groups of duplicate observations the way the ingestor's UPSERT would have ({} rows removed); \
+             every removed row is kept verbatim in table {}, with merged_into = the id of the observation it was merged into",
+            merged.groups,
+            merged.rows,
+            catalog::MERGED_OBSERVATIONS
+        ));
+    }
+    if merged.staging_reset {
+        notes.push(
+            "an unfinished `build-edges --rebuild` had scanned observations that were merged away: its staging table \
+             is discarded, the next `build-edges --rebuild` starts over"
+                .into(),
+        );
+    }
+    if needs_rebuild {
+        notes.push(format!(
+            "neighbor_edges counts observations that were merged away: run `corescope build-edges --rebuild` \
+             (recorded as {NEEDS_REBUILD_KEY} in {}; `corescope check` reports it until the rebuild)",
+            db::STATE_TABLE
+        ));
+    }
     let ready = missing.is_empty() && pending.is_empty();
     let mut out = Outcome::new();
     out.exit_code = if ready { EXIT_OK } else { EXIT_NOT_READY };
@@ -127,6 +164,15 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
     out.set("notes", notes.clone());
     out.set("missing", missing.clone());
     out.set("pending_migrations", pending.clone());
+    out.set(
+        "merged_observations",
+        json!({
+            "groups": merged.groups,
+            "rows": merged.rows,
+            "audit_table": catalog::MERGED_OBSERVATIONS,
+        }),
+    );
+    out.set("build_edges_rebuild_needed", needs_rebuild);
     out.set("ready", ready);
     out.set("complete", ready);
     out.set("max_lock_hold_ms", db.max_lock_hold_ms());
@@ -145,7 +191,11 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
             .iter()
             .filter_map(|s| done_rows.get(&s.label).map(|r| (s, r)))
         {
-            let rows = if matches!(s.action, Action::Migration(m) if m.data != DataOp::None) {
+            let rows = if matches!(s.action, Action::Migration(m) if m.data != DataOp::None)
+                || matches!(
+                    s.action,
+                    Action::MergeDuplicates { .. } | Action::SyncInactiveNodes
+                ) {
                 r.to_string()
             } else {
                 String::new()
@@ -207,7 +257,13 @@ fn dry_run(ctx: &Ctx, args: &MigrateArgs, exists: bool) -> anyhow::Result<Outcom
     let mut out = Outcome::new();
     let planned: Vec<Value> = plan
         .iter()
-        .map(|s| json!({"name": s.label, "what": s.detail, "rows": s.rows}))
+        .map(|s| {
+            let mut v = json!({"name": s.label, "what": s.detail, "rows": s.rows});
+            if let Action::MergeDuplicates { groups } = s.action {
+                v["groups"] = json!(groups);
+            }
+            v
+        })
         .collect();
     out.set("target", args.target.name());
     out.set("planned", planned);
@@ -315,8 +371,25 @@ fn plan(conn: &Connection, target: Target, counts: bool) -> anyhow::Result<Vec<S
         .collect();
     let mut new_tables: Vec<&str> = Vec::new();
     let mut cols_now: HashMap<&str, Vec<String>> = HashMap::new();
+    let nodes_cols = db::columns(conn, "nodes")?;
     for t in catalog::TABLES.iter().filter(|t| target.includes(t.since)) {
         let cols = db::columns(conn, t.name)?;
+        if cols.is_empty() && t.name == "inactive_nodes" && !nodes_cols.is_empty() {
+            // Same columns as nodes, in nodes' order; later additions go to
+            // both tables alike (planned below as for an existing table).
+            steps.push(Step {
+                action: Action::CreateInactiveLikeNodes,
+                label: format!("table:{}", t.name),
+                detail: format!(
+                    "create table {} with the {} columns of nodes, in their order",
+                    t.name,
+                    nodes_cols.len()
+                ),
+                rows: None,
+            });
+            cols_now.insert(t.name, nodes_cols.clone());
+            continue;
+        }
         if cols.is_empty() {
             new_tables.push(t.name);
             steps.push(Step {
@@ -421,6 +494,27 @@ fn plan(conn: &Connection, target: Target, counts: bool) -> anyhow::Result<Vec<S
             });
         }
     }
+    // nodes and inactive_nodes as they will be after the column steps
+    // above: a pair that still differs is rebuilt before the indexes.
+    if let Some(drift) = schema::drift_of(
+        predicted_columns(&steps, "nodes", &cols_now),
+        predicted_columns(&steps, "inactive_nodes", &cols_now),
+    ) {
+        let rows = if counts && db::table_exists(conn, "inactive_nodes")? {
+            Some(conn.query_row("SELECT count(*) FROM inactive_nodes", [], |r| r.get(0))?)
+        } else {
+            None
+        };
+        steps.push(Step {
+            action: Action::SyncInactiveNodes,
+            label: "rebuild:inactive_nodes".into(),
+            detail: format!(
+                "rebuild inactive_nodes with the columns of nodes in nodes' order, copying its rows by column name ({})",
+                drift.describe()
+            ),
+            rows,
+        });
+    }
     for i in catalog::INDEXES.iter().filter(|i| target.includes(i.since)) {
         if planned_idx.contains(&i.name) {
             continue;
@@ -430,6 +524,27 @@ fn plan(conn: &Connection, target: Target, counts: bool) -> anyhow::Result<Vec<S
             continue;
         }
         if i.unique_check.is_some() {
+            let (groups, surplus) = if new_tables.contains(&i.table) {
+                (0, 0)
+            } else if pending.iter().any(|m| m.data == DataOp::ObserverIdxRowid) {
+                // The repair runs first and can join groups.
+                schema::duplicate_dedup_groups_after_repair(conn)?
+            } else {
+                schema::duplicate_dedup_groups(conn)?
+            };
+            if groups > 0 {
+                steps.push(Step {
+                    action: Action::MergeDuplicates { groups },
+                    label: MERGE_STEP.into(),
+                    detail: format!(
+                        "merge {groups} groups of observations sharing (transmission_id, observer_idx, path_json) as the ingestor's UPSERT would have: \
+                         {} rows into {groups}, {surplus} removed, each copied first into {}",
+                        groups + surplus,
+                        catalog::MERGED_OBSERVATIONS
+                    ),
+                    rows: Some(surplus),
+                });
+            }
             steps.push(Step {
                 action: Action::DedupIndex,
                 label: format!("index:{}", i.name),
@@ -437,11 +552,7 @@ fn plan(conn: &Connection, target: Target, counts: bool) -> anyhow::Result<Vec<S
                     "create unique index {} (after checking for duplicate keys)",
                     i.name
                 ),
-                rows: if counts {
-                    Some(schema::duplicate_dedup_groups(conn)?.0)
-                } else {
-                    None
-                },
+                rows: None,
             });
         } else {
             steps.push(Step {
@@ -483,6 +594,43 @@ fn plan(conn: &Connection, target: Target, counts: bool) -> anyhow::Result<Vec<S
     Ok(steps)
 }
 
+/// Label of the duplicate-observation merge step.
+pub const MERGE_STEP: &str = "merge:duplicate_observations";
+
+/// The columns `table` will have after the planned steps (names, in order):
+/// its columns now, then those each planned migration or column step adds.
+fn predicted_columns(
+    steps: &[Step],
+    table: &str,
+    cols_now: &HashMap<&str, Vec<String>>,
+) -> Vec<String> {
+    let mut cols = cols_now.get(table).cloned().unwrap_or_default();
+    if cols.is_empty() {
+        return cols;
+    }
+    let add = |c: &str, cols: &mut Vec<String>| {
+        if !cols.iter().any(|x| x.eq_ignore_ascii_case(c)) {
+            cols.push(c.to_string());
+        }
+    };
+    for s in steps {
+        match &s.action {
+            Action::Migration(m) => {
+                for c in m.columns {
+                    if let Some((t, col)) = c.split_once('.') {
+                        if t == table {
+                            add(col, &mut cols);
+                        }
+                    }
+                }
+            }
+            Action::AddColumn(t, c) if *t == table && c.alter => add(c.name, &mut cols),
+            _ => {}
+        }
+    }
+    cols
+}
+
 enum Applied {
     Done(i64),
     Skipped(String),
@@ -493,8 +641,27 @@ fn apply(
     step: &Step,
     batcher: &mut Batcher,
     notes: &mut Vec<String>,
+    merged: &mut MergeStats,
 ) -> anyhow::Result<Applied> {
     match &step.action {
+        Action::CreateInactiveLikeNodes => {
+            db.write(|tx| {
+                if !db::table_exists(tx, "inactive_nodes")? {
+                    tx.execute_batch(&catalog::node_table_like_nodes_sql(tx, "inactive_nodes")?)?;
+                }
+                Ok(())
+            })?;
+            Ok(Applied::Done(0))
+        }
+        Action::MergeDuplicates { .. } => {
+            let m = merge_duplicates(db, batcher)?;
+            merged.groups += m.groups;
+            merged.rows += m.rows;
+            merged.needs_rebuild |= m.needs_rebuild;
+            merged.staging_reset |= m.staging_reset;
+            Ok(Applied::Done(m.rows))
+        }
+        Action::SyncInactiveNodes => Ok(Applied::Done(sync_inactive_nodes(db)?)),
         Action::CreateTable(t) => {
             let sql = catalog::create_table_sql(t, Target::Latest);
             // Create the full catalog shape of the target the table belongs to.
@@ -547,10 +714,9 @@ fn apply(
                     sample.join("; ")
                 ));
                 return Ok(Applied::Skipped(format!(
-                    "{groups} groups of observations share a dedup key (transmission_id, observer_idx, path_json); \
-                     the UNIQUE index cannot be created and the CoreScope ingestor cannot start without it. \
-                     corescope never deletes observations to make an index fit: inspect them with `corescope check`, \
-                     merge or delete the duplicates, then run `corescope migrate` again"
+                    "{groups} groups of observations still share a dedup key (transmission_id, observer_idx, path_json) \
+                     after the merge step (written while it ran); the UNIQUE index cannot be created and the CoreScope \
+                     ingestor cannot start without it: run `corescope migrate` again to merge them"
                 )));
             }
             let sql = catalog::index(catalog::DEDUP_INDEX)
@@ -1005,6 +1171,283 @@ fn last_packet_at(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<i64
     Ok(total)
 }
 
+/// What the duplicate merge did.
+#[derive(Debug, Default, Clone, Copy)]
+struct MergeStats {
+    groups: i64,
+    rows: i64,
+    /// The build-edges marker was set: removed rows had been counted.
+    needs_rebuild: bool,
+    /// An unfinished `build-edges --rebuild` staging table was discarded.
+    staging_reset: bool,
+}
+
+/// Merge every group of observations that share the dedup key
+/// (`transmission_id`, `observer_idx`, `COALESCE(path_json, '')`, both ids
+/// non-NULL) exactly as the ingestor's UPSERT would have, had the index
+/// existed: the lowest id survives with all its columns, and each later row,
+/// in id order, overwrites [`catalog::UPSERT_MERGED_COLUMNS`] where its value
+/// is not NULL (columns the table does not have yet are NULL in every row,
+/// so they need no merge). Every later row is copied verbatim into the audit
+/// table, then deleted. Groups are found by one read outside the lock; each
+/// batch of groups is one transaction that re-reads its groups, so a killed
+/// run leaves whole groups merged or untouched and the next run finishes.
+fn merge_duplicates(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<MergeStats> {
+    let keepers: Vec<i64> = {
+        let mut st = db.conn().prepare(
+            "SELECT min(id) FROM observations
+              WHERE transmission_id IS NOT NULL AND observer_idx IS NOT NULL
+              GROUP BY transmission_id, observer_idx, COALESCE(path_json, '')
+             HAVING count(*) > 1 ORDER BY 1",
+        )?;
+        let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut stats = MergeStats::default();
+    let mut min_removed: Option<i64> = None;
+    let mut i = 0;
+    while i < keepers.len() {
+        let n = batcher.size().max(1).min(keepers.len() - i);
+        let chunk = &keepers[i..i + n];
+        let t0 = Instant::now();
+        let b = db.write(|tx| merge_batch(tx, chunk))?;
+        batcher.observe(b.rows_seen.max(1), t0.elapsed());
+        stats.groups += b.groups;
+        stats.rows += b.removed;
+        stats.needs_rebuild |= b.marked;
+        stats.staging_reset |= b.staging_reset;
+        if let Some(m) = b.min_removed {
+            min_removed = Some(min_removed.map_or(m, |x: i64| x.min(m)));
+        }
+        i += n;
+    }
+    // A build-edges run that read a removed row before its batch was merged
+    // may have committed it since: if the watermark has passed the lowest
+    // removed id by now, the graph is stale too.
+    if let Some(m) = min_removed {
+        let wm = db::state_get(db.conn(), WATERMARK_KEY)?;
+        if watermark_covers(wm.as_deref(), m)
+            && db::state_get(db.conn(), NEEDS_REBUILD_KEY)?.is_none()
+        {
+            db.write(|tx| {
+                db::state_set(tx, NEEDS_REBUILD_KEY, NEEDS_REBUILD_VALUE)?;
+                Ok(())
+            })?;
+            stats.needs_rebuild = true;
+        }
+    }
+    Ok(stats)
+}
+
+/// Value of the build-edges marker (fixed text: the same whichever run sets it).
+const NEEDS_REBUILD_VALUE: &str =
+    "migrate merged away duplicate observations that neighbor_edges had already counted; run `corescope build-edges --rebuild`";
+
+/// Has the build-edges watermark (stored text) counted observation `id`?
+/// An unparseable watermark counts everything (build-edges itself asks for
+/// a rebuild then).
+fn watermark_covers(wm: Option<&str>, id: i64) -> bool {
+    match wm {
+        None => false,
+        Some(v) => v.trim().parse::<i64>().map_or(true, |w| id <= w),
+    }
+}
+
+#[derive(Debug, Default)]
+struct MergeBatch {
+    groups: i64,
+    removed: i64,
+    rows_seen: usize,
+    min_removed: Option<i64>,
+    marked: bool,
+    staging_reset: bool,
+}
+
+fn merge_batch(tx: &rusqlite::Transaction<'_>, keepers: &[i64]) -> anyhow::Result<MergeBatch> {
+    use rusqlite::types::Value;
+    let obs_cols = db::columns(tx, "observations")?;
+    let merge_cols: Vec<&str> = catalog::UPSERT_MERGED_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| obs_cols.iter().any(|x| x == c))
+        .collect();
+    let audit = catalog::MERGED_OBSERVATIONS;
+    tx.execute_batch(&catalog::merged_observations_sql())?;
+    let audit_cols = db::columns(tx, audit)?;
+    for c in &obs_cols {
+        if !audit_cols.iter().any(|x| x.eq_ignore_ascii_case(c)) {
+            tx.execute_batch(&format!(
+                "ALTER TABLE {audit} ADD COLUMN {}",
+                catalog::quote_ident(c)
+            ))?;
+        }
+    }
+    let col_list = obs_cols
+        .iter()
+        .map(|c| catalog::quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut key_st = tx.prepare_cached(
+        "SELECT transmission_id, observer_idx, COALESCE(path_json, '') FROM observations WHERE id = ?1",
+    )?;
+    let sel_cols: String = merge_cols
+        .iter()
+        .map(|c| format!(", {}", catalog::quote_ident(c)))
+        .collect();
+    let mut group_st = tx.prepare_cached(&format!(
+        "SELECT id{sel_cols} FROM observations
+          WHERE transmission_id = ?1 AND observer_idx = ?2 AND COALESCE(path_json, '') = ?3
+          ORDER BY id"
+    ))?;
+    let mut copy_st = tx.prepare_cached(&format!(
+        "INSERT INTO {audit} (merged_into, merged_at, {col_list})
+         SELECT ?1, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), {col_list} FROM observations WHERE id = ?2"
+    ))?;
+    let mut del_st = tx.prepare_cached("DELETE FROM observations WHERE id = ?1")?;
+    let set_list: String = merge_cols
+        .iter()
+        .enumerate()
+        .map(|(j, c)| format!("{} = ?{}", catalog::quote_ident(c), j + 2))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut b = MergeBatch::default();
+    for &k in keepers {
+        let key: Option<(Value, Value, Value)> = key_st
+            .query_row([k], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let Some((t, o, p)) = key else {
+            continue; // merged away by another run meanwhile
+        };
+        if matches!(t, Value::Null) || matches!(o, Value::Null) {
+            continue;
+        }
+        let rows: Vec<(i64, Vec<Value>)> = group_st
+            .query_map(rusqlite::params![t, o, p], |r| {
+                let id: i64 = r.get(0)?;
+                let vals = (0..merge_cols.len())
+                    .map(|j| r.get::<_, Value>(j + 1))
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok((id, vals))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        b.rows_seen += rows.len();
+        let Some(((keep, first), later)) = rows.split_first().map(|(f, l)| (f.clone(), l)) else {
+            continue;
+        };
+        if later.is_empty() {
+            continue;
+        }
+        // The UPSERT: COALESCE(excluded.c, c) for each later row, in id order.
+        let mut vals = first.clone();
+        for (_, v) in later {
+            for (j, x) in v.iter().enumerate() {
+                if !matches!(x, Value::Null) {
+                    vals[j] = x.clone();
+                }
+            }
+        }
+        for (id, _) in later {
+            copy_st.execute(rusqlite::params![keep, id])?;
+            del_st.execute([id])?;
+            b.removed += 1;
+            b.min_removed = Some(b.min_removed.map_or(*id, |m: i64| m.min(*id)));
+        }
+        if vals != first && !merge_cols.is_empty() {
+            let mut params: Vec<Value> = vec![Value::Integer(keep)];
+            params.extend(vals);
+            tx.execute(
+                &format!("UPDATE observations SET {set_list} WHERE id = ?1"),
+                rusqlite::params_from_iter(params),
+            )?;
+        }
+        b.groups += 1;
+    }
+    if let Some(m) = b.min_removed {
+        tx.execute_batch(db::STATE_TABLE_SQL)?;
+        if watermark_covers(db::state_get(tx, WATERMARK_KEY)?.as_deref(), m) {
+            db::state_set(tx, NEEDS_REBUILD_KEY, NEEDS_REBUILD_VALUE)?;
+            b.marked = true;
+        }
+        // An unfinished rebuild may hold removed rows in its staging table
+        // (or in memory): take its ownership away, so it stops and the next
+        // rebuild starts over from the merged observations.
+        if db::state_get(tx, REBUILD_OWNER_KEY)?.is_some()
+            || db::state_get(tx, REBUILD_KEY)?.is_some()
+        {
+            db::state_delete(tx, REBUILD_OWNER_KEY)?;
+            db::state_delete(tx, REBUILD_KEY)?;
+            b.staging_reset = true;
+        }
+    }
+    Ok(b)
+}
+
+/// Rebuild `inactive_nodes` with exactly the columns of `nodes`, in nodes'
+/// order, in one transaction: columns only `inactive_nodes` has are first
+/// added to `nodes` (so no value is lost), then the rows are copied by
+/// column name into a new table that replaces the old one, and its indexes
+/// are re-created. Returns the rows copied; does nothing when the pair
+/// already matches.
+fn sync_inactive_nodes(db: &mut WriteDb) -> anyhow::Result<i64> {
+    db.write(|tx| {
+        if schema::nodes_drift(tx)?.is_none() {
+            return Ok(0);
+        }
+        let nodes = catalog::live_columns(tx, "nodes")?;
+        let inactive = catalog::live_columns(tx, "inactive_nodes")?;
+        for c in &inactive {
+            if !nodes.iter().any(|n| n.name.eq_ignore_ascii_case(&c.name)) {
+                tx.execute_batch(&catalog::add_to_nodes_sql(c))?;
+            }
+        }
+        let nodes = catalog::live_columns(tx, "nodes")?;
+        let before: i64 = tx.query_row("SELECT count(*) FROM inactive_nodes", [], |r| r.get(0))?;
+        let indexes: Vec<String> = {
+            let mut st = tx.prepare(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'inactive_nodes' AND sql IS NOT NULL",
+            )?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let tmp = "_corescope_inactive_nodes_new";
+        tx.execute_batch(&format!("DROP TABLE IF EXISTS {tmp}"))?;
+        tx.execute_batch(&catalog::node_table_like_nodes_sql(tx, tmp)?)?;
+        // (name in the new table, name in the old one) of every column both have.
+        let (to, from): (Vec<String>, Vec<String>) = nodes
+            .iter()
+            .filter_map(|n| {
+                inactive
+                    .iter()
+                    .find(|c| c.name.eq_ignore_ascii_case(&n.name))
+                    .map(|c| (catalog::quote_ident(&n.name), catalog::quote_ident(&c.name)))
+            })
+            .unzip();
+        let (to_list, from_list) = (to.join(", "), from.join(", "));
+        let copied = tx.execute(
+            &format!("INSERT INTO {tmp} ({to_list}) SELECT {from_list} FROM inactive_nodes"),
+            [],
+        )? as i64;
+        if copied != before {
+            anyhow::bail!(
+                "rebuilding inactive_nodes copied {copied} of {before} rows; nothing was changed"
+            );
+        }
+        // legacy_alter_table: the RENAME must not re-check views and
+        // triggers elsewhere in the schema (an old view naming a column that
+        // does not exist yet would fail it).
+        tx.pragma_update(None, "legacy_alter_table", true)?;
+        let renamed = tx.execute_batch(&format!(
+            "DROP TABLE inactive_nodes; ALTER TABLE {tmp} RENAME TO inactive_nodes;"
+        ));
+        let _ = tx.pragma_update(None, "legacy_alter_table", false);
+        renamed?;
+        for sql in &indexes {
+            tx.execute_batch(sql)?;
+        }
+        Ok(copied)
+    })
+}
+
 /// cleanup_legacy_null_hash_ts (#994): observations of transmissions with an
 /// empty hash or first_seen, then those transmissions, batch by batch.
 fn cleanup_legacy(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<i64> {
@@ -1091,6 +1534,33 @@ mod tests {
         assert_eq!(labels.last(), Some(&"view:packets_v"));
         // Own migration absent: no text observer_idx rows here.
         assert!(!labels.contains(&catalog::OBSERVER_IDX_MIGRATION));
+    }
+
+    #[test]
+    fn watermark_coverage() {
+        assert!(!watermark_covers(None, 1));
+        assert!(watermark_covers(Some("10"), 10));
+        assert!(!watermark_covers(Some(" 10 "), 11));
+        assert!(
+            watermark_covers(Some("garbage"), 11),
+            "unparseable: assume counted"
+        );
+    }
+
+    #[test]
+    fn plan_creates_inactive_nodes_like_nodes_and_adds_columns_to_both() {
+        let c = legacy_like();
+        c.execute_batch("ALTER TABLE nodes ADD COLUMN scope TEXT")
+            .unwrap();
+        let steps = plan(&c, Target::Latest, true).unwrap();
+        let labels: Vec<&str> = steps.iter().map(|s| s.label.as_str()).collect();
+        assert!(labels.contains(&"table:inactive_nodes"));
+        assert!(
+            labels.contains(&"inactive_nodes.multibyte_sup"),
+            "{labels:?}"
+        );
+        assert!(!labels.contains(&"rebuild:inactive_nodes"), "{labels:?}");
+        assert!(!labels.contains(&MERGE_STEP));
     }
 
     #[test]
