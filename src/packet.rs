@@ -39,10 +39,6 @@
 //! - `hex::encode(bytes)` / `hex::encode_upper(bytes)` turn the result into
 //!   `raw_hex` text.
 
-// Parts of this API (the encoder, some accessors) serve tests, `synth` and
-// `check`; not every item is used by every build of the binary.
-#![allow(dead_code)]
-
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
@@ -437,10 +433,6 @@ fn read_u16(b: &[u8], off: usize) -> Option<u16> {
 fn read_i32(b: &[u8], off: usize) -> Option<i32> {
     let s = b.get(off..off.checked_add(4)?)?;
     Some(i32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-fn read_u32(b: &[u8], off: usize) -> Option<u32> {
-    read_i32(b, off).map(|v| v as u32)
 }
 
 /// Cleans an advert name: control characters stripped, at most 32 bytes

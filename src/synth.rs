@@ -2,6 +2,7 @@
 //! realistic mesh and its traffic (`gen`, pure), the MeshCore byte building it uses
 //! (`encode`), the geometric topology (`topo`), and the bulk SQLite writer (`writer`).
 
+pub mod create;
 pub mod encode;
 pub mod gen;
 pub mod topo;

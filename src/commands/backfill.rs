@@ -11,21 +11,24 @@
 //! existed when the task started; the next run resumes from the cursor and
 //! also picks up rows inserted since.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde_json::{json, Map, Value};
 
 use crate::cli::{BackfillArgs, BackfillTask};
 use crate::context::Ctx;
-use crate::db::{self, Batcher, Deadline, ReadOnlyDb, WriteDb};
 use crate::derive::{self, Derived};
 use crate::edges::PrefixIndex;
 use crate::error::Failure;
 use crate::report::{self, Outcome};
 use crate::resolve::{self, Adjacency};
+use crate::store::backfill_state::{
+    self, pending_counts, FROM_PUBKEY_WHERE, PATH_JSON_FROM, PATH_JSON_WHERE, RESOLVED_FROM,
+    RESOLVED_WHERE,
+};
+use crate::store::{self, table_exists, Batcher, Deadline, ReadOnlyDb, WriteDb};
 
 /// `_migrations` row CoreScope's own path_json backfill writes when a pass
 /// finished; recorded so its startup backfill stays off.
@@ -55,123 +58,12 @@ impl BackfillTask {
 
 /// `_corescope_state` key of a task's cursor.
 pub fn cursor_key(task: BackfillTask) -> String {
-    format!("backfill.{}.cursor", task.cli_name())
-}
-
-// ---------------------------------------------------------------------------
-// Candidate selections. Each takes ?1 = cursor (exclusive) and, for the
-// batch/total forms, ?2 = upper id (inclusive).
-
-const FROM_PUBKEY_WHERE: &str = "payload_type = 4 AND from_pubkey IS NULL";
-
-const PATH_JSON_FROM: &str = "observations o LEFT JOIN transmissions t ON t.id = o.transmission_id";
-const PATH_JSON_WHERE: &str = "(o.path_json IS NULL OR o.path_json = '') \
-     AND o.raw_hex IS NOT NULL AND o.raw_hex <> '' \
-     AND (t.payload_type IS NULL OR t.payload_type <> 9)";
-
-const RESOLVED_FROM: &str = PATH_JSON_FROM;
-const RESOLVED_WHERE: &str = "(o.resolved_path IS NULL OR o.resolved_path = '') \
-     AND o.path_json IS NOT NULL AND o.path_json NOT IN ('', '[]') \
-     AND (t.payload_type IS NULL OR t.payload_type <> 9)";
-
-fn table_exists(conn: &Connection, name: &str) -> anyhow::Result<bool> {
-    Ok(conn
-        .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-            [name],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
-}
-
-fn columns(conn: &Connection, table: &str) -> anyhow::Result<Vec<String>> {
-    let mut st = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
-    let cols = st
-        .query_map([table], |r| r.get::<_, String>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(cols)
+    backfill_state::cursor_key(task.cli_name())
 }
 
 /// The stored cursor of a task (0 when none or unparsable).
 fn read_cursor(conn: &Connection, task: BackfillTask) -> anyhow::Result<i64> {
-    Ok(db::state_get(conn, &cursor_key(task))?
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .unwrap_or(0))
-}
-
-/// Rows each row task still has to visit (candidates after its cursor), for
-/// `check`'s `pending_backfills` and the `remaining` of a run. Keys
-/// `from_pubkey`, `path_json`, `resolved_path`. Read-only; tolerates a
-/// database that is not migrated (a missing table counts 0; a missing
-/// `from_pubkey`/`resolved_path` column counts the rows that will need it; a
-/// missing `observations.raw_hex` means nothing for path-json).
-pub fn pending_counts(conn: &Connection) -> anyhow::Result<BTreeMap<String, i64>> {
-    let mut out = BTreeMap::new();
-    let tx_ok = table_exists(conn, "transmissions")?;
-    let obs_ok = table_exists(conn, "observations")?;
-    let tx_cols = if tx_ok {
-        columns(conn, "transmissions")?
-    } else {
-        vec![]
-    };
-    let obs_cols = if obs_ok {
-        columns(conn, "observations")?
-    } else {
-        vec![]
-    };
-    let has = |cols: &[String], c: &str| cols.iter().any(|x| x.eq_ignore_ascii_case(c));
-
-    let fp = if tx_ok && has(&tx_cols, "payload_type") {
-        let cur = read_cursor(conn, BackfillTask::FromPubkey)?;
-        let w = if has(&tx_cols, "from_pubkey") {
-            FROM_PUBKEY_WHERE
-        } else {
-            "payload_type = 4"
-        };
-        count(
-            conn,
-            &format!("SELECT COUNT(*) FROM transmissions WHERE id > ?1 AND {w}"),
-            cur,
-        )?
-    } else {
-        0
-    };
-    out.insert("from_pubkey".to_string(), fp);
-
-    let pj = if tx_ok && obs_ok && has(&obs_cols, "raw_hex") && has(&obs_cols, "path_json") {
-        let cur = read_cursor(conn, BackfillTask::PathJson)?;
-        count(
-            conn,
-            &format!("SELECT COUNT(*) FROM {PATH_JSON_FROM} WHERE o.id > ?1 AND {PATH_JSON_WHERE}"),
-            cur,
-        )?
-    } else {
-        0
-    };
-    out.insert("path_json".to_string(), pj);
-
-    let rp = if tx_ok && obs_ok && has(&obs_cols, "path_json") {
-        let cur = read_cursor(conn, BackfillTask::ResolvedPath)?;
-        let w = if has(&obs_cols, "resolved_path") {
-            RESOLVED_WHERE.to_string()
-        } else {
-            RESOLVED_WHERE.replace("(o.resolved_path IS NULL OR o.resolved_path = '') AND ", "")
-        };
-        count(
-            conn,
-            &format!("SELECT COUNT(*) FROM {RESOLVED_FROM} WHERE o.id > ?1 AND {w}"),
-            cur,
-        )?
-    } else {
-        0
-    };
-    out.insert("resolved_path".to_string(), rp);
-    Ok(out)
-}
-
-fn count(conn: &Connection, sql: &str, cursor: i64) -> anyhow::Result<i64> {
-    Ok(conn.query_row(sql, [cursor], |r| r.get(0))?)
+    backfill_state::read_cursor(conn, task.cli_name())
 }
 
 // ---------------------------------------------------------------------------
@@ -508,12 +400,12 @@ fn advance_cursor(
     to: i64,
 ) -> anyhow::Result<i64> {
     let key = cursor_key(task);
-    let stored = db::state_get(tx, &key)?.and_then(|v| v.trim().parse::<i64>().ok());
+    let stored = store::state_get(tx, &key)?.and_then(|v| v.trim().parse::<i64>().ok());
     let new = match stored {
         Some(s) if s != expected => s.min(to),
         _ => to,
     };
-    db::state_set(tx, &key, &new.to_string())?;
+    store::state_set(tx, &key, &new.to_string())?;
     Ok(new)
 }
 
@@ -636,7 +528,8 @@ fn run_row_task(env: &mut Env<'_>, task: BackfillTask, reset: bool) -> anyhow::R
         }
     };
     if reset && !env.dry_run {
-        env.db.write(|tx| db::state_delete(tx, &cursor_key(task)))?;
+        env.db
+            .write(|tx| store::state_delete(tx, &cursor_key(task)))?;
         log::info!("backfill {}: cursor reset", task.cli_name());
     }
     let mut cursor = if reset {
@@ -730,7 +623,7 @@ fn run_row_task(env: &mut Env<'_>, task: BackfillTask, reset: bool) -> anyhow::R
                 // resolved-path task even if its cursor already passed them.
                 let rp = read_cursor(tx, BackfillTask::ResolvedPath)?;
                 if m <= rp {
-                    db::state_set(
+                    store::state_set(
                         tx,
                         &cursor_key(BackfillTask::ResolvedPath),
                         &(m - 1).to_string(),
@@ -1027,7 +920,7 @@ mod tests {
     #[test]
     fn blacklist_ids_trim_dedup() {
         let ids = blacklist_ids(
-            &[" AbC ".into(), "".into(), "x".into()],
+            &[" AbC ".into(), String::new(), "x".into()],
             &["abc".into(), "  ".into(), "Y".into()],
         );
         assert_eq!(ids, vec!["AbC", "x", "Y"]);
@@ -1093,14 +986,14 @@ mod tests {
             BackfillTask::PathJson,
             BackfillTask::ResolvedPath,
         ] {
-            db::state_set(&c, &cursor_key(t), "1").unwrap();
+            store::state_set(&c, &cursor_key(t), "1").unwrap();
         }
         let m = pending_counts(&c).unwrap();
         assert_eq!(
             (m["from_pubkey"], m["path_json"], m["resolved_path"]),
             (1, 1, 1)
         );
-        db::state_set(&c, &cursor_key(BackfillTask::ResolvedPath), "4").unwrap();
+        store::state_set(&c, &cursor_key(BackfillTask::ResolvedPath), "4").unwrap();
         assert_eq!(pending_counts(&c).unwrap()["resolved_path"], 0);
     }
 
@@ -1117,14 +1010,14 @@ mod tests {
         // nobody else moved it
         assert_eq!(advance_cursor(&c, t, 50, 90).unwrap(), 90);
         // lowered meanwhile (path-json gave hops to row 10): the lower wins
-        db::state_set(&c, &cursor_key(t), "9").unwrap();
+        store::state_set(&c, &cursor_key(t), "9").unwrap();
         assert_eq!(advance_cursor(&c, t, 90, 120).unwrap(), 9);
         assert_eq!(read_cursor(&c, t).unwrap(), 9);
         // moved forward by another run: ours (lower) wins, rows are re-read, never skipped
-        db::state_set(&c, &cursor_key(t), "500").unwrap();
+        store::state_set(&c, &cursor_key(t), "500").unwrap();
         assert_eq!(advance_cursor(&c, t, 9, 120).unwrap(), 120);
         // garbage in the state table reads as 0
-        db::state_set(&c, &cursor_key(t), "x").unwrap();
+        store::state_set(&c, &cursor_key(t), "x").unwrap();
         assert_eq!(read_cursor(&c, t).unwrap(), 0);
     }
 

@@ -11,11 +11,11 @@ use serde_json::{json, Map, Value};
 
 use crate::cli::{GraphCmd, GraphDumpArgs, GraphFilterArgs, GraphFormat, GraphStatsArgs};
 use crate::context::Ctx;
-use crate::db::ReadOnlyDb;
 use crate::error::Failure;
 use crate::graph::{self, Directory, Filter, Format, Graph, NodeRow, NormalizeReport, RawEdge};
-use crate::outfile;
 use crate::report::{self, Outcome};
+use crate::store::outfile;
+use crate::store::ReadOnlyDb;
 use crate::timeutil;
 
 pub fn run(ctx: &Ctx, cmd: &GraphCmd) -> anyhow::Result<Outcome> {
@@ -227,20 +227,17 @@ fn dump(ctx: &Ctx, a: &GraphDumpArgs) -> anyhow::Result<Outcome> {
             graph::write_nodes_csv(&g, w, &tfmt)
         })?;
     }
-    match &a.output {
-        Some(p) => {
-            outfile::write_atomic(p, "--output", guard, |w| graph::write(&g, fmt, w, &tfmt))?
-        }
-        None => {
-            let stdout = io::stdout();
-            let mut w = BufWriter::new(stdout.lock());
-            let r = graph::write(&g, fmt, &mut w, &tfmt).and_then(|_| w.flush());
-            match r {
-                Ok(()) => {}
-                // `corescope graph dump | head`: the reader went away.
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-                Err(e) => return Err(Failure::Fatal(format!("writing to stdout: {e}")).into()),
-            }
+    if let Some(p) = &a.output {
+        outfile::write_atomic(p, "--output", guard, |w| graph::write(&g, fmt, w, &tfmt))?;
+    } else {
+        let stdout = io::stdout();
+        let mut w = BufWriter::new(stdout.lock());
+        let r = graph::write(&g, fmt, &mut w, &tfmt).and_then(|()| w.flush());
+        match r {
+            Ok(()) => {}
+            // `corescope graph dump | head`: the reader went away.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+            Err(e) => return Err(Failure::Fatal(format!("writing to stdout: {e}")).into()),
         }
     }
     let mut out = Outcome::new();
@@ -331,7 +328,7 @@ fn stats(ctx: &Ctx, a: &GraphStatsArgs) -> anyhow::Result<Outcome> {
     );
     let mut ages = Map::new();
     for (k, v) in &s.age_buckets {
-        ages.insert(k.to_string(), Value::from(*v));
+        ages.insert((*k).to_string(), Value::from(*v));
     }
     out.set("edges_by_age", Value::Object(ages));
     out.set("unknown_nodes", s.unknown_nodes);
@@ -349,7 +346,7 @@ fn stats(ctx: &Ctx, a: &GraphStatsArgs) -> anyhow::Result<Outcome> {
         s.components,
         s.largest_components
             .iter()
-            .map(|x| x.to_string())
+            .map(std::string::ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ")
     ));
@@ -380,7 +377,7 @@ fn stats(ctx: &Ctx, a: &GraphStatsArgs) -> anyhow::Result<Outcome> {
     h.push_str(&format!("{t}\n"));
     let mut t = report::table(&["last seen", "edges"]);
     for (k, v) in &s.age_buckets {
-        t.add_row(vec![k.to_string(), v.to_string()]);
+        t.add_row(vec![(*k).to_string(), v.to_string()]);
     }
     h.push_str(&format!("{t}\n"));
     // Human table in power-of-two ranges (JSON has every degree).
