@@ -23,5 +23,6 @@ mod reliability_migrate;
 mod reliability_prune;
 mod reliability_read_only;
 mod run_lock;
+mod snapshots;
 mod synth;
 mod vacuum;
