@@ -24,11 +24,10 @@ pub fn legacy_copy(dir: &Path) -> PathBuf {
 /// A fresh, migrated database created by the binary itself.
 pub fn fresh_db(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
-    bin()
-        .args(["migrate", "--create", "-q", "--db"])
-        .arg(&p)
-        .assert()
-        .success();
+    super::Corescope::new()
+        .args(["migrate", "--create", "-q"])
+        .db(&p)
+        .run();
     p
 }
 
