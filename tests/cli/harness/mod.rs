@@ -274,3 +274,39 @@ fn builder_runs_on_a_fixture_copy_and_leaves_the_fixture_alone() {
     assert_eq!(v["ready"], false);
     assert_eq!(common::sha256(&Fixture::Legacy.path()), before);
 }
+
+/// With `autotests = false`, a test file that is not a module of this binary
+/// would silently never run: every `tests/*.rs` must move to
+/// `tests/cli/<name>.rs`, and every `tests/cli/*.rs` must be a `mod` of
+/// `tests/cli/main.rs`.
+#[test]
+fn every_test_file_is_a_module_of_this_binary() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let rs = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".rs"))
+            .collect();
+        v.sort();
+        v
+    };
+    let stray = rs(&root);
+    assert!(
+        stray.is_empty(),
+        "{stray:?} under tests/ are not compiled (Cargo.toml has autotests = false): \
+         move them to tests/cli/ and add `mod <name>;` to tests/cli/main.rs"
+    );
+    let main = std::fs::read_to_string(root.join("cli/main.rs")).expect("read tests/cli/main.rs");
+    for f in rs(&root.join("cli")) {
+        let name = f.trim_end_matches(".rs");
+        if name == "main" {
+            continue;
+        }
+        assert!(
+            main.lines().any(|l| l.trim() == format!("mod {name};")),
+            "tests/cli/{f} is not compiled: add `mod {name};` to tests/cli/main.rs"
+        );
+    }
+}
