@@ -1,7 +1,7 @@
 //! Issue 2 acceptance: migrate and check on the legacy fixture, on new
 //! databases, read-only guarantees, busy handling.
 
-mod common;
+use crate::harness::common;
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;

@@ -1,7 +1,7 @@
 //! Issue 5 acceptance: `corescope vacuum` and the vacuum/checkpoint step of
 //! `prune`.
 
-mod common;
+use crate::harness::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! `--wait` waits until it is released, killing the holder frees it at once,
 //! and bad paths or dry runs leave no lock file behind.
 
-mod common;
+use crate::harness::common;
 
 use std::ffi::CString;
 use std::fs::File;

@@ -1,6 +1,6 @@
 //! Issue 5 acceptance: `corescope prune` against real SQLite files.
 
-mod common;
+use crate::harness::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -873,7 +873,7 @@ fn snapshot(path: &Path) -> BTreeMap<String, Vec<Vec<Value>>> {
 }
 
 fn binary() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("corescope")
+    crate::harness::exe()
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Helpers shared by the end-to-end tests (each test binary includes this
-//! module; not every binary uses every helper).
+//! Helpers shared by the end-to-end tests (formerly `tests/common`; not
+//! every module uses every helper).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -8,38 +8,26 @@ use rusqlite::types::Value;
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
-pub fn bin() -> assert_cmd::Command {
-    let mut c = assert_cmd::Command::cargo_bin("corescope").expect("binary built");
-    c.env_remove("CORESCOPE_DB")
-        .env_remove("CORESCOPE_CONFIG")
-        .env_remove("RUST_LOG")
-        .env_remove("JOURNAL_STREAM");
-    c
-}
+pub use super::bin;
 
 pub fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/legacy-2026-03.db")
+    super::Fixture::Legacy.path()
 }
 
 /// Copy the legacy fixture into `dir` (never write the original).
 pub fn legacy_copy(dir: &Path) -> PathBuf {
     let dst = dir.join("legacy.db");
-    std::fs::copy(fixture(), &dst).expect("copy fixture");
-    let mut perm = std::fs::metadata(&dst).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perm.set_readonly(false);
-    std::fs::set_permissions(&dst, perm).unwrap();
+    super::copy_writable(&fixture(), &dst);
     dst
 }
 
 /// A fresh, migrated database created by the binary itself.
 pub fn fresh_db(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
-    bin()
-        .args(["migrate", "--create", "-q", "--db"])
-        .arg(&p)
-        .assert()
-        .success();
+    super::Corescope::new()
+        .args(["migrate", "--create", "-q"])
+        .db(&p)
+        .run();
     p
 }
 

@@ -2,8 +2,8 @@
 //! convergence, overlapping runs with and without the run lock, and the live
 //! ingestor-like writer, after which the result equals a clean recomputation.
 
-mod common;
-mod support;
+use crate::harness::common;
+use crate::harness::support;
 
 use std::time::Duration;
 

@@ -1,11 +1,11 @@
-//! Issue 8 §4: bad-input cases beyond tests/bad_input.rs — corrupt pages,
+//! Issue 8 §4: bad-input cases beyond tests/cli/bad_input.rs — corrupt pages,
 //! permissions (as an unprivileged user), read-only directories, disk full,
 //! unparseable --now, and malformed values inside otherwise valid databases.
 //! Each asserts the exit code, a one-line message naming the path, and that
 //! nothing was created or modified where nothing may be.
 
-mod common;
-mod support;
+use crate::harness::common;
+use crate::harness::support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -1,26 +1,15 @@
-//! Shared helpers for tests/build_edges.rs and tests/graph.rs.
+//! Shared helpers of the `build_edges` and `graph` modules.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use rusqlite::{params, Connection};
 use serde_json::Value;
 
-pub fn bin() -> Command {
-    Command::cargo_bin("corescope").unwrap()
-}
+pub use super::bin;
 
 /// A fresh, fully migrated database made by `corescope migrate --create`.
-pub fn fresh_db(dir: &Path, name: &str) -> PathBuf {
-    let p = dir.join(name);
-    bin()
-        .args(["migrate", "--create", "--db"])
-        .arg(&p)
-        .assert()
-        .success();
-    p
-}
+pub use super::common::fresh_db;
 
 /// A 64-hex key starting with `prefix` (lower-case hex), padded with a
 /// pattern derived from the prefix so keys stay distinct.
@@ -131,31 +120,16 @@ pub fn pair(a: &str, b: &str) -> (String, String) {
 
 /// Runs build-edges with `args`, expects success, returns the JSON report.
 pub fn build(db: &Path, args: &[&str]) -> Value {
-    let out = bin()
-        .args(["--json", "build-edges", "--db"])
-        .arg(db)
+    super::Corescope::new()
+        .args(["--json", "build-edges"])
         .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "build-edges {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+        .db(db)
+        .json()
 }
 
 /// Copy of the legacy fixture, migrated.
 pub fn migrated_fixture(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/legacy-2026-03.db");
-    let src = if src.exists() {
-        src
-    } else {
-        PathBuf::from("/work/shared/fixtures/legacy-2026-03.db")
-    };
-    let p = dir.join("legacy.db");
-    std::fs::copy(&src, &p).unwrap();
+    let p = super::common::legacy_copy(dir);
     bin().args(["migrate", "--db"]).arg(&p).assert().success();
     p
 }

@@ -3,8 +3,8 @@
 //! unprivileged user. What SQLite itself does with `-shm`/`-wal` is asserted
 //! exactly (and documented in RELIABILITY.md).
 
-mod common;
-mod support;
+use crate::harness::common;
+use crate::harness::support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

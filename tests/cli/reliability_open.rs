@@ -11,8 +11,8 @@
 //! - A hot rollback journal: read-only commands say so and change nothing;
 //!   the next write command rolls it back.
 
-mod common;
-mod support;
+use crate::harness::common;
+use crate::harness::support;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};

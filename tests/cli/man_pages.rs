@@ -1,7 +1,7 @@
 //! man pages (committed in man/, generated from the clap definition) and
 //! shell completions (issue 7).
 
-mod common;
+use crate::harness::common;
 
 use std::path::Path;
 

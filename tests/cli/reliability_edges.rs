@@ -3,8 +3,8 @@
 //! ingestor-like writer, after which the incremental result equals a clean
 //! `--rebuild` recomputation.
 
-mod common;
-mod support;
+use crate::harness::common;
+use crate::harness::support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,8 +1,8 @@
 //! Issue 8 §1–3 for `migrate`: crash convergence, overlapping runs, and a
 //! live ingestor-like writer while it runs.
 
-mod common;
-mod support;
+use crate::harness::common;
+use crate::harness::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! installed), shared by commands, last success kept on failure, replaced
 //! atomically under a concurrent reader.
 
-mod common;
+use crate::harness::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

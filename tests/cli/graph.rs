@@ -1,6 +1,6 @@
 //! End-to-end tests of `corescope graph dump` / `graph stats` (read-only).
 
-mod edges_common;
+use crate::harness::edges_common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -680,11 +680,7 @@ fn stats() {
 fn graph_on_unmigrated_database_exits_3() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("legacy.db");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/legacy-2026-03.db"),
-        &p,
-    )
-    .unwrap();
+    std::fs::copy(crate::harness::Fixture::Legacy.path(), &p).unwrap();
     assert_eq!(dump(&p, &[]).status.code(), Some(3));
 }
 

@@ -1,6 +1,6 @@
 //! End-to-end tests of `corescope synth` and `corescope demo` (issue 6).
 
-mod common;
+use crate::harness::common;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -5,15 +5,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
 use std::time::Duration;
 
-use assert_cmd::Command;
+use crate::harness::packets as corescope_test_support;
+use crate::harness::{bin, copy_writable, Corescope, Fixture};
 use rand::{Rng, SeedableRng};
 use rusqlite::{params, Connection};
 use serde_json::Value;
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/legacy-2026-03.db"
-);
+/// Copies the read-only fixture to a writable file.
+fn copy_fixture(to: &Path) {
+    copy_writable(&Fixture::Legacy.path(), to);
+}
 
 const EX_A: &str = "11427d1d1f5d300ddc9e145dbe6cb4d6c2d93c74e9f862f5e247783f64ef89a4732e68dd473c4c62c9697f70e27d27e4a0d3f001c4032a262c390f868b2c7df763b2171969f29dde33a01785f01b6e37e7a1d7ba39735cb6013ad3a7f00c76ae84623ef286f99c3ee60292ec9f3e02c688b9f852352d443420333030442052616b";
 const EX_B: &str = "150359d69581d1666fd2abd32988b6ad68a307882c574a852481d99c18a0f6e249544a879182f8bb38375903332082b91043a0a4b189f9bbc6d8cc4bc94ca88d8e92d0d14664e87e";
@@ -22,21 +23,8 @@ const EX_D: &str = "D665EBB4F9780C68AF308B6BA794DCB86C9B3DA0543D90483C2E051BAA44
 const EX_D_PATH: &str = r#"["EBB4","F978","0C68","AF30","8B6B","A794","DCB8","6C9B","3DA0","543D","9048","3C2E","051B","AA44","D20B","15E4","3845","C969","EBD2","5683","3C6A","3E38","59D3","C79E","6DA3","A9F9","DB06","8C6D","8CCE","A85C","FEA9","DF71","2022","4DE0","5F88","A218","1267"]"#;
 const EX_ZERO: &str = "11401f5dd36fdd499d6c0a2772093028fe52ae695a15ff0dd0a4d9c752bf2763243533d44b6669c5178b93fbe683b01ddd7e4dcf347dcebe5ee98f00a9a8d2f65abc87cd4e78bf582685338b18418cd5230e96d57a520119ae5bf26c3c0645ea8042f093f10f9248054202e435b6f84b657920526f75746520482d42524b20f09f979defb88f";
 
-/// Copies the read-only fixture to a writable file.
-fn copy_fixture(to: &Path) {
-    std::fs::copy(FIXTURE, to).unwrap();
-    let mut perm = std::fs::metadata(to).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perm.set_readonly(false);
-    std::fs::set_permissions(to, perm).unwrap();
-}
-
-fn bin() -> Command {
-    Command::cargo_bin("corescope").unwrap()
-}
-
 fn migrate(db: &Path) {
-    bin().arg("migrate").arg("--db").arg(db).assert().success();
+    Corescope::new().arg("migrate").db(db).run();
 }
 
 /// A migrated, empty database: a migrated copy of the legacy fixture with
@@ -774,23 +762,6 @@ fn big_db(dir: &Path, name: &str, rows: i64) -> PathBuf {
     }
     t.commit().unwrap();
     db
-}
-
-/// Small helpers to build packets without depending on the binary's modules.
-mod corescope_test_support {
-    pub fn hex_lower(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
-    /// FLOOD ADVERT with 1-byte hops and a minimal appdata (flags 0x82, name "n").
-    pub fn advert_packet(key: &[u8; 32], hops: &[u8]) -> String {
-        let mut b = vec![0x11u8, hops.len() as u8];
-        b.extend_from_slice(hops);
-        b.extend_from_slice(key);
-        b.extend_from_slice(&[1, 0, 0, 0]);
-        b.extend_from_slice(&[0u8; 64]);
-        b.extend_from_slice(&[0x82, b'n']);
-        b.iter().map(|x| format!("{x:02X}")).collect()
-    }
 }
 
 #[test]

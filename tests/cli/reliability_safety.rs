@@ -4,8 +4,8 @@
 //! and that the database and every existing target stay byte-identical
 //! where nothing may change.
 
-mod common;
-mod support;
+use crate::harness::common;
+use crate::harness::support;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;

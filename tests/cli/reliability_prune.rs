@@ -1,8 +1,8 @@
 //! Issue 8 §1–3 for `prune` and `vacuum`: crash convergence, overlapping
 //! runs (with and without the run lock), a live ingestor-like writer.
 
-mod common;
-mod support;
+use crate::harness::common;
+use crate::harness::support;
 
 use std::time::Duration;
 

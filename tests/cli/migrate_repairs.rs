@@ -2,8 +2,8 @@
 //! the ingestor's UPSERT would have, and keeps `inactive_nodes` in step with
 //! `nodes`. Runs the real binary on real SQLite files.
 
-mod common;
-mod support;
+use crate::harness::common;
+use crate::harness::support;
 
 use std::collections::BTreeMap;
 

@@ -2,7 +2,7 @@
 //! sd-daemon priority prefixes and no timestamps; otherwise env_logger's
 //! format, without colour when stderr is not a terminal.
 
-mod common;
+use crate::harness::common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

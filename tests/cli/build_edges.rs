@@ -1,7 +1,6 @@
 //! End-to-end tests of `corescope build-edges` on real SQLite files.
 
-mod common;
-mod edges_common;
+use crate::harness::{common, edges_common};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -174,11 +173,7 @@ fn human_report_is_one_line() {
 fn refuses_unmigrated_database() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("legacy.db");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/legacy-2026-03.db"),
-        &p,
-    )
-    .unwrap();
+    std::fs::copy(crate::harness::Fixture::Legacy.path(), &p).unwrap();
     let before = std::fs::read(&p).unwrap();
     let out = bin()
         .args(["build-edges", "--db"])

@@ -1,6 +1,6 @@
 //! Reliability harness (issue 8): crash convergence, overlap, live writer,
-//! full-database comparison. Used by `tests/reliability_*.rs`; builds on
-//! `tests/common` (declare `mod common;` before `mod support;`).
+//! full-database comparison. Used by the `reliability_*` modules; builds on
+//! `common`.
 //!
 //! Every helper runs the real `corescope` binary on copies of a database and
 //! compares complete dumps of every table (and of `sqlite_master`, without
@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OpenFlags};
 
-use crate::common;
+use super::common;
 
 /// Columns that hold "when did this bookkeeping happen" and may differ
 /// between two otherwise identical runs (documented in RELIABILITY.md).
@@ -155,12 +155,8 @@ pub fn sidecar(db: &Path, suffix: &str) -> PathBuf {
 
 /// The binary as a plain `std::process::Command` (so it can be killed).
 pub fn command(args: &[&str], db: &Path) -> Command {
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin("corescope"));
-    c.env_remove("CORESCOPE_DB")
-        .env_remove("CORESCOPE_CONFIG")
-        .env_remove("RUST_LOG")
-        .env_remove("JOURNAL_STREAM")
-        .args(args)
+    let mut c = super::command();
+    c.args(args)
         .arg("--db")
         .arg(db)
         .stdin(Stdio::null())

@@ -1,7 +1,7 @@
 //! Bad inputs: each gives its exit code and a one-line error naming the path,
 //! and no file is created or modified.
 
-mod common;
+use crate::harness::common;
 
 use std::path::Path;
 
