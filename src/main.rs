@@ -20,6 +20,7 @@ mod outfile;
 mod packet;
 mod report;
 mod resolve;
+mod retention;
 mod runlock;
 mod schema;
 mod synth;
