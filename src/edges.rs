@@ -25,6 +25,9 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::keys::{canonical_pair, lower_key};
+use crate::packet;
+
 /// A fast, deterministic hasher for the hot path (FxHash-style: one
 /// multiply-rotate per 8 bytes). Not DoS-resistant, which does not matter for
 /// local data.
@@ -74,11 +77,6 @@ impl Hasher for Fnv {
 
 /// `HashMap` with [`Fnv`].
 pub type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
-
-/// Payload type of ADVERT packets.
-pub const PAYLOAD_ADVERT: i64 = 4;
-/// Payload type of TRACE packets.
-pub const PAYLOAD_TRACE: i64 = 9;
 
 /// Prefix lengths, in hex characters, that the index knows.
 pub const PREFIX_HEX_LENS: [usize; 6] = [2, 4, 6, 8, 12, 16];
@@ -290,22 +288,6 @@ pub fn path_ends(s: &str) -> Option<(Cow<'_, str>, Cow<'_, str>)> {
     }
 }
 
-/// Lower-cases a 64-hex key into `buf`; `None` unless exactly 64 hex chars
-/// after trimming.
-fn lower_key<'b>(s: &str, buf: &'b mut [u8; 64]) -> Option<&'b str> {
-    let t = s.trim().as_bytes();
-    if t.len() != 64 {
-        return None;
-    }
-    for (d, c) in buf.iter_mut().zip(t) {
-        if !c.is_ascii_hexdigit() {
-            return None;
-        }
-        *d = c.to_ascii_lowercase();
-    }
-    std::str::from_utf8(&buf[..]).ok()
-}
-
 /// `decoded_json.pubKey` when it is a JSON string, else `None`.
 pub fn decoded_pubkey(decoded_json: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(decoded_json).ok()?;
@@ -329,36 +311,18 @@ pub struct ObsInput<'a> {
     pub path_json: Option<&'a str>,
 }
 
-/// Canonical order: the lexicographically smaller string is `node_a`.
-/// `None` for an empty endpoint or a self-edge. (Test reference;
-/// `extract_each` applies the same rule inline.)
-#[cfg(test)]
-pub fn canonical(a: &str, b: &str) -> Option<(String, String)> {
-    if a.is_empty() || b.is_empty() || a == b {
-        return None;
-    }
-    if a < b {
-        Some((a.to_string(), b.to_string()))
-    } else {
-        Some((b.to_string(), a.to_string()))
-    }
-}
-
 /// Calls `f(node_a, node_b)` for every edge candidate of one observation:
 /// lower-case, canonical order, never an empty endpoint or a
 /// self-edge. The same pair may come twice (once per rule); each counts.
 pub fn extract_each(obs: &ObsInput<'_>, idx: &PrefixIndex, mut f: impl FnMut(&str, &str)) {
-    if obs.payload_type == Some(PAYLOAD_TRACE) {
+    let payload_type = packet::stored_payload_type(obs.payload_type);
+    if payload_type == Some(packet::PAYLOAD_TRACE) {
         return;
     }
-    let is_advert = obs.payload_type == Some(PAYLOAD_ADVERT);
+    let is_advert = payload_type == Some(packet::PAYLOAD_ADVERT);
     let mut emit = |a: &str, b: &str| {
-        if !a.is_empty() && !b.is_empty() && a != b {
-            if a < b {
-                f(a, b)
-            } else {
-                f(b, a)
-            }
+        if let Ok((a, b)) = canonical_pair(a, b) {
+            f(a, b);
         }
     };
     let (mut fbuf, mut obuf) = ([0u8; 64], [0u8; 64]);
@@ -419,7 +383,8 @@ mod tests {
     }
 
     fn pair(a: &str, b: &str) -> (String, String) {
-        canonical(a, b).unwrap()
+        let (a, b) = canonical_pair(a, b).unwrap();
+        (a.to_string(), b.to_string())
     }
 
     #[test]
@@ -539,20 +504,6 @@ mod tests {
     }
 
     #[test]
-    fn lower_key_validates() {
-        let mut buf = [0u8; 64];
-        let k = "AB".repeat(32);
-        assert_eq!(lower_key(&k, &mut buf), Some("ab".repeat(32).as_str()));
-        assert_eq!(
-            lower_key(&format!(" {k} "), &mut buf),
-            Some("ab".repeat(32).as_str())
-        );
-        assert_eq!(lower_key("ab", &mut buf), None);
-        assert_eq!(lower_key(&"zz".repeat(32), &mut buf), None);
-        assert_eq!(lower_key(&"é".repeat(32), &mut buf), None);
-    }
-
-    #[test]
     fn hasher_is_deterministic_and_length_aware() {
         let h = |b: &[u8]| {
             let mut x = Fnv::default();
@@ -572,15 +523,6 @@ mod tests {
         assert_eq!(decoded_pubkey("{}"), None);
         assert_eq!(decoded_pubkey("garbage"), None);
         assert_eq!(decoded_pubkey("[]"), None);
-    }
-
-    #[test]
-    fn canonical_order_and_rejections() {
-        assert_eq!(canonical("b", "a"), Some(("a".into(), "b".into())));
-        assert_eq!(canonical("a", "b"), Some(("a".into(), "b".into())));
-        assert_eq!(canonical("a", "a"), None);
-        assert_eq!(canonical("", "a"), None);
-        assert_eq!(canonical("a", ""), None);
     }
 
     struct World {
@@ -606,7 +548,7 @@ mod tests {
         let upper_o = w.o.to_uppercase();
         for path in [None, Some(""), Some("[]"), Some("garbage")] {
             let obs = ObsInput {
-                payload_type: Some(PAYLOAD_ADVERT),
+                payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
                 from_pubkey: Some(&w.f),
                 observer_id: Some(&upper_o),
                 path_json: path,
@@ -633,7 +575,7 @@ mod tests {
     fn zero_hop_advert_heard_by_itself_is_no_edge() {
         let w = world();
         let obs = ObsInput {
-            payload_type: Some(PAYLOAD_ADVERT),
+            payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
             from_pubkey: Some(&w.f),
             observer_id: Some(&w.f.to_uppercase()),
             path_json: Some("[]"),
@@ -648,7 +590,7 @@ mod tests {
         for observer in [None, Some(""), Some("  ")] {
             // Zero-hop ADVERT without an observer: nothing.
             let obs = ObsInput {
-                payload_type: Some(PAYLOAD_ADVERT),
+                payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
                 from_pubkey: Some(&w.f),
                 observer_id: observer,
                 path_json: Some("[]"),
@@ -674,7 +616,7 @@ mod tests {
     fn advert_with_hops_gives_both_edges() {
         let w = world();
         let obs = ObsInput {
-            payload_type: Some(PAYLOAD_ADVERT),
+            payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
             from_pubkey: Some(&w.f),
             observer_id: Some(&w.o),
             path_json: Some("[\"11\",\"22\"]"),
@@ -690,7 +632,7 @@ mod tests {
     fn single_hop_advert_counts_both_rules() {
         let w = world();
         let obs = ObsInput {
-            payload_type: Some(PAYLOAD_ADVERT),
+            payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
             from_pubkey: Some(&w.f),
             observer_id: Some(&w.o),
             path_json: Some("[\"11\"]"),
@@ -726,7 +668,7 @@ mod tests {
         let upper_f = w.f.to_uppercase();
         let upper_o = w.o.to_uppercase();
         let obs = ObsInput {
-            payload_type: Some(PAYLOAD_ADVERT),
+            payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
             from_pubkey: Some(&upper_f),
             observer_id: Some(&upper_o),
             path_json: Some("[\"1111\",\"aa\",\"222200\"]"),
@@ -749,7 +691,7 @@ mod tests {
         let a2 = key("aa02");
         let idx = PrefixIndex::new([&f, &o, &a1, &a2]);
         let obs = ObsInput {
-            payload_type: Some(PAYLOAD_ADVERT),
+            payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
             from_pubkey: Some(&f),
             observer_id: Some(&o),
             path_json: Some("[\"AA\",\"CC\"]"),
@@ -769,7 +711,7 @@ mod tests {
         let w = world();
         // First hop resolves to the originator, last hop to the observer.
         let obs = ObsInput {
-            payload_type: Some(PAYLOAD_ADVERT),
+            payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
             from_pubkey: Some(&w.f),
             observer_id: Some(&w.o),
             path_json: Some("[\"F0\",\"0B\"]"),
@@ -787,7 +729,7 @@ mod tests {
         );
         for from in [None, Some(""), Some(" ")] {
             let obs = ObsInput {
-                payload_type: Some(PAYLOAD_ADVERT),
+                payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
                 from_pubkey: from,
                 decoded_json: Some(&dj),
                 observer_id: Some(&w.o),
@@ -797,7 +739,7 @@ mod tests {
         }
         // Invalid decoded_json: no originator.
         let obs = ObsInput {
-            payload_type: Some(PAYLOAD_ADVERT),
+            payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
             from_pubkey: Some(""),
             decoded_json: Some("{broken"),
             observer_id: Some(&w.o),
@@ -811,7 +753,7 @@ mod tests {
         let w = world();
         // Non-hex observer id and a truncated originator.
         let obs = ObsInput {
-            payload_type: Some(PAYLOAD_ADVERT),
+            payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
             from_pubkey: Some("f0f0"),
             observer_id: Some("companion"),
             path_json: Some("[\"11\",\"22\"]"),
@@ -830,7 +772,7 @@ mod tests {
     fn trace_rows_are_skipped() {
         let w = world();
         let obs = ObsInput {
-            payload_type: Some(PAYLOAD_TRACE),
+            payload_type: Some(i64::from(packet::PAYLOAD_TRACE)),
             observer_id: Some(&w.o),
             path_json: Some("[\"22\"]"),
             ..Default::default()
@@ -844,7 +786,7 @@ mod tests {
         let idx = PrefixIndex::new(Vec::<String>::new());
         assert!(idx.is_empty());
         let obs = ObsInput {
-            payload_type: Some(PAYLOAD_ADVERT),
+            payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
             from_pubkey: Some(&w.f),
             observer_id: Some(&w.o),
             path_json: Some("[\"11\"]"),

@@ -15,6 +15,7 @@ use std::io::{self, Write};
 use std::rc::Rc;
 
 use crate::edges::FnvMap;
+use crate::keys::{canonical_pair, PairReject};
 
 use serde_json::{json, Map, Value};
 
@@ -76,24 +77,23 @@ where
         rep.rows += 1;
         let a = r.node_a.unwrap_or_default().trim().to_ascii_lowercase();
         let b = r.node_b.unwrap_or_default().trim().to_ascii_lowercase();
-        if a.is_empty() || b.is_empty() {
-            rep.skipped_empty_endpoint += 1;
-            continue;
-        }
-        if a == b {
-            rep.skipped_self_loop += 1;
-            continue;
-        }
+        let (a, b) = match canonical_pair(a, b) {
+            Ok(p) => p,
+            Err(PairReject::EmptyEndpoint) => {
+                rep.skipped_empty_endpoint += 1;
+                continue;
+            }
+            Err(PairReject::SelfLoop) => {
+                rep.skipped_self_loop += 1;
+                continue;
+            }
+        };
         let Some(count) = r.count else {
             rep.skipped_null_count += 1;
             continue;
         };
         let ts = r.last_seen.as_deref().and_then(parse);
-        let key = if a < b {
-            (intern(a), intern(b))
-        } else {
-            (intern(b), intern(a))
-        };
+        let key = (intern(a), intern(b));
         match map.get_mut(&key) {
             Some((c, t)) => {
                 rep.merged_duplicates += 1;

@@ -14,6 +14,7 @@ mod error;
 #[cfg(test)]
 mod fuzz_tests;
 mod graph;
+mod keys;
 mod logging;
 mod metrics;
 mod outfile;

@@ -62,6 +62,14 @@ pub const PAYLOAD_GRP_TXT: u8 = 5;
 /// Payload type of a trace packet (header path bytes are SNR values).
 pub const PAYLOAD_TRACE: u8 = 9;
 
+/// A payload type read from SQL (`transmissions.payload_type`: an INTEGER
+/// that may be NULL or out of range) as the header's `u8`, to compare with
+/// the `PAYLOAD_*` constants; `None` when it is NULL or no byte value (such a
+/// value equals no payload type).
+pub fn stored_payload_type(column: Option<i64>) -> Option<u8> {
+    column.and_then(|c| u8::try_from(c).ok())
+}
+
 /// Longest path the strict decoder accepts, in bytes.
 pub const MAX_PATH_BYTES: usize = 64;
 /// Longest payload the strict decoder accepts, in bytes.
