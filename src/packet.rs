@@ -55,12 +55,28 @@ pub const ROUTE_DIRECT: u8 = 2;
 /// Route type: transport direct (carries transport codes).
 pub const ROUTE_TRANSPORT_DIRECT: u8 = 3;
 
+/// Payload type of a request to one node.
+pub const PAYLOAD_REQ: u8 = 0;
+/// Payload type of a response to a request.
+pub const PAYLOAD_RESPONSE: u8 = 1;
+/// Payload type of a direct text message.
+pub const PAYLOAD_TXT_MSG: u8 = 2;
+/// Payload type of an acknowledgement.
+pub const PAYLOAD_ACK: u8 = 3;
 /// Payload type of a node advertisement.
 pub const PAYLOAD_ADVERT: u8 = 4;
 /// Payload type of a group (channel) text message.
 pub const PAYLOAD_GRP_TXT: u8 = 5;
+/// Payload type of a group (channel) datagram.
+pub const PAYLOAD_GRP_DATA: u8 = 6;
+/// Payload type of an anonymous request (carries an ephemeral key).
+pub const PAYLOAD_ANON_REQ: u8 = 7;
+/// Payload type of a returned path.
+pub const PAYLOAD_PATH: u8 = 8;
 /// Payload type of a trace packet (header path bytes are SNR values).
 pub const PAYLOAD_TRACE: u8 = 9;
+/// Payload type of a control packet.
+pub const PAYLOAD_CONTROL: u8 = 11;
 
 /// A payload type read from SQL (`transmissions.payload_type`: an INTEGER
 /// that may be NULL or out of range) as the header's `u8`, to compare with

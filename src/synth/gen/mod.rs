@@ -533,6 +533,7 @@ impl Generator {
     }
 }
 
+mod observe;
 mod packet;
 mod payload;
 mod tail;
