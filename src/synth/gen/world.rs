@@ -5,93 +5,11 @@ use super::*;
 
 impl World {
     pub(super) fn build(cfg: &Config, rng: &mut ChaCha8Rng) -> World {
-        let start = cfg.start();
-        let end = cfg.end;
-        let span = (end - start).max(1);
+        let win = Window::of(cfg);
         let mut keys_seen: HashSet<[u8; 32]> = HashSet::new();
         let mut nodes: Vec<Node> = Vec::with_capacity(cfg.nodes);
         for i in 0..cfg.nodes {
-            let mut key = [0u8; 32];
-            loop {
-                rng.fill(&mut key[..]);
-                if key.iter().any(|b| *b != 0) && keys_seen.insert(key) {
-                    break;
-                }
-            }
-            let r: f64 = rng.gen();
-            let node_type = if i == 0 || r < 0.40 {
-                ROLE_REPEATER
-            } else if r < 0.85 {
-                ROLE_COMPANION
-            } else if r < 0.93 {
-                ROLE_ROOM
-            } else {
-                ROLE_SENSOR
-            };
-            let pos = (rng.gen_range(BBOX.0..BBOX.1), rng.gen_range(BBOX.2..BBOX.3));
-            let has_loc = match node_type {
-                ROLE_REPEATER | ROLE_ROOM => rng.gen_bool(0.9),
-                ROLE_SENSOR => true,
-                _ => rng.gen_bool(0.45),
-            };
-            let location = has_loc.then(|| (micro(pos.0), micro(pos.1)));
-            let tag = format!("{:02X}{:02X}", key[0], key[1]);
-            let name = match node_type {
-                ROLE_REPEATER => format!("{} Rpt {}", PLACES.choose(rng).unwrap_or(&"Mesh"), tag),
-                ROLE_ROOM => format!(
-                    "{} Room {}",
-                    PLACES.choose(rng).unwrap_or(&"Mesh"),
-                    &tag[..2]
-                ),
-                ROLE_SENSOR => format!("WX-{tag}"),
-                _ => format!("{} {}", FIRST.choose(rng).unwrap_or(&"Op"), &tag[..2]),
-            };
-            let sensor = (node_type == ROLE_SENSOR).then(|| {
-                (
-                    rng.gen_range(3300..4200) as u16,
-                    rng.gen_range(500..3500) as i16,
-                )
-            });
-            let hs: f64 = rng.gen();
-            let hash_size = if hs < 0.85 {
-                1
-            } else if hs < 0.97 {
-                2
-            } else {
-                3
-            };
-            let act: f64 = rng.gen();
-            let active = if act < 0.75 || i == 0 {
-                (start, end)
-            } else if act < 0.90 {
-                (
-                    start,
-                    start + (span as f64 * rng.gen_range(0.1..0.9)) as i64,
-                )
-            } else {
-                (start + (span as f64 * rng.gen_range(0.1..0.9)) as i64, end)
-            };
-            // Chattiness: a long tail of busy nodes.
-            let weight = 0.2 + rng.gen::<f64>().powi(3) * 5.0;
-            let old_first_seen = active.0 - rng.gen_range(0..(40 * 86_400));
-            nodes.push(Node {
-                key,
-                name,
-                node_type,
-                location,
-                pos,
-                sensor,
-                hash_size,
-                weight,
-                active,
-                relay: None,
-                attach: Vec::new(),
-                old_first_seen,
-                adverts: 0,
-                last_advert: None,
-                first_advert: None,
-                ms_first_seen: None,
-            });
+            nodes.push(make_node(i, &win, &mut keys_seen, rng));
         }
 
         // Relays and their graph.
@@ -113,138 +31,26 @@ impl World {
                 }
             };
         }
+        let relays = Relays {
+            nodes: &relay_nodes,
+            points: &points,
+            grid: &grid,
+        };
 
         // Observers: most are also nodes (repeaters or companions with an uplink).
         let mut observers: Vec<Observer> = Vec::with_capacity(cfg.observers);
         let mut used_nodes: HashSet<usize> = HashSet::new();
         for oi in 0..cfg.observers {
-            let as_node = !nodes.is_empty() && rng.gen_bool(0.65);
-            let mut node = None;
-            if as_node {
-                for _ in 0..20 {
-                    let cand = if rng.gen_bool(0.8) && !relay_nodes.is_empty() {
-                        relay_nodes[rng.gen_range(0..relay_nodes.len())]
-                    } else {
-                        rng.gen_range(0..nodes.len())
-                    };
-                    if used_nodes.insert(cand) {
-                        node = Some(cand);
-                        break;
-                    }
-                }
-            }
-            let (id, ears, name) = match node {
-                Some(ni) => {
-                    let n = &nodes[ni];
-                    let name = if n.node_type == ROLE_REPEATER {
-                        format!("{} Observer", n.name)
-                    } else {
-                        format!("{} Capture", n.name)
-                    };
-                    (hex::encode_upper(n.key), n.attach.clone(), name)
-                }
-                None => {
-                    let mut k = [0u8; 32];
-                    rng.fill(&mut k[..]);
-                    let pos = (rng.gen_range(BBOX.0..BBOX.1), rng.gen_range(BBOX.2..BBOX.3));
-                    let ears = grid.nearest(&points, pos, rng.gen_range(2..=4), None);
-                    let name = format!(
-                        "{} Gateway {}",
-                        PLACES.choose(rng).unwrap_or(&"Mesh"),
-                        oi + 1
-                    );
-                    (hex::encode_upper(k), ears, name)
-                }
-            };
-            let act: f64 = rng.gen();
-            let active = if act < 0.8 || oi == 0 {
-                (start, end)
-            } else if act < 0.9 {
-                (
-                    start,
-                    start + (span as f64 * rng.gen_range(0.2..0.9)) as i64,
-                )
-            } else {
-                (start + (span as f64 * rng.gen_range(0.1..0.8)) as i64, end)
-            };
-            observers.push(Observer {
-                id,
-                node,
-                name,
-                iata: IATAS.choose(rng).copied().unwrap_or("SJC"),
-                ears,
-                active,
-                upper_hex: rng.gen_bool(0.3),
-                busy: 0.3 + rng.gen::<f64>().powi(2) * 3.0,
-                client_version: CLIENTS.choose(rng).copied().unwrap_or(CLIENTS[0]),
-                has_metrics: rng.gen_bool(0.7),
-                first_seen: active.0 - rng.gen_range(0..(20 * 86_400)),
-                ms_first_seen: None,
-                packets: 0,
-                last_packet: None,
-                null_last_packet_at: false,
-            });
+            let o = make_observer(oi, &nodes, &relays, &mut used_nodes, &win, rng);
+            observers.push(o);
         }
         if cfg.anomalies && !observers.is_empty() {
-            // #13: an observer whose id is not a public key.
-            let pos = (rng.gen_range(BBOX.0..BBOX.1), rng.gen_range(BBOX.2..BBOX.3));
-            let ears = grid.nearest(&points, pos, 2, None);
-            observers.push(Observer {
-                id: "mqtt-bridge-eastbay".to_string(),
-                node: None,
-                name: "East Bay MQTT bridge".to_string(),
-                iata: "OAK",
-                ears,
-                active: (start, end),
-                upper_hex: false,
-                busy: 0.5,
-                client_version: CLIENTS[0],
-                has_metrics: false,
-                first_seen: start - 86_400,
-                ms_first_seen: None,
-                packets: 0,
-                last_packet: None,
-                null_last_packet_at: false,
-            });
+            observers.push(bridge_observer(&relays, &win, rng));
         }
 
-        // Routes towards every observer.
         let nr = relay_nodes.len();
-        let mut dist = vec![UNREACHABLE; observers.len() * nr];
-        let mut next = vec![u32::MAX; observers.len() * nr];
-        for (oi, o) in observers.iter().enumerate() {
-            let own_relay = o.node.and_then(|n| nodes[n].relay);
-            let r = topo::routes_to(&o.ears, &adj, own_relay);
-            dist[oi * nr..(oi + 1) * nr].copy_from_slice(&r.dist);
-            next[oi * nr..(oi + 1) * nr].copy_from_slice(&r.next);
-        }
-        // Who hears whom.
-        let mut hearers: Vec<Vec<(u32, u8)>> = Vec::with_capacity(nodes.len());
-        for (ni, n) in nodes.iter().enumerate() {
-            let mut hs: Vec<(u32, u8)> = Vec::new();
-            for (oi, o) in observers.iter().enumerate() {
-                if o.node == Some(ni) {
-                    continue;
-                }
-                let own_relay = o.node.and_then(|x| nodes[x].relay);
-                let zero = n.relay.is_some_and(|r| o.ears.contains(&r))
-                    || own_relay.is_some_and(|r| n.attach.contains(&r));
-                let d = if zero {
-                    0
-                } else {
-                    n.attach
-                        .iter()
-                        .map(|s| dist[oi * nr + *s as usize])
-                        .min()
-                        .unwrap_or(UNREACHABLE)
-                };
-                if d <= MAX_HEAR_DIST {
-                    hs.push((oi as u32, d));
-                }
-            }
-            hs.sort_by_key(|x| (x.1, x.0));
-            hearers.push(hs);
-        }
+        let (dist, next) = routes(&nodes, &observers, &adj, nr);
+        let hearers = hearers(&nodes, &observers, &dist, nr);
         let advert_cum = cumulative(nodes.iter().map(|n| match n.node_type {
             ROLE_REPEATER => 3.0,
             ROLE_ROOM => 2.0,
@@ -257,15 +63,7 @@ impl World {
             ROLE_REPEATER => 0.6 * n.weight,
             _ => 0.2,
         }));
-        let mut prefixes: HashMap<(u8, u32), Vec<u32>> = HashMap::new();
-        for (ni, n) in nodes.iter().enumerate() {
-            for size in 1..=3u8 {
-                prefixes
-                    .entry((size, key_prefix(&n.key, size as usize)))
-                    .or_default()
-                    .push(ni as u32);
-            }
-        }
+        let prefixes = prefix_index(&nodes);
         World {
             nodes,
             observers,
@@ -403,4 +201,300 @@ impl World {
         s.push(']');
         Some(s)
     }
+}
+
+/// The time window of the generated traffic.
+struct Window {
+    start: i64,
+    end: i64,
+    span: i64,
+}
+
+impl Window {
+    fn of(cfg: &Config) -> Window {
+        let start = cfg.start();
+        Window {
+            start,
+            end: cfg.end,
+            span: (cfg.end - start).max(1),
+        }
+    }
+
+    /// Active the whole window with probability `full`, else from the start
+    /// to a cut in `early`, else from a cut in `late` to the end.
+    fn active(
+        &self,
+        rng: &mut ChaCha8Rng,
+        always: bool,
+        full: f64,
+        partial: f64,
+        early: std::ops::Range<f64>,
+        late: std::ops::Range<f64>,
+    ) -> (i64, i64) {
+        let act: f64 = rng.gen();
+        if act < full || always {
+            (self.start, self.end)
+        } else if act < partial {
+            (
+                self.start,
+                self.start + (self.span as f64 * rng.gen_range(early)) as i64,
+            )
+        } else {
+            (
+                self.start + (self.span as f64 * rng.gen_range(late)) as i64,
+                self.end,
+            )
+        }
+    }
+}
+
+/// The relays: their node indexes, positions and the grid over them.
+struct Relays<'a> {
+    nodes: &'a [usize],
+    points: &'a [(f64, f64)],
+    grid: &'a Grid,
+}
+
+/// Node `i`: a new non-zero key, role, position, name, hash size, active
+/// span and chattiness.
+fn make_node(
+    i: usize,
+    win: &Window,
+    keys_seen: &mut HashSet<[u8; 32]>,
+    rng: &mut ChaCha8Rng,
+) -> Node {
+    let mut key = [0u8; 32];
+    loop {
+        rng.fill(&mut key[..]);
+        if key.iter().any(|b| *b != 0) && keys_seen.insert(key) {
+            break;
+        }
+    }
+    let r: f64 = rng.gen();
+    let node_type = if i == 0 || r < 0.40 {
+        ROLE_REPEATER
+    } else if r < 0.85 {
+        ROLE_COMPANION
+    } else if r < 0.93 {
+        ROLE_ROOM
+    } else {
+        ROLE_SENSOR
+    };
+    let pos = (rng.gen_range(BBOX.0..BBOX.1), rng.gen_range(BBOX.2..BBOX.3));
+    let has_loc = match node_type {
+        ROLE_REPEATER | ROLE_ROOM => rng.gen_bool(0.9),
+        ROLE_SENSOR => true,
+        _ => rng.gen_bool(0.45),
+    };
+    let location = has_loc.then(|| (micro(pos.0), micro(pos.1)));
+    let name = node_name(node_type, &key, rng);
+    let sensor = (node_type == ROLE_SENSOR).then(|| {
+        (
+            rng.gen_range(3300..4200) as u16,
+            rng.gen_range(500..3500) as i16,
+        )
+    });
+    let hs: f64 = rng.gen();
+    let hash_size = if hs < 0.85 {
+        1
+    } else if hs < 0.97 {
+        2
+    } else {
+        3
+    };
+    let active = win.active(rng, i == 0, 0.75, 0.90, 0.1..0.9, 0.1..0.9);
+    // Chattiness: a long tail of busy nodes.
+    let weight = 0.2 + rng.gen::<f64>().powi(3) * 5.0;
+    let old_first_seen = active.0 - rng.gen_range(0..(40 * 86_400));
+    Node {
+        key,
+        name,
+        node_type,
+        location,
+        pos,
+        sensor,
+        hash_size,
+        weight,
+        active,
+        relay: None,
+        attach: Vec::new(),
+        old_first_seen,
+        adverts: 0,
+        last_advert: None,
+        first_advert: None,
+        ms_first_seen: None,
+    }
+}
+
+/// A node name in the style of its role, tagged with its first key bytes.
+fn node_name(node_type: u8, key: &[u8; 32], rng: &mut ChaCha8Rng) -> String {
+    let tag = format!("{:02X}{:02X}", key[0], key[1]);
+    match node_type {
+        ROLE_REPEATER => format!("{} Rpt {}", PLACES.choose(rng).unwrap_or(&"Mesh"), tag),
+        ROLE_ROOM => format!(
+            "{} Room {}",
+            PLACES.choose(rng).unwrap_or(&"Mesh"),
+            &tag[..2]
+        ),
+        ROLE_SENSOR => format!("WX-{tag}"),
+        _ => format!("{} {}", FIRST.choose(rng).unwrap_or(&"Op"), &tag[..2]),
+    }
+}
+
+/// Observer `oi`: usually a node not used by another observer (mostly a
+/// repeater), else a gateway of its own with a few relays in earshot.
+fn make_observer(
+    oi: usize,
+    nodes: &[Node],
+    relays: &Relays<'_>,
+    used_nodes: &mut HashSet<usize>,
+    win: &Window,
+    rng: &mut ChaCha8Rng,
+) -> Observer {
+    let as_node = !nodes.is_empty() && rng.gen_bool(0.65);
+    let mut node = None;
+    if as_node {
+        for _ in 0..20 {
+            let cand = if rng.gen_bool(0.8) && !relays.nodes.is_empty() {
+                relays.nodes[rng.gen_range(0..relays.nodes.len())]
+            } else {
+                rng.gen_range(0..nodes.len())
+            };
+            if used_nodes.insert(cand) {
+                node = Some(cand);
+                break;
+            }
+        }
+    }
+    let (id, ears, name) = match node {
+        Some(ni) => {
+            let n = &nodes[ni];
+            let name = if n.node_type == ROLE_REPEATER {
+                format!("{} Observer", n.name)
+            } else {
+                format!("{} Capture", n.name)
+            };
+            (hex::encode_upper(n.key), n.attach.clone(), name)
+        }
+        None => {
+            let mut k = [0u8; 32];
+            rng.fill(&mut k[..]);
+            let pos = (rng.gen_range(BBOX.0..BBOX.1), rng.gen_range(BBOX.2..BBOX.3));
+            let ears = relays
+                .grid
+                .nearest(relays.points, pos, rng.gen_range(2..=4), None);
+            let name = format!(
+                "{} Gateway {}",
+                PLACES.choose(rng).unwrap_or(&"Mesh"),
+                oi + 1
+            );
+            (hex::encode_upper(k), ears, name)
+        }
+    };
+    let active = win.active(rng, oi == 0, 0.8, 0.9, 0.2..0.9, 0.1..0.8);
+    Observer {
+        id,
+        node,
+        name,
+        iata: IATAS.choose(rng).copied().unwrap_or("SJC"),
+        ears,
+        active,
+        upper_hex: rng.gen_bool(0.3),
+        busy: 0.3 + rng.gen::<f64>().powi(2) * 3.0,
+        client_version: CLIENTS.choose(rng).copied().unwrap_or(CLIENTS[0]),
+        has_metrics: rng.gen_bool(0.7),
+        first_seen: active.0 - rng.gen_range(0..(20 * 86_400)),
+        ms_first_seen: None,
+        packets: 0,
+        last_packet: None,
+        null_last_packet_at: false,
+    }
+}
+
+/// Anomaly: an observer whose id is not a public key (an MQTT bridge).
+fn bridge_observer(relays: &Relays<'_>, win: &Window, rng: &mut ChaCha8Rng) -> Observer {
+    let pos = (rng.gen_range(BBOX.0..BBOX.1), rng.gen_range(BBOX.2..BBOX.3));
+    let ears = relays.grid.nearest(relays.points, pos, 2, None);
+    Observer {
+        id: "mqtt-bridge-eastbay".to_string(),
+        node: None,
+        name: "East Bay MQTT bridge".to_string(),
+        iata: "OAK",
+        ears,
+        active: (win.start, win.end),
+        upper_hex: false,
+        busy: 0.5,
+        client_version: CLIENTS[0],
+        has_metrics: false,
+        first_seen: win.start - 86_400,
+        ms_first_seen: None,
+        packets: 0,
+        last_packet: None,
+        null_last_packet_at: false,
+    }
+}
+
+/// Routes towards every observer: per observer and relay, the distance and
+/// the next relay (flat, observers × relays).
+fn routes(
+    nodes: &[Node],
+    observers: &[Observer],
+    adj: &[Vec<u32>],
+    nr: usize,
+) -> (Vec<u8>, Vec<u32>) {
+    let mut dist = vec![UNREACHABLE; observers.len() * nr];
+    let mut next = vec![u32::MAX; observers.len() * nr];
+    for (oi, o) in observers.iter().enumerate() {
+        let own_relay = o.node.and_then(|n| nodes[n].relay);
+        let r = topo::routes_to(&o.ears, adj, own_relay);
+        dist[oi * nr..(oi + 1) * nr].copy_from_slice(&r.dist);
+        next[oi * nr..(oi + 1) * nr].copy_from_slice(&r.next);
+    }
+    (dist, next)
+}
+
+/// Per node: the observers that hear it, with the relay distance (0 = zero
+/// hop), nearest first.
+fn hearers(nodes: &[Node], observers: &[Observer], dist: &[u8], nr: usize) -> Vec<Vec<(u32, u8)>> {
+    let mut hearers: Vec<Vec<(u32, u8)>> = Vec::with_capacity(nodes.len());
+    for (ni, n) in nodes.iter().enumerate() {
+        let mut hs: Vec<(u32, u8)> = Vec::new();
+        for (oi, o) in observers.iter().enumerate() {
+            if o.node == Some(ni) {
+                continue;
+            }
+            let own_relay = o.node.and_then(|x| nodes[x].relay);
+            let zero = n.relay.is_some_and(|r| o.ears.contains(&r))
+                || own_relay.is_some_and(|r| n.attach.contains(&r));
+            let d = if zero {
+                0
+            } else {
+                n.attach
+                    .iter()
+                    .map(|s| dist[oi * nr + *s as usize])
+                    .min()
+                    .unwrap_or(UNREACHABLE)
+            };
+            if d <= MAX_HEAR_DIST {
+                hs.push((oi as u32, d));
+            }
+        }
+        hs.sort_by_key(|x| (x.1, x.0));
+        hearers.push(hs);
+    }
+    hearers
+}
+
+/// Key prefixes of 1 to 3 bytes → the nodes whose key starts with them.
+fn prefix_index(nodes: &[Node]) -> HashMap<(u8, u32), Vec<u32>> {
+    let mut prefixes: HashMap<(u8, u32), Vec<u32>> = HashMap::new();
+    for (ni, n) in nodes.iter().enumerate() {
+        for size in 1..=3u8 {
+            prefixes
+                .entry((size, key_prefix(&n.key, size as usize)))
+                .or_default()
+                .push(ni as u32);
+        }
+    }
+    prefixes
 }
