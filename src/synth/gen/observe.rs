@@ -250,22 +250,7 @@ impl Generator {
             (enc::path_json(route, 1), route.chunks(1).collect())
         };
         let originator = (ptype == enc::ADVERT).then_some(head.f);
-        let mut resolved = self.world.resolve(&hops_for_resolve, originator);
-        if self.cfg.null_resolved_path > 0.0
-            && self.rng.gen_bool(self.cfg.null_resolved_path.min(1.0))
-        {
-            resolved = None;
-        }
-        if has(anoms, Anom::AllNullResolved) && !hops_for_resolve.is_empty() && c.n == 0 {
-            resolved = Some(format!(
-                "[{}]",
-                vec!["null"; hops_for_resolve.len()].join(",")
-            ));
-            *self
-                .made
-                .entry(anom_name(Anom::AllNullResolved))
-                .or_default() += 1;
-        }
+        let resolved = self.resolved_path(&hops_for_resolve, originator, anoms, c.n);
         let mut path_json = Some(path_json);
         if self.cfg.null_path_json > 0.0
             && ptype != enc::TRACE
@@ -303,6 +288,31 @@ impl Generator {
         };
         self.next_obs_id += 1;
         (row, raw)
+    }
+
+    /// `resolved_path` of copy `n`: the world's resolution of its hops,
+    /// NULL for `--null-resolved-path`, all-null for the anomaly.
+    fn resolved_path(
+        &mut self,
+        hops: &[&[u8]],
+        originator: Option<usize>,
+        anoms: &[Anom],
+        n: usize,
+    ) -> Option<String> {
+        let mut resolved = self.world.resolve(hops, originator);
+        if self.cfg.null_resolved_path > 0.0
+            && self.rng.gen_bool(self.cfg.null_resolved_path.min(1.0))
+        {
+            resolved = None;
+        }
+        if has(anoms, Anom::AllNullResolved) && !hops.is_empty() && n == 0 {
+            resolved = Some(format!("[{}]", vec!["null"; hops.len()].join(",")));
+            *self
+                .made
+                .entry(anom_name(Anom::AllNullResolved))
+                .or_default() += 1;
+        }
+        resolved
     }
 
     /// The anomalies of the first row of a transmission (NULL radio

@@ -6,10 +6,29 @@ use super::*;
 impl Generator {
     /// Final rows of nodes, observers, dropped packets and edge anomalies.
     pub fn finish(mut self) -> Tail {
-        let cfg = &self.cfg;
+        self.mark_first_seen_ms();
+        let mut made = std::mem::take(&mut self.made);
+        let nodes = self.node_rows(&mut made);
+        let observers = self.observer_rows();
+        let edges = self.edge_anomalies(&mut made);
+        let anomalies = self.cfg.anomalies;
+        let seq_bump = (anomalies && self.next_tx_id > 1)
+            .then(|| (self.next_tx_id + 10, self.next_obs_id + 10));
+        Tail {
+            nodes,
+            observers,
+            dropped: std::mem::take(&mut self.dropped),
+            edges,
+            seq_bump,
+            anomalies_made: made,
+        }
+    }
+
+    /// Milliseconds in `first_seen`: a few rows as an anomaly, every row in
+    /// the legacy schema (the Node.js server wrote them).
+    fn mark_first_seen_ms(&mut self) {
         let rng = &mut self.rng;
-        let anomalies = cfg.anomalies;
-        if anomalies {
+        if self.cfg.anomalies {
             let nn = self.world.nodes.len();
             for _ in 0..rng.gen_range(3..=6).min(nn) {
                 let i = rng.gen_range(0..nn);
@@ -23,7 +42,7 @@ impl Generator {
                 self.world.observers[j].null_last_packet_at = true;
             }
         }
-        if cfg.schema == Schema::Legacy {
+        if self.cfg.schema == Schema::Legacy {
             // Legacy Node.js rows carry milliseconds in first_seen.
             for n in self.world.nodes.iter_mut() {
                 n.ms_first_seen = Some(rng.gen_range(0..1000));
@@ -32,22 +51,25 @@ impl Generator {
                 o.ms_first_seen = Some(rng.gen_range(0..1000));
             }
         }
-        let mut made = std::mem::take(&mut self.made);
+    }
+
+    /// The `nodes` rows; with anomalies a few at (0, 0) and a few with an
+    /// advert count that does not match their adverts.
+    fn node_rows(&mut self, made: &mut BTreeMap<&'static str, u64>) -> Vec<NodeRow> {
+        let rng = &mut self.rng;
+        let anomalies = self.cfg.anomalies;
+        let mut pick_three = || -> HashSet<usize> {
+            if anomalies {
+                (0..3)
+                    .map(|_| rng.gen_range(0..self.world.nodes.len().max(1)))
+                    .collect()
+            } else {
+                HashSet::new()
+            }
+        };
+        let zero_pos = pick_three();
+        let bad_count = pick_three();
         let mut nodes = Vec::with_capacity(self.world.nodes.len());
-        let zero_pos: HashSet<usize> = if anomalies {
-            (0..3)
-                .map(|_| rng.gen_range(0..self.world.nodes.len().max(1)))
-                .collect()
-        } else {
-            HashSet::new()
-        };
-        let bad_count: HashSet<usize> = if anomalies {
-            (0..3)
-                .map(|_| rng.gen_range(0..self.world.nodes.len().max(1)))
-                .collect()
-        } else {
-            HashSet::new()
-        };
         for (i, n) in self.world.nodes.iter().enumerate() {
             let last = n.last_advert.unwrap_or(n.active.1 - rng.gen_range(0..3600));
             let first = n
@@ -88,6 +110,12 @@ impl Generator {
             made.insert("nodes_at_0_0", zero_pos.len() as u64);
             made.insert("advert_count_off", bad_count.len() as u64);
         }
+        nodes
+    }
+
+    /// The `observers` rows (rowid = index + 1).
+    fn observer_rows(&mut self) -> Vec<ObserverRow> {
+        let rng = &mut self.rng;
         let mut observers = Vec::with_capacity(self.world.observers.len());
         for (i, o) in self.world.observers.iter().enumerate() {
             let last = o.last_packet.unwrap_or(o.active.1).max(o.active.0);
@@ -118,30 +146,27 @@ impl Generator {
                 },
             });
         }
+        observers
+    }
+
+    /// Anomaly: `neighbor_edges` rows with an empty endpoint, as an older
+    /// CoreScope server left them.
+    fn edge_anomalies(&mut self, made: &mut BTreeMap<&'static str, u64>) -> Vec<EdgeRow> {
+        let rng = &mut self.rng;
         let mut edges = Vec::new();
-        if anomalies && self.world.nodes.len() > 1 {
-            // #1: edges with an empty endpoint, left by the pre-#1289 server.
+        if self.cfg.anomalies && self.world.nodes.len() > 1 {
             for _ in 0..3 {
                 let n = &self.world.nodes[rng.gen_range(0..self.world.nodes.len())];
                 edges.push(EdgeRow {
                     node_a: String::new(),
                     node_b: hex::encode(n.key),
                     count: rng.gen_range(1..50),
-                    last_seen: enc::rfc3339(cfg.end - rng.gen_range(0..86_400)),
+                    last_seen: enc::rfc3339(self.cfg.end - rng.gen_range(0..86_400)),
                 });
             }
             made.insert("empty_edge_endpoint", 3);
         }
-        let seq_bump = (anomalies && self.next_tx_id > 1)
-            .then(|| (self.next_tx_id + 10, self.next_obs_id + 10));
-        Tail {
-            nodes,
-            observers,
-            dropped: std::mem::take(&mut self.dropped),
-            edges,
-            seq_bump,
-            anomalies_made: made,
-        }
+        edges
     }
 }
 
