@@ -25,7 +25,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::keys::{canonical_pair, lower_key};
+use crate::keys::{canonical_pair, fold_id, lower_key};
 use crate::packet;
 
 /// A fast, deterministic hasher for the hot path (FxHash-style: one
@@ -131,7 +131,7 @@ impl PrefixIndex {
     {
         let mut keys: Vec<String> = public_keys
             .into_iter()
-            .map(|k| k.as_ref().trim().to_ascii_lowercase())
+            .map(|k| fold_id(k.as_ref()))
             .filter(|k| !k.is_empty())
             .collect();
         keys.sort();

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use crate::edges::FnvMap;
-use crate::keys::{canonical_pair, PairReject};
+use crate::keys::{canonical_pair, fold_id, PairReject};
 
 /// One `neighbor_edges` row as stored.
 #[derive(Debug, Clone, Default)]
@@ -72,8 +72,8 @@ where
     let mut map: FnvMap<Pair, (i64, Option<i64>)> = FnvMap::default();
     for r in rows {
         rep.rows += 1;
-        let a = r.node_a.unwrap_or_default().trim().to_ascii_lowercase();
-        let b = r.node_b.unwrap_or_default().trim().to_ascii_lowercase();
+        let a = fold_id(r.node_a.as_deref().unwrap_or_default());
+        let b = fold_id(r.node_b.as_deref().unwrap_or_default());
         let (a, b) = match canonical_pair(a, b) {
             Ok(p) => p,
             Err(PairReject::EmptyEndpoint) => {

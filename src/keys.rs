@@ -1,7 +1,8 @@
 //! Node-key rules shared by every derivation: what counts as a node public
-//! key (64 hex characters after trimming, compared lower-case) and the
-//! canonical order of an edge pair (smaller key first, never an empty
-//! endpoint, never a self-edge). Pure functions; no SQL here.
+//! key (64 hex characters after trimming, compared lower-case), how other
+//! stored node ids are compared (trimmed, lower-case), and the canonical
+//! order of an edge pair (smaller key first, never an empty endpoint, never
+//! a self-edge). Pure functions; no SQL here.
 
 /// Length of a node public key in hex characters.
 pub const KEY_HEX_LEN: usize = 64;
@@ -27,6 +28,13 @@ pub fn lower_key<'b>(s: &str, buf: &'b mut [u8; KEY_HEX_LEN]) -> Option<&'b str>
 pub fn normalize_key(s: &str) -> Option<String> {
     let mut buf = [0u8; KEY_HEX_LEN];
     lower_key(s, &mut buf).map(str::to_owned)
+}
+
+/// A stored node id as corescope compares ids that are not validated as
+/// keys (`neighbor_edges` endpoints, `nodes.public_key`, an originator):
+/// trimmed and ASCII lower-cased.
+pub fn fold_id(s: &str) -> String {
+    s.trim().to_ascii_lowercase()
 }
 
 /// Why two endpoints make no edge.
@@ -81,6 +89,13 @@ mod tests {
         assert_eq!(normalize_key(&"a".repeat(63)), None);
         assert_eq!(normalize_key(&"a".repeat(65)), None);
         assert_eq!(normalize_key(""), None);
+    }
+
+    #[test]
+    fn fold_id_trims_and_lower_cases_only() {
+        assert_eq!(fold_id(" AbC\t"), "abc");
+        assert_eq!(fold_id("ÄB"), "Äb");
+        assert_eq!(fold_id("  "), "");
     }
 
     #[test]

@@ -33,14 +33,28 @@ impl AdvertFlags {
     }
     /// Role as stored in `nodes.role`.
     pub fn role(&self) -> String {
-        match self.node_type() {
-            0 => "none".into(),
-            1 => "companion".into(),
-            2 => "repeater".into(),
-            3 => "room".into(),
-            4 => "sensor".into(),
-            n => format!("type-{n}"),
-        }
+        role_name(self.node_type())
+    }
+}
+
+/// Node type (ADVERT flags, low nibble): a companion (chat client).
+pub const NODE_COMPANION: u8 = 1;
+/// Node type: a repeater.
+pub const NODE_REPEATER: u8 = 2;
+/// Node type: a room server.
+pub const NODE_ROOM: u8 = 3;
+/// Node type: a sensor.
+pub const NODE_SENSOR: u8 = 4;
+
+/// A node type as stored in `nodes.role`.
+pub fn role_name(node_type: u8) -> String {
+    match node_type {
+        0 => "none".into(),
+        NODE_COMPANION => "companion".into(),
+        NODE_REPEATER => "repeater".into(),
+        NODE_ROOM => "room".into(),
+        NODE_SENSOR => "sensor".into(),
+        n => format!("type-{n}"),
     }
 }
 

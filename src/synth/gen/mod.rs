@@ -19,21 +19,11 @@ const MAX_HEAR_DIST: u8 = 10;
 /// Bounding box of the synthetic mesh (San Francisco Bay Area, like the fixture).
 const BBOX: (f64, f64, f64, f64) = (37.10, 38.20, -122.60, -121.60);
 
-pub const ROLE_COMPANION: u8 = 1;
-pub const ROLE_REPEATER: u8 = 2;
-pub const ROLE_ROOM: u8 = 3;
-pub const ROLE_SENSOR: u8 = 4;
-
-pub fn role_name(t: u8) -> String {
-    match t {
-        0 => "none".into(),
-        1 => "companion".into(),
-        2 => "repeater".into(),
-        3 => "room".into(),
-        4 => "sensor".into(),
-        n => format!("type-{n}"),
-    }
-}
+// Node types and their `nodes.role` names are defined once, in `packet`.
+use crate::packet::{
+    role_name, NODE_COMPANION as ROLE_COMPANION, NODE_REPEATER as ROLE_REPEATER,
+    NODE_ROOM as ROLE_ROOM, NODE_SENSOR as ROLE_SENSOR,
+};
 
 /// A node of the synthetic mesh.
 pub struct Node {
