@@ -1,4 +1,4 @@
-//! Fuzz targets (issue 8 §6), proptest-based. Each target runs a small case
+//! Fuzz targets for the pure decoders and rules, proptest-based. Each target runs a small case
 //! count in CI (`cargo test fuzz_`), and a large one in the ignored variants:
 //!
 //! ```text

@@ -301,7 +301,8 @@ impl Packet {
             .map(|c| (upper_hex(&c[0..2]), upper_hex(&c[2..4])))
     }
 
-    /// "Transport-scoped" per #899: route type 0 or 3 and `code1 != "0000"`.
+    /// "Transport-scoped" as CoreScope defines it for `scope_name`: route type
+    /// 0 or 3 and `code1 != "0000"`.
     pub fn is_transport_scoped(&self) -> bool {
         matches!(self.transport_codes, Some(c) if c[0] != 0 || c[1] != 0)
     }

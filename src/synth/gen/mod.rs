@@ -185,20 +185,36 @@ pub struct Tail {
 /// Anomaly kinds placed on chosen transmissions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Anom {
-    VersionNull,      // #4
-    TraceSnrPath,     // #6 (+ #9 too-short JSON, #10 raw-prefix hash)
-    LongPath,         // #8
-    OldAdvertJson,    // #9
-    ControlUnknown,   // #9
-    HashRawPrefix,    // #10
-    HashRandom,       // #10
-    PublicLower,      // #14
-    ObsNoRawDiffPath, // #5
-    AllNullResolved,  // #7
-    NullRadio,        // #20
-    DuplicateObs,     // #2
-    TextObserverIdx,  // #23
-    ZeroTimestamp,    // #24
+    /// `payload_version` NULL although the header carries a version.
+    VersionNull,
+    /// TRACE `path_json` holding the header SNR bytes (with an old
+    /// "too short" `decoded_json` and a raw-prefix hash).
+    TraceSnrPath,
+    /// A path longer than the 64-byte limit.
+    LongPath,
+    /// ADVERT `decoded_json` of an older decoder.
+    OldAdvertJson,
+    /// CONTROL stored as `UNKNOWN` by an older decoder.
+    ControlUnknown,
+    /// `hash` = the first 16 `raw_hex` characters.
+    HashRawPrefix,
+    /// `hash` by an older rule (not reproducible).
+    HashRandom,
+    /// `channel_hash = 'public'` next to `Public`.
+    PublicLower,
+    /// An observation without `raw_hex` whose path differs from the
+    /// transmission's.
+    ObsNoRawDiffPath,
+    /// An all-null `resolved_path` array.
+    AllNullResolved,
+    /// NULL direction, SNR, RSSI and score.
+    NullRadio,
+    /// Two observations with the same dedup key.
+    DuplicateObs,
+    /// `observer_idx` holding the observer id as text.
+    TextObserverIdx,
+    /// Observation timestamp 0.
+    ZeroTimestamp,
 }
 
 const TX_ANOMS: [Anom; 14] = [
