@@ -14,12 +14,14 @@ mod error;
 #[cfg(test)]
 mod fuzz_tests;
 mod graph;
+mod keys;
 mod logging;
 mod metrics;
 mod outfile;
 mod packet;
 mod report;
 mod resolve;
+mod retention;
 mod runlock;
 mod schema;
 mod synth;
