@@ -3,6 +3,7 @@
 //! writes the results.
 
 use crate::edges::{self, PrefixIndex};
+use crate::keys::normalize_key;
 use crate::packet;
 use crate::resolve::{self, Adjacency};
 
@@ -23,12 +24,6 @@ pub enum Derived {
 pub const FROM_PUBKEY_SENTINEL: &str = "";
 /// `path_json` sentinel.
 pub const PATH_JSON_SENTINEL: &str = "[]";
-
-/// A 64-character hex key, lower-cased; `None` for anything else.
-pub fn normalize_key(s: &str) -> Option<String> {
-    let s = s.trim();
-    (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_ascii_lowercase())
-}
 
 /// `from_pubkey` of an ADVERT transmission whose `from_pubkey` is NULL:
 /// `decoded_json.pubKey` when it is a 64-hex string (the caller may
@@ -102,7 +97,7 @@ pub struct ResolveInput<'a> {
 /// NULL the key is derived exactly as the from-pubkey task would derive it, so
 /// the result does not depend on which task ran first.
 pub fn originator(inp: &ResolveInput<'_>) -> Option<String> {
-    if inp.payload_type != Some(i64::from(packet::PAYLOAD_ADVERT)) {
+    if packet::stored_payload_type(inp.payload_type) != Some(packet::PAYLOAD_ADVERT) {
         return None;
     }
     match inp.from_pubkey {
@@ -118,7 +113,7 @@ pub fn originator(inp: &ResolveInput<'_>) -> Option<String> {
 /// or `Leave` when there are no hops, the packet is a TRACE or no
 /// hop resolves (never `''`, never an all-null array).
 pub fn resolved_path(inp: &ResolveInput<'_>, adj: &Adjacency, idx: &PrefixIndex) -> Derived {
-    if inp.payload_type == Some(i64::from(packet::PAYLOAD_TRACE)) {
+    if packet::stored_payload_type(inp.payload_type) == Some(packet::PAYLOAD_TRACE) {
         return Derived::Leave;
     }
     let hops = edges::parse_path_json(inp.path_json);

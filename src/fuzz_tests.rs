@@ -1,4 +1,4 @@
-//! Fuzz targets (issue 8 §6), proptest-based. Each target runs a small case
+//! Fuzz targets for the pure decoders and rules, proptest-based. Each target runs a small case
 //! count in CI (`cargo test fuzz_`), and a large one in the ignored variants:
 //!
 //! ```text
@@ -11,12 +11,12 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use rusqlite::types::Value;
 
-use crate::commands::prune::{self, canonical_date_prefix, window_bound, Class};
 use crate::config;
 use crate::derive;
 use crate::edges::{self, PrefixIndex};
 use crate::packet::{self, encode_packet, PacketSpec};
 use crate::resolve;
+use crate::retention::{self, canonical_date_prefix, window_bound, Class};
 use crate::timeutil::{
     parse_duration_secs, parse_instant, parse_now, parse_user_time, rfc3339, sqlite_datetime,
     NOW_EARLIEST, NOW_MAX_AHEAD_SECS, TIME_MAX,
@@ -132,7 +132,7 @@ fn window_target(n: u32) -> u64 {
         "[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?([+-][0-9]{2}:[0-9]{2}|Z)?",
     ];
     r.run(&(cutoff, value), |(cutoff, v)| {
-        let class = prune::classify(&Value::Text(v.clone()), cutoff);
+        let class = retention::classify(&Value::Text(v.clone()), cutoff);
         if let (Some(u), Some(p)) = (window_bound(cutoff), canonical_date_prefix(&v)) {
             if p.as_bytes() >= u.as_bytes() {
                 prop_assert!(
@@ -174,8 +174,8 @@ fn value_strategy() -> impl Strategy<Value = Value> {
 fn stored_value_target(n: u32) -> u64 {
     let mut r = runner(n);
     r.run(&(value_strategy(), any::<i64>()), |(v, cutoff)| {
-        let _ = prune::instant_of(&v);
-        let _ = prune::classify(&v, cutoff);
+        let _ = retention::instant_of(&v);
+        let _ = retention::classify(&v, cutoff);
         Ok(())
     })
     .unwrap();

@@ -14,11 +14,13 @@ pub mod error;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod graph;
+pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod packet;
 pub mod report;
 pub mod resolve;
+pub mod retention;
 pub mod store;
 pub mod synth;
 pub mod timeutil;

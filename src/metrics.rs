@@ -1,5 +1,5 @@
 //! `--metrics-file PATH`: Prometheus text-format metrics for node_exporter's
-//! textfile collector (issue 7).
+//! textfile collector (operators' monitoring of the timer runs).
 //!
 //! One file may be shared by all commands (recommended:
 //! `/var/lib/prometheus/node-exporter/corescope.prom`): every series carries a

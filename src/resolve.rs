@@ -29,6 +29,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::edges::PrefixIndex;
+use crate::keys::{canonical_pair, fold_id};
 
 /// Undirected adjacency snapshot: lower-case key → lower-case neighbours.
 pub type Adjacency = HashMap<String, HashSet<String>>;
@@ -43,9 +44,8 @@ where
 {
     let mut adj = Adjacency::new();
     for (a, b) in edges {
-        let a = a.as_ref().trim().to_ascii_lowercase();
-        let b = b.as_ref().trim().to_ascii_lowercase();
-        if a.is_empty() || b.is_empty() || a == b {
+        let (a, b) = (fold_id(a.as_ref()), fold_id(b.as_ref()));
+        if canonical_pair(&a, &b).is_err() {
             continue;
         }
         adj.entry(a.clone()).or_default().insert(b.clone());
@@ -67,7 +67,7 @@ pub fn resolve_path(
     adjacency: &Adjacency,
     idx: &PrefixIndex,
 ) -> Option<Vec<Option<String>>> {
-    let origin = originator.trim().to_ascii_lowercase();
+    let origin = fold_id(originator);
     let mut excluded: HashSet<String> = HashSet::new();
     if !origin.is_empty() {
         excluded.insert(origin.clone());

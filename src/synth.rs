@@ -1,6 +1,7 @@
-//! Synthetic CoreScope databases (issue 6): a deterministic generator of a
-//! realistic mesh and its traffic (`gen`, pure), the MeshCore byte building it uses
-//! (`encode`), the geometric topology (`topo`), and the bulk SQLite writer (`writer`).
+//! Synthetic CoreScope databases for demos, tests and benchmarks: a
+//! deterministic generator of a realistic mesh and its traffic (`gen`, pure),
+//! the MeshCore byte building it uses (`encode`), the geometric topology
+//! (`topo`), and the bulk SQLite writer (`writer`).
 
 pub mod create;
 pub mod encode;

@@ -38,8 +38,9 @@ use serde_json::{json, Value};
 
 use crate::cli::BuildEdgesArgs;
 use crate::context::Ctx;
-use crate::edges::{self, FnvMap, ObsInput, PrefixIndex, PAYLOAD_TRACE};
+use crate::edges::{self, FnvMap, ObsInput, PrefixIndex};
 use crate::error::Failure;
+use crate::packet;
 use crate::report::{Outcome, Report};
 use crate::store::edge_state::{
     interrupted_rebuild, old_tables, read_watermark, watermark_ahead, NEEDS_REBUILD_KEY,
@@ -207,7 +208,7 @@ fn scan(
         b.rows += 1;
         b.last_id = id;
         let payload_type = int(r.get_ref(3)?);
-        if payload_type == Some(PAYLOAD_TRACE) {
+        if packet::stored_payload_type(payload_type) == Some(packet::PAYLOAD_TRACE) {
             b.trace_skipped += 1;
             continue;
         }

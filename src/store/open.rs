@@ -411,7 +411,7 @@ impl WriteDb {
     }
 }
 
-/// TEST-ONLY HOOK (issue 8, "disk full during a write command"): when the
+/// TEST-ONLY HOOK (for the "disk full during a write command" test): when the
 /// environment variable `CORESCOPE_TEST_DISK_FULL_AFTER_PAGES=N` is set, cap
 /// the write connection at its current page count + N pages
 /// (`PRAGMA max_page_count`), so the next growth fails with SQLITE_FULL

@@ -1,4 +1,4 @@
-//! The run lock (issue 7): one write command of a kind at a time per database.
+//! The run lock: one write command of a kind at a time per database.
 //!
 //! Every write command takes an exclusive `flock(2)` on
 //! `<db>.corescope-<command>.lock` beside the database, so that `prune` and

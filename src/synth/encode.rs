@@ -5,18 +5,13 @@
 //! [`content_hash`], so the generator can be switched to the project's shared packet
 //! encoder in one place.
 
-/// Payload type numbers.
-pub const REQ: u8 = 0;
-pub const RESPONSE: u8 = 1;
-pub const TXT_MSG: u8 = 2;
-pub const ACK: u8 = 3;
-pub const ADVERT: u8 = 4;
-pub const GRP_TXT: u8 = 5;
-pub const GRP_DATA: u8 = 6;
-pub const ANON_REQ: u8 = 7;
-pub const PATH: u8 = 8;
-pub const TRACE: u8 = 9;
-pub const CONTROL: u8 = 11;
+/// Payload type numbers (defined once, in `packet.rs`; short names here).
+pub use crate::packet::{
+    PAYLOAD_ACK as ACK, PAYLOAD_ADVERT as ADVERT, PAYLOAD_ANON_REQ as ANON_REQ,
+    PAYLOAD_CONTROL as CONTROL, PAYLOAD_GRP_DATA as GRP_DATA, PAYLOAD_GRP_TXT as GRP_TXT,
+    PAYLOAD_PATH as PATH, PAYLOAD_REQ as REQ, PAYLOAD_RESPONSE as RESPONSE, PAYLOAD_TRACE as TRACE,
+    PAYLOAD_TXT_MSG as TXT_MSG,
+};
 
 /// Header byte: route type in bits 1–0, payload type in 5–2, version in 7–6.
 pub fn header_byte(route_type: u8, payload_type: u8, version: u8) -> u8 {

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, Statement};
 
-use super::gen::{Generator, MetricsGen, ObserverRef, Packet};
+use super::gen::{Generator, MetricsGen, ObserverRef, Packet, Tail};
 use super::{Config, Schema};
 use crate::catalog::{self, Target};
 
@@ -339,25 +339,7 @@ fn write_rows(
     let (sender, receiver) = mpsc::sync_channel::<Vec<Packet>>(2);
     let gen_cfg = cfg.clone();
     std::thread::scope(|scope| -> Result<()> {
-        let producer = scope.spawn(move || {
-            let mut g = Generator::new(&gen_cfg);
-            let mut chunk: Vec<Packet> = Vec::new();
-            let mut n = 0usize;
-            while let Some(p) = g.next_packet() {
-                n += p.obs.len() + 1;
-                chunk.push(p);
-                if n >= CHUNK_OBS {
-                    if sender.send(std::mem::take(&mut chunk)).is_err() {
-                        return g;
-                    }
-                    n = 0;
-                }
-            }
-            if !chunk.is_empty() {
-                let _ = sender.send(chunk);
-            }
-            g
-        });
+        let producer = scope.spawn(move || produce(&gen_cfg, &sender));
 
         let mut tx_ins = Insert::new(conn, "transmissions", TX_COLS, "")?
             .context("the schema has no transmissions table")?;
@@ -366,53 +348,12 @@ fn write_rows(
         let mut written = 0u64;
         let mut failure: Option<anyhow::Error> = None;
         for chunk in receiver.iter() {
-            let res = (|| -> Result<()> {
-                conn.execute_batch("BEGIN")?;
-                for p in &chunk {
-                    let x = &p.tx;
-                    tx_ins.run(|c| match c {
-                        0 => i(x.id),
-                        1 => t(&x.raw_hex),
-                        2 => t(&x.hash),
-                        3 => t(&x.first_seen),
-                        4 => i(x.route_type),
-                        5 => i(x.payload_type),
-                        6 => oi(x.payload_version),
-                        7 => t(&x.decoded_json),
-                        8 => ot(&x.from_pubkey),
-                        9 => t(&x.created_at),
-                        10 => ot(&x.channel_hash),
-                        11 => i(x.last_seen),
-                        _ => ot(&x.scope_name),
-                    })?;
-                    for o in &p.obs {
-                        obs_ins.run(|c| match c {
-                            0 => i(o.id),
-                            1 => i(o.transmission_id),
-                            2 => match &o.observer {
-                                ObserverRef::Idx(v) => i(*v),
-                                ObserverRef::Text(v) => t(v),
-                            },
-                            3 => o.direction.map_or(null(), t),
-                            4 => or(o.snr),
-                            5 => or(o.rssi),
-                            6 => oi(o.score),
-                            7 => ot(&o.path_json),
-                            8 => i(o.timestamp),
-                            9 => ot(&o.raw_hex),
-                            _ => ot(&o.resolved_path),
-                        })?;
-                    }
-                    s.transmissions += 1;
-                    s.observations += p.obs.len() as u64;
-                    written += p.obs.len() as u64;
+            match insert_chunk(conn, &mut tx_ins, &mut obs_ins, &chunk, s) {
+                Ok(n) => written += n,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
                 }
-                conn.execute_batch("COMMIT")?;
-                Ok(())
-            })();
-            if let Err(e) = res {
-                failure = Some(e);
-                break;
             }
             progress(written, total_obs, "rows");
         }
@@ -432,6 +373,21 @@ fn write_tail(cfg: &Config, conn: &Connection, g: Generator, s: &mut Summary) ->
     let metrics = MetricsGen::new(cfg, &g.world);
     let tail = g.finish();
     conn.execute_batch("BEGIN")?;
+    insert_nodes(conn, &tail, s)?;
+    insert_observers(conn, &tail, s)?;
+    insert_dropped_and_edges(conn, &tail, s)?;
+    conn.execute_batch("COMMIT")?;
+    insert_metrics(conn, metrics, s)?;
+    bookkeeping(cfg, conn, tail.seq_bump)?;
+    s.anomalies = tail
+        .anomalies_made
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    Ok(())
+}
+
+fn insert_nodes(conn: &Connection, tail: &Tail, s: &mut Summary) -> Result<()> {
     if let Some(mut ins) = Insert::new(conn, "nodes", NODE_COLS, "")? {
         for n in &tail.nodes {
             ins.run(|c| match c {
@@ -451,6 +407,10 @@ fn write_tail(cfg: &Config, conn: &Connection, g: Generator, s: &mut Summary) ->
             s.nodes += 1;
         }
     }
+    Ok(())
+}
+
+fn insert_observers(conn: &Connection, tail: &Tail, s: &mut Summary) -> Result<()> {
     if let Some(mut ins) = Insert::new(conn, "observers", OBSERVER_COLS, "")? {
         for o in &tail.observers {
             ins.run(|c| match c {
@@ -474,6 +434,10 @@ fn write_tail(cfg: &Config, conn: &Connection, g: Generator, s: &mut Summary) ->
             s.observers += 1;
         }
     }
+    Ok(())
+}
+
+fn insert_dropped_and_edges(conn: &Connection, tail: &Tail, s: &mut Summary) -> Result<()> {
     if let Some(mut ins) = Insert::new(conn, "dropped_packets", DROPPED_COLS, "")? {
         for d in &tail.dropped {
             ins.run(|c| match c {
@@ -500,35 +464,42 @@ fn write_tail(cfg: &Config, conn: &Connection, g: Generator, s: &mut Summary) ->
             s.neighbor_edges += 1;
         }
     }
-    conn.execute_batch("COMMIT")?;
+    Ok(())
+}
 
-    if let Some(mut ins) = Insert::new(conn, "observer_metrics", METRIC_COLS, "")? {
-        let mut n = 0usize;
-        conn.execute_batch("BEGIN")?;
-        for m in metrics {
-            ins.run(|c| match c {
-                0 => t(&m.observer_id),
-                1 => t(&m.timestamp),
-                2 => r(m.noise_floor),
-                3 => i(m.tx_air_secs),
-                4 => i(m.rx_air_secs),
-                5 => i(m.recv_errors),
-                6 => oi(m.battery_mv),
-                7 => i(m.packets_sent),
-                _ => i(m.packets_recv),
-            })?;
-            s.observer_metrics += 1;
-            n += 1;
-            if n % 100_000 == 0 {
-                conn.execute_batch("COMMIT; BEGIN")?;
-            }
+/// `observer_metrics`, committed every 100 000 rows.
+fn insert_metrics(conn: &Connection, metrics: MetricsGen, s: &mut Summary) -> Result<()> {
+    let Some(mut ins) = Insert::new(conn, "observer_metrics", METRIC_COLS, "")? else {
+        return Ok(());
+    };
+    let mut n = 0usize;
+    conn.execute_batch("BEGIN")?;
+    for m in metrics {
+        ins.run(|c| match c {
+            0 => t(&m.observer_id),
+            1 => t(&m.timestamp),
+            2 => r(m.noise_floor),
+            3 => i(m.tx_air_secs),
+            4 => i(m.rx_air_secs),
+            5 => i(m.recv_errors),
+            6 => oi(m.battery_mv),
+            7 => i(m.packets_sent),
+            _ => i(m.packets_recv),
+        })?;
+        s.observer_metrics += 1;
+        n += 1;
+        if n % 100_000 == 0 {
+            conn.execute_batch("COMMIT; BEGIN")?;
         }
-        conn.execute_batch("COMMIT")?;
     }
+    conn.execute_batch("COMMIT")?;
+    Ok(())
+}
 
-    // Bookkeeping: the catalog marks every migration done; the path_json backfill
-    // is not done while rows still wait for it, and times are the data's, not the
-    // clock's (deterministic output).
+/// Bookkeeping: the catalog marks every migration done; the path_json backfill
+/// is not done while rows still wait for it, and times are the data's, not the
+/// clock's (deterministic output).
+fn bookkeeping(cfg: &Config, conn: &Connection, seq_bump: Option<(i64, i64)>) -> Result<()> {
     conn.execute_batch("BEGIN")?;
     if cfg.null_path_json > 0.0 && !columns(conn, "_migrations")?.is_empty() {
         conn.execute(
@@ -543,7 +514,7 @@ fn write_tail(cfg: &Config, conn: &Connection, g: Generator, s: &mut Summary) ->
             [when.as_str()],
         )?;
     }
-    if let Some((tx_seq, obs_seq)) = tail.seq_bump {
+    if let Some((tx_seq, obs_seq)) = seq_bump {
         conn.execute(
             "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'transmissions'",
             [tx_seq],
@@ -554,10 +525,81 @@ fn write_tail(cfg: &Config, conn: &Connection, g: Generator, s: &mut Summary) ->
         )?;
     }
     conn.execute_batch("COMMIT")?;
-    s.anomalies = tail
-        .anomalies_made
-        .iter()
-        .map(|(k, v)| (k.to_string(), *v))
-        .collect();
     Ok(())
+}
+
+/// The generator thread: packets in chunks of about `CHUNK_OBS` rows to the
+/// writer; stops early when the writer has gone. Returns the generator for
+/// the rows written after the packets.
+fn produce(cfg: &Config, sender: &mpsc::SyncSender<Vec<Packet>>) -> Generator {
+    let mut g = Generator::new(cfg);
+    let mut chunk: Vec<Packet> = Vec::new();
+    let mut n = 0usize;
+    while let Some(p) = g.next_packet() {
+        n += p.obs.len() + 1;
+        chunk.push(p);
+        if n >= CHUNK_OBS {
+            if sender.send(std::mem::take(&mut chunk)).is_err() {
+                return g;
+            }
+            n = 0;
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = sender.send(chunk);
+    }
+    g
+}
+
+/// One chunk of packets in one transaction; returns the observations written.
+fn insert_chunk(
+    conn: &Connection,
+    tx_ins: &mut Insert<'_>,
+    obs_ins: &mut Insert<'_>,
+    chunk: &[Packet],
+    s: &mut Summary,
+) -> Result<u64> {
+    let mut written = 0u64;
+    conn.execute_batch("BEGIN")?;
+    for p in chunk {
+        let x = &p.tx;
+        tx_ins.run(|c| match c {
+            0 => i(x.id),
+            1 => t(&x.raw_hex),
+            2 => t(&x.hash),
+            3 => t(&x.first_seen),
+            4 => i(x.route_type),
+            5 => i(x.payload_type),
+            6 => oi(x.payload_version),
+            7 => t(&x.decoded_json),
+            8 => ot(&x.from_pubkey),
+            9 => t(&x.created_at),
+            10 => ot(&x.channel_hash),
+            11 => i(x.last_seen),
+            _ => ot(&x.scope_name),
+        })?;
+        for o in &p.obs {
+            obs_ins.run(|c| match c {
+                0 => i(o.id),
+                1 => i(o.transmission_id),
+                2 => match &o.observer {
+                    ObserverRef::Idx(v) => i(*v),
+                    ObserverRef::Text(v) => t(v),
+                },
+                3 => o.direction.map_or(null(), t),
+                4 => or(o.snr),
+                5 => or(o.rssi),
+                6 => oi(o.score),
+                7 => ot(&o.path_json),
+                8 => i(o.timestamp),
+                9 => ot(&o.raw_hex),
+                _ => ot(&o.resolved_path),
+            })?;
+        }
+        s.transmissions += 1;
+        s.observations += p.obs.len() as u64;
+        written += p.obs.len() as u64;
+    }
+    conn.execute_batch("COMMIT")?;
+    Ok(written)
 }

@@ -1,0 +1,483 @@
+use super::*;
+
+fn key(prefix: &str) -> String {
+    let mut k = prefix.to_string();
+    while k.len() < 64 {
+        k.push('0');
+    }
+    k
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    let (a, b) = canonical_pair(a, b).unwrap();
+    (a.to_string(), b.to_string())
+}
+
+#[test]
+fn index_lower_cases_and_dedups() {
+    let a = key("ABCDEF");
+    let idx = PrefixIndex::new([a.clone(), a.to_lowercase(), String::new()]);
+    assert_eq!(idx.len(), 1);
+    assert_eq!(idx.resolve("ab"), Resolution::Unique(&key("abcdef")));
+    assert_eq!(idx.resolve("AB"), Resolution::Unique(&key("abcdef")));
+    assert_eq!(idx.resolve("AbCd"), Resolution::Unique(&key("abcdef")));
+}
+
+#[test]
+fn index_prefix_lengths() {
+    let k = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let idx = PrefixIndex::new([k]);
+    for n in PREFIX_HEX_LENS {
+        assert_eq!(idx.resolve(&k[..n]), Resolution::Unique(k), "len {n}");
+    }
+    // Lengths the firmware never uses are not indexed.
+    for n in [1, 3, 5, 10, 14, 18, 64] {
+        assert_eq!(idx.resolve(&k[..n]), Resolution::None, "len {n}");
+    }
+    assert_eq!(idx.resolve(""), Resolution::None);
+    assert_eq!(idx.resolve("ff"), Resolution::None);
+}
+
+#[test]
+fn one_byte_collision_is_ambiguous_longer_prefix_unique() {
+    let a = key("aa11");
+    let b = key("aa22");
+    let idx = PrefixIndex::new([&a, &b]);
+    assert_eq!(idx.resolve("AA"), Resolution::Ambiguous);
+    assert_eq!(idx.candidates("aa"), vec![a.as_str(), b.as_str()]);
+    assert_eq!(idx.resolve("AA11"), Resolution::Unique(&a));
+    assert_eq!(idx.resolve("aa22"), Resolution::Unique(&b));
+    assert!(idx.candidates("aa33").is_empty());
+}
+
+#[test]
+fn short_keys_indexed_only_where_long_enough() {
+    let idx = PrefixIndex::new(["abcd"]);
+    assert_eq!(idx.resolve("ab"), Resolution::Unique("abcd"));
+    assert_eq!(idx.resolve("abcd"), Resolution::Unique("abcd"));
+    assert_eq!(idx.resolve("abcd00"), Resolution::None);
+}
+
+#[test]
+fn non_hex_keys_still_resolve_by_prefix() {
+    let idx = PrefixIndex::new(["ZZ-garbage-key", "zy0000"]);
+    assert_eq!(idx.resolve("zz"), Resolution::Unique("zz-garbage-key"));
+    assert_eq!(idx.resolve("ZZ-G"), Resolution::Unique("zz-garbage-key"));
+    assert_eq!(idx.resolve("zy00"), Resolution::Unique("zy0000"));
+    assert_eq!(idx.resolve("00"), Resolution::None);
+    assert_eq!(pack_hex(b"0aF"), Some((3, 0x0af)));
+    assert_eq!(pack_hex(b"00"), Some((2, 0)));
+    assert_ne!(pack_hex(b"00"), pack_hex(b"0000"));
+    assert_eq!(pack_hex(b"0123456789abcdef0"), None);
+    assert_eq!(pack_hex(b""), None);
+}
+
+#[test]
+fn non_ascii_key_does_not_panic() {
+    let idx = PrefixIndex::new(["aé€xyzéé€€€€€€€€€€"]);
+    assert_eq!(idx.resolve("aé"), Resolution::None);
+}
+
+#[test]
+fn path_json_tolerant() {
+    assert!(parse_path_json("").is_empty());
+    assert!(parse_path_json("[]").is_empty());
+    assert!(parse_path_json("  ").is_empty());
+    assert!(parse_path_json("not json").is_empty());
+    assert!(parse_path_json("[\"AB\",").is_empty());
+    assert!(parse_path_json("{\"a\":1}").is_empty());
+    assert!(parse_path_json("[1,2]").is_empty());
+    assert!(parse_path_json("null").is_empty());
+    assert_eq!(
+        parse_path_json("[\"59\",\"20\",\"1D\"]"),
+        vec!["59", "20", "1D"]
+    );
+    assert_eq!(parse_path_json(" [\"7D1D\"] "), vec!["7D1D"]);
+}
+
+#[test]
+fn path_ends_matches_full_parse() {
+    let cases = [
+        "",
+        "[]",
+        " [ ] ",
+        "[\"A\"]",
+        "[\"A\",\"B\",\"C\"]",
+        " [ \"a\" , \"b\" ] \n",
+        "[\"A\",]",
+        "[,\"A\"]",
+        "[\"A\" \"B\"]",
+        "[\"A\"] x",
+        "[\"A",
+        "[\"\\u0041\",\"B\"]",
+        "[\"A\\\"\"]",
+        "[\"a\tb\"]",
+        "[1]",
+        "null",
+        "{}",
+        "[\"é\",\"ü\"]",
+        "\u{a0}[\"A\"]",
+        "[\"\"]",
+    ];
+    for c in cases {
+        let full = parse_path_json(c);
+        let ends = path_ends(c).map(|(a, b)| (a.into_owned(), b.into_owned()));
+        let expect = full.first().cloned().zip(full.last().cloned());
+        assert_eq!(ends, expect, "{c:?}");
+    }
+    assert!(fast_path_ends("[\"A\",\"B\"]").is_some());
+    assert!(fast_path_ends("[\"\\u0041\"]").is_none());
+}
+
+#[test]
+fn hasher_is_deterministic_and_length_aware() {
+    let h = |b: &[u8]| {
+        let mut x = Fnv::default();
+        x.write(b);
+        x.finish()
+    };
+    assert_eq!(h(b"abc"), h(b"abc"));
+    assert_ne!(h(b"abc"), h(b"abd"));
+    assert_ne!(h(b"\0"), h(b"\0\0"));
+    assert_ne!(h(&[7u8; 64]), h(&[7u8; 63]));
+}
+
+#[test]
+fn decoded_pubkey_tolerant() {
+    assert_eq!(decoded_pubkey("{\"pubKey\":\"AB\"}"), Some("AB".into()));
+    assert_eq!(decoded_pubkey("{\"pubKey\":1}"), None);
+    assert_eq!(decoded_pubkey("{}"), None);
+    assert_eq!(decoded_pubkey("garbage"), None);
+    assert_eq!(decoded_pubkey("[]"), None);
+}
+
+struct World {
+    f: String,
+    o: String,
+    h1: String,
+    h2: String,
+    idx: PrefixIndex,
+}
+
+fn world() -> World {
+    let f = key("f0f0");
+    let o = key("0b0b");
+    let h1 = key("1111");
+    let h2 = key("2222");
+    let idx = PrefixIndex::new([&f, &o, &h1, &h2]);
+    World { f, o, h1, h2, idx }
+}
+
+#[test]
+fn zero_hop_advert_links_originator_and_observer() {
+    let w = world();
+    let upper_o = w.o.to_uppercase();
+    for path in [None, Some(""), Some("[]"), Some("garbage")] {
+        let obs = ObsInput {
+            payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
+            from_pubkey: Some(&w.f),
+            observer_id: Some(&upper_o),
+            path_json: path,
+            ..Default::default()
+        };
+        assert_eq!(extract(&obs, &w.idx), vec![pair(&w.f, &w.o)], "{path:?}");
+    }
+}
+
+#[test]
+fn zero_hop_non_advert_gives_nothing() {
+    let w = world();
+    let obs = ObsInput {
+        payload_type: Some(5),
+        from_pubkey: Some(&w.f),
+        observer_id: Some(&w.o),
+        path_json: Some("[]"),
+        ..Default::default()
+    };
+    assert!(extract(&obs, &w.idx).is_empty());
+}
+
+#[test]
+fn zero_hop_advert_heard_by_itself_is_no_edge() {
+    let w = world();
+    let obs = ObsInput {
+        payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
+        from_pubkey: Some(&w.f),
+        observer_id: Some(&w.f.to_uppercase()),
+        path_json: Some("[]"),
+        ..Default::default()
+    };
+    assert!(extract(&obs, &w.idx).is_empty());
+}
+
+#[test]
+fn empty_observer_never_yields_empty_endpoint() {
+    let w = world();
+    for observer in [None, Some(""), Some("  ")] {
+        // Zero-hop ADVERT without an observer: nothing.
+        let obs = ObsInput {
+            payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
+            from_pubkey: Some(&w.f),
+            observer_id: observer,
+            path_json: Some("[]"),
+            ..Default::default()
+        };
+        assert!(extract(&obs, &w.idx).is_empty());
+        // ADVERT with hops: only the originator edge.
+        let obs = ObsInput {
+            path_json: Some("[\"11\",\"22\"]"),
+            ..obs
+        };
+        assert_eq!(extract(&obs, &w.idx), vec![pair(&w.f, &w.h1)]);
+        // Non-ADVERT: nothing.
+        let obs = ObsInput {
+            payload_type: Some(2),
+            ..obs
+        };
+        assert!(extract(&obs, &w.idx).is_empty());
+    }
+}
+
+#[test]
+fn advert_with_hops_gives_both_edges() {
+    let w = world();
+    let obs = ObsInput {
+        payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
+        from_pubkey: Some(&w.f),
+        observer_id: Some(&w.o),
+        path_json: Some("[\"11\",\"22\"]"),
+        ..Default::default()
+    };
+    assert_eq!(
+        extract(&obs, &w.idx),
+        vec![pair(&w.f, &w.h1), pair(&w.o, &w.h2)]
+    );
+}
+
+#[test]
+fn single_hop_advert_counts_both_rules() {
+    let w = world();
+    let obs = ObsInput {
+        payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
+        from_pubkey: Some(&w.f),
+        observer_id: Some(&w.o),
+        path_json: Some("[\"11\"]"),
+        ..Default::default()
+    };
+    assert_eq!(
+        extract(&obs, &w.idx),
+        vec![pair(&w.f, &w.h1), pair(&w.o, &w.h1)]
+    );
+}
+
+#[test]
+fn non_advert_only_observer_last_hop() {
+    let w = world();
+    let obs = ObsInput {
+        payload_type: Some(5),
+        from_pubkey: Some(&w.f), // ignored: not an ADVERT
+        observer_id: Some(&w.o),
+        path_json: Some("[\"11\",\"22\"]"),
+        ..Default::default()
+    };
+    assert_eq!(extract(&obs, &w.idx), vec![pair(&w.o, &w.h2)]);
+    let obs = ObsInput {
+        payload_type: None,
+        ..obs
+    };
+    assert_eq!(extract(&obs, &w.idx), vec![pair(&w.o, &w.h2)]);
+}
+
+#[test]
+fn multi_byte_hops_and_case() {
+    let w = world();
+    let upper_f = w.f.to_uppercase();
+    let upper_o = w.o.to_uppercase();
+    let obs = ObsInput {
+        payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
+        from_pubkey: Some(&upper_f),
+        observer_id: Some(&upper_o),
+        path_json: Some("[\"1111\",\"aa\",\"222200\"]"),
+        ..Default::default()
+    };
+    let got = extract(&obs, &w.idx);
+    assert_eq!(got, vec![pair(&w.f, &w.h1), pair(&w.o, &w.h2)]);
+    for (a, b) in &got {
+        assert_eq!(a, &a.to_lowercase());
+        assert_eq!(b, &b.to_lowercase());
+        assert!(a < b);
+    }
+}
+
+#[test]
+fn ambiguous_or_unknown_hops_are_skipped() {
+    let f = key("f0");
+    let o = key("0b");
+    let a1 = key("aa01");
+    let a2 = key("aa02");
+    let idx = PrefixIndex::new([&f, &o, &a1, &a2]);
+    let obs = ObsInput {
+        payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
+        from_pubkey: Some(&f),
+        observer_id: Some(&o),
+        path_json: Some("[\"AA\",\"CC\"]"),
+        ..Default::default()
+    };
+    assert!(extract(&obs, &idx).is_empty());
+    // The longer prefix disambiguates.
+    let obs = ObsInput {
+        path_json: Some("[\"AA01\",\"AA02\"]"),
+        ..obs
+    };
+    assert_eq!(extract(&obs, &idx), vec![pair(&f, &a1), pair(&o, &a2)]);
+}
+
+#[test]
+fn no_self_edges_from_hops() {
+    let w = world();
+    // First hop resolves to the originator, last hop to the observer.
+    let obs = ObsInput {
+        payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
+        from_pubkey: Some(&w.f),
+        observer_id: Some(&w.o),
+        path_json: Some("[\"F0\",\"0B\"]"),
+        ..Default::default()
+    };
+    assert!(extract(&obs, &w.idx).is_empty());
+}
+
+#[test]
+fn originator_falls_back_to_decoded_json() {
+    let w = world();
+    let dj = format!(
+        "{{\"type\":\"ADVERT\",\"pubKey\":\"{}\"}}",
+        w.f.to_uppercase()
+    );
+    for from in [None, Some(""), Some(" ")] {
+        let obs = ObsInput {
+            payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
+            from_pubkey: from,
+            decoded_json: Some(&dj),
+            observer_id: Some(&w.o),
+            path_json: Some("[]"),
+        };
+        assert_eq!(extract(&obs, &w.idx), vec![pair(&w.f, &w.o)]);
+    }
+    // Invalid decoded_json: no originator.
+    let obs = ObsInput {
+        payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
+        from_pubkey: Some(""),
+        decoded_json: Some("{broken"),
+        observer_id: Some(&w.o),
+        path_json: Some("[]"),
+    };
+    assert!(extract(&obs, &w.idx).is_empty());
+}
+
+#[test]
+fn non_key_ids_are_not_endpoints() {
+    let w = world();
+    // Non-hex observer id and a truncated originator.
+    let obs = ObsInput {
+        payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
+        from_pubkey: Some("f0f0"),
+        observer_id: Some("companion"),
+        path_json: Some("[\"11\",\"22\"]"),
+        ..Default::default()
+    };
+    assert!(extract(&obs, &w.idx).is_empty());
+    let obs = ObsInput {
+        from_pubkey: Some(&w.f),
+        path_json: Some("[]"),
+        ..obs
+    };
+    assert!(extract(&obs, &w.idx).is_empty());
+}
+
+#[test]
+fn trace_rows_are_skipped() {
+    let w = world();
+    let obs = ObsInput {
+        payload_type: Some(i64::from(packet::PAYLOAD_TRACE)),
+        observer_id: Some(&w.o),
+        path_json: Some("[\"22\"]"),
+        ..Default::default()
+    };
+    assert!(extract(&obs, &w.idx).is_empty());
+}
+
+#[test]
+fn empty_index_gives_only_zero_hop_edges() {
+    let w = world();
+    let idx = PrefixIndex::new(Vec::<String>::new());
+    assert!(idx.is_empty());
+    let obs = ObsInput {
+        payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
+        from_pubkey: Some(&w.f),
+        observer_id: Some(&w.o),
+        path_json: Some("[\"11\"]"),
+        ..Default::default()
+    };
+    assert!(extract(&obs, &idx).is_empty());
+    let obs = ObsInput {
+        path_json: Some("[]"),
+        ..obs
+    };
+    assert_eq!(extract(&obs, &idx), vec![pair(&w.f, &w.o)]);
+}
+
+mod props {
+    use super::super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The borrowing fast path agrees with the full JSON parse on
+        /// arbitrary strings over a JSON-ish alphabet.
+        #[test]
+        fn path_ends_agrees_with_parse(s in "[\\[\\]\",\\\\ a-fA-F0-9u\t\n]{0,24}") {
+            let full = parse_path_json(&s);
+            let ends = path_ends(&s).map(|(a, b)| (a.into_owned(), b.into_owned()));
+            prop_assert_eq!(ends, full.first().cloned().zip(full.last().cloned()));
+        }
+
+        /// Same on well-formed arrays with arbitrary JSON whitespace.
+        #[test]
+        fn path_ends_agrees_on_arrays(
+            hops in prop::collection::vec("[A-Fa-f0-9]{0,4}", 0..5),
+            ws in "[ \t\n\r]{0,2}",
+        ) {
+            let s = format!("{ws}[{ws}{}{ws}]{ws}", hops.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(&format!("{ws},{ws}")));
+            let full = parse_path_json(&s);
+            prop_assert_eq!(&full, &hops);
+            prop_assert!(fast_path_ends(&s).is_some());
+            let ends = path_ends(&s).map(|(a, b)| (a.into_owned(), b.into_owned()));
+            prop_assert_eq!(ends, full.first().cloned().zip(full.last().cloned()));
+        }
+
+        /// Every candidate is canonical, lower-case, non-empty and no self-edge.
+        #[test]
+        fn candidates_are_canonical(
+            pt in prop::option::of(0i64..16),
+            from in "[0-9a-fA-F]{0,64}",
+            obs in "[0-9a-fA-F]{60,66}",
+            hops in prop::collection::vec("[0-9a-fA-F]{1,6}", 0..5),
+        ) {
+            let keys: Vec<String> = (0..40u32).map(|i| format!("{:02x}{:062x}", (i * 7) % 256, i)).collect();
+            let idx = PrefixIndex::new(&keys);
+            let pj = serde_json::to_string(&hops).unwrap();
+            let o = ObsInput {
+                payload_type: pt,
+                from_pubkey: Some(&from),
+                decoded_json: None,
+                observer_id: Some(&obs),
+                path_json: Some(&pj),
+            };
+            for (a, b) in extract(&o, &idx) {
+                prop_assert!(!a.is_empty() && !b.is_empty());
+                prop_assert!(a < b);
+                prop_assert_eq!(&a, &a.to_ascii_lowercase());
+                prop_assert_eq!(&b, &b.to_ascii_lowercase());
+            }
+        }
+    }
+}

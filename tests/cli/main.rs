@@ -1,0 +1,31 @@
+//! The one integration-test binary of corescope: every end-to-end test runs
+//! the real `corescope` binary against real SQLite files. One binary links
+//! bundled SQLite once; [`harness`] is the one set of helpers.
+//!
+//! Run one module with a filter, e.g. `cargo test --test cli reliability_migrate::`.
+
+mod harness;
+
+mod backfill;
+mod bad_input;
+mod build_edges;
+mod contrib;
+mod graph;
+mod logging;
+mod man_pages;
+mod metrics_file;
+mod migrate_check;
+mod migrate_repairs;
+mod prune;
+mod reliability_backfill;
+mod reliability_bad_input;
+mod reliability_edges;
+mod reliability_migrate;
+mod reliability_open;
+mod reliability_prune;
+mod reliability_read_only;
+mod reliability_safety;
+mod run_lock;
+mod snapshots;
+mod synth;
+mod vacuum;
