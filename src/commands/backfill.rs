@@ -28,6 +28,7 @@ use crate::store::backfill_state::{
     self, pending_counts, FROM_PUBKEY_WHERE, PATH_JSON_FROM, PATH_JSON_WHERE, RESOLVED_FROM,
     RESOLVED_WHERE,
 };
+use crate::store::values::{text_lossy, whole_int};
 use crate::store::{self, table_exists, Batcher, Deadline, ReadOnlyDb, WriteDb};
 
 /// `_migrations` row CoreScope's own path_json backfill writes when a pass
@@ -207,21 +208,6 @@ struct Row {
     ptype: Option<i64>,
 }
 
-fn text(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<String>> {
-    Ok(match r.get_ref(i)? {
-        rusqlite::types::ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
-        _ => None,
-    })
-}
-
-fn int(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<i64>> {
-    Ok(match r.get_ref(i)? {
-        rusqlite::types::ValueRef::Integer(v) => Some(v),
-        rusqlite::types::ValueRef::Real(v) if v.fract() == 0.0 => Some(v as i64),
-        _ => None,
-    })
-}
-
 /// 64 hex characters as a GLOB pattern (decoded keys usable without raw_hex).
 fn hex64_glob() -> String {
     "[0-9a-fA-F]".repeat(64)
@@ -249,8 +235,8 @@ fn fetch(
             let it = st.query_map(params![after, upto, limit, hex64_glob()], |r| {
                 Ok(Row {
                     id: r.get(0)?,
-                    a: text(r, 1)?,
-                    b: text(r, 2)?,
+                    a: text_lossy(r, 1)?,
+                    b: text_lossy(r, 2)?,
                     c: None,
                     d: None,
                     ptype: Some(4),
@@ -267,11 +253,11 @@ fn fetch(
             let it = st.query_map(params![after, upto, limit], |r| {
                 Ok(Row {
                     id: r.get(0)?,
-                    a: text(r, 1)?,
+                    a: text_lossy(r, 1)?,
                     b: None,
                     c: None,
                     d: None,
-                    ptype: int(r, 2)?,
+                    ptype: whole_int(r, 2)?,
                 })
             })?;
             it.collect::<Result<Vec<_>, _>>()?
@@ -290,11 +276,11 @@ fn fetch(
             let it = st.query_map(params![after, upto, limit], |r| {
                 Ok(Row {
                     id: r.get(0)?,
-                    a: text(r, 1)?,
-                    ptype: int(r, 2)?,
-                    b: text(r, 3)?,
-                    c: text(r, 4)?,
-                    d: text(r, 5)?,
+                    a: text_lossy(r, 1)?,
+                    ptype: whole_int(r, 2)?,
+                    b: text_lossy(r, 3)?,
+                    c: text_lossy(r, 4)?,
+                    d: text_lossy(r, 5)?,
                 })
             })?;
             it.collect::<Result<Vec<_>, _>>()?
@@ -313,7 +299,7 @@ struct ResolveCtx {
 fn load_resolve_ctx(conn: &Connection) -> anyhow::Result<ResolveCtx> {
     let mut st = conn.prepare("SELECT public_key FROM nodes WHERE public_key IS NOT NULL")?;
     let keys = st
-        .query_map([], |r| text(r, 0))?
+        .query_map([], |r| text_lossy(r, 0))?
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .flatten();
@@ -321,7 +307,7 @@ fn load_resolve_ctx(conn: &Connection) -> anyhow::Result<ResolveCtx> {
     let adj = if table_exists(conn, "neighbor_edges")? {
         let mut st = conn.prepare("SELECT node_a, node_b FROM neighbor_edges")?;
         let pairs = st
-            .query_map([], |r| Ok((text(r, 0)?, text(r, 1)?)))?
+            .query_map([], |r| Ok((text_lossy(r, 0)?, text_lossy(r, 1)?)))?
             .collect::<Result<Vec<_>, _>>()?;
         resolve::adjacency_from_edges(
             pairs

@@ -31,7 +31,6 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Transaction};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -47,6 +46,7 @@ use crate::store::edge_state::{
     OLD_TABLE_PREFIX, OWNER_KEY, REBUILD_KEY, STAGING_TABLE, WATERMARK_KEY,
 };
 use crate::store::engine::{self, Engine, Target};
+use crate::store::values::{epoch, int, text};
 use crate::store::{self, Batcher, Deadline, WriteDb};
 use crate::timeutil;
 
@@ -162,30 +162,6 @@ impl Totals {
         self.candidates += s.candidates;
         self.trace_skipped += s.trace_skipped;
         self.batches += 1;
-    }
-}
-
-fn text(v: ValueRef<'_>) -> Option<&str> {
-    match v {
-        ValueRef::Text(t) => std::str::from_utf8(t).ok(),
-        _ => None,
-    }
-}
-
-/// Observation time as epoch seconds; tolerant of legacy storage classes.
-fn epoch(v: ValueRef<'_>) -> Option<i64> {
-    match v {
-        ValueRef::Integer(i) => Some(i),
-        ValueRef::Real(f) if f.is_finite() => Some(f.floor() as i64),
-        ValueRef::Text(_) => text(v).and_then(timeutil::parse_instant),
-        _ => None,
-    }
-}
-
-fn int(v: ValueRef<'_>) -> Option<i64> {
-    match v {
-        ValueRef::Integer(i) => Some(i),
-        _ => None,
     }
 }
 
@@ -965,6 +941,7 @@ impl Report for BuildEdgesReport {
 mod tests {
     use super::*;
     use crate::store::edge_state::observation_ceiling;
+    use rusqlite::types::ValueRef;
 
     fn edges_db() -> Connection {
         let c = Connection::open_in_memory().unwrap();

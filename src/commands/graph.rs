@@ -15,6 +15,7 @@ use crate::error::Failure;
 use crate::graph::{self, Directory, Filter, Format, Graph, NodeRow, NormalizeReport, RawEdge};
 use crate::report::{self, Outcome};
 use crate::store::outfile;
+use crate::store::values::{real, text_or_number};
 use crate::store::ReadOnlyDb;
 use crate::timeutil;
 
@@ -23,25 +24,6 @@ pub fn run(ctx: &Ctx, cmd: &GraphCmd) -> anyhow::Result<Outcome> {
         GraphCmd::Dump(a) => dump(ctx, a),
         GraphCmd::Stats(a) => stats(ctx, a),
     }
-}
-
-fn text(v: ValueRef<'_>) -> Option<String> {
-    match v {
-        ValueRef::Text(t) => std::str::from_utf8(t).ok().map(str::to_string),
-        ValueRef::Integer(i) => Some(i.to_string()),
-        ValueRef::Real(f) => Some(f.to_string()),
-        _ => None,
-    }
-}
-
-fn real(v: ValueRef<'_>) -> Option<f64> {
-    match v {
-        ValueRef::Real(f) => Some(f),
-        ValueRef::Integer(i) => Some(i as f64),
-        ValueRef::Text(t) => std::str::from_utf8(t).ok()?.trim().parse().ok(),
-        _ => None,
-    }
-    .filter(|f: &f64| f.is_finite())
 }
 
 fn load_edges(db: &ReadOnlyDb) -> anyhow::Result<(Vec<graph::Edge>, NormalizeReport)> {
@@ -67,14 +49,14 @@ fn load_edges(db: &ReadOnlyDb) -> anyhow::Result<(Vec<graph::Edge>, NormalizeRep
         };
         let get = |i: usize| r.get_ref(i).ok();
         Some(RawEdge {
-            node_a: get(0).and_then(text),
-            node_b: get(1).and_then(text),
+            node_a: get(0).and_then(text_or_number),
+            node_b: get(1).and_then(text_or_number),
             count: match get(2) {
                 Some(ValueRef::Integer(i)) => Some(i),
                 Some(ValueRef::Real(f)) if f.is_finite() => Some(f as i64),
                 _ => None,
             },
-            last_seen: get(3).and_then(text),
+            last_seen: get(3).and_then(text_or_number),
         })
     });
     let out = graph::normalize_edges(iter, &timeutil::parse_instant);
@@ -97,7 +79,7 @@ fn load_node_table(
     ))?;
     let mut rows = st.query([])?;
     while let Some(r) = rows.next()? {
-        let Some(key) = text(r.get_ref(0)?) else {
+        let Some(key) = text_or_number(r.get_ref(0)?) else {
             continue;
         };
         let key = key.trim().to_ascii_lowercase();
@@ -105,11 +87,11 @@ fn load_node_table(
             continue;
         }
         out.entry(key).or_insert(NodeRow {
-            name: text(r.get_ref(1)?),
-            role: text(r.get_ref(2)?),
+            name: text_or_number(r.get_ref(1)?),
+            role: text_or_number(r.get_ref(2)?),
             lat: real(r.get_ref(3)?),
             lon: real(r.get_ref(4)?),
-            last_seen: text(r.get_ref(5)?),
+            last_seen: text_or_number(r.get_ref(5)?),
         });
     }
     Ok(out)
@@ -125,14 +107,16 @@ fn load_directory(db: &ReadOnlyDb) -> anyhow::Result<Directory> {
         let mut st = db.prepare("SELECT id, name FROM observers ORDER BY id")?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
-            let Some(id) = text(r.get_ref(0)?) else {
+            let Some(id) = text_or_number(r.get_ref(0)?) else {
                 continue;
             };
             let id = id.trim().to_ascii_lowercase();
             if id.is_empty() {
                 continue;
             }
-            dir.observers.entry(id).or_insert(text(r.get_ref(1)?));
+            dir.observers
+                .entry(id)
+                .or_insert(text_or_number(r.get_ref(1)?));
         }
     }
     Ok(dir)

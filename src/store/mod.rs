@@ -10,6 +10,7 @@
 //! - [`engine`]: the batch engine of write commands (transaction under the
 //!   lock budget, fairness pause, dry run, deadline, checkpoints, progress).
 //! - [`batch`]: batch sizing under the lock budget and the deadline.
+//! - [`values`]: readers of stored values of any storage class.
 //! - [`runlock`]: the per-command run lock of write commands.
 //! - [`edge_state`], [`backfill_state`]: what `build-edges` and `backfill`
 //!   keep in the database, and probes of it (also read by `check`).
@@ -28,6 +29,7 @@ pub mod precheck;
 pub mod probe;
 pub mod runlock;
 pub mod state;
+pub mod values;
 
 pub use batch::{Batcher, Deadline};
 pub use error::classify_final;
