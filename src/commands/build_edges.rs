@@ -52,8 +52,18 @@ use crate::timeutil;
 
 const EDGES_TABLE: &str = "neighbor_edges";
 
-/// Same shape as `neighbor_edges`.
-const STAGING_DDL: &str = "CREATE TABLE _corescope_edges_rebuild (\n  node_a    TEXT NOT NULL,\n  node_b    TEXT NOT NULL,\n  count     INTEGER DEFAULT 1,\n  last_seen TEXT,\n  PRIMARY KEY (node_a, node_b)\n)";
+/// `CREATE TABLE` of the staging table: the catalog's `neighbor_edges`
+/// under the staging name (the swap renames it to `neighbor_edges`).
+fn staging_ddl() -> anyhow::Result<String> {
+    let t = crate::catalog::table(EDGES_TABLE)
+        .ok_or_else(|| anyhow::anyhow!("internal error: the catalog has no {EDGES_TABLE}"))?;
+    let sql = crate::catalog::create_table_sql(t, crate::catalog::Target::Latest);
+    Ok(sql.replacen(
+        &format!("CREATE TABLE IF NOT EXISTS {EDGES_TABLE} "),
+        &format!("CREATE TABLE {STAGING_TABLE} "),
+        1,
+    ))
+}
 
 const SCAN_SQL: &str = "SELECT o.id, o.timestamp, o.path_json, t.payload_type,
        CASE WHEN t.payload_type = 4 THEN t.from_pubkey END,
@@ -591,7 +601,7 @@ fn prepare_staging(db: &mut WriteDb, token: &str) -> anyhow::Result<(i64, bool)>
             // batches with the old tables, never one long DROP under the lock.
             retire_staging(tx, token)?;
         }
-        tx.execute_batch(STAGING_DDL)?;
+        tx.execute_batch(&staging_ddl()?)?;
         store::state_set(tx, REBUILD_KEY, "0")?;
         Ok((0, false))
     })
@@ -942,6 +952,14 @@ mod tests {
     use super::*;
     use crate::store::edge_state::observation_ceiling;
     use rusqlite::types::ValueRef;
+
+    #[test]
+    fn staging_table_is_the_catalogs_neighbor_edges() {
+        assert_eq!(
+            staging_ddl().unwrap(),
+            "CREATE TABLE _corescope_edges_rebuild (\n  node_a TEXT NOT NULL,\n  node_b TEXT NOT NULL,\n  count INTEGER DEFAULT 1,\n  last_seen TEXT,\n  PRIMARY KEY (node_a, node_b)\n)"
+        );
+    }
 
     fn edges_db() -> Connection {
         let c = Connection::open_in_memory().unwrap();
