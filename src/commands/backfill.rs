@@ -28,6 +28,7 @@ use crate::store::backfill_state::{
     self, pending_counts, FROM_PUBKEY_WHERE, PATH_JSON_FROM, PATH_JSON_WHERE, RESOLVED_FROM,
     RESOLVED_WHERE,
 };
+use crate::store::engine;
 use crate::store::values::{text_lossy, whole_int};
 use crate::store::{self, table_exists, Batcher, Deadline, ReadOnlyDb, WriteDb};
 
@@ -128,25 +129,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Progress {
     fn new(show_bar: bool, name: &'static str, total: u64) -> Progress {
-        let bar = show_bar.then(|| {
-            let b = indicatif::ProgressBar::new(total);
-            if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{prefix:>18} [{bar:30}] {pos}/{len} rows  {rate} rows/s  ETA {eta}",
-            ) {
-                b.set_style(
-                    style
-                        .with_key(
-                            "rate",
-                            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                                let _ = write!(w, "{:.0}", s.per_sec());
-                            },
-                        )
-                        .progress_chars("=> "),
-                );
-            }
-            b.set_prefix(name);
-            b
-        });
+        let bar = show_bar.then(|| engine::progress_bar(total, name, "rows"));
         log::info!("backfill {name}: {total} candidate rows");
         Progress {
             bar,

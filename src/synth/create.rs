@@ -7,6 +7,7 @@ use super::{Config, Schema};
 use crate::context::Ctx;
 use crate::error::Failure;
 use crate::report::{self, Outcome};
+use crate::store::engine::progress_bar;
 use crate::synth;
 use crate::timeutil;
 
@@ -40,21 +41,15 @@ pub fn create(ctx: &Ctx, cfg: &Config, force: bool) -> anyhow::Result<Outcome> {
         }
     }
 
-    let bar = ctx.progress_allowed().then(|| {
-        let b = indicatif::ProgressBar::new(cfg.observations);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "synth {msg:8} {bar:40} {human_pos}/{human_len} observations  {per_sec}  eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
+    let bar = ctx
+        .progress_allowed()
+        .then(|| progress_bar(cfg.observations, "synth", "observations"));
     let progress = |done: u64, _total: u64, phase: &str| {
         if let Some(b) = &bar {
             b.set_position(done);
-            if b.message() != phase {
-                b.set_message(phase.to_string());
+            let label = format!("synth {phase}");
+            if b.prefix() != label {
+                b.set_prefix(label);
             }
         }
     };
