@@ -2,10 +2,11 @@
 //!
 //! Every write command takes an exclusive `flock(2)` on
 //! `<db>.corescope-<command>.lock` beside the database, so that `prune` and
-//! `build-edges` may overlap but two `build-edges` may not. `main` decides
-//! which commands lock ([`crate::cli::WRITE_COMMANDS`]) and puts a [`Spec`]
-//! into the `Ctx`; `WriteDb::open` takes the lock right after it has checked
-//! that the file is a CoreScope database and before anything is written (so a
+//! `build-edges` may overlap but two `build-edges` may not. The application
+//! decides which commands lock (the command line's list of write commands)
+//! and passes a [`Spec`] (command name, `--wait`) in the open options; the
+//! store knows no command-line type. `WriteDb::open` takes the lock right
+//! after it has checked that the file is a CoreScope database and before anything is written (so a
 //! mistyped path or a wrong file leaves no lock file behind, and a dry run,
 //! which never opens the database for writing, takes no lock). Once taken,
 //! the lock is held until the process exits (through the metrics write);
