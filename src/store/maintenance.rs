@@ -226,6 +226,24 @@ fn run_checkpoint(db: &WriteDb, sql: &str) -> rusqlite::Result<(i64, i64, i64)> 
     })
 }
 
+/// Records a checkpoint's result in `r`: busy, or the frames in the log
+/// and checkpointed; a busy database is reported, not an error.
+fn record_checkpoint(
+    r: &mut CheckpointResult,
+    res: rusqlite::Result<(i64, i64, i64)>,
+) -> anyhow::Result<()> {
+    match res {
+        Ok((busy, log, done)) => {
+            r.busy = busy != 0;
+            r.log_frames = log;
+            r.checkpointed_frames = done;
+        }
+        Err(e) if is_busy(&e) => r.busy = true,
+        Err(e) => return Err(anyhow::Error::new(e).context("WAL checkpoint")),
+    }
+    Ok(())
+}
+
 /// `PRAGMA wal_checkpoint(PASSIVE|TRUNCATE)`. Busy is reported, never an
 /// error.
 ///
@@ -254,15 +272,7 @@ pub fn checkpoint(
         ..CheckpointResult::default()
     };
     if !truncate || r.journal_mode != "wal" {
-        match run_checkpoint(db, "PRAGMA wal_checkpoint(PASSIVE)") {
-            Ok((busy, log, done)) => {
-                r.busy = busy != 0;
-                r.log_frames = log;
-                r.checkpointed_frames = done;
-            }
-            Err(e) if is_busy(&e) => r.busy = true,
-            Err(e) => return Err(anyhow::Error::new(e).context("WAL checkpoint")),
-        }
+        record_checkpoint(&mut r, run_checkpoint(db, "PRAGMA wal_checkpoint(PASSIVE)"))?;
         r.wal_bytes_after = file_len(&wal);
         return Ok(r);
     }
@@ -281,15 +291,7 @@ pub fn checkpoint(
     let held = t0.elapsed();
     db.conn().busy_timeout(Duration::from_millis(normal))?;
     db.record_hold(held);
-    match res {
-        Ok((busy, log, done)) => {
-            r.busy = busy != 0;
-            r.log_frames = log;
-            r.checkpointed_frames = done;
-        }
-        Err(e) if is_busy(&e) => r.busy = true,
-        Err(e) => return Err(anyhow::Error::new(e).context("WAL checkpoint")),
-    }
+    record_checkpoint(&mut r, res)?;
     r.wal_bytes_after = file_len(&wal);
     // Not busy: SQLite reset the WAL to zero bytes (a writer may have
     // appended new frames since; `wal_bytes_after` shows them).
