@@ -2,8 +2,6 @@
 //! schema. `migrate` applies it, `check` asserts it, `synth` and
 //! `migrate --create` build fresh databases from it.
 
-use rusqlite::Connection;
-
 /// A schema target: what the CoreScope server of the seed commit asserts, or
 /// everything newer CoreScope versions use (default); see docs/database.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
@@ -517,21 +515,6 @@ pub struct LiveColumn {
     pub pk: bool,
 }
 
-pub fn live_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<LiveColumn>> {
-    let mut st =
-        conn.prepare("SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info(?1)")?;
-    let rows = st.query_map([table], |r| {
-        Ok(LiveColumn {
-            name: r.get(0)?,
-            decl_type: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-            not_null: r.get::<_, i64>(2)? != 0,
-            default: r.get(3)?,
-            pk: r.get::<_, i64>(4)? != 0,
-        })
-    })?;
-    rows.collect()
-}
-
 /// Double-quoted SQL identifier.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -540,7 +523,7 @@ pub fn quote_ident(name: &str) -> String {
 /// The declaration of a live `nodes` column in a copy of that table: the
 /// catalog declaration for a catalog column, else its declared type, NOT
 /// NULL and default as `PRAGMA table_info` reports them.
-fn node_column_decl(c: &LiveColumn) -> String {
+pub fn node_column_decl(c: &LiveColumn) -> String {
     if let Some(def) = NODE_COLUMNS
         .iter()
         .find(|d| d.name.eq_ignore_ascii_case(&c.name))
@@ -563,19 +546,6 @@ fn node_column_decl(c: &LiveColumn) -> String {
         s.push_str(d);
     }
     s
-}
-
-/// `CREATE TABLE <name>` with exactly the columns of the live `nodes`
-/// table, in its order: the shape `inactive_nodes` must have, because the
-/// ingestor's node retention copies rows with `INSERT OR REPLACE INTO
-/// inactive_nodes SELECT * FROM nodes` (columns matched by position).
-pub fn node_table_like_nodes_sql(conn: &Connection, name: &str) -> rusqlite::Result<String> {
-    let cols = live_columns(conn, "nodes")?;
-    let parts: Vec<String> = cols
-        .iter()
-        .map(|c| format!("  {}", node_column_decl(c)))
-        .collect();
-    Ok(format!("CREATE TABLE {name} (\n{}\n)", parts.join(",\n")))
 }
 
 /// `ALTER TABLE nodes ADD COLUMN` for a column only `inactive_nodes` has, so
@@ -903,35 +873,6 @@ pub fn create_schema_sql(target: Target) -> Vec<String> {
     out
 }
 
-/// Missing required tables and columns (no indexes, views or migrations):
-/// what write commands need before they touch data.
-pub fn missing_structure(conn: &Connection, target: Target) -> rusqlite::Result<Vec<String>> {
-    let mut missing = Vec::new();
-    for t in TABLES
-        .iter()
-        .filter(|t| t.required && target.includes(t.since))
-    {
-        let cols = crate::db::columns(conn, t.name)?;
-        if cols.is_empty() {
-            missing.push(format!("table:{}", t.name));
-            for c in t
-                .columns
-                .iter()
-                .filter(|c| c.asserted.is_some_and(|a| target.includes(a)))
-            {
-                missing.push(format!("{}.{}", t.name, c.name));
-            }
-            continue;
-        }
-        for c in t.columns.iter().filter(|c| target.includes(c.since)) {
-            if !cols.iter().any(|x| x.eq_ignore_ascii_case(c.name)) {
-                missing.push(format!("{}.{}", t.name, c.name));
-            }
-        }
-    }
-    Ok(missing)
-}
-
 /// The AssertReady list of a target: tables as `table:NAME`,
 /// columns as `TABLE.COLUMN`.
 pub fn assert_ready_items(target: Target) -> Vec<String> {
@@ -952,6 +893,8 @@ pub fn assert_ready_items(target: Target) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::probe::{live_columns, missing_structure, node_table_like_nodes_sql};
+    use rusqlite::Connection;
 
     fn has(items: &[String], s: &str) -> bool {
         items.iter().any(|i| i == s)

@@ -13,12 +13,12 @@ pub struct Ctx {
     pub busy_timeout_ms: u64,
     pub config: Config,
     /// The run lock `WriteDb::open` takes (write commands; see `runlock`).
-    pub run_lock: Option<crate::runlock::Spec>,
+    pub run_lock: Option<crate::store::runlock::Spec>,
 }
 
 impl Ctx {
-    pub fn open_options(&self, create: bool) -> crate::db::OpenOptions {
-        crate::db::OpenOptions {
+    pub fn open_options(&self, create: bool) -> crate::store::OpenOptions {
+        crate::store::OpenOptions {
             busy_timeout_ms: self.busy_timeout_ms,
             create,
             run_lock: self.run_lock.clone(),

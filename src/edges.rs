@@ -164,7 +164,6 @@ impl PrefixIndex {
         self.keys.len()
     }
 
-    #[allow(dead_code)] // API kept for tests and future commands
     /// True when no key is indexed.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()

@@ -450,7 +450,7 @@ fn path_resolution_target(n: u32) -> u64 {
         let hops = edges::parse_path_json(&path);
         let _ = edges::decoded_pubkey(&decoded);
         let _ = crate::edges::decoded_pubkey(&decoded);
-        let idx = PrefixIndex::new(keys.iter().map(|s| s.as_str()));
+        let idx = PrefixIndex::new(keys.iter().map(std::string::String::as_str));
         let adj = resolve::adjacency_from_edges(
             edge_ix
                 .iter()
@@ -531,49 +531,49 @@ fn long(name: &str, f: fn(u32) -> u64) {
 }
 
 #[test]
-#[ignore]
+#[ignore = "long fuzz run: cargo test --release -- --ignored fuzz_long"]
 fn fuzz_long_time_parsing() {
     long("time parsing", time_target);
 }
 
 #[test]
-#[ignore]
+#[ignore = "long fuzz run: cargo test --release -- --ignored fuzz_long"]
 fn fuzz_long_time_roundtrip() {
     long("time roundtrip", roundtrip_target);
 }
 
 #[test]
-#[ignore]
+#[ignore = "long fuzz run: cargo test --release -- --ignored fuzz_long"]
 fn fuzz_long_prune_window() {
     long("prune window bound", window_target);
 }
 
 #[test]
-#[ignore]
+#[ignore = "long fuzz run: cargo test --release -- --ignored fuzz_long"]
 fn fuzz_long_stored_values() {
     long("stored time values", stored_value_target);
 }
 
 #[test]
-#[ignore]
+#[ignore = "long fuzz run: cargo test --release -- --ignored fuzz_long"]
 fn fuzz_long_config() {
     long("config parsing", config_target);
 }
 
 #[test]
-#[ignore]
+#[ignore = "long fuzz run: cargo test --release -- --ignored fuzz_long"]
 fn fuzz_long_packet_decoder() {
     long("packet decoder", packet_target);
 }
 
 #[test]
-#[ignore]
+#[ignore = "long fuzz run: cargo test --release -- --ignored fuzz_long"]
 fn fuzz_long_packet_roundtrip() {
     long("packet encode/decode roundtrip", packet_roundtrip_target);
 }
 
 #[test]
-#[ignore]
+#[ignore = "long fuzz run: cargo test --release -- --ignored fuzz_long"]
 fn fuzz_long_path_resolution() {
     long("path_json/decoded_json/resolution", path_resolution_target);
 }

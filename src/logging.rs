@@ -38,6 +38,7 @@ pub fn stderr_is_journal() -> bool {
     };
     // SAFETY: fstat fills a zeroed stat struct for fd 2; we only read it on success.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd 2 is only read by fstat; `st` is a valid out-pointer.
     let rc = unsafe { libc::fstat(libc::STDERR_FILENO, &mut st) };
     rc == 0 && st.st_dev as u64 == dev && st.st_ino as u64 == ino
 }

@@ -1,5 +1,5 @@
 //! `--metrics-file PATH`: Prometheus text-format metrics for node_exporter's
-//! textfile collector (issue 7).
+//! textfile collector (operators' monitoring of the timer runs).
 //!
 //! One file may be shared by all commands (recommended:
 //! `/var/lib/prometheus/node-exporter/corescope.prom`): every series carries a
@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::outfile::{check_output, open_lock, write_atomic, Guard, LockOpenError};
+use crate::store::outfile::{check_output, open_lock, write_atomic, Guard, LockOpenError};
 use serde_json::{Map, Value};
 
 /// Top-level JSON keys ending in one of these count processed rows.
@@ -306,22 +306,20 @@ pub fn derive(run: &RunInfo<'_>, previous: &[Sample]) -> Vec<Sample> {
     for (kind, v) in &rows {
         out.push(Sample::new(ROWS, cmd, Some(("kind", kind)), *v));
     }
-    match run.json {
-        Some(json) => out.extend(state_samples(cmd, json)),
-        None => {
-            for s in previous {
-                if STATE_FAMILIES.contains(&s.name.as_str()) {
-                    let mut s = s.clone();
-                    if s.name == READY && run.exit_code == crate::error::EXIT_NOT_READY {
-                        s.value = 0.0;
-                    }
-                    out.push(s);
+    if let Some(json) = run.json {
+        out.extend(state_samples(cmd, json))
+    } else {
+        for s in previous {
+            if STATE_FAMILIES.contains(&s.name.as_str()) {
+                let mut s = s.clone();
+                if s.name == READY && run.exit_code == crate::error::EXIT_NOT_READY {
+                    s.value = 0.0;
                 }
+                out.push(s);
             }
-            if run.exit_code == crate::error::EXIT_NOT_READY && !out.iter().any(|s| s.name == READY)
-            {
-                out.push(Sample::new(READY, cmd, None, 0.0));
-            }
+        }
+        if run.exit_code == crate::error::EXIT_NOT_READY && !out.iter().any(|s| s.name == READY) {
+            out.push(Sample::new(READY, cmd, None, 0.0));
         }
     }
     out
@@ -533,8 +531,7 @@ pub fn after_run(
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+        .map_or(0.0, |d| d.as_secs_f64());
     let run = RunInfo {
         command: command.name(),
         is_write: command.is_write(),
@@ -604,6 +601,7 @@ mod tests {
         force: false,
     };
 
+    #[allow(clippy::needless_pass_by_value)] // called with json!(...) temporaries
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap()
     }
@@ -780,6 +778,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::float_cmp)] // the values are small whole numbers, exact in f64
     fn shared_file_keeps_other_commands() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("corescope.prom");

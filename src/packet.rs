@@ -39,10 +39,6 @@
 //! - `hex::encode(bytes)` / `hex::encode_upper(bytes)` turn the result into
 //!   `raw_hex` text.
 
-// Parts of this API (the encoder, some accessors) serve tests, `synth` and
-// `check`; not every item is used by every build of the binary.
-#![allow(dead_code)]
-
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 

@@ -1,6 +1,23 @@
 //! Command results and their output (README, "Commands": human table, `--json`, `-q`).
+//!
+//! A command returns a typed report: a `#[derive(Serialize)]` struct that
+//! implements [`Report`] (its fields are the keys of `--json` and feed
+//! `--metrics-file`; [`Report::human`] is the text without `--json`).
+//! [`Outcome::from_report`] turns it into the [`Outcome`] the application
+//! renders ([`render`]); commands not yet ported build an `Outcome` by hand.
 
 use serde_json::{Map, Value};
+
+/// A command's typed report.
+pub trait Report: serde::Serialize {
+    /// The report as text for a human (one or more lines).
+    fn human(&self) -> String;
+    /// The exit code of a run that produced this report (0: done; see the
+    /// README's exit codes).
+    fn exit_code(&self) -> i32 {
+        0
+    }
+}
 
 /// What a command hands back to `main`, which adds `command`, `db`, `ok`,
 /// `elapsed_ms` and prints either the JSON object (`--json`) or `human`.
@@ -16,9 +33,48 @@ impl Outcome {
         Outcome::default()
     }
 
+    /// The outcome of a typed report: its fields as the JSON object, its
+    /// human text and exit code.
+    pub fn from_report<R: Report>(r: &R) -> anyhow::Result<Outcome> {
+        let json = match serde_json::to_value(r)? {
+            Value::Object(m) => m,
+            other => anyhow::bail!("internal error: a report serialised to {other}, not an object"),
+        };
+        Ok(Outcome {
+            json,
+            human: r.human(),
+            exit_code: r.exit_code(),
+        })
+    }
+
     pub fn set(&mut self, key: &str, v: impl Into<Value>) -> &mut Self {
         self.json.insert(key.to_string(), v.into());
         self
+    }
+}
+
+/// The text printed on stdout for a finished command: with `json` the one
+/// JSON object (`command`, `db`, `ok`, `elapsed_ms` and the report's keys),
+/// else the human report ending in a newline (nothing when it is empty).
+pub fn render(command: &str, db: &str, elapsed_ms: f64, outcome: Outcome, json: bool) -> String {
+    if json {
+        let mut obj = Map::new();
+        obj.insert("command".into(), command.into());
+        obj.insert("db".into(), db.into());
+        obj.insert("ok".into(), (outcome.exit_code == 0).into());
+        obj.insert("elapsed_ms".into(), elapsed_ms.into());
+        for (k, v) in outcome.json {
+            obj.insert(k, v);
+        }
+        format!("{}\n", Value::Object(obj))
+    } else if outcome.human.is_empty() {
+        String::new()
+    } else {
+        let mut text = outcome.human;
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text
     }
 }
 
@@ -190,7 +246,7 @@ pub fn verdict_line(command: &str, db: &str, out: &Outcome) -> String {
     let total = j
         .get("warnings")
         .and_then(|v| v.as_array())
-        .map_or(0, |a| a.len());
+        .map_or(0, std::vec::Vec::len);
     if !warnings.is_empty() {
         return format!(
             "corescope {command}: not ready (--strict): {total} warning{} ({}); what each means and what to do: corescope {command} --db {dbw}",

@@ -3,6 +3,7 @@
 //! the MeshCore byte building it uses (`encode`), the geometric topology
 //! (`topo`), and the bulk SQLite writer (`writer`).
 
+pub mod create;
 pub mod encode;
 pub mod gen;
 pub mod topo;

@@ -11,21 +11,26 @@
 //! existed when the task started; the next run resumes from the cursor and
 //! also picks up rows inserted since.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde_json::{json, Map, Value};
 
 use crate::cli::{BackfillArgs, BackfillTask};
 use crate::context::Ctx;
-use crate::db::{self, Batcher, Deadline, ReadOnlyDb, WriteDb};
 use crate::derive::{self, Derived};
 use crate::edges::PrefixIndex;
 use crate::error::Failure;
 use crate::report::{self, Outcome};
 use crate::resolve::{self, Adjacency};
+use crate::store::backfill_state::{
+    self, pending_counts, FROM_PUBKEY_WHERE, PATH_JSON_FROM, PATH_JSON_WHERE, RESOLVED_FROM,
+    RESOLVED_WHERE,
+};
+use crate::store::engine;
+use crate::store::values::{text_lossy, whole_int};
+use crate::store::{self, table_exists, Batcher, Deadline, ReadOnlyDb, WriteDb};
 
 /// `_migrations` row CoreScope's own path_json backfill writes when a pass
 /// finished; recorded so its startup backfill stays off.
@@ -55,123 +60,12 @@ impl BackfillTask {
 
 /// `_corescope_state` key of a task's cursor.
 pub fn cursor_key(task: BackfillTask) -> String {
-    format!("backfill.{}.cursor", task.cli_name())
-}
-
-// ---------------------------------------------------------------------------
-// Candidate selections. Each takes ?1 = cursor (exclusive) and, for the
-// batch/total forms, ?2 = upper id (inclusive).
-
-const FROM_PUBKEY_WHERE: &str = "payload_type = 4 AND from_pubkey IS NULL";
-
-const PATH_JSON_FROM: &str = "observations o LEFT JOIN transmissions t ON t.id = o.transmission_id";
-const PATH_JSON_WHERE: &str = "(o.path_json IS NULL OR o.path_json = '') \
-     AND o.raw_hex IS NOT NULL AND o.raw_hex <> '' \
-     AND (t.payload_type IS NULL OR t.payload_type <> 9)";
-
-const RESOLVED_FROM: &str = PATH_JSON_FROM;
-const RESOLVED_WHERE: &str = "(o.resolved_path IS NULL OR o.resolved_path = '') \
-     AND o.path_json IS NOT NULL AND o.path_json NOT IN ('', '[]') \
-     AND (t.payload_type IS NULL OR t.payload_type <> 9)";
-
-fn table_exists(conn: &Connection, name: &str) -> anyhow::Result<bool> {
-    Ok(conn
-        .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-            [name],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
-}
-
-fn columns(conn: &Connection, table: &str) -> anyhow::Result<Vec<String>> {
-    let mut st = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
-    let cols = st
-        .query_map([table], |r| r.get::<_, String>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(cols)
+    backfill_state::cursor_key(task.cli_name())
 }
 
 /// The stored cursor of a task (0 when none or unparsable).
 fn read_cursor(conn: &Connection, task: BackfillTask) -> anyhow::Result<i64> {
-    Ok(db::state_get(conn, &cursor_key(task))?
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .unwrap_or(0))
-}
-
-/// Rows each row task still has to visit (candidates after its cursor), for
-/// `check`'s `pending_backfills` and the `remaining` of a run. Keys
-/// `from_pubkey`, `path_json`, `resolved_path`. Read-only; tolerates a
-/// database that is not migrated (a missing table counts 0; a missing
-/// `from_pubkey`/`resolved_path` column counts the rows that will need it; a
-/// missing `observations.raw_hex` means nothing for path-json).
-pub fn pending_counts(conn: &Connection) -> anyhow::Result<BTreeMap<String, i64>> {
-    let mut out = BTreeMap::new();
-    let tx_ok = table_exists(conn, "transmissions")?;
-    let obs_ok = table_exists(conn, "observations")?;
-    let tx_cols = if tx_ok {
-        columns(conn, "transmissions")?
-    } else {
-        vec![]
-    };
-    let obs_cols = if obs_ok {
-        columns(conn, "observations")?
-    } else {
-        vec![]
-    };
-    let has = |cols: &[String], c: &str| cols.iter().any(|x| x.eq_ignore_ascii_case(c));
-
-    let fp = if tx_ok && has(&tx_cols, "payload_type") {
-        let cur = read_cursor(conn, BackfillTask::FromPubkey)?;
-        let w = if has(&tx_cols, "from_pubkey") {
-            FROM_PUBKEY_WHERE
-        } else {
-            "payload_type = 4"
-        };
-        count(
-            conn,
-            &format!("SELECT COUNT(*) FROM transmissions WHERE id > ?1 AND {w}"),
-            cur,
-        )?
-    } else {
-        0
-    };
-    out.insert("from_pubkey".to_string(), fp);
-
-    let pj = if tx_ok && obs_ok && has(&obs_cols, "raw_hex") && has(&obs_cols, "path_json") {
-        let cur = read_cursor(conn, BackfillTask::PathJson)?;
-        count(
-            conn,
-            &format!("SELECT COUNT(*) FROM {PATH_JSON_FROM} WHERE o.id > ?1 AND {PATH_JSON_WHERE}"),
-            cur,
-        )?
-    } else {
-        0
-    };
-    out.insert("path_json".to_string(), pj);
-
-    let rp = if tx_ok && obs_ok && has(&obs_cols, "path_json") {
-        let cur = read_cursor(conn, BackfillTask::ResolvedPath)?;
-        let w = if has(&obs_cols, "resolved_path") {
-            RESOLVED_WHERE.to_string()
-        } else {
-            RESOLVED_WHERE.replace("(o.resolved_path IS NULL OR o.resolved_path = '') AND ", "")
-        };
-        count(
-            conn,
-            &format!("SELECT COUNT(*) FROM {RESOLVED_FROM} WHERE o.id > ?1 AND {w}"),
-            cur,
-        )?
-    } else {
-        0
-    };
-    out.insert("resolved_path".to_string(), rp);
-    Ok(out)
-}
-
-fn count(conn: &Connection, sql: &str, cursor: i64) -> anyhow::Result<i64> {
-    Ok(conn.query_row(sql, [cursor], |r| r.get(0))?)
+    backfill_state::read_cursor(conn, task.cli_name())
 }
 
 // ---------------------------------------------------------------------------
@@ -235,25 +129,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Progress {
     fn new(show_bar: bool, name: &'static str, total: u64) -> Progress {
-        let bar = show_bar.then(|| {
-            let b = indicatif::ProgressBar::new(total);
-            if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{prefix:>18} [{bar:30}] {pos}/{len} rows  {rate} rows/s  ETA {eta}",
-            ) {
-                b.set_style(
-                    style
-                        .with_key(
-                            "rate",
-                            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                                let _ = write!(w, "{:.0}", s.per_sec());
-                            },
-                        )
-                        .progress_chars("=> "),
-                );
-            }
-            b.set_prefix(name);
-            b
-        });
+        let bar = show_bar.then(|| engine::progress_bar(total, name, "rows"));
         log::info!("backfill {name}: {total} candidate rows");
         Progress {
             bar,
@@ -315,21 +191,6 @@ struct Row {
     ptype: Option<i64>,
 }
 
-fn text(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<String>> {
-    Ok(match r.get_ref(i)? {
-        rusqlite::types::ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
-        _ => None,
-    })
-}
-
-fn int(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<i64>> {
-    Ok(match r.get_ref(i)? {
-        rusqlite::types::ValueRef::Integer(v) => Some(v),
-        rusqlite::types::ValueRef::Real(v) if v.fract() == 0.0 => Some(v as i64),
-        _ => None,
-    })
-}
-
 /// 64 hex characters as a GLOB pattern (decoded keys usable without raw_hex).
 fn hex64_glob() -> String {
     "[0-9a-fA-F]".repeat(64)
@@ -357,8 +218,8 @@ fn fetch(
             let it = st.query_map(params![after, upto, limit, hex64_glob()], |r| {
                 Ok(Row {
                     id: r.get(0)?,
-                    a: text(r, 1)?,
-                    b: text(r, 2)?,
+                    a: text_lossy(r, 1)?,
+                    b: text_lossy(r, 2)?,
                     c: None,
                     d: None,
                     ptype: Some(4),
@@ -375,11 +236,11 @@ fn fetch(
             let it = st.query_map(params![after, upto, limit], |r| {
                 Ok(Row {
                     id: r.get(0)?,
-                    a: text(r, 1)?,
+                    a: text_lossy(r, 1)?,
                     b: None,
                     c: None,
                     d: None,
-                    ptype: int(r, 2)?,
+                    ptype: whole_int(r, 2)?,
                 })
             })?;
             it.collect::<Result<Vec<_>, _>>()?
@@ -398,11 +259,11 @@ fn fetch(
             let it = st.query_map(params![after, upto, limit], |r| {
                 Ok(Row {
                     id: r.get(0)?,
-                    a: text(r, 1)?,
-                    ptype: int(r, 2)?,
-                    b: text(r, 3)?,
-                    c: text(r, 4)?,
-                    d: text(r, 5)?,
+                    a: text_lossy(r, 1)?,
+                    ptype: whole_int(r, 2)?,
+                    b: text_lossy(r, 3)?,
+                    c: text_lossy(r, 4)?,
+                    d: text_lossy(r, 5)?,
                 })
             })?;
             it.collect::<Result<Vec<_>, _>>()?
@@ -421,7 +282,7 @@ struct ResolveCtx {
 fn load_resolve_ctx(conn: &Connection) -> anyhow::Result<ResolveCtx> {
     let mut st = conn.prepare("SELECT public_key FROM nodes WHERE public_key IS NOT NULL")?;
     let keys = st
-        .query_map([], |r| text(r, 0))?
+        .query_map([], |r| text_lossy(r, 0))?
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .flatten();
@@ -429,7 +290,7 @@ fn load_resolve_ctx(conn: &Connection) -> anyhow::Result<ResolveCtx> {
     let adj = if table_exists(conn, "neighbor_edges")? {
         let mut st = conn.prepare("SELECT node_a, node_b FROM neighbor_edges")?;
         let pairs = st
-            .query_map([], |r| Ok((text(r, 0)?, text(r, 1)?)))?
+            .query_map([], |r| Ok((text_lossy(r, 0)?, text_lossy(r, 1)?)))?
             .collect::<Result<Vec<_>, _>>()?;
         resolve::adjacency_from_edges(
             pairs
@@ -508,12 +369,12 @@ fn advance_cursor(
     to: i64,
 ) -> anyhow::Result<i64> {
     let key = cursor_key(task);
-    let stored = db::state_get(tx, &key)?.and_then(|v| v.trim().parse::<i64>().ok());
+    let stored = store::state_get(tx, &key)?.and_then(|v| v.trim().parse::<i64>().ok());
     let new = match stored {
         Some(s) if s != expected => s.min(to),
         _ => to,
     };
-    db::state_set(tx, &key, &new.to_string())?;
+    store::state_set(tx, &key, &new.to_string())?;
     Ok(new)
 }
 
@@ -636,7 +497,8 @@ fn run_row_task(env: &mut Env<'_>, task: BackfillTask, reset: bool) -> anyhow::R
         }
     };
     if reset && !env.dry_run {
-        env.db.write(|tx| db::state_delete(tx, &cursor_key(task)))?;
+        env.db
+            .write(|tx| store::state_delete(tx, &cursor_key(task)))?;
         log::info!("backfill {}: cursor reset", task.cli_name());
     }
     let mut cursor = if reset {
@@ -730,7 +592,7 @@ fn run_row_task(env: &mut Env<'_>, task: BackfillTask, reset: bool) -> anyhow::R
                 // resolved-path task even if its cursor already passed them.
                 let rp = read_cursor(tx, BackfillTask::ResolvedPath)?;
                 if m <= rp {
-                    db::state_set(
+                    store::state_set(
                         tx,
                         &cursor_key(BackfillTask::ResolvedPath),
                         &(m - 1).to_string(),
@@ -1027,7 +889,7 @@ mod tests {
     #[test]
     fn blacklist_ids_trim_dedup() {
         let ids = blacklist_ids(
-            &[" AbC ".into(), "".into(), "x".into()],
+            &[" AbC ".into(), String::new(), "x".into()],
             &["abc".into(), "  ".into(), "Y".into()],
         );
         assert_eq!(ids, vec!["AbC", "x", "Y"]);
@@ -1093,14 +955,14 @@ mod tests {
             BackfillTask::PathJson,
             BackfillTask::ResolvedPath,
         ] {
-            db::state_set(&c, &cursor_key(t), "1").unwrap();
+            store::state_set(&c, &cursor_key(t), "1").unwrap();
         }
         let m = pending_counts(&c).unwrap();
         assert_eq!(
             (m["from_pubkey"], m["path_json"], m["resolved_path"]),
             (1, 1, 1)
         );
-        db::state_set(&c, &cursor_key(BackfillTask::ResolvedPath), "4").unwrap();
+        store::state_set(&c, &cursor_key(BackfillTask::ResolvedPath), "4").unwrap();
         assert_eq!(pending_counts(&c).unwrap()["resolved_path"], 0);
     }
 
@@ -1117,14 +979,14 @@ mod tests {
         // nobody else moved it
         assert_eq!(advance_cursor(&c, t, 50, 90).unwrap(), 90);
         // lowered meanwhile (path-json gave hops to row 10): the lower wins
-        db::state_set(&c, &cursor_key(t), "9").unwrap();
+        store::state_set(&c, &cursor_key(t), "9").unwrap();
         assert_eq!(advance_cursor(&c, t, 90, 120).unwrap(), 9);
         assert_eq!(read_cursor(&c, t).unwrap(), 9);
         // moved forward by another run: ours (lower) wins, rows are re-read, never skipped
-        db::state_set(&c, &cursor_key(t), "500").unwrap();
+        store::state_set(&c, &cursor_key(t), "500").unwrap();
         assert_eq!(advance_cursor(&c, t, 9, 120).unwrap(), 120);
         // garbage in the state table reads as 0
-        db::state_set(&c, &cursor_key(t), "x").unwrap();
+        store::state_set(&c, &cursor_key(t), "x").unwrap();
         assert_eq!(read_cursor(&c, t).unwrap(), 0);
     }
 

@@ -31,41 +31,39 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Transaction};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::cli::BuildEdgesArgs;
 use crate::context::Ctx;
-use crate::db::{self, Batcher, Deadline, WriteDb};
 use crate::edges::{self, FnvMap, ObsInput, PrefixIndex};
 use crate::error::Failure;
 use crate::packet;
-use crate::report::Outcome;
+use crate::report::{Outcome, Report};
+use crate::store::edge_state::{
+    interrupted_rebuild, old_tables, read_watermark, watermark_ahead, NEEDS_REBUILD_KEY,
+    OLD_TABLE_PREFIX, OWNER_KEY, REBUILD_KEY, STAGING_TABLE, WATERMARK_KEY,
+};
+use crate::store::engine::{self, Engine, Target};
+use crate::store::values::{epoch, int, text};
+use crate::store::{self, Batcher, Deadline, WriteDb};
 use crate::timeutil;
-
-/// State key of the incremental watermark (last observation id counted).
-pub const WATERMARK_KEY: &str = "build_edges.watermark";
-/// State key of the staging table's watermark (set only while consistent).
-pub const REBUILD_KEY: &str = "build_edges.rebuild_watermark";
-/// State key naming the run that owns the staging table.
-pub const OWNER_KEY: &str = "build_edges.rebuild_owner";
-/// State key set (by `migrate`'s duplicate-observation merge) when
-/// `neighbor_edges` counts observations that no longer exist: the graph is
-/// stale until `build-edges --rebuild` swaps a recomputed table in, which
-/// deletes the key in the same transaction.
-pub const NEEDS_REBUILD_KEY: &str = "build_edges.needs_rebuild";
-/// The rebuild's staging table.
-pub const STAGING_TABLE: &str = "_corescope_edges_rebuild";
-/// Prefix of the tables a swap renames the old `neighbor_edges` to; they are
-/// emptied in short batches and dropped afterwards (a `DROP TABLE` of a big
-/// table would hold the write lock for as long as it takes to free every page).
-pub const OLD_TABLE_PREFIX: &str = "_corescope_edges_old_";
 
 const EDGES_TABLE: &str = "neighbor_edges";
 
-/// Same shape as `neighbor_edges`.
-const STAGING_DDL: &str = "CREATE TABLE _corescope_edges_rebuild (\n  node_a    TEXT NOT NULL,\n  node_b    TEXT NOT NULL,\n  count     INTEGER DEFAULT 1,\n  last_seen TEXT,\n  PRIMARY KEY (node_a, node_b)\n)";
+/// `CREATE TABLE` of the staging table: the catalog's `neighbor_edges`
+/// under the staging name (the swap renames it to `neighbor_edges`).
+fn staging_ddl() -> anyhow::Result<String> {
+    let t = crate::catalog::table(EDGES_TABLE)
+        .ok_or_else(|| anyhow::anyhow!("internal error: the catalog has no {EDGES_TABLE}"))?;
+    let sql = crate::catalog::create_table_sql(t, crate::catalog::Target::Latest);
+    Ok(sql.replacen(
+        &format!("CREATE TABLE IF NOT EXISTS {EDGES_TABLE} "),
+        &format!("CREATE TABLE {STAGING_TABLE} "),
+        1,
+    ))
+}
 
 const SCAN_SQL: &str = "SELECT o.id, o.timestamp, o.path_json, t.payload_type,
        CASE WHEN t.payload_type = 4 THEN t.from_pubkey END,
@@ -177,30 +175,6 @@ impl Totals {
     }
 }
 
-fn text(v: ValueRef<'_>) -> Option<&str> {
-    match v {
-        ValueRef::Text(t) => std::str::from_utf8(t).ok(),
-        _ => None,
-    }
-}
-
-/// Observation time as epoch seconds; tolerant of legacy storage classes.
-fn epoch(v: ValueRef<'_>) -> Option<i64> {
-    match v {
-        ValueRef::Integer(i) => Some(i),
-        ValueRef::Real(f) if f.is_finite() => Some(f.floor() as i64),
-        ValueRef::Text(_) => text(v).and_then(timeutil::parse_instant),
-        _ => None,
-    }
-}
-
-fn int(v: ValueRef<'_>) -> Option<i64> {
-    match v {
-        ValueRef::Integer(i) => Some(i),
-        _ => None,
-    }
-}
-
 /// Scans up to `limit` observations after `after` into `agg`.
 fn scan(
     conn: &Connection,
@@ -242,91 +216,6 @@ fn scan(
     Ok(b)
 }
 
-fn read_watermark(conn: &Connection, key: &str) -> anyhow::Result<Option<i64>> {
-    match db::state_get(conn, key)? {
-        None => Ok(None),
-        Some(v) => v.trim().parse::<i64>().map(Some).map_err(|_| {
-            Failure::Fatal(format!(
-                "corrupt state: {key} = {v:?} is not an observation id; run `corescope build-edges --rebuild`"
-            ))
-            .into()
-        }),
-    }
-}
-
-/// The highest observation id the database has or had: `MAX(id)`, or the
-/// AUTOINCREMENT counter in `sqlite_sequence` (ids are never reused, so an
-/// id above it cannot exist yet).
-pub(crate) fn observation_ceiling(conn: &Connection) -> anyhow::Result<i64> {
-    let max_id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM observations", [], |r| {
-        r.get(0)
-    })?;
-    let seq: i64 = if db::table_exists(conn, "sqlite_sequence")? {
-        conn.query_row(
-            "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'observations'",
-            [],
-            |r| r.get(0),
-        )?
-    } else {
-        0
-    };
-    Ok(max_id.max(seq))
-}
-
-/// `Some((watermark, ceiling))` when the stored watermark is above every
-/// observation id there is or was. It can only get there when the database
-/// was restored from an older backup or `observations` was rebuilt; new
-/// observations then get ids the watermark already covers and would never be
-/// counted.
-pub(crate) fn watermark_ahead(conn: &Connection) -> anyhow::Result<Option<(i64, i64)>> {
-    let Some(w) = read_watermark(conn, WATERMARK_KEY)? else {
-        return Ok(None);
-    };
-    let ceiling = observation_ceiling(conn)?;
-    Ok((w > ceiling).then_some((w, ceiling)))
-}
-
-/// What a stopped `--rebuild` left behind.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Leftover {
-    /// Rows in the staging table.
-    pub staging_rows: i64,
-    /// The staging table is consistent up to this observation id (a
-    /// `--rebuild` resumes after it); None: it is not, a rebuild starts over.
-    pub resumable_after: Option<i64>,
-}
-
-/// The staging table of an interrupted `--rebuild`, if there is one.
-pub(crate) fn interrupted_rebuild(conn: &Connection) -> anyhow::Result<Option<Leftover>> {
-    if !db::table_exists(conn, STAGING_TABLE)? {
-        return Ok(None);
-    }
-    let staging_rows: i64 =
-        conn.query_row(&format!("SELECT count(*) FROM {STAGING_TABLE}"), [], |r| {
-            r.get(0)
-        })?;
-    let ceiling = observation_ceiling(conn)?;
-    // A corrupt or too-high staging watermark (restored backup) is not consistent.
-    let resumable_after = read_watermark(conn, REBUILD_KEY)
-        .ok()
-        .flatten()
-        .filter(|w| *w >= 0 && *w <= ceiling);
-    Ok(Some(Leftover {
-        staging_rows,
-        resumable_after,
-    }))
-}
-
-/// Names of the tables earlier swaps renamed the old `neighbor_edges` to,
-/// not dropped yet.
-pub(crate) fn old_tables(conn: &Connection) -> anyhow::Result<Vec<String>> {
-    let mut st = conn.prepare(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, length(?1)) = ?1 ORDER BY name",
-    )?;
-    let rows = st.query_map([OLD_TABLE_PREFIX], |r| r.get::<_, String>(0))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
 /// Columns, indexes and triggers of `neighbor_edges` that the catalog does
 /// not define (the rebuilt table has the catalog's shape only).
 fn foreign_objects(conn: &Connection) -> anyhow::Result<Vec<String>> {
@@ -334,7 +223,7 @@ fn foreign_objects(conn: &Connection) -> anyhow::Result<Vec<String>> {
     let known: Vec<&str> = crate::catalog::table(EDGES_TABLE)
         .map(|t| t.columns.iter().map(|c| c.name).collect())
         .unwrap_or_default();
-    for c in db::columns(conn, EDGES_TABLE)? {
+    for c in store::columns(conn, EDGES_TABLE)? {
         if !known.iter().any(|k| k.eq_ignore_ascii_case(&c)) {
             found.push(format!("column {EDGES_TABLE}.{c}"));
         }
@@ -483,54 +372,63 @@ impl Run<'_> {
         }
     }
 
-    /// Incremental pass into `neighbor_edges`. Returns true when caught up,
-    /// false when stopped by the deadline (always after at least one batch).
+    /// Incremental pass into `neighbor_edges`, through the batch engine
+    /// (transaction under the lock budget, fairness pause, checkpoint
+    /// policy, deadline). Returns true when caught up, false when stopped by
+    /// the deadline (always after at least one batch).
     fn drain_live(&mut self) -> anyhow::Result<bool> {
+        let mut engine = Engine::new(
+            Target::Write(&mut *self.db),
+            engine::Settings {
+                max_lock_ms: self.max_lock_ms,
+                deadline: self.deadline,
+            },
+        )?;
         let mut agg = Agg::default();
         loop {
-            let wm = read_watermark(self.db.conn(), WATERMARK_KEY)?.unwrap_or(0);
+            let wm = read_watermark(engine.conn(), WATERMARK_KEY)?.unwrap_or(0);
             let size = self
                 .fixed_batch
-                .unwrap_or_else(|| self.batcher.size())
+                .unwrap_or_else(|| engine.batch_size())
                 .max(1);
             agg.clear();
-            let batch = scan(self.db.conn(), &self.idx, wm, size, &mut agg)?;
+            let batch = scan(engine.conn(), &self.idx, wm, size, &mut agg)?;
             if batch.rows == 0 {
                 return Ok(true);
             }
             let (names, rows) = agg.take_sorted();
-            let applied = self.db.write(|tx| {
+            // The batcher is fed the rows of an applied batch only (a
+            // discarded one says nothing about the cost of a batch).
+            let applied = engine.batch(|tx| {
                 if read_watermark(tx, WATERMARK_KEY)?.unwrap_or(0) != wm {
-                    return Ok(None);
+                    return Ok((None, 0));
                 }
                 let r = upsert(tx, EDGES_TABLE, &names, &rows)?;
-                db::state_set(tx, WATERMARK_KEY, &batch.last_id.to_string())?;
-                Ok(Some(r))
+                store::state_set(tx, WATERMARK_KEY, &batch.last_id.to_string())?;
+                Ok((Some(r), batch.rows as usize))
             })?;
             self.totals.transactions += 1;
-            self.maybe_checkpoint(8);
             match applied {
                 Some((upserted, new)) => {
-                    // Hold time from BEGIN IMMEDIATE to the end of the commit.
-                    self.batcher
-                        .observe(batch.rows as usize, self.db.last_hold());
                     self.totals.add_scan(&batch);
                     self.totals.upserted += upserted;
                     self.totals.new += new;
-                    self.tick(batch.rows);
+                    if let Some(p) = &self.progress {
+                        p.inc(batch.rows);
+                    }
                 }
                 // Another run advanced the watermark: rescan from it.
                 None => self.totals.discarded += 1,
             }
-            if self.deadline.expired() {
+            if engine.expired() {
                 return Ok(false);
             }
         }
     }
 
     fn check_owner(tx: &Transaction<'_>, token: &str) -> anyhow::Result<()> {
-        if db::state_get(tx, OWNER_KEY)?.as_deref() != Some(token)
-            || !db::table_exists(tx, STAGING_TABLE)?
+        if store::state_get(tx, OWNER_KEY)?.as_deref() != Some(token)
+            || !store::table_exists(tx, STAGING_TABLE)?
         {
             return Err(Failure::Busy(
                 "another `build-edges --rebuild` took over the staging table; this run stops (nothing half-done)".into(),
@@ -553,7 +451,7 @@ impl Run<'_> {
         if !rows.is_empty() {
             self.db.write(|tx| {
                 Self::check_owner(tx, token)?;
-                db::state_delete(tx, REBUILD_KEY)?;
+                store::state_delete(tx, REBUILD_KEY)?;
                 Ok(())
             })?;
             self.totals.transactions += 1;
@@ -580,7 +478,7 @@ impl Run<'_> {
         }
         self.db.write(|tx| {
             Self::check_owner(tx, token)?;
-            db::state_set(tx, REBUILD_KEY, &wm.to_string())?;
+            store::state_set(tx, REBUILD_KEY, &wm.to_string())?;
             Ok(())
         })?;
         self.staging_fresh = false;
@@ -675,7 +573,7 @@ fn seed_from_existing(db: &mut WriteDb) -> anyhow::Result<Option<Value>> {
         if read_watermark(tx, WATERMARK_KEY)?.is_some() {
             return Ok(false);
         }
-        db::state_set(tx, WATERMARK_KEY, &start.to_string())?;
+        store::state_set(tx, WATERMARK_KEY, &start.to_string())?;
         Ok(true)
     })?;
     if !applied {
@@ -694,7 +592,7 @@ fn seed_from_existing(db: &mut WriteDb) -> anyhow::Result<Option<Value>> {
 fn prepare_staging(db: &mut WriteDb, token: &str) -> anyhow::Result<(i64, bool)> {
     db.write(|tx| {
         let left = interrupted_rebuild(tx)?;
-        db::state_set(tx, OWNER_KEY, token)?;
+        store::state_set(tx, OWNER_KEY, token)?;
         if let Some(w) = left.as_ref().and_then(|l| l.resumable_after) {
             return Ok((w, true));
         }
@@ -703,8 +601,8 @@ fn prepare_staging(db: &mut WriteDb, token: &str) -> anyhow::Result<(i64, bool)>
             // batches with the old tables, never one long DROP under the lock.
             retire_staging(tx, token)?;
         }
-        tx.execute_batch(STAGING_DDL)?;
-        db::state_set(tx, REBUILD_KEY, "0")?;
+        tx.execute_batch(&staging_ddl()?)?;
+        store::state_set(tx, REBUILD_KEY, "0")?;
         Ok((0, false))
     })
 }
@@ -729,7 +627,7 @@ fn retire_staging(tx: &Transaction<'_>, token: &str) -> anyhow::Result<()> {
     ));
     let _ = tx.pragma_update(None, "legacy_alter_table", false);
     r?;
-    db::state_delete(tx, REBUILD_KEY)?;
+    store::state_delete(tx, REBUILD_KEY)?;
     Ok(())
 }
 
@@ -753,7 +651,7 @@ fn handle_leftover_staging(db: &mut WriteDb, token: &str) -> anyhow::Result<Opti
         match interrupted_rebuild(tx)? {
             Some(l) if l.resumable_after.is_none() => {
                 retire_staging(tx, token)?;
-                db::state_delete(tx, OWNER_KEY)?;
+                store::state_delete(tx, OWNER_KEY)?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -788,10 +686,10 @@ fn swap_in(db: &mut WriteDb, token: &str) -> anyhow::Result<i64> {
                 "ALTER TABLE {EDGES_TABLE} RENAME TO {old};
                  ALTER TABLE {STAGING_TABLE} RENAME TO {EDGES_TABLE};"
             ))?;
-            db::state_set(tx, WATERMARK_KEY, &w.to_string())?;
-            db::state_delete(tx, REBUILD_KEY)?;
-            db::state_delete(tx, OWNER_KEY)?;
-            db::state_delete(tx, NEEDS_REBUILD_KEY)?;
+            store::state_set(tx, WATERMARK_KEY, &w.to_string())?;
+            store::state_delete(tx, REBUILD_KEY)?;
+            store::state_delete(tx, OWNER_KEY)?;
+            store::state_delete(tx, NEEDS_REBUILD_KEY)?;
             Ok(())
         })();
         let _ = tx.pragma_update(None, "legacy_alter_table", false);
@@ -811,7 +709,7 @@ fn drop_old_tables(db: &mut WriteDb, max_lock_ms: u64, deadline: &Deadline) -> a
         loop {
             let n = batcher.size().max(1);
             let gone = db.write(|tx| {
-                if !db::table_exists(tx, &name)? {
+                if !store::table_exists(tx, &name)? {
                     return Ok(0usize);
                 }
                 let gone = tx.execute(
@@ -875,16 +773,8 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
                 r.get(0)
             })?;
     let backlog = (max_id - start_wm).max(0) as u64;
-    let progress = (ctx.progress_allowed() && backlog >= 200_000).then(|| {
-        let p = indicatif::ProgressBar::new(backlog);
-        p.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} build-edges {bar:40} {pos}/{len} observations ({per_sec}, eta {eta})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        p
-    });
+    let progress = (ctx.progress_allowed() && backlog >= 200_000)
+        .then(|| engine::progress_bar(backlog, "build-edges", "observations"));
 
     let mut runner = Run {
         db: &mut db,
@@ -938,93 +828,138 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
         None
     };
 
-    let mut out = Outcome::new();
-    out.set(
-        "mode",
-        if args.rebuild {
+    let report = BuildEdgesReport {
+        mode: if args.rebuild {
             "rebuild"
         } else {
             "incremental"
         },
-    );
-    out.set("observations_scanned", totals.scanned);
-    out.set("candidates", totals.candidates);
-    out.set("edges_upserted", totals.upserted);
-    out.set("edges_new", totals.new);
-    out.set("watermark", watermark.map_or(Value::Null, Value::from));
-    out.set("complete", complete);
-    out.set("max_lock_hold_ms", db.max_lock_hold_ms());
-    out.set("batches", totals.batches);
-    out.set("batches_discarded", totals.discarded);
-    out.set("transactions", totals.transactions);
-    out.set("trace_rows_skipped", totals.trace_skipped);
-    out.set("old_table_rows_deleted", old_rows_deleted);
-    out.set("edges_total", edges_total.map_or(Value::Null, Value::from));
-    out.set("seeded", seeded.clone().unwrap_or(Value::Null));
-    if !args.rebuild {
-        out.set(
-            "interrupted_rebuild",
-            leftover.clone().unwrap_or(Value::Null),
-        );
-    }
-    if args.rebuild {
-        let staging = read_watermark(db.conn(), REBUILD_KEY)?;
-        out.set(
-            "rebuild",
-            json!({
-                "resumed_after_id": resumed_from,
-                "swapped": swapped,
-                "staging_watermark": staging,
-            }),
-        );
-    }
-
-    let mut human = format!(
-        "build-edges{}: scanned {} observations, {} candidates, {} edges upserted ({} new), watermark {}, {}",
-        if args.rebuild { " --rebuild" } else { "" },
-        totals.scanned,
-        totals.candidates,
-        totals.upserted,
-        totals.new,
-        watermark.map_or("none".to_string(), |w| w.to_string()),
-        if complete { "complete" } else { "incomplete (stopped by --max-seconds; run again to continue)" },
-    );
-    if let Some(s) = &seeded {
-        human.push_str(&format!(
-            "; first run on edges built by CoreScope: counting starts after observation {} (last with timestamp <= {})",
-            s["start_after_id"],
-            s["max_last_seen"].as_str().unwrap_or("unknown")
-        ));
-    }
-    if let Some(r) = resumed_from {
-        human.push_str(&format!(
-            "; resumed an interrupted rebuild after observation {r}"
-        ));
-    }
-    if swapped {
-        human.push_str(&format!("; {} edges swapped in", edges_total.unwrap_or(0)));
-    }
-    if let Some(l) = &leftover {
-        if l["action"] == "kept" {
-            human.push_str(&format!(
-                "; note: a stopped `build-edges --rebuild` left its staging table ({} rows, consistent up to observation {}): `corescope build-edges --rebuild` resumes and finishes it",
-                l["staging_rows"], l["resumable_after_id"]
-            ));
+        observations_scanned: totals.scanned,
+        candidates: totals.candidates,
+        edges_upserted: totals.upserted,
+        edges_new: totals.new,
+        watermark,
+        complete,
+        max_lock_hold_ms: db.max_lock_hold_ms(),
+        batches: totals.batches,
+        batches_discarded: totals.discarded,
+        transactions: totals.transactions,
+        trace_rows_skipped: totals.trace_skipped,
+        old_table_rows_deleted: old_rows_deleted,
+        edges_total,
+        seeded,
+        interrupted_rebuild: (!args.rebuild).then(|| leftover.unwrap_or(Value::Null)),
+        rebuild: if args.rebuild {
+            Some(RebuildReport {
+                resumed_after_id: resumed_from,
+                swapped,
+                staging_watermark: read_watermark(db.conn(), REBUILD_KEY)?,
+            })
         } else {
+            None
+        },
+    };
+    Outcome::from_report(&report)
+}
+
+/// The report of `build-edges`: its fields are the keys of `--json` (and
+/// of the metrics file).
+#[derive(Debug, Serialize)]
+struct BuildEdgesReport {
+    mode: &'static str,
+    observations_scanned: u64,
+    candidates: u64,
+    edges_upserted: u64,
+    edges_new: u64,
+    watermark: Option<i64>,
+    complete: bool,
+    max_lock_hold_ms: f64,
+    batches: u64,
+    batches_discarded: u64,
+    transactions: u64,
+    trace_rows_skipped: u64,
+    old_table_rows_deleted: u64,
+    /// Counted after a swap only (a full index scan).
+    edges_total: Option<i64>,
+    /// The first run on edges built by CoreScope: where counting starts.
+    seeded: Option<Value>,
+    /// Incremental runs only: the staging table a stopped rebuild left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interrupted_rebuild: Option<Value>,
+    /// `--rebuild` runs only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rebuild: Option<RebuildReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct RebuildReport {
+    resumed_after_id: Option<i64>,
+    swapped: bool,
+    staging_watermark: Option<i64>,
+}
+
+impl Report for BuildEdgesReport {
+    fn human(&self) -> String {
+        let rebuild = self.rebuild.as_ref();
+        let mut human = format!(
+            "build-edges{}: scanned {} observations, {} candidates, {} edges upserted ({} new), watermark {}, {}",
+            if rebuild.is_some() { " --rebuild" } else { "" },
+            self.observations_scanned,
+            self.candidates,
+            self.edges_upserted,
+            self.edges_new,
+            self.watermark.map_or("none".to_string(), |w| w.to_string()),
+            if self.complete { "complete" } else { "incomplete (stopped by --max-seconds; run again to continue)" },
+        );
+        if let Some(s) = &self.seeded {
             human.push_str(&format!(
-                "; note: dropped the unfinished staging table of a stopped `build-edges --rebuild` ({} rows, not resumable)",
-                l["staging_rows"]
+                "; first run on edges built by CoreScope: counting starts after observation {} (last with timestamp <= {})",
+                s["start_after_id"],
+                s["max_last_seen"].as_str().unwrap_or("unknown")
             ));
         }
+        if let Some(r) = rebuild.and_then(|r| r.resumed_after_id) {
+            human.push_str(&format!(
+                "; resumed an interrupted rebuild after observation {r}"
+            ));
+        }
+        if rebuild.is_some_and(|r| r.swapped) {
+            human.push_str(&format!(
+                "; {} edges swapped in",
+                self.edges_total.unwrap_or(0)
+            ));
+        }
+        if let Some(l) = self.interrupted_rebuild.as_ref().filter(|l| !l.is_null()) {
+            if l["action"] == "kept" {
+                human.push_str(&format!(
+                    "; note: a stopped `build-edges --rebuild` left its staging table ({} rows, consistent up to observation {}): `corescope build-edges --rebuild` resumes and finishes it",
+                    l["staging_rows"], l["resumable_after_id"]
+                ));
+            } else {
+                human.push_str(&format!(
+                    "; note: dropped the unfinished staging table of a stopped `build-edges --rebuild` ({} rows, not resumable)",
+                    l["staging_rows"]
+                ));
+            }
+        }
+        human.push('\n');
+        human
     }
-    human.push('\n');
-    out.human = human;
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::edge_state::observation_ceiling;
+    use rusqlite::types::ValueRef;
+
+    #[test]
+    fn staging_table_is_the_catalogs_neighbor_edges() {
+        assert_eq!(
+            staging_ddl().unwrap(),
+            "CREATE TABLE _corescope_edges_rebuild (\n  node_a TEXT NOT NULL,\n  node_b TEXT NOT NULL,\n  count INTEGER DEFAULT 1,\n  last_seen TEXT,\n  PRIMARY KEY (node_a, node_b)\n)"
+        );
+    }
 
     fn edges_db() -> Connection {
         let c = Connection::open_in_memory().unwrap();
@@ -1057,14 +992,14 @@ mod tests {
     #[test]
     fn watermark_ahead_uses_the_autoincrement_counter() {
         let c = edges_db();
-        db::state_set(&c, WATERMARK_KEY, "3").unwrap();
+        store::state_set(&c, WATERMARK_KEY, "3").unwrap();
         assert_eq!(watermark_ahead(&c).unwrap(), None);
         // The newest rows deleted: their ids are still taken.
         c.execute("DELETE FROM observations WHERE id >= 2", [])
             .unwrap();
         assert_eq!(observation_ceiling(&c).unwrap(), 3);
         assert_eq!(watermark_ahead(&c).unwrap(), None);
-        db::state_set(&c, WATERMARK_KEY, "4").unwrap();
+        store::state_set(&c, WATERMARK_KEY, "4").unwrap();
         assert_eq!(watermark_ahead(&c).unwrap(), Some((4, 3)));
     }
 

@@ -10,10 +10,10 @@ use serde_json::{json, Value};
 use crate::catalog::Target;
 use crate::cli::CheckArgs;
 use crate::context::Ctx;
-use crate::db::{self, ReadOnlyDb};
 use crate::error::{Failure, EXIT_NOT_READY, EXIT_OK};
 use crate::report::{self, Outcome};
-use crate::schema::{self, ObsShape};
+use crate::store::probe::{self, ObsShape};
+use crate::store::{self, ReadOnlyDb};
 
 #[derive(Debug, Clone)]
 pub struct Warning {
@@ -24,13 +24,13 @@ pub struct Warning {
 pub fn run(ctx: &Ctx, args: &CheckArgs) -> anyhow::Result<Outcome> {
     let ro = ReadOnlyDb::open(&ctx.db_path, ctx.busy_timeout_ms)?;
     let conn = ro.reader();
-    let missing = schema::missing_objects(conn, args.target)?;
+    let missing = probe::missing_objects(conn, args.target)?;
     log::info!(
         "schema objects for target {}: {} missing",
         args.target.name(),
         missing.len()
     );
-    let pending: Vec<String> = schema::pending_migrations(conn, args.target)?
+    let pending: Vec<String> = probe::pending_migrations(conn, args.target)?
         .iter()
         .map(|m| m.name.to_string())
         .collect();
@@ -208,7 +208,7 @@ fn human(
 /// Rows each backfill still has to do: the backfill command's own counting
 /// (the same selections, after each task's cursor).
 pub fn pending_backfills(conn: &Connection) -> anyhow::Result<BTreeMap<String, i64>> {
-    crate::commands::backfill::pending_counts(conn)
+    crate::store::backfill_state::pending_counts(conn)
 }
 
 fn integrity_check(ro: &ReadOnlyDb) -> anyhow::Result<(Vec<String>, Vec<String>)> {
@@ -236,7 +236,7 @@ fn integrity_check(ro: &ReadOnlyDb) -> anyhow::Result<(Vec<String>, Vec<String>)
 /// stopped `--rebuild`, old tables of earlier swaps not dropped yet, and a
 /// watermark ahead of every observation (restored backup).
 fn edge_build_state(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<()> {
-    use crate::commands::build_edges as be;
+    use crate::store::edge_state as be;
     if let Some(l) = be::interrupted_rebuild(conn)? {
         w.push(Warning {
             code: "interrupted_edges_rebuild",
@@ -283,16 +283,16 @@ fn anomalies(
 ) -> anyhow::Result<Vec<Warning>> {
     let mut w = Vec::new();
     let count = |sql: &str| -> anyhow::Result<i64> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
-    let shape = schema::observations_shape(conn)?;
+    let shape = probe::observations_shape(conn)?;
     if shape == ObsShape::V2 {
         w.push(Warning {
             code: "observations_v2",
             message: "observations has the v2 shape of the retired Node.js backend; the CoreScope ingestor cannot run on it".into(),
         });
     }
-    let ocols = db::columns(conn, "observations")?;
+    let ocols = store::columns(conn, "observations")?;
     let has_o = |c: &str| ocols.iter().any(|x| x == c);
-    if db::table_exists(conn, "neighbor_edges")? {
+    if store::table_exists(conn, "neighbor_edges")? {
         let n = count("SELECT count(*) FROM neighbor_edges WHERE node_a = '' OR node_b = '' OR node_a IS NULL OR node_b IS NULL")?;
         if n > 0 {
             w.push(Warning {
@@ -317,7 +317,7 @@ fn anomalies(
         });
     }
     if has_o("observer_idx") {
-        let (total, matching) = schema::text_observer_idx(conn)?;
+        let (total, matching) = probe::text_observer_idx(conn)?;
         if total > 0 {
             w.push(Warning {
                 code: "text_observer_idx",
@@ -334,17 +334,17 @@ fn anomalies(
             });
         }
     }
-    if !db::object_exists(conn, "index", crate::catalog::DEDUP_INDEX)? {
-        let (groups, surplus) = schema::duplicate_dedup_groups(conn)?;
+    if !store::object_exists(conn, "index", crate::catalog::DEDUP_INDEX)? {
+        let (groups, surplus) = probe::duplicate_dedup_groups(conn)?;
         if groups > 0 {
-            let sample = schema::duplicate_dedup_sample(conn, 3)?;
+            let sample = probe::duplicate_dedup_sample(conn, 3)?;
             w.push(Warning {
                 code: "duplicate_dedup_keys",
                 message: format!("{groups} groups ({surplus} surplus rows) of observations share (transmission_id, observer_idx, path_json), e.g. {}; idx_observations_dedup cannot be created and the ingestor cannot start until they are merged: `corescope migrate` merges each group the way the ingestor's UPSERT would have, keeping every removed row in {}", sample.join("; "), crate::catalog::MERGED_OBSERVATIONS),
             });
         }
     }
-    if let Some(drift) = schema::nodes_drift(conn)? {
+    if let Some(drift) = probe::nodes_drift(conn)? {
         w.push(Warning {
             code: "inactive_nodes_drift",
             message: format!(
@@ -355,16 +355,16 @@ fn anomalies(
             ),
         });
     }
-    if db::table_exists(conn, db::STATE_TABLE)?
-        && db::state_get(conn, crate::commands::build_edges::NEEDS_REBUILD_KEY)?.is_some()
+    if store::table_exists(conn, store::STATE_TABLE)?
+        && store::state_get(conn, crate::store::edge_state::NEEDS_REBUILD_KEY)?.is_some()
     {
         w.push(Warning {
             code: "edges_need_rebuild",
             message: format!(
                 "neighbor_edges still counts observations that `corescope migrate` merged away as duplicates \
                  ({} is set in {}): run `corescope build-edges --rebuild`",
-                crate::commands::build_edges::NEEDS_REBUILD_KEY,
-                db::STATE_TABLE
+                crate::store::edge_state::NEEDS_REBUILD_KEY,
+                store::STATE_TABLE
             ),
         });
     }
@@ -377,7 +377,7 @@ fn anomalies(
             });
         }
     }
-    let cols = db::columns(conn, "observers")?;
+    let cols = store::columns(conn, "observers")?;
     if cols.iter().any(|c| c == "last_packet_at") && has_o("observer_idx") {
         let n = count("SELECT count(*) FROM observers b WHERE b.last_packet_at IS NULL AND b.rowid IN (SELECT observer_idx FROM observations WHERE typeof(observer_idx) = 'integer')")?;
         if n > 0 {
@@ -410,7 +410,7 @@ fn anomalies(
         });
     }
     let path = ro.path();
-    let wal = db::wal_path(path);
+    let wal = store::wal_path(path);
     if let (Ok(dbm), Ok(walm)) = (std::fs::metadata(path), std::fs::metadata(&wal)) {
         if walm.len() > dbm.len() {
             w.push(Warning {
@@ -420,7 +420,7 @@ fn anomalies(
         }
     }
     for (name, _) in crate::catalog::DROPPED_INDEXES {
-        if db::object_exists(conn, "index", name)? {
+        if store::object_exists(conn, "index", name)? {
             w.push(Warning {
                 code: "obsolete_index",
                 message: format!("index {name} was dropped upstream (it wastes cache); `corescope migrate` drops it"),

@@ -15,10 +15,10 @@ use clap::CommandFactory;
 use serde_json::{json, Value};
 
 use crate::cli::{Cli, DemoArgs};
-use crate::commands::synth::{create, shell_quote};
 use crate::context::Ctx;
 use crate::error::Failure;
 use crate::report::Outcome;
+use crate::synth::create::{create, shell_quote};
 use crate::synth::{Config, Schema};
 use crate::timeutil;
 
@@ -98,15 +98,13 @@ pub fn demo_config(size: u64, now: i64) -> Config {
 }
 
 fn demo_dir(args: &DemoArgs) -> anyhow::Result<PathBuf> {
-    let dir = match &args.dir {
-        Some(d) => d.clone(),
-        None => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
-            std::env::temp_dir().join(format!("corescope-demo-{}-{nanos:x}", std::process::id()))
-        }
+    let dir = if let Some(d) = &args.dir {
+        d.clone()
+    } else {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        std::env::temp_dir().join(format!("corescope-demo-{}-{nanos:x}", std::process::id()))
     };
     std::fs::create_dir_all(&dir)
         .map_err(|e| Failure::Fatal(format!("cannot create {}: {e}", dir.display())))?;
@@ -131,7 +129,7 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Outcome> {
     ));
     let cfg = demo_config(args.size, timeutil::now_epoch());
     let mut sctx = ctx.clone();
-    sctx.db_path = db.clone();
+    sctx.db_path.clone_from(&db);
     let synth_started = Instant::now();
     let synth_out = create(&sctx, &cfg, true)?;
     say(synth_out.human.trim_end());

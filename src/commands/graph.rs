@@ -11,11 +11,12 @@ use serde_json::{json, Map, Value};
 
 use crate::cli::{GraphCmd, GraphDumpArgs, GraphFilterArgs, GraphFormat, GraphStatsArgs};
 use crate::context::Ctx;
-use crate::db::ReadOnlyDb;
 use crate::error::Failure;
 use crate::graph::{self, Directory, Filter, Format, Graph, NodeRow, NormalizeReport, RawEdge};
-use crate::outfile;
 use crate::report::{self, Outcome};
+use crate::store::outfile;
+use crate::store::values::{real, text_or_number};
+use crate::store::ReadOnlyDb;
 use crate::timeutil;
 
 pub fn run(ctx: &Ctx, cmd: &GraphCmd) -> anyhow::Result<Outcome> {
@@ -23,25 +24,6 @@ pub fn run(ctx: &Ctx, cmd: &GraphCmd) -> anyhow::Result<Outcome> {
         GraphCmd::Dump(a) => dump(ctx, a),
         GraphCmd::Stats(a) => stats(ctx, a),
     }
-}
-
-fn text(v: ValueRef<'_>) -> Option<String> {
-    match v {
-        ValueRef::Text(t) => std::str::from_utf8(t).ok().map(str::to_string),
-        ValueRef::Integer(i) => Some(i.to_string()),
-        ValueRef::Real(f) => Some(f.to_string()),
-        _ => None,
-    }
-}
-
-fn real(v: ValueRef<'_>) -> Option<f64> {
-    match v {
-        ValueRef::Real(f) => Some(f),
-        ValueRef::Integer(i) => Some(i as f64),
-        ValueRef::Text(t) => std::str::from_utf8(t).ok()?.trim().parse().ok(),
-        _ => None,
-    }
-    .filter(|f: &f64| f.is_finite())
 }
 
 fn load_edges(db: &ReadOnlyDb) -> anyhow::Result<(Vec<graph::Edge>, NormalizeReport)> {
@@ -67,14 +49,14 @@ fn load_edges(db: &ReadOnlyDb) -> anyhow::Result<(Vec<graph::Edge>, NormalizeRep
         };
         let get = |i: usize| r.get_ref(i).ok();
         Some(RawEdge {
-            node_a: get(0).and_then(text),
-            node_b: get(1).and_then(text),
+            node_a: get(0).and_then(text_or_number),
+            node_b: get(1).and_then(text_or_number),
             count: match get(2) {
                 Some(ValueRef::Integer(i)) => Some(i),
                 Some(ValueRef::Real(f)) if f.is_finite() => Some(f as i64),
                 _ => None,
             },
-            last_seen: get(3).and_then(text),
+            last_seen: get(3).and_then(text_or_number),
         })
     });
     let out = graph::normalize_edges(iter, &timeutil::parse_instant);
@@ -97,7 +79,7 @@ fn load_node_table(
     ))?;
     let mut rows = st.query([])?;
     while let Some(r) = rows.next()? {
-        let Some(key) = text(r.get_ref(0)?) else {
+        let Some(key) = text_or_number(r.get_ref(0)?) else {
             continue;
         };
         let key = key.trim().to_ascii_lowercase();
@@ -105,11 +87,11 @@ fn load_node_table(
             continue;
         }
         out.entry(key).or_insert(NodeRow {
-            name: text(r.get_ref(1)?),
-            role: text(r.get_ref(2)?),
+            name: text_or_number(r.get_ref(1)?),
+            role: text_or_number(r.get_ref(2)?),
             lat: real(r.get_ref(3)?),
             lon: real(r.get_ref(4)?),
-            last_seen: text(r.get_ref(5)?),
+            last_seen: text_or_number(r.get_ref(5)?),
         });
     }
     Ok(out)
@@ -125,14 +107,16 @@ fn load_directory(db: &ReadOnlyDb) -> anyhow::Result<Directory> {
         let mut st = db.prepare("SELECT id, name FROM observers ORDER BY id")?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
-            let Some(id) = text(r.get_ref(0)?) else {
+            let Some(id) = text_or_number(r.get_ref(0)?) else {
                 continue;
             };
             let id = id.trim().to_ascii_lowercase();
             if id.is_empty() {
                 continue;
             }
-            dir.observers.entry(id).or_insert(text(r.get_ref(1)?));
+            dir.observers
+                .entry(id)
+                .or_insert(text_or_number(r.get_ref(1)?));
         }
     }
     Ok(dir)
@@ -227,20 +211,17 @@ fn dump(ctx: &Ctx, a: &GraphDumpArgs) -> anyhow::Result<Outcome> {
             graph::write_nodes_csv(&g, w, &tfmt)
         })?;
     }
-    match &a.output {
-        Some(p) => {
-            outfile::write_atomic(p, "--output", guard, |w| graph::write(&g, fmt, w, &tfmt))?
-        }
-        None => {
-            let stdout = io::stdout();
-            let mut w = BufWriter::new(stdout.lock());
-            let r = graph::write(&g, fmt, &mut w, &tfmt).and_then(|_| w.flush());
-            match r {
-                Ok(()) => {}
-                // `corescope graph dump | head`: the reader went away.
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-                Err(e) => return Err(Failure::Fatal(format!("writing to stdout: {e}")).into()),
-            }
+    if let Some(p) = &a.output {
+        outfile::write_atomic(p, "--output", guard, |w| graph::write(&g, fmt, w, &tfmt))?;
+    } else {
+        let stdout = io::stdout();
+        let mut w = BufWriter::new(stdout.lock());
+        let r = graph::write(&g, fmt, &mut w, &tfmt).and_then(|()| w.flush());
+        match r {
+            Ok(()) => {}
+            // `corescope graph dump | head`: the reader went away.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+            Err(e) => return Err(Failure::Fatal(format!("writing to stdout: {e}")).into()),
         }
     }
     let mut out = Outcome::new();
@@ -331,7 +312,7 @@ fn stats(ctx: &Ctx, a: &GraphStatsArgs) -> anyhow::Result<Outcome> {
     );
     let mut ages = Map::new();
     for (k, v) in &s.age_buckets {
-        ages.insert(k.to_string(), Value::from(*v));
+        ages.insert((*k).to_string(), Value::from(*v));
     }
     out.set("edges_by_age", Value::Object(ages));
     out.set("unknown_nodes", s.unknown_nodes);
@@ -349,7 +330,7 @@ fn stats(ctx: &Ctx, a: &GraphStatsArgs) -> anyhow::Result<Outcome> {
         s.components,
         s.largest_components
             .iter()
-            .map(|x| x.to_string())
+            .map(std::string::ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ")
     ));
@@ -380,7 +361,7 @@ fn stats(ctx: &Ctx, a: &GraphStatsArgs) -> anyhow::Result<Outcome> {
     h.push_str(&format!("{t}\n"));
     let mut t = report::table(&["last seen", "edges"]);
     for (k, v) in &s.age_buckets {
-        t.add_row(vec![k.to_string(), v.to_string()]);
+        t.add_row(vec![(*k).to_string(), v.to_string()]);
     }
     h.push_str(&format!("{t}\n"));
     // Human table in power-of-two ranges (JSON has every degree).

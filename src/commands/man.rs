@@ -22,7 +22,8 @@ pub fn run(args: &GenManArgs) -> anyhow::Result<Outcome> {
     out.human = pages
         .iter()
         .map(|p| format!("wrote {}\n", args.dir.join(p).display()))
-        .collect();
+        .collect::<Vec<_>>()
+        .concat();
     out.set("pages", pages);
     Ok(out)
 }

@@ -23,14 +23,14 @@ use crate::catalog::{
     self, ColumnDef, DataOp, IndexDef, MigrationDef, Record, TableDef, Target, ViewDef,
 };
 use crate::cli::MigrateArgs;
-use crate::commands::build_edges::{
-    NEEDS_REBUILD_KEY, OWNER_KEY as REBUILD_OWNER_KEY, REBUILD_KEY, WATERMARK_KEY,
-};
 use crate::context::Ctx;
-use crate::db::{self, Batcher, ReadOnlyDb, WriteDb};
 use crate::error::{Failure, EXIT_NOT_READY, EXIT_OK};
 use crate::report::{self, Outcome};
-use crate::schema::{self, ObsShape};
+use crate::store::edge_state::{
+    NEEDS_REBUILD_KEY, OWNER_KEY as REBUILD_OWNER_KEY, REBUILD_KEY, WATERMARK_KEY,
+};
+use crate::store::probe::{self, ObsShape};
+use crate::store::{self, Batcher, ReadOnlyDb, WriteDb};
 
 #[derive(Debug)]
 enum Action {
@@ -64,7 +64,7 @@ struct Step {
 pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
     let path = &ctx.db_path;
     // An empty file is as new as a missing one (`--create` fills it).
-    let exists = path.exists() && db::file_len(path) > 0;
+    let exists = path.exists() && store::file_len(path) > 0;
     if args.dry_run {
         return dry_run(ctx, args, exists);
     }
@@ -118,18 +118,18 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
         }
     }
     // What is left (e.g. the dedup index while duplicates exist).
-    let missing = schema::missing_objects(db.conn(), args.target)?;
-    let pending: Vec<String> = schema::pending_migrations(db.conn(), args.target)?
+    let missing = probe::missing_objects(db.conn(), args.target)?;
+    let pending: Vec<String> = probe::pending_migrations(db.conn(), args.target)?
         .iter()
         .map(|m| m.name.to_string())
         .collect();
-    let (text_total, _) = schema::text_observer_idx(db.conn())?;
+    let (text_total, _) = probe::text_observer_idx(db.conn())?;
     if text_total > 0 {
         notes.push(format!(
             "{text_total} observations keep a text observer_idx that matches no single observer id; left as they are"
         ));
     }
-    let needs_rebuild = db::state_get(db.conn(), NEEDS_REBUILD_KEY)?.is_some();
+    let needs_rebuild = store::state_get(db.conn(), NEEDS_REBUILD_KEY)?.is_some();
     if merged.groups > 0 {
         notes.push(format!(
             "merged {} groups of duplicate observations the way the ingestor's UPSERT would have ({} rows removed); \
@@ -150,7 +150,7 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
         notes.push(format!(
             "neighbor_edges counts observations that were merged away: run `corescope build-edges --rebuild` \
              (recorded as {NEEDS_REBUILD_KEY} in {}; `corescope check` reports it until the rebuild)",
-            db::STATE_TABLE
+            store::STATE_TABLE
         ));
     }
     let ready = missing.is_empty() && pending.is_empty();
@@ -298,7 +298,7 @@ fn dry_run(ctx: &Ctx, args: &MigrateArgs, exists: bool) -> anyhow::Result<Outcom
 }
 
 fn refuse_v2(conn: &Connection, path: &std::path::Path) -> anyhow::Result<()> {
-    if schema::observations_shape(conn)? == ObsShape::V2 {
+    if probe::observations_shape(conn)? == ObsShape::V2 {
         return Err(Failure::Fatal(format!(
             "{}: the observations table has the v2 shape of the retired Node.js backend (observer_id, text timestamps); \
              CoreScope's Go ingestor cannot run on it and corescope does not convert it. Convert it with the \
@@ -311,8 +311,8 @@ fn refuse_v2(conn: &Connection, path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn count_already(conn: &Connection, target: Target) -> anyhow::Result<i64> {
-    let recorded = schema::recorded_migrations(conn)?;
-    let done_async = schema::done_async_migrations(conn)?;
+    let recorded = probe::recorded_migrations(conn)?;
+    let done_async = probe::done_async_migrations(conn)?;
     Ok(catalog::migration_order(target)
         .iter()
         .filter(|m| match m.record {
@@ -337,9 +337,9 @@ fn index_columns(sql: &str) -> Vec<String> {
     }
     let mut cols: Vec<String> = rest[open + 1..close]
         .split(',')
-        .map(|s| s.trim())
+        .map(str::trim)
         .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-        .map(|s| s.to_string())
+        .map(std::string::ToString::to_string)
         .collect();
     // Columns named in a partial index's WHERE clause.
     if let Some(w) = rest.to_ascii_lowercase().find(" where ") {
@@ -360,7 +360,7 @@ fn index_columns(sql: &str) -> Vec<String> {
 
 fn plan(conn: &Connection, target: Target, counts: bool) -> anyhow::Result<Vec<Step>> {
     let mut steps = Vec::new();
-    let pending = schema::pending_migrations(conn, target)?;
+    let pending = probe::pending_migrations(conn, target)?;
     let claimed_idx: Vec<&str> = catalog::migration_order(target)
         .iter()
         .flat_map(|m| m.indexes.iter().copied())
@@ -371,9 +371,9 @@ fn plan(conn: &Connection, target: Target, counts: bool) -> anyhow::Result<Vec<S
         .collect();
     let mut new_tables: Vec<&str> = Vec::new();
     let mut cols_now: HashMap<&str, Vec<String>> = HashMap::new();
-    let nodes_cols = db::columns(conn, "nodes")?;
+    let nodes_cols = store::columns(conn, "nodes")?;
     for t in catalog::TABLES.iter().filter(|t| target.includes(t.since)) {
-        let cols = db::columns(conn, t.name)?;
+        let cols = store::columns(conn, t.name)?;
         if cols.is_empty() && t.name == "inactive_nodes" && !nodes_cols.is_empty() {
             // Same columns as nodes, in nodes' order; later additions go to
             // both tables alike (planned below as for an existing table).
@@ -414,7 +414,7 @@ fn plan(conn: &Connection, target: Target, counts: bool) -> anyhow::Result<Vec<S
         if claimed_idx.contains(&i.name) || i.unique_check.is_some() {
             continue;
         }
-        let missing = new_tables.contains(&i.table) || schema::index_missing(conn, i)?;
+        let missing = new_tables.contains(&i.table) || probe::index_missing(conn, i)?;
         if !missing {
             continue;
         }
@@ -439,7 +439,7 @@ fn plan(conn: &Connection, target: Target, counts: bool) -> anyhow::Result<Vec<S
             if let Some((t, col)) = c.split_once('.') {
                 if !new_tables.contains(&t)
                     && !has_col(t, col, &cols_now, &new_tables)
-                    && !cols_now.get(t).is_some_and(|v| v.is_empty())
+                    && !cols_now.get(t).is_some_and(std::vec::Vec::is_empty)
                 {
                     what.push(format!("add {c}"));
                 }
@@ -447,7 +447,7 @@ fn plan(conn: &Connection, target: Target, counts: bool) -> anyhow::Result<Vec<S
         }
         for i in m.indexes {
             if let Some(def) = catalog::index(i) {
-                if new_tables.contains(&def.table) || schema::index_missing(conn, def)? {
+                if new_tables.contains(&def.table) || probe::index_missing(conn, def)? {
                     what.push(format!("index {i}"));
                     planned_idx.push(def.name);
                 }
@@ -496,11 +496,11 @@ fn plan(conn: &Connection, target: Target, counts: bool) -> anyhow::Result<Vec<S
     }
     // nodes and inactive_nodes as they will be after the column steps
     // above: a pair that still differs is rebuilt before the indexes.
-    if let Some(drift) = schema::drift_of(
+    if let Some(drift) = probe::drift_of(
         predicted_columns(&steps, "nodes", &cols_now),
         predicted_columns(&steps, "inactive_nodes", &cols_now),
     ) {
-        let rows = if counts && db::table_exists(conn, "inactive_nodes")? {
+        let rows = if counts && store::table_exists(conn, "inactive_nodes")? {
             Some(conn.query_row("SELECT count(*) FROM inactive_nodes", [], |r| r.get(0))?)
         } else {
             None
@@ -519,7 +519,7 @@ fn plan(conn: &Connection, target: Target, counts: bool) -> anyhow::Result<Vec<S
         if planned_idx.contains(&i.name) {
             continue;
         }
-        let missing = new_tables.contains(&i.table) || schema::index_missing(conn, i)?;
+        let missing = new_tables.contains(&i.table) || probe::index_missing(conn, i)?;
         if !missing {
             continue;
         }
@@ -528,9 +528,9 @@ fn plan(conn: &Connection, target: Target, counts: bool) -> anyhow::Result<Vec<S
                 (0, 0)
             } else if pending.iter().any(|m| m.data == DataOp::ObserverIdxRowid) {
                 // The repair runs first and can join groups.
-                schema::duplicate_dedup_groups_after_repair(conn)?
+                probe::duplicate_dedup_groups_after_repair(conn)?
             } else {
-                schema::duplicate_dedup_groups(conn)?
+                probe::duplicate_dedup_groups(conn)?
             };
             if groups > 0 {
                 steps.push(Step {
@@ -564,10 +564,10 @@ fn plan(conn: &Connection, target: Target, counts: bool) -> anyhow::Result<Vec<S
         }
     }
     for v in catalog::VIEWS.iter().filter(|v| target.includes(v.since)) {
-        let stored = schema::stored_sql(conn, "view", v.name)?;
+        let stored = probe::stored_sql(conn, "view", v.name)?;
         let ok = stored
             .as_deref()
-            .is_some_and(|s| schema::norm_sql(s) == schema::norm_sql(v.sql));
+            .is_some_and(|s| probe::norm_sql(s) == probe::norm_sql(v.sql));
         if !ok {
             steps.push(Step {
                 action: Action::View(v),
@@ -582,7 +582,7 @@ fn plan(conn: &Connection, target: Target, counts: bool) -> anyhow::Result<Vec<S
         }
     }
     for (name, t) in catalog::DROPPED_INDEXES {
-        if target.includes(*t) && db::object_exists(conn, "index", name)? {
+        if target.includes(*t) && store::object_exists(conn, "index", name)? {
             steps.push(Step {
                 action: Action::DropIndex(name),
                 label: format!("drop:index:{name}"),
@@ -646,8 +646,11 @@ fn apply(
     match &step.action {
         Action::CreateInactiveLikeNodes => {
             db.write(|tx| {
-                if !db::table_exists(tx, "inactive_nodes")? {
-                    tx.execute_batch(&catalog::node_table_like_nodes_sql(tx, "inactive_nodes")?)?;
+                if !store::table_exists(tx, "inactive_nodes")? {
+                    tx.execute_batch(&crate::store::probe::node_table_like_nodes_sql(
+                        tx,
+                        "inactive_nodes",
+                    )?)?;
                 }
                 Ok(())
             })?;
@@ -698,7 +701,7 @@ fn apply(
             let table = *table;
             let name = c.name;
             db.write(|tx| {
-                if !db::columns(tx, table)?.iter().any(|x| x == name) {
+                if !store::columns(tx, table)?.iter().any(|x| x == name) {
                     tx.execute_batch(&sql)?;
                 }
                 Ok(())
@@ -706,9 +709,9 @@ fn apply(
             Ok(Applied::Done(0))
         }
         Action::DedupIndex => {
-            let (groups, surplus) = schema::duplicate_dedup_groups(db.conn())?;
+            let (groups, surplus) = probe::duplicate_dedup_groups(db.conn())?;
             if groups > 0 {
-                let sample = schema::duplicate_dedup_sample(db.conn(), 5)?;
+                let sample = probe::duplicate_dedup_sample(db.conn(), 5)?;
                 notes.push(format!(
                     "{groups} duplicate observation dedup keys ({surplus} surplus rows), e.g. {}",
                     sample.join("; ")
@@ -780,7 +783,7 @@ fn apply_migration(
     db.write(|tx| {
         record(tx, m)?;
         if m.own {
-            db::state_delete(tx, &schema::own_started_key(m.name))?;
+            store::state_delete(tx, &probe::own_started_key(m.name))?;
         }
         Ok(())
     })?;
@@ -792,7 +795,7 @@ fn migration_ddl(conn: &Connection, m: &'static MigrationDef) -> anyhow::Result<
     let mut ddl: Vec<String> = Vec::new();
     for c in m.columns {
         if let Some((t, col)) = c.split_once('.') {
-            let cols = db::columns(conn, t)?;
+            let cols = store::columns(conn, t)?;
             if cols.is_empty() {
                 continue; // table absent (not in this target)
             }
@@ -805,7 +808,7 @@ fn migration_ddl(conn: &Connection, m: &'static MigrationDef) -> anyhow::Result<
     }
     for i in m.indexes {
         if let Some(def) = catalog::index(i) {
-            if schema::index_missing(conn, def)? {
+            if probe::index_missing(conn, def)? {
                 ddl.push(def.sql.to_string());
             }
         }
@@ -842,7 +845,7 @@ fn jx(col: &str, path: &str) -> String {
 }
 
 fn has_column(conn: &Connection, table: &str, col: &str) -> anyhow::Result<bool> {
-    Ok(db::columns(conn, table)?.iter().any(|c| c == col))
+    Ok(store::columns(conn, table)?.iter().any(|c| c == col))
 }
 
 /// The ADVERT originator key expression (from_pubkey, else decoded_json.pubKey).
@@ -890,13 +893,13 @@ fn count_data(conn: &Connection, op: DataOp) -> anyhow::Result<Option<i64>> {
         }
     };
     for t in tables {
-        if !db::table_exists(conn, t)? {
+        if !store::table_exists(conn, t)? {
             return Ok(Some(0)); // created empty by this migration
         }
     }
     match op {
         DataOp::None => Ok(None),
-        DataOp::ObserverIdxRowid => Ok(Some(schema::text_observer_idx(conn)?.1)),
+        DataOp::ObserverIdxRowid => Ok(Some(probe::text_observer_idx(conn)?.1)),
         DataOp::AdvertCount => {
             let counts = advert_counts(conn, ">", i64::MIN)?;
             let mut st = conn.prepare("SELECT lower(public_key), CASE WHEN typeof(advert_count) = 'integer' THEN advert_count END FROM nodes")?;
@@ -1085,9 +1088,9 @@ fn observer_idx_rowid(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result
         let rows: Vec<(i64, String)> = sel
             .query_map(params![cursor, n as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        db::state_set(
+        store::state_set(
             tx,
-            &schema::own_started_key(catalog::OBSERVER_IDX_MIGRATION),
+            &probe::own_started_key(catalog::OBSERVER_IDX_MIGRATION),
             "1",
         )?;
         let mut upd = tx.prepare(
@@ -1131,10 +1134,9 @@ fn advert_count(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<i64> 
         let mut upd = tx.prepare("UPDATE nodes SET advert_count = ?1 WHERE rowid = ?2")?;
         let mut changed = 0i64;
         for (rowid, key, current) in &rows {
-            let want = key
-                .as_ref()
-                .map(|k| base_ref.get(k).copied().unwrap_or(0) + newer.get(k).copied().unwrap_or(0))
-                .unwrap_or(0);
+            let want = key.as_ref().map_or(0, |k| {
+                base_ref.get(k).copied().unwrap_or(0) + newer.get(k).copied().unwrap_or(0)
+            });
             if *current != Some(want) {
                 changed += upd.execute(params![want, rowid])? as i64;
             }
@@ -1225,12 +1227,12 @@ fn merge_duplicates(db: &mut WriteDb, batcher: &mut Batcher) -> anyhow::Result<M
     // may have committed it since: if the watermark has passed the lowest
     // removed id by now, the graph is stale too.
     if let Some(m) = min_removed {
-        let wm = db::state_get(db.conn(), WATERMARK_KEY)?;
+        let wm = store::state_get(db.conn(), WATERMARK_KEY)?;
         if watermark_covers(wm.as_deref(), m)
-            && db::state_get(db.conn(), NEEDS_REBUILD_KEY)?.is_none()
+            && store::state_get(db.conn(), NEEDS_REBUILD_KEY)?.is_none()
         {
             db.write(|tx| {
-                db::state_set(tx, NEEDS_REBUILD_KEY, NEEDS_REBUILD_VALUE)?;
+                store::state_set(tx, NEEDS_REBUILD_KEY, NEEDS_REBUILD_VALUE)?;
                 Ok(())
             })?;
             stats.needs_rebuild = true;
@@ -1265,7 +1267,7 @@ struct MergeBatch {
 
 fn merge_batch(tx: &rusqlite::Transaction<'_>, keepers: &[i64]) -> anyhow::Result<MergeBatch> {
     use rusqlite::types::Value;
-    let obs_cols = db::columns(tx, "observations")?;
+    let obs_cols = store::columns(tx, "observations")?;
     let merge_cols: Vec<&str> = catalog::UPSERT_MERGED_COLUMNS
         .iter()
         .copied()
@@ -1273,7 +1275,7 @@ fn merge_batch(tx: &rusqlite::Transaction<'_>, keepers: &[i64]) -> anyhow::Resul
         .collect();
     let audit = catalog::MERGED_OBSERVATIONS;
     tx.execute_batch(&catalog::merged_observations_sql())?;
-    let audit_cols = db::columns(tx, audit)?;
+    let audit_cols = store::columns(tx, audit)?;
     for c in &obs_cols {
         if !audit_cols.iter().any(|x| x.eq_ignore_ascii_case(c)) {
             tx.execute_batch(&format!(
@@ -1293,7 +1295,8 @@ fn merge_batch(tx: &rusqlite::Transaction<'_>, keepers: &[i64]) -> anyhow::Resul
     let sel_cols: String = merge_cols
         .iter()
         .map(|c| format!(", {}", catalog::quote_ident(c)))
-        .collect();
+        .collect::<Vec<_>>()
+        .concat();
     let mut group_st = tx.prepare_cached(&format!(
         "SELECT id{sel_cols} FROM observations
           WHERE transmission_id = ?1 AND observer_idx = ?2 AND COALESCE(path_json, '') = ?3
@@ -1363,19 +1366,19 @@ fn merge_batch(tx: &rusqlite::Transaction<'_>, keepers: &[i64]) -> anyhow::Resul
         b.groups += 1;
     }
     if let Some(m) = b.min_removed {
-        tx.execute_batch(db::STATE_TABLE_SQL)?;
-        if watermark_covers(db::state_get(tx, WATERMARK_KEY)?.as_deref(), m) {
-            db::state_set(tx, NEEDS_REBUILD_KEY, NEEDS_REBUILD_VALUE)?;
+        tx.execute_batch(&store::state_table_sql())?;
+        if watermark_covers(store::state_get(tx, WATERMARK_KEY)?.as_deref(), m) {
+            store::state_set(tx, NEEDS_REBUILD_KEY, NEEDS_REBUILD_VALUE)?;
             b.marked = true;
         }
         // An unfinished rebuild may hold removed rows in its staging table
         // (or in memory): take its ownership away, so it stops and the next
         // rebuild starts over from the merged observations.
-        if db::state_get(tx, REBUILD_OWNER_KEY)?.is_some()
-            || db::state_get(tx, REBUILD_KEY)?.is_some()
+        if store::state_get(tx, REBUILD_OWNER_KEY)?.is_some()
+            || store::state_get(tx, REBUILD_KEY)?.is_some()
         {
-            db::state_delete(tx, REBUILD_OWNER_KEY)?;
-            db::state_delete(tx, REBUILD_KEY)?;
+            store::state_delete(tx, REBUILD_OWNER_KEY)?;
+            store::state_delete(tx, REBUILD_KEY)?;
             b.staging_reset = true;
         }
     }
@@ -1390,17 +1393,17 @@ fn merge_batch(tx: &rusqlite::Transaction<'_>, keepers: &[i64]) -> anyhow::Resul
 /// already matches.
 fn sync_inactive_nodes(db: &mut WriteDb) -> anyhow::Result<i64> {
     db.write(|tx| {
-        if schema::nodes_drift(tx)?.is_none() {
+        if probe::nodes_drift(tx)?.is_none() {
             return Ok(0);
         }
-        let nodes = catalog::live_columns(tx, "nodes")?;
-        let inactive = catalog::live_columns(tx, "inactive_nodes")?;
+        let nodes = crate::store::probe::live_columns(tx, "nodes")?;
+        let inactive = crate::store::probe::live_columns(tx, "inactive_nodes")?;
         for c in &inactive {
             if !nodes.iter().any(|n| n.name.eq_ignore_ascii_case(&c.name)) {
                 tx.execute_batch(&catalog::add_to_nodes_sql(c))?;
             }
         }
-        let nodes = catalog::live_columns(tx, "nodes")?;
+        let nodes = crate::store::probe::live_columns(tx, "nodes")?;
         let before: i64 = tx.query_row("SELECT count(*) FROM inactive_nodes", [], |r| r.get(0))?;
         let indexes: Vec<String> = {
             let mut st = tx.prepare(
@@ -1411,7 +1414,7 @@ fn sync_inactive_nodes(db: &mut WriteDb) -> anyhow::Result<i64> {
         };
         let tmp = "_corescope_inactive_nodes_new";
         tx.execute_batch(&format!("DROP TABLE IF EXISTS {tmp}"))?;
-        tx.execute_batch(&catalog::node_table_like_nodes_sql(tx, tmp)?)?;
+        tx.execute_batch(&crate::store::probe::node_table_like_nodes_sql(tx, tmp)?)?;
         // (name in the new table, name in the old one) of every column both have.
         let (to, from): (Vec<String>, Vec<String>) = nodes
             .iter()

@@ -26,16 +26,16 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Map, Value as Json};
 
 use crate::cli::{PruneArgs, PruneKind};
-use crate::commands::vacuum;
 use crate::config::Config;
 use crate::context::Ctx;
-use crate::db::{self, Batcher, Deadline, ReadOnlyDb, WriteDb};
 use crate::error::Failure;
 use crate::report::{self, Outcome};
 use crate::retention::{
     canonical_date_prefix, classify, cutoff_for, move_columns, prefix_successor, window_bound,
     Class,
 };
+use crate::store::maintenance as vacuum;
+use crate::store::{self, Batcher, Deadline, ReadOnlyDb, WriteDb};
 use crate::timeutil;
 
 /// Set in the transaction that inactivates the first observer; cleared when
@@ -276,7 +276,7 @@ impl Runtime {
     /// PASSIVE here instead, outside any transaction: this never blocks the
     /// ingestor and keeps the WAL bounded.
     fn after_batch(&self, h: &Handle) -> anyhow::Result<()> {
-        if h.dry() || vacuum::file_len(&self.wal_path) < self.wal_limit {
+        if h.dry() || store::file_len(&self.wal_path) < self.wal_limit {
             return Ok(());
         }
         match h
@@ -332,7 +332,7 @@ fn apply(
                     .prepare_cached("UPDATE observers SET inactive = 1 WHERE rowid = ?1")?
                     .execute([rowid])?;
                 if n > 0 {
-                    db::state_set(conn, OBSERVER_METRICS_PENDING, "1")?;
+                    store::state_set(conn, OBSERVER_METRICS_PENDING, "1")?;
                 }
             }
         }
@@ -646,7 +646,7 @@ fn observer_metrics_cleanup(
     rt: &mut Runtime,
     due_now: &[i64],
 ) -> anyhow::Result<(u64, bool)> {
-    let pending = db::state_get(h.conn(), OBSERVER_METRICS_PENDING)?.is_some();
+    let pending = store::state_get(h.conn(), OBSERVER_METRICS_PENDING)?.is_some();
     if h.dry() {
         if !pending && due_now.is_empty() {
             return Ok((0, true));
@@ -691,7 +691,7 @@ fn observer_metrics_cleanup(
             }
         }
     }
-    h.batch(|conn| db::state_delete(conn, OBSERVER_METRICS_PENDING))?;
+    h.batch(|conn| store::state_delete(conn, OBSERVER_METRICS_PENDING))?;
     Ok((total, true))
 }
 
@@ -714,7 +714,7 @@ fn inactive_observer_ids(conn: &Connection, extra_rowids: &[i64]) -> anyhow::Res
 
 fn rowid_list(ids: &[i64]) -> String {
     ids.iter()
-        .map(|i| i.to_string())
+        .map(std::string::ToString::to_string)
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -743,8 +743,8 @@ fn run_kind(
             &mut rep.stats,
         ),
         PruneKind::Nodes => {
-            let ncols = db::columns(h.conn(), "nodes")?;
-            let icols = db::columns(h.conn(), "inactive_nodes")?;
+            let ncols = store::columns(h.conn(), "nodes")?;
+            let icols = store::columns(h.conn(), "inactive_nodes")?;
             let cols = move_columns(&ncols, &icols);
             if cols.is_empty() {
                 return Err(Failure::Fatal(
@@ -780,7 +780,7 @@ fn run_kind(
             if h.dry()
                 && (n > 0
                     || !due.is_empty()
-                    || db::state_get(h.conn(), OBSERVER_METRICS_PENDING)?.is_some())
+                    || store::state_get(h.conn(), OBSERVER_METRICS_PENDING)?.is_some())
             {
                 *dry_excluded_observers = Some(due);
             }
@@ -824,7 +824,7 @@ fn run_kind(
             &mut rep.stats,
         ),
         PruneKind::Clients => {
-            if db::table_exists(h.conn(), "client_receptions")?
+            if store::table_exists(h.conn(), "client_receptions")?
                 && !process(
                     h,
                     &sel("client_receptions", "rx_at", ""),
@@ -836,7 +836,7 @@ fn run_kind(
             {
                 return Ok(false);
             }
-            if db::table_exists(h.conn(), "client_observers")? {
+            if store::table_exists(h.conn(), "client_observers")? {
                 return process(
                     h,
                     &sel("client_observers", "last_seen", ""),
@@ -876,15 +876,15 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<Outcome> {
         Handle::Real(&mut write_db)
     };
     let path = ctx.db_path.clone();
-    let wal_before = vacuum::file_len(&vacuum::wal_path(&path));
-    let file_before = vacuum::file_len(&path);
+    let wal_before = store::file_len(&store::wal_path(&path));
+    let file_before = store::file_len(&path);
 
     let mut rt = Runtime {
         batcher: Batcher::new(args.write.max_lock_ms),
         deadline: Deadline::new(args.write.max_seconds),
         budget: Duration::from_micros(args.write.max_lock_ms.saturating_mul(400)),
         wal_limit: WAL_CHECKPOINT_BYTES,
-        wal_path: vacuum::wal_path(&path),
+        wal_path: store::wal_path(&path),
     };
     if let Handle::Real(db) = &handle {
         // Per connection, not stored in the file; see Runtime::after_batch.
@@ -959,10 +959,10 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<Outcome> {
         )?);
         max_hold = db.max_lock_hold_ms();
     }
-    let wal_after = vacuum::file_len(&vacuum::wal_path(&path));
-    let file_after = vacuum::file_len(&path);
+    let wal_after = store::file_len(&store::wal_path(&path));
+    let file_after = store::file_len(&path);
 
-    Ok(build_outcome(BuildInput {
+    Ok(build_outcome(&BuildInput {
         ctx,
         args,
         settings: &settings,
@@ -995,13 +995,12 @@ struct BuildInput<'a> {
     file_after: u64,
 }
 
-fn build_outcome(b: BuildInput) -> Outcome {
+fn build_outcome(b: &BuildInput) -> Outcome {
     let get = |k: PruneKind| -> &KindReport {
         b.reports
             .iter()
             .find(|(kk, _)| *kk == k)
-            .map(|(_, r)| r)
-            .unwrap_or_else(|| &b.reports[0].1)
+            .map_or_else(|| &b.reports[0].1, |(_, r)| r)
     };
     let pk = get(PruneKind::Packets);
     let nd = get(PruneKind::Nodes);
@@ -1075,15 +1074,21 @@ fn build_outcome(b: BuildInput) -> Outcome {
     out.set("unparseable", Json::Object(unparseable));
     out.set("null_times", Json::Object(nulls));
     out.set("kinds", Json::Object(kinds));
+    out.set("vacuumed_pages", b.vac.map_or(0, |v| v.vacuumed_pages));
+    out.set("freed_bytes", b.vac.map_or(0, |v| v.freed_bytes));
     out.set(
-        "vacuumed_pages",
-        b.vac.map(|v| v.vacuumed_pages).unwrap_or(0),
+        "vacuum",
+        b.vac.map_or(
+            Json::Null,
+            super::super::store::maintenance::VacuumResult::to_json,
+        ),
     );
-    out.set("freed_bytes", b.vac.map(|v| v.freed_bytes).unwrap_or(0));
-    out.set("vacuum", b.vac.map(|v| v.to_json()).unwrap_or(Json::Null));
     out.set(
         "checkpoint",
-        b.ck.map(|c| c.to_json()).unwrap_or(Json::Null),
+        b.ck.map_or(
+            Json::Null,
+            super::super::store::maintenance::CheckpointResult::to_json,
+        ),
     );
     out.set("wal_bytes_before", b.wal_before);
     out.set("wal_bytes_after", b.wal_after);

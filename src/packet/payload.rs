@@ -87,10 +87,6 @@ fn read_i32(b: &[u8], off: usize) -> Option<i32> {
     Some(i32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
-fn read_u32(b: &[u8], off: usize) -> Option<u32> {
-    read_i32(b, off).map(|v| v as u32)
-}
-
 /// Cleans an advert name: control characters stripped, at most 32 bytes
 /// (cut at a character boundary).
 fn clean_name(raw: &[u8]) -> String {

@@ -181,6 +181,7 @@ pub fn check_output(path: &Path, flag: &str, guard: Guard<'_>) -> Result<(), Fai
 pub fn fd_is_database_file(fd: i32, db: &Path) -> Option<&'static str> {
     // SAFETY: fstat fills a zeroed stat struct for an fd we do not own; we only read it on success.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat only reads the descriptor; `st` is a valid out-pointer.
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return None;
     }

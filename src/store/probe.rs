@@ -1,14 +1,97 @@
-//! Probes of the catalog against a database (read-only; shared by `migrate`
-//! and `check`). Everything here takes a `&Connection` and only reads.
+//! Schema probes: what a database has, compared with the catalog
+//! (read-only; shared by `migrate`, `check` and the handles). Everything
+//! here takes a `&Connection` and only reads; the catalog itself is data.
 
 use rusqlite::{Connection, OptionalExtension};
 
+use super::state::STATE_TABLE;
 use crate::catalog::{self, MigrationDef, Record, Target};
-use crate::db;
+
+pub fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
+pub fn object_exists(conn: &Connection, kind: &str, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = ?1 AND name = ?2",
+        [kind, name],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
+pub fn columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut st = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+    let rows = st.query_map([table], |r| r.get::<_, String>(0))?;
+    rows.collect()
+}
+
+/// The columns of `table` as `PRAGMA table_info` describes them.
+pub fn live_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<catalog::LiveColumn>> {
+    let mut st =
+        conn.prepare("SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info(?1)")?;
+    let rows = st.query_map([table], |r| {
+        Ok(catalog::LiveColumn {
+            name: r.get(0)?,
+            decl_type: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            not_null: r.get::<_, i64>(2)? != 0,
+            default: r.get(3)?,
+            pk: r.get::<_, i64>(4)? != 0,
+        })
+    })?;
+    rows.collect()
+}
+
+/// `CREATE TABLE <name>` with exactly the columns of the live `nodes`
+/// table, in its order: the shape `inactive_nodes` must have, because the
+/// ingestor's node retention copies rows with `INSERT OR REPLACE INTO
+/// inactive_nodes SELECT * FROM nodes` (columns matched by position).
+pub fn node_table_like_nodes_sql(conn: &Connection, name: &str) -> rusqlite::Result<String> {
+    let cols = live_columns(conn, "nodes")?;
+    let parts: Vec<String> = cols
+        .iter()
+        .map(|c| format!("  {}", catalog::node_column_decl(c)))
+        .collect();
+    Ok(format!("CREATE TABLE {name} (\n{}\n)", parts.join(",\n")))
+}
+
+/// Missing required tables and columns (no indexes, views or migrations):
+/// what write commands need before they touch data.
+pub fn missing_structure(conn: &Connection, target: Target) -> rusqlite::Result<Vec<String>> {
+    let mut missing = Vec::new();
+    for t in catalog::TABLES
+        .iter()
+        .filter(|t| t.required && target.includes(t.since))
+    {
+        let cols = columns(conn, t.name)?;
+        if cols.is_empty() {
+            missing.push(format!("table:{}", t.name));
+            for c in t
+                .columns
+                .iter()
+                .filter(|c| c.asserted.is_some_and(|a| target.includes(a)))
+            {
+                missing.push(format!("{}.{}", t.name, c.name));
+            }
+            continue;
+        }
+        for c in t.columns.iter().filter(|c| target.includes(c.since)) {
+            if !cols.iter().any(|x| x.eq_ignore_ascii_case(c.name)) {
+                missing.push(format!("{}.{}", t.name, c.name));
+            }
+        }
+    }
+    Ok(missing)
+}
 
 /// Names recorded in `_migrations` (empty when the table does not exist).
 pub fn recorded_migrations(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    if !db::table_exists(conn, "_migrations")? {
+    if !table_exists(conn, "_migrations")? {
         return Ok(Vec::new());
     }
     let mut st = conn.prepare("SELECT name FROM _migrations")?;
@@ -18,7 +101,7 @@ pub fn recorded_migrations(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 
 /// Names with status `done` in `_async_migrations`.
 pub fn done_async_migrations(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    if !db::table_exists(conn, "_async_migrations")? {
+    if !table_exists(conn, "_async_migrations")? {
         return Ok(Vec::new());
     }
     let mut st = conn.prepare("SELECT name FROM _async_migrations WHERE status = 'done'")?;
@@ -33,8 +116,8 @@ pub fn done_async_migrations(conn: &Connection) -> rusqlite::Result<Vec<String>>
 /// rows only instead of a scan of every observation (it runs in every
 /// `check` and `migrate` plan).
 pub fn text_observer_idx(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
-    let cols = db::columns(conn, "observations")?;
-    if !cols.iter().any(|c| c == "observer_idx") || !db::table_exists(conn, "observers")? {
+    let cols = columns(conn, "observations")?;
+    if !cols.iter().any(|c| c == "observer_idx") || !table_exists(conn, "observers")? {
         return Ok((0, 0));
     }
     conn.query_row(
@@ -85,7 +168,7 @@ pub fn own_started_key(name: &str) -> String {
 }
 
 fn own_started(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
-    if !db::table_exists(conn, db::STATE_TABLE)? {
+    if !table_exists(conn, STATE_TABLE)? {
         return Ok(false);
     }
     conn.query_row(
@@ -127,15 +210,15 @@ pub fn stored_sql(conn: &Connection, kind: &str, name: &str) -> rusqlite::Result
         |r| r.get::<_, Option<String>>(0),
     )
     .optional()
-    .map(|o| o.flatten())
+    .map(std::option::Option::flatten)
 }
 
 /// Does the catalog index exist (by name)?
 pub fn index_missing(conn: &Connection, i: &catalog::IndexDef) -> rusqlite::Result<bool> {
-    if db::object_exists(conn, "index", i.name)? {
+    if object_exists(conn, "index", i.name)? {
         return Ok(false);
     }
-    let cols = db::columns(conn, i.table)?;
+    let cols = columns(conn, i.table)?;
     if cols.is_empty() {
         return Ok(true); // table missing: index missing too
     }
@@ -149,7 +232,7 @@ pub fn index_missing(conn: &Connection, i: &catalog::IndexDef) -> rusqlite::Resu
 
 /// Everything of the catalog that is missing: tables, columns, indexes, views.
 pub fn missing_objects(conn: &Connection, target: Target) -> rusqlite::Result<Vec<String>> {
-    let mut missing = catalog::missing_structure(conn, target)?;
+    let mut missing = missing_structure(conn, target)?;
     for i in catalog::INDEXES.iter().filter(|i| target.includes(i.since)) {
         if index_missing(conn, i)? {
             missing.push(format!("index:{}", i.name));
@@ -159,7 +242,7 @@ pub fn missing_objects(conn: &Connection, target: Target) -> rusqlite::Result<Ve
         match stored_sql(conn, "view", v.name)? {
             None => missing.push(format!("view:{}", v.name)),
             Some(sql) if norm_sql(&sql) != norm_sql(v.sql) => {
-                missing.push(format!("view:{}", v.name))
+                missing.push(format!("view:{}", v.name));
             }
             Some(_) => {}
         }
@@ -177,7 +260,7 @@ pub enum ObsShape {
 }
 
 pub fn observations_shape(conn: &Connection) -> rusqlite::Result<ObsShape> {
-    let cols = db::columns(conn, "observations")?;
+    let cols = columns(conn, "observations")?;
     if cols.is_empty() {
         return Ok(ObsShape::Missing);
     }
@@ -192,7 +275,7 @@ pub fn observations_shape(conn: &Connection) -> rusqlite::Result<ObsShape> {
 
 /// Groups of duplicate dedup keys: (number of groups, surplus rows).
 pub fn duplicate_dedup_groups(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
-    let cols = db::columns(conn, "observations")?;
+    let cols = columns(conn, "observations")?;
     if !["transmission_id", "observer_idx", "path_json"]
         .iter()
         .all(|c| cols.iter().any(|x| x == c))
@@ -214,11 +297,11 @@ pub fn duplicate_dedup_groups(conn: &Connection) -> rusqlite::Result<(i64, i64)>
 /// exactly one observer id (case-insensitively) to that observer's rowid:
 /// what `migrate` will merge after running the repair.
 pub fn duplicate_dedup_groups_after_repair(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
-    let cols = db::columns(conn, "observations")?;
+    let cols = columns(conn, "observations")?;
     if !["transmission_id", "observer_idx", "path_json"]
         .iter()
         .all(|c| cols.iter().any(|x| x == c))
-        || !db::table_exists(conn, "observers")?
+        || !table_exists(conn, "observers")?
     {
         return duplicate_dedup_groups(conn);
     }
@@ -238,9 +321,8 @@ pub fn duplicate_dedup_groups_after_repair(conn: &Connection) -> rusqlite::Resul
 
 /// Sample of duplicate dedup keys for reports.
 pub fn duplicate_dedup_sample(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<String>> {
-    let sql = match catalog::index(catalog::DEDUP_INDEX).and_then(|i| i.unique_check) {
-        Some(s) => s,
-        None => return Ok(Vec::new()),
+    let Some(sql) = catalog::index(catalog::DEDUP_INDEX).and_then(|i| i.unique_check) else {
+        return Ok(Vec::new());
     };
     let mut st = conn.prepare(&format!("{sql} LIMIT {limit}"))?;
     let rows = st.query_map([], |r| {
@@ -322,8 +404,8 @@ impl NodesDrift {
 }
 
 pub fn nodes_drift(conn: &Connection) -> rusqlite::Result<Option<NodesDrift>> {
-    let nodes = db::columns(conn, "nodes")?;
-    let inactive = db::columns(conn, "inactive_nodes")?;
+    let nodes = columns(conn, "nodes")?;
+    let inactive = columns(conn, "inactive_nodes")?;
     Ok(drift_of(nodes, inactive))
 }
 
@@ -344,7 +426,7 @@ mod tests {
     use super::*;
 
     fn v(s: &[&str]) -> Vec<String> {
-        s.iter().map(|x| x.to_string()).collect()
+        s.iter().map(|x| (*x).to_string()).collect()
     }
 
     #[test]

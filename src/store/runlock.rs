@@ -1,11 +1,12 @@
-//! The run lock (issue 7): one write command of a kind at a time per database.
+//! The run lock: one write command of a kind at a time per database.
 //!
 //! Every write command takes an exclusive `flock(2)` on
 //! `<db>.corescope-<command>.lock` beside the database, so that `prune` and
-//! `build-edges` may overlap but two `build-edges` may not. `main` decides
-//! which commands lock ([`crate::cli::WRITE_COMMANDS`]) and puts a [`Spec`]
-//! into the `Ctx`; `WriteDb::open` takes the lock right after it has checked
-//! that the file is a CoreScope database and before anything is written (so a
+//! `build-edges` may overlap but two `build-edges` may not. The application
+//! decides which commands lock (the command line's list of write commands)
+//! and passes a [`Spec`] (command name, `--wait`) in the open options; the
+//! store knows no command-line type. `WriteDb::open` takes the lock right
+//! after it has checked that the file is a CoreScope database and before anything is written (so a
 //! mistyped path or a wrong file leaves no lock file behind, and a dry run,
 //! which never opens the database for writing, takes no lock). Once taken,
 //! the lock is held until the process exits (through the metrics write);
@@ -58,10 +59,16 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// The lock for a parsed command: write commands only.
-    pub fn for_command(command: &crate::cli::Command, wait: Option<Option<u64>>) -> Option<Spec> {
-        command.is_write().then(|| Spec {
-            command: command.name(),
+    /// The lock a command takes: write commands only. `name` is the
+    /// subcommand's name (it names the lock file), `writes` whether it
+    /// writes the database, `wait` the `--wait` flag as parsed.
+    pub fn for_command(
+        name: &'static str,
+        writes: bool,
+        wait: Option<Option<u64>>,
+    ) -> Option<Spec> {
+        writes.then(|| Spec {
+            command: name,
             wait: Wait::from_flag(wait),
         })
     }
@@ -71,7 +78,9 @@ impl Spec {
 /// `WriteDb::open`); a second call for the same lock is a no-op.
 pub fn hold(db: &Path, spec: &Spec) -> anyhow::Result<()> {
     let path = lock_path(db, spec.command);
-    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held = HELD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if held.iter().any(|l| l.path == path) {
         return Ok(());
     }
@@ -128,7 +137,7 @@ fn try_flock(file: &File, block: bool) -> io::Result<Try> {
         }
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
-            Some(libc::EINTR) => continue,
+            Some(libc::EINTR) => {}
             Some(libc::EWOULDBLOCK) => return Ok(Try::Held),
             _ => return Err(err),
         }
@@ -137,7 +146,7 @@ fn try_flock(file: &File, block: bool) -> io::Result<Try> {
 
 /// The pid the current holder wrote into the lock file, if readable.
 fn holder(path: &Path) -> String {
-    let read = crate::outfile::open_lock(path, false)
+    let read = super::outfile::open_lock(path, false)
         .map_err(|_| ())
         .and_then(|mut f| {
             let mut s = String::new();
@@ -149,7 +158,7 @@ fn holder(path: &Path) -> String {
             Ok(pid) => format!("pid {pid}"),
             Err(_) => "pid unknown".to_string(),
         },
-        Err(_) => "pid unknown".to_string(),
+        Err(()) => "pid unknown".to_string(),
     }
 }
 
@@ -175,7 +184,7 @@ fn busy(command: &str, path: &Path, waited: Option<Duration>) -> anyhow::Error {
 /// else is refused (exit 1), since the pid write could land in another file.
 /// `Ok(None)`: cannot lock here (logged), run without the lock.
 fn open_lock_file(path: &Path) -> anyhow::Result<Option<(File, bool)>> {
-    use crate::outfile::{open_lock, LockOpenError};
+    use super::outfile::{open_lock, LockOpenError};
     match open_lock(path, true) {
         Ok(f) => Ok(Some((f, true))),
         Err(LockOpenError::Unsafe(m)) => Err(Failure::Fatal(m).into()),
@@ -252,7 +261,7 @@ pub fn acquire(db: &Path, command: &str, wait: Wait) -> anyhow::Result<Option<Ru
                     std::thread::sleep(POLL.min(limit.saturating_sub(started.elapsed())));
                     match try_flock(&file, false) {
                         Ok(Try::Got) => break,
-                        Ok(Try::Held) => continue,
+                        Ok(Try::Held) => {}
                         Err(e) => {
                             unusable(e);
                             return Ok(None);
@@ -272,7 +281,7 @@ pub fn acquire(db: &Path, command: &str, wait: Wait) -> anyhow::Result<Option<Ru
         let pid = format!("{}\n", std::process::id());
         let written = file
             .write_all_at(pid.as_bytes(), 0)
-            .and_then(|_| file.set_len(pid.len() as u64));
+            .and_then(|()| file.set_len(pid.len() as u64));
         if let Err(e) = written {
             log::debug!("cannot write the pid into {}: {e}", path.display());
         }

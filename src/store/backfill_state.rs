@@ -1,0 +1,114 @@
+//! What `backfill` keeps in and counts from the database: each row task's
+//! candidate selection, its cursor in `_corescope_state`, and the rows still
+//! pending (shared by `backfill` and `check`, read-only). Tasks are named as
+//! on the command line (`from-pubkey`, `path-json`, `resolved-path`).
+
+use std::collections::BTreeMap;
+
+use rusqlite::Connection;
+
+use super::probe::{columns, table_exists};
+use super::state::state_get;
+
+/// `_corescope_state` key of a task's cursor.
+pub fn cursor_key(task: &str) -> String {
+    format!("backfill.{task}.cursor")
+}
+
+// ---------------------------------------------------------------------------
+// Candidate selections. Each takes ?1 = cursor (exclusive) and, for the
+// batch/total forms, ?2 = upper id (inclusive).
+
+pub const FROM_PUBKEY_WHERE: &str = "payload_type = 4 AND from_pubkey IS NULL";
+
+pub const PATH_JSON_FROM: &str =
+    "observations o LEFT JOIN transmissions t ON t.id = o.transmission_id";
+pub const PATH_JSON_WHERE: &str = "(o.path_json IS NULL OR o.path_json = '') \
+     AND o.raw_hex IS NOT NULL AND o.raw_hex <> '' \
+     AND (t.payload_type IS NULL OR t.payload_type <> 9)";
+
+pub const RESOLVED_FROM: &str = PATH_JSON_FROM;
+pub const RESOLVED_WHERE: &str = "(o.resolved_path IS NULL OR o.resolved_path = '') \
+     AND o.path_json IS NOT NULL AND o.path_json NOT IN ('', '[]') \
+     AND (t.payload_type IS NULL OR t.payload_type <> 9)";
+
+/// The stored cursor of a task (0 when none or unparsable).
+pub fn read_cursor(conn: &Connection, task: &str) -> anyhow::Result<i64> {
+    Ok(state_get(conn, &cursor_key(task))?
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(0))
+}
+
+/// Rows each row task still has to visit (candidates after its cursor), for
+/// `check`'s `pending_backfills` and the `remaining` of a run. Keys
+/// `from_pubkey`, `path_json`, `resolved_path`. Read-only; tolerates a
+/// database that is not migrated (a missing table counts 0; a missing
+/// `from_pubkey`/`resolved_path` column counts the rows that will need it; a
+/// missing `observations.raw_hex` means nothing for path-json).
+pub fn pending_counts(conn: &Connection) -> anyhow::Result<BTreeMap<String, i64>> {
+    let mut out = BTreeMap::new();
+    let tx_ok = table_exists(conn, "transmissions")?;
+    let obs_ok = table_exists(conn, "observations")?;
+    let tx_cols = if tx_ok {
+        columns(conn, "transmissions")?
+    } else {
+        vec![]
+    };
+    let obs_cols = if obs_ok {
+        columns(conn, "observations")?
+    } else {
+        vec![]
+    };
+    let has = |cols: &[String], c: &str| cols.iter().any(|x| x.eq_ignore_ascii_case(c));
+
+    let fp = if tx_ok && has(&tx_cols, "payload_type") {
+        let cur = read_cursor(conn, "from-pubkey")?;
+        let w = if has(&tx_cols, "from_pubkey") {
+            FROM_PUBKEY_WHERE
+        } else {
+            "payload_type = 4"
+        };
+        count(
+            conn,
+            &format!("SELECT COUNT(*) FROM transmissions WHERE id > ?1 AND {w}"),
+            cur,
+        )?
+    } else {
+        0
+    };
+    out.insert("from_pubkey".to_string(), fp);
+
+    let pj = if tx_ok && obs_ok && has(&obs_cols, "raw_hex") && has(&obs_cols, "path_json") {
+        let cur = read_cursor(conn, "path-json")?;
+        count(
+            conn,
+            &format!("SELECT COUNT(*) FROM {PATH_JSON_FROM} WHERE o.id > ?1 AND {PATH_JSON_WHERE}"),
+            cur,
+        )?
+    } else {
+        0
+    };
+    out.insert("path_json".to_string(), pj);
+
+    let rp = if tx_ok && obs_ok && has(&obs_cols, "path_json") {
+        let cur = read_cursor(conn, "resolved-path")?;
+        let w = if has(&obs_cols, "resolved_path") {
+            RESOLVED_WHERE.to_string()
+        } else {
+            RESOLVED_WHERE.replace("(o.resolved_path IS NULL OR o.resolved_path = '') AND ", "")
+        };
+        count(
+            conn,
+            &format!("SELECT COUNT(*) FROM {RESOLVED_FROM} WHERE o.id > ?1 AND {w}"),
+            cur,
+        )?
+    } else {
+        0
+    };
+    out.insert("resolved_path".to_string(), rp);
+    Ok(out)
+}
+
+fn count(conn: &Connection, sql: &str, cursor: i64) -> anyhow::Result<i64> {
+    Ok(conn.query_row(sql, [cursor], |r| r.get(0))?)
+}

@@ -1,0 +1,681 @@
+//! Opening a database: the only place that opens SQLite files.
+//!
+//! Two handle types keep the read-only guarantee structural:
+//! - [`ReadOnlyDb`] is opened with `SQLITE_OPEN_READ_ONLY` (never `immutable`,
+//!   never creating anything), sets `PRAGMA query_only`, and its `prepare`
+//!   refuses any statement SQLite does not classify as read-only. It exposes
+//!   no `Connection`, so read-only commands have no way to write.
+//! - [`WriteDb`] is opened read-write with an explicit busy timeout; every
+//!   write goes through [`WriteDb::write`], one `BEGIN IMMEDIATE` transaction
+//!   whose lock hold time is measured (`max_lock_hold_ms`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags, Params, Row, Statement, Transaction};
+
+use super::error::{classify, classify_anyhow, classify_on, system_errno};
+use super::precheck::precheck;
+use super::probe::{columns, table_exists};
+use super::state::{state_table_sql, STATE_TABLE};
+use crate::error::Failure;
+
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub busy_timeout_ms: u64,
+    /// Allow creating a new file (only `migrate --create` and `synth`).
+    pub create: bool,
+    /// The run lock to take once the file is known to be a database (`runlock`).
+    pub run_lock: Option<super::runlock::Spec>,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            busy_timeout_ms: 5000,
+            create: false,
+            run_lock: None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What a CoreScope database is: the one definition every command uses.
+
+/// The core of every CoreScope database: these tables with these key
+/// columns exist in every database CoreScope has written, from the oldest
+/// captures (March 2026: no `_migrations`, no secondary tables) to today's.
+/// Everything else is added by migrations and may be missing. A file
+/// without them is refused before anything is written.
+pub const CORE_SCHEMA: [(&str, &[&str]); 4] = [
+    ("transmissions", &["id", "raw_hex", "hash", "first_seen"]),
+    ("observations", &["id", "transmission_id", "timestamp"]),
+    ("nodes", &["public_key"]),
+    ("observers", &["id"]),
+];
+
+/// `transmissions(id, raw_hex, hash, first_seen), observations(…), …`
+fn core_schema_text() -> String {
+    CORE_SCHEMA
+        .iter()
+        .map(|(t, cols)| format!("{t}({})", cols.join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What keeps `conn` from being a CoreScope database: the missing core
+/// tables, then the missing key columns (`table.column`) of the others.
+pub(crate) fn core_missing(
+    conn: &Connection,
+) -> rusqlite::Result<(Vec<&'static str>, Vec<String>)> {
+    let mut tables = Vec::new();
+    let mut cols = Vec::new();
+    for (table, keys) in CORE_SCHEMA {
+        if !table_exists(conn, table)? {
+            tables.push(table);
+            continue;
+        }
+        let have = columns(conn, table)?;
+        for k in keys {
+            if !have.iter().any(|c| c.eq_ignore_ascii_case(k)) {
+                cols.push(format!("{table}.{k}"));
+            }
+        }
+    }
+    Ok((tables, cols))
+}
+
+/// Verify SQLite can read the schema (detects NOTADB/CORRUPT early) and that
+/// this is a CoreScope database ([`CORE_SCHEMA`]). With `allow_empty` (only
+/// `migrate --create`) a SQLite file without any table passes; returns
+/// whether the schema is empty.
+fn verify(
+    conn: &Connection,
+    path: &Path,
+    writing: bool,
+    allow_empty: bool,
+) -> anyhow::Result<bool> {
+    let objects: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(|e| classify_on(conn, path, e, writing))?;
+    if objects == 0 && allow_empty {
+        return Ok(true);
+    }
+    let (tables, cols) = core_missing(conn).map_err(|e| classify_on(conn, path, e, writing))?;
+    if tables.is_empty() && cols.is_empty() {
+        return Ok(false);
+    }
+    let mut what = Vec::new();
+    if !tables.is_empty() {
+        what.push(format!("missing core tables {}", tables.join(", ")));
+    }
+    if !cols.is_empty() {
+        what.push(format!("missing key columns {}", cols.join(", ")));
+    }
+    Err(Failure::Fatal(format!(
+        "{} is a SQLite database but not a CoreScope database: {} (every CoreScope database has {}); wrong path? Nothing was changed",
+        path.display(),
+        what.join("; "),
+        core_schema_text()
+    ))
+    .into())
+}
+
+// ---------------------------------------------------------------------------
+
+/// A read-only database handle. Has no way to write.
+pub struct ReadOnlyDb {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl ReadOnlyDb {
+    /// Open with SQLite's read-only flag. Never creates the file (or a
+    /// directory entry), never uses `immutable`, works while another process
+    /// writes in WAL mode.
+    pub fn open(path: &Path, busy_timeout_ms: u64) -> anyhow::Result<ReadOnlyDb> {
+        precheck(path, false)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|e| classify(path, e, false))?;
+        conn.busy_timeout(Duration::from_millis(busy_timeout_ms))
+            .map_err(|e| classify_on(&conn, path, e, false))?;
+        conn.pragma_update(None, "query_only", true)
+            .map_err(|e| classify_on(&conn, path, e, false))?;
+        verify(&conn, path, false, false)?;
+        let jm: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap_or_else(|_| "unknown".to_string());
+        log::info!("opened {} read-only (journal_mode={jm})", path.display());
+        Ok(ReadOnlyDb {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Refuse (exit 3) unless every table and column of the latest target
+    /// exists (dry runs of write commands check what the real run would).
+    pub fn require_ready(&self) -> anyhow::Result<()> {
+        require_structure(&self.conn, &self.path, false)
+    }
+
+    /// Prepare a statement; refuses anything SQLite does not classify as read-only.
+    pub fn prepare(&self, sql: &str) -> anyhow::Result<Statement<'_>> {
+        let st = self
+            .conn
+            .prepare(sql)
+            .map_err(|e| classify(&self.path, e, false))?;
+        if !st.readonly() {
+            return Err(Failure::Fatal(format!(
+                "internal error: refusing a write statement on the read-only handle for {}: {sql}",
+                self.path.display()
+            ))
+            .into());
+        }
+        Ok(st)
+    }
+
+    pub fn query_row<T, P: Params, F: FnOnce(&Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> anyhow::Result<T> {
+        let mut st = self.prepare(sql)?;
+        st.query_row(params, f)
+            .map_err(|e| classify(&self.path, e, false))
+    }
+
+    pub fn table_exists(&self, name: &str) -> anyhow::Result<bool> {
+        table_exists(&self.conn, name).map_err(|e| classify(&self.path, e, false))
+    }
+
+    /// Read a PRAGMA value (read-only pragmas such as `auto_vacuum`, `journal_mode`).
+    pub fn pragma_i64(&self, name: &str) -> anyhow::Result<i64> {
+        self.query_row(&format!("SELECT * FROM pragma_{name}"), [], |r| r.get(0))
+    }
+
+    pub fn pragma_text(&self, name: &str) -> anyhow::Result<String> {
+        self.query_row(&format!("SELECT * FROM pragma_{name}"), [], |r| r.get(0))
+    }
+
+    /// Crate-internal: shared read helpers that take a `&Connection` (catalog
+    /// probes, counting code). The connection is opened read-only with
+    /// `query_only`, so even these cannot write.
+    pub(crate) fn reader(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// A read-write handle. All writes go through [`WriteDb::write`].
+pub struct WriteDb {
+    conn: Connection,
+    path: PathBuf,
+    created: bool,
+    max_hold: Duration,
+    last_hold: Duration,
+    transactions: u64,
+    busy_timeout_ms: u64,
+}
+
+impl WriteDb {
+    pub fn open(path: &Path, opts: &OpenOptions) -> anyhow::Result<WriteDb> {
+        let exists = precheck(path, opts.create)?;
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if !exists {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, e, true))?;
+        conn.busy_timeout(Duration::from_millis(opts.busy_timeout_ms))
+            .map_err(|e| classify_on(&conn, path, e, true))?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(|e| classify_on(&conn, path, e, true))?;
+        // An existing file without any table is new to `migrate --create`
+        // (e.g. one killed before its first table).
+        let empty = if exists {
+            verify(&conn, path, true, opts.create)?
+        } else {
+            true
+        };
+        if let Some(spec) = &opts.run_lock {
+            super::runlock::hold(path, spec)?;
+        }
+        test_hook_disk_full(&conn).map_err(|e| classify_on(&conn, path, e, true))?;
+        let jm: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(|e| classify_on(&conn, path, e, true))?;
+        log::info!(
+            "opened {} read-write (journal_mode={jm}{})",
+            path.display(),
+            if empty { ", new file" } else { "" }
+        );
+        Ok(WriteDb {
+            conn,
+            path: path.to_path_buf(),
+            created: empty,
+            max_hold: Duration::ZERO,
+            last_hold: Duration::ZERO,
+            transactions: 0,
+            busy_timeout_ms: opts.busy_timeout_ms,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True when this open created the file.
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// For reads outside a transaction (and for PRAGMAs that must run outside one).
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn busy_timeout_ms(&self) -> u64 {
+        self.busy_timeout_ms
+    }
+
+    /// Run `f` inside one `BEGIN IMMEDIATE` transaction: commit on Ok, roll
+    /// back on Err. The time from acquiring the write lock to commit/rollback
+    /// is recorded as a lock hold. Afterwards the lock is left free for as
+    /// long as it was held ([`super::engine::fairness_pause`]).
+    pub fn write<T>(
+        &mut self,
+        f: impl FnOnce(&Transaction<'_>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let outcome = self.write_unpaused(f);
+        super::engine::fairness_pause(self.last_hold);
+        outcome
+    }
+
+    /// [`WriteDb::write`] without the pause after it: for the batch engine,
+    /// which pauses itself.
+    pub(super) fn write_unpaused<T>(
+        &mut self,
+        f: impl FnOnce(&Transaction<'_>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let path = self.path.clone();
+        let tx = Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| classify(&path, e, true))?;
+        let start = Instant::now();
+        let result = f(&tx);
+        let outcome = match result {
+            Ok(v) => tx
+                .commit()
+                .map(|()| v)
+                .map_err(|e| classify_on(&self.conn, &path, e, true)),
+            Err(err) => {
+                let errno = system_errno(&self.conn);
+                let _ = tx.rollback();
+                Err(classify_anyhow(&path, err, errno))
+            }
+        };
+        let held = start.elapsed();
+        self.transactions += 1;
+        self.last_hold = held;
+        if held > self.max_hold {
+            self.max_hold = held;
+        }
+        log::debug!(
+            "write transaction held the lock {:.1} ms",
+            held.as_secs_f64() * 1000.0
+        );
+        outcome
+    }
+
+    /// How long the last [`WriteDb::write`] held the write lock (from
+    /// `BEGIN IMMEDIATE` to commit or rollback). This, not the wall time
+    /// around `write`, is what a [`Batcher`] must be fed: the wall time also
+    /// counts the wait for the lock and the pause after the commit, and a
+    /// batcher fed with those shrinks its batches to a single row under a
+    /// small budget.
+    pub fn last_hold(&self) -> Duration {
+        self.last_hold
+    }
+
+    /// Longest lock hold of this run, in milliseconds.
+    pub fn max_lock_hold_ms(&self) -> f64 {
+        (self.max_hold.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
+    }
+
+    #[cfg(test)]
+    pub fn transactions(&self) -> u64 {
+        self.transactions
+    }
+
+    /// Record a lock hold measured outside `write` (e.g. a PRAGMA that takes
+    /// the write lock by itself, such as incremental_vacuum).
+    pub fn record_hold(&mut self, held: Duration) {
+        if held > self.max_hold {
+            self.max_hold = held;
+        }
+    }
+
+    pub fn table_exists(&self, name: &str) -> anyhow::Result<bool> {
+        table_exists(&self.conn, name).map_err(|e| classify(&self.path, e, true))
+    }
+
+    pub fn columns(&self, table: &str) -> anyhow::Result<Vec<String>> {
+        columns(&self.conn, table).map_err(|e| classify(&self.path, e, true))
+    }
+
+    /// Prepare the connection for a long run of batched write transactions:
+    /// in WAL mode `synchronous = NORMAL` (each commit stays atomic; a power
+    /// loss can only drop the latest batches, which carry their own cursor or
+    /// watermark) and no automatic checkpoint inside our commits (it would
+    /// lengthen a lock hold; call [`WriteDb::checkpoint_passive`] between
+    /// transactions instead). Returns whether the database is in WAL mode.
+    pub fn tune_for_batches(&self) -> anyhow::Result<bool> {
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(|e| classify(&self.path, e, true))?;
+        let wal = mode.eq_ignore_ascii_case("wal");
+        if wal {
+            self.conn
+                .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")
+                .map_err(|e| classify(&self.path, e, true))?;
+        }
+        Ok(wal)
+    }
+
+    /// `PRAGMA wal_checkpoint(PASSIVE)` outside any transaction: waits for
+    /// nobody, never fails the run (a problem is logged).
+    pub fn checkpoint_passive(&self) {
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            log::debug!("passive checkpoint of {}: {e}", self.path.display());
+        }
+    }
+
+    /// Refuse (exit 3) unless every table and column of the latest target
+    /// exists; then make sure corescope's state table exists.
+    pub fn require_ready(&mut self) -> anyhow::Result<()> {
+        require_structure(&self.conn, &self.path, true)?;
+        if !self.table_exists(STATE_TABLE)? {
+            self.write(|tx| {
+                tx.execute_batch(&state_table_sql())?;
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// TEST-ONLY HOOK (for the "disk full during a write command" test): when the
+/// environment variable `CORESCOPE_TEST_DISK_FULL_AFTER_PAGES=N` is set, cap
+/// the write connection at its current page count + N pages
+/// (`PRAGMA max_page_count`), so the next growth fails with SQLITE_FULL
+/// exactly as a full disk would. Unset (always, in production) it does nothing.
+const TEST_DISK_FULL_ENV: &str = "CORESCOPE_TEST_DISK_FULL_AFTER_PAGES";
+
+fn test_hook_disk_full(conn: &Connection) -> rusqlite::Result<()> {
+    let Some(extra) = std::env::var(TEST_DISK_FULL_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+    else {
+        return Ok(());
+    };
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let cap: i64 = conn.query_row(
+        &format!("PRAGMA max_page_count = {}", pages + extra.max(0)),
+        [],
+        |r| r.get(0),
+    )?;
+    log::warn!("{TEST_DISK_FULL_ENV} set: database capped at {cap} pages (test hook)");
+    Ok(())
+}
+
+/// Exit 3 with the missing tables/columns unless the structure of the
+/// latest target is there.
+fn require_structure(conn: &Connection, path: &Path, writing: bool) -> anyhow::Result<()> {
+    let missing = super::probe::missing_structure(conn, crate::catalog::Target::Latest)
+        .map_err(|e| classify(path, e, writing))?;
+    if !missing.is_empty() {
+        return Err(Failure::NotReady(format!(
+            "{} is not migrated (missing {}); run `corescope migrate --db {}` first",
+            path.display(),
+            missing.join(", "),
+            path.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The `-wal` file beside a database (byte-exact, also for non-UTF-8 paths).
+pub fn wal_path(db: &Path) -> PathBuf {
+    sidecar(db, "-wal")
+}
+
+/// `PATH<suffix>` (`-wal`, `-shm`, `-journal`), byte-exact.
+pub fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+    let mut s = db.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Size of a file, 0 when it does not exist.
+pub fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map_or(0, |m| m.len())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::store::precheck::{path_too_long, SQLITE_MAX_PATH};
+
+    pub(crate) fn tmpdb() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.db");
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch(
+            "CREATE TABLE transmissions(id INTEGER PRIMARY KEY, raw_hex TEXT, hash TEXT, first_seen TEXT, x TEXT);
+             CREATE TABLE observations(id INTEGER PRIMARY KEY, transmission_id INTEGER, timestamp INTEGER);
+             CREATE TABLE nodes(public_key TEXT PRIMARY KEY);
+             CREATE TABLE observers(id TEXT PRIMARY KEY);
+             INSERT INTO transmissions(x) VALUES ('a');",
+        )
+        .unwrap();
+        (dir, p)
+    }
+
+    #[test]
+    fn read_only_handle_refuses_writes() {
+        let (_d, p) = tmpdb();
+        let db = ReadOnlyDb::open(&p, 1000).unwrap();
+        let e = db
+            .prepare("DELETE FROM transmissions")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("refusing a write statement"), "{e}");
+        assert!(db
+            .prepare("INSERT INTO transmissions(x) VALUES ('b')")
+            .is_err());
+        assert!(db.prepare("CREATE TABLE z(a)").is_err());
+        // Even through the crate-internal reader, SQLite refuses (read-only + query_only).
+        assert!(db
+            .reader()
+            .execute("DELETE FROM transmissions", [])
+            .is_err());
+        let n: i64 = db
+            .query_row("SELECT count(*) FROM transmissions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn write_records_hold_and_rolls_back() {
+        let (_d, p) = tmpdb();
+        let mut db = WriteDb::open(&p, &OpenOptions::default()).unwrap();
+        let r: anyhow::Result<()> = db.write(|tx| {
+            tx.execute("INSERT INTO transmissions(x) VALUES ('b')", [])?;
+            anyhow::bail!("boom")
+        });
+        assert!(r.is_err());
+        let n: i64 = db
+            .conn()
+            .query_row("SELECT count(*) FROM transmissions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        db.write(|tx| {
+            std::thread::sleep(Duration::from_millis(5));
+            tx.execute("INSERT INTO transmissions(x) VALUES ('c')", [])?;
+            Ok(())
+        })
+        .unwrap();
+        assert!(db.max_lock_hold_ms() >= 5.0);
+        assert_eq!(db.transactions(), 2);
+    }
+
+    #[test]
+    fn last_hold_is_the_transaction_not_the_pause_after_it() {
+        let (_d, p) = tmpdb();
+        let mut db = WriteDb::open(&p, &OpenOptions::default()).unwrap();
+        let t0 = Instant::now();
+        db.write(|tx| {
+            std::thread::sleep(Duration::from_millis(30));
+            tx.execute("INSERT INTO transmissions(x) VALUES ('d')", [])?;
+            Ok(())
+        })
+        .unwrap();
+        let wall = t0.elapsed();
+        let held = db.last_hold();
+        assert!(held >= Duration::from_millis(30));
+        // write() pauses as long as it held the lock after the commit.
+        assert!(wall >= held * 2, "{wall:?} vs {held:?}");
+    }
+
+    #[test]
+    fn classified_open_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.db");
+        let e = ReadOnlyDb::open(&missing, 100).err().unwrap().to_string();
+        assert!(e.contains("does not exist") && e.contains("nope.db"), "{e}");
+        assert!(!missing.exists());
+        let e = WriteDb::open(&missing, &OpenOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        assert!(!missing.exists());
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        let e = ReadOnlyDb::open(&empty, 100).err().unwrap().to_string();
+        assert!(e.contains("empty file"), "{e}");
+        let text = dir.path().join("t.txt");
+        std::fs::write(&text, b"hello world, this is not sqlite at all").unwrap();
+        let e = ReadOnlyDb::open(&text, 100).err().unwrap().to_string();
+        assert!(e.contains("not a SQLite database"), "{e}");
+        let e = ReadOnlyDb::open(dir.path(), 100).err().unwrap().to_string();
+        assert!(e.contains("is a directory"), "{e}");
+        let other = dir.path().join("other.db");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE foo(a)")
+            .unwrap();
+        let e = ReadOnlyDb::open(&other, 100).err().unwrap().to_string();
+        assert!(
+            e.contains("not a CoreScope database") && e.contains("transmissions"),
+            "{e}"
+        );
+    }
+
+    /// A directory path whose full form is exactly `len` bytes with `name`.
+    fn path_of_len(base: &Path, len: usize) -> PathBuf {
+        let mut p = std::fs::canonicalize(base).unwrap();
+        loop {
+            let left = len - p.as_os_str().len() - 1;
+            if left <= 200 {
+                return p.join("f".repeat(left));
+            }
+            p = p.join("d".repeat(100));
+            std::fs::create_dir_all(&p).unwrap();
+        }
+    }
+
+    #[test]
+    fn sqlite_path_limit_is_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = path_of_len(dir.path(), SQLITE_MAX_PATH);
+        assert_eq!(ok.as_os_str().len(), SQLITE_MAX_PATH);
+        assert!(path_too_long(&ok).is_none());
+        Connection::open(&ok)
+            .and_then(|c| c.execute_batch("CREATE TABLE t(a)"))
+            .unwrap();
+        let long = path_of_len(dir.path(), SQLITE_MAX_PATH + 1);
+        assert!(Connection::open(&long)
+            .and_then(|c| c.execute_batch("CREATE TABLE t(a)"))
+            .is_err());
+        let e = path_too_long(&long).unwrap().to_string();
+        assert!(e.contains("too long") && e.contains("505 bytes"), "{e}");
+        // Refused before SQLite sees it: nothing is created.
+        let e = WriteDb::open(
+            &long,
+            &OpenOptions {
+                create: true,
+                ..Default::default()
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("too long for SQLite"), "{e}");
+        assert!(!long.exists());
+    }
+
+    #[test]
+    fn core_schema_is_what_a_legacy_database_has() {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/legacy-2026-03.db");
+        let c = Connection::open_with_flags(&fixture, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        assert_eq!(core_missing(&c).unwrap(), (vec![], vec![]));
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE transmissions(id INTEGER PRIMARY KEY);
+             CREATE TABLE nodes(public_key TEXT PRIMARY KEY);",
+        )
+        .unwrap();
+        let (tables, cols) = core_missing(&c).unwrap();
+        assert_eq!(tables, ["observations", "observers"]);
+        assert_eq!(
+            cols,
+            [
+                "transmissions.raw_hex",
+                "transmissions.hash",
+                "transmissions.first_seen"
+            ]
+        );
+    }
+
+    #[test]
+    fn short_file_without_wal_is_truncated_with_a_garbage_wal_too() {
+        let (d, p) = tmpdb();
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch("CREATE TABLE pad(x); INSERT INTO pad VALUES (zeroblob(20000));")
+            .unwrap();
+        drop(c);
+        let bytes = std::fs::read(&p).unwrap();
+        let cut = d.path().join("cut.db");
+        std::fs::write(&cut, &bytes[..bytes.len() - 4096]).unwrap();
+        let e = ReadOnlyDb::open(&cut, 100).err().unwrap().to_string();
+        assert!(e.contains("truncated") && e.contains("no WAL"), "{e}");
+        // A -wal that is not a WAL (or an empty one) does not hold the pages.
+        std::fs::write(wal_path(&cut), vec![7u8; 9000]).unwrap();
+        let e = ReadOnlyDb::open(&cut, 100).err().unwrap().to_string();
+        assert!(e.contains("truncated"), "{e}");
+        std::fs::write(wal_path(&cut), b"").unwrap();
+        let e = ReadOnlyDb::open(&cut, 100).err().unwrap().to_string();
+        assert!(e.contains("truncated"), "{e}");
+    }
+}
