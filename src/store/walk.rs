@@ -49,6 +49,29 @@ pub fn execute_each<K: rusqlite::ToSql>(
     Ok(changed)
 }
 
+/// The body of a cursor-walk batch over `rows` (`(key, data)`, in key
+/// order): each row for which `value(data)` gives a value is updated by
+/// `sql` (?1 = the value, ?2 = the key).
+pub fn update_keyed<R, V: rusqlite::ToSql>(
+    tx: &Transaction<'_>,
+    sql: &str,
+    rows: &[(i64, R)],
+    mut value: impl FnMut(&R) -> Option<V>,
+) -> anyhow::Result<CursorBatch> {
+    let mut st = tx.prepare_cached(sql)?;
+    let mut changed = 0;
+    for (key, data) in rows {
+        if let Some(v) = value(data) {
+            changed += to_i64(st.execute(rusqlite::params![v, key])?);
+        }
+    }
+    Ok(CursorBatch {
+        last: rows.last().map(|r| r.0),
+        seen: rows.len(),
+        changed,
+    })
+}
+
 impl Engine<'_> {
     /// Walk a table by an ascending key cursor: `step(tx, after, limit)`
     /// handles up to `limit` rows with a key above `after` (starting at
@@ -192,48 +215,25 @@ mod tests {
         let mut db = WriteDb::open(&p, &OpenOptions::default()).unwrap();
         fill(&mut db, 120); // 121 rows with the one tmpdb has; first batches are 50
         let mut e = Engine::new(Target::Write(&mut db), settings(None)).unwrap();
-        let w = e
-            .walk_rowid_ranges(
-                "transmissions",
-                "UPDATE transmissions SET x = 'r' WHERE rowid >= ?1 AND rowid < ?2",
-            )
-            .unwrap();
-        assert_eq!(
-            w,
-            Walk {
-                changed: 121,
-                complete: true
-            }
-        );
+        let all = Walk {
+            changed: 121,
+            complete: true,
+        };
+        let sql = "UPDATE transmissions SET x = 'r' WHERE rowid >= ?1 AND rowid < ?2";
+        assert_eq!(e.walk_rowid_ranges("transmissions", sql).unwrap(), all);
         let w = e
             .walk_cursor(i64::MIN, |tx, after, n| {
-                let ids: Vec<i64> = tx
+                let rows: Vec<(i64, ())> = tx
                     .prepare(
                         "SELECT rowid FROM transmissions WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
                     )?
-                    .query_map(rusqlite::params![after, to_i64(n)], |r| r.get(0))?
+                    .query_map(rusqlite::params![after, to_i64(n)], |r| Ok((r.get(0)?, ())))?
                     .collect::<rusqlite::Result<_>>()?;
-                let mut changed = 0;
-                for id in &ids {
-                    changed += to_i64(tx.execute(
-                        "UPDATE transmissions SET x = x || 'c' WHERE rowid = ?1",
-                        [id],
-                    )?);
-                }
-                Ok(CursorBatch {
-                    last: ids.last().copied(),
-                    seen: ids.len(),
-                    changed,
-                })
+                let sql = "UPDATE transmissions SET x = x || ?1 WHERE rowid = ?2";
+                update_keyed(tx, sql, &rows, |()| Some("c"))
             })
             .unwrap();
-        assert_eq!(
-            w,
-            Walk {
-                changed: 121,
-                complete: true
-            }
-        );
+        assert_eq!(w, all);
         let w = e
             .walk_until_short(|tx, n| {
                 let c = tx.execute(
@@ -243,13 +243,7 @@ mod tests {
                 Ok((c, to_i64(c)))
             })
             .unwrap();
-        assert_eq!(
-            w,
-            Walk {
-                changed: 121,
-                complete: true
-            }
-        );
+        assert_eq!(w, all);
         let keys: Vec<i64> = (1..=121).collect();
         let (parts, complete) = e
             .walk_keys(&keys, |tx, chunk| {

@@ -9,7 +9,7 @@ use rusqlite::{params, Connection};
 use crate::catalog::DataOp;
 use crate::store::engine::Engine;
 use crate::store::probe;
-use crate::store::walk::{execute_each, CursorBatch, Walk};
+use crate::store::walk::{execute_each, update_keyed, Walk};
 use crate::store::{self};
 
 use super::repairs::observer_idx_rowid;
@@ -180,6 +180,9 @@ pub(super) fn run_data(e: &mut Engine<'_>, op: DataOp) -> anyhow::Result<i64> {
     }
 }
 
+/// A node's lower-case key and its integer advert_count (if any).
+type NodeCount = (Option<String>, Option<i64>);
+
 /// advert_count_unique_v1 done right: counts from `from_pubkey`, falling back
 /// to `decoded_json.pubKey` where from_pubkey is not filled yet, so counts are
 /// never zeroed by an unfilled column. Counts of
@@ -199,26 +202,22 @@ fn advert_count(e: &mut Engine<'_>) -> anyhow::Result<i64> {
                 "SELECT rowid, lower(public_key), CASE WHEN typeof(advert_count) = 'integer' THEN advert_count END
                  FROM nodes WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
             )?;
-        let rows: Vec<(i64, Option<String>, Option<i64>)> = sel
+        let rows: Vec<(i64, NodeCount)> = sel
             .query_map(params![cursor, to_i64(n)], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, (r.get(1)?, r.get(2)?)))
             })?
             .collect::<rusqlite::Result<_>>()?;
-        let mut upd = tx.prepare("UPDATE nodes SET advert_count = ?1 WHERE rowid = ?2")?;
-        let mut changed = 0i64;
-        for (rowid, key, current) in &rows {
-            let want = key.as_ref().map_or(0, |k| {
-                base.get(k).copied().unwrap_or(0) + newer.get(k).copied().unwrap_or(0)
-            });
-            if *current != Some(want) {
-                changed += to_i64(upd.execute(params![want, rowid])?);
-            }
-        }
-        Ok(CursorBatch {
-            last: rows.last().map(|r| r.0),
-            seen: rows.len(),
-            changed,
-        })
+        update_keyed(
+            tx,
+            "UPDATE nodes SET advert_count = ?1 WHERE rowid = ?2",
+            &rows,
+            |(key, current)| {
+                let want = key.as_ref().map_or(0, |k| {
+                    base.get(k).copied().unwrap_or(0) + newer.get(k).copied().unwrap_or(0)
+                });
+                (*current != Some(want)).then_some(want)
+            },
+        )
     })?;
     complete(walk)
 }

@@ -40,7 +40,9 @@ use crate::store::{self, Deadline, ReadOnlyDb, WriteDb};
 
 use plan::{plan, Action, Step};
 use repairs::MergeStats;
-use report::{DryRunReport, Merged, MigrateReport, Planned, Skipped, StepDone};
+use report::{
+    Common, Done, DryRunReport, Merged, MigrateReport, Planned, Skipped, StepDone, Verdict,
+};
 use steps::{apply, Applied};
 
 pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
@@ -77,25 +79,23 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
         },
     )?;
     let mut rep = MigrateReport {
-        target: args.target.name(),
-        applied: Vec::new(),
-        already,
-        steps: Vec::new(),
-        skipped: Vec::new(),
-        notes: Vec::new(),
-        missing: Vec::new(),
-        pending_migrations: Vec::new(),
+        common: Common {
+            target: args.target.name(),
+            applied: Vec::new(),
+            already,
+            complete: false,
+            max_lock_hold_ms: 0.0,
+            path: path.display().to_string(),
+        },
+        done: Done::default(),
+        verdict: Verdict::default(),
         merged_observations: Merged {
             groups: 0,
             rows: 0,
             audit_table: catalog::MERGED_OBSERVATIONS,
         },
         build_edges_rebuild_needed: false,
-        ready: false,
-        complete: false,
-        max_lock_hold_ms: 0.0,
         created,
-        path: path.display().to_string(),
     };
     let mut merged = MergeStats::default();
     for step in &plan {
@@ -106,7 +106,7 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
     if stats.transactions > 0 {
         e.checkpoint();
     }
-    rep.max_lock_hold_ms = stats.max_lock_hold_ms;
+    rep.common.max_lock_hold_ms = stats.max_lock_hold_ms;
     Outcome::from_report(&rep)
 }
 
@@ -118,7 +118,7 @@ fn apply_one(
     merged: &mut MergeStats,
 ) -> anyhow::Result<()> {
     let t0 = Instant::now();
-    let res = apply(e, step, &mut rep.notes, merged)
+    let res = apply(e, step, &mut rep.done.notes, merged)
         .with_context(|| format!("migration step {}", step.label))?;
     match res {
         Applied::Done(rows) => {
@@ -128,8 +128,8 @@ fn apply_one(
                 rows,
                 ms(t0.elapsed())
             );
-            rep.applied.push(step.label.clone());
-            rep.steps.push(StepDone {
+            rep.common.applied.push(step.label.clone());
+            rep.done.steps.push(StepDone {
                 name: step.label.clone(),
                 rows,
                 ms: ms(t0.elapsed()),
@@ -143,7 +143,7 @@ fn apply_one(
         }
         Applied::Skipped(reason) => {
             log::warn!("skipped {}: {reason}", step.label);
-            rep.skipped.push(Skipped {
+            rep.done.skipped.push(Skipped {
                 name: step.label.clone(),
                 reason,
             });
@@ -161,20 +161,20 @@ fn finish(
     merged: &MergeStats,
 ) -> anyhow::Result<()> {
     let conn = e.conn();
-    rep.missing = probe::missing_objects(conn, target)?;
-    rep.pending_migrations = probe::pending_migrations(conn, target)?
+    rep.verdict.missing = probe::missing_objects(conn, target)?;
+    rep.verdict.pending_migrations = probe::pending_migrations(conn, target)?
         .iter()
         .map(|m| m.name.to_string())
         .collect();
     let (text_total, _) = probe::text_observer_idx(conn)?;
     if text_total > 0 {
-        rep.notes.push(format!(
+        rep.done.notes.push(format!(
             "{text_total} observations keep a text observer_idx that matches no single observer id; left as they are"
         ));
     }
     let needs_rebuild = store::state_get(conn, NEEDS_REBUILD_KEY)?.is_some();
     if merged.groups > 0 {
-        rep.notes.push(format!(
+        rep.done.notes.push(format!(
             "merged {} groups of duplicate observations the way the ingestor's UPSERT would have ({} rows removed); \
              every removed row is kept verbatim in table {}, with merged_into = the id of the observation it was merged into",
             merged.groups,
@@ -183,14 +183,14 @@ fn finish(
         ));
     }
     if merged.staging_reset {
-        rep.notes.push(
+        rep.done.notes.push(
             "an unfinished `build-edges --rebuild` had scanned observations that were merged away: its staging table \
              is discarded, the next `build-edges --rebuild` starts over"
                 .into(),
         );
     }
     if needs_rebuild {
-        rep.notes.push(format!(
+        rep.done.notes.push(format!(
             "neighbor_edges counts observations that were merged away: run `corescope build-edges --rebuild` \
              (recorded as {NEEDS_REBUILD_KEY} in {}; `corescope check` reports it until the rebuild)",
             store::STATE_TABLE
@@ -199,8 +199,8 @@ fn finish(
     rep.merged_observations.groups = merged.groups;
     rep.merged_observations.rows = merged.rows;
     rep.build_edges_rebuild_needed = needs_rebuild;
-    rep.ready = rep.missing.is_empty() && rep.pending_migrations.is_empty();
-    rep.complete = rep.ready;
+    rep.verdict.ready = rep.verdict.missing.is_empty() && rep.verdict.pending_migrations.is_empty();
+    rep.common.complete = rep.verdict.ready;
     Ok(())
 }
 
@@ -230,14 +230,16 @@ fn dry_run(ctx: &Ctx, args: &MigrateArgs, exists: bool) -> anyhow::Result<DryRun
         })
         .collect();
     Ok(DryRunReport {
-        target: args.target.name(),
+        common: Common {
+            target: args.target.name(),
+            applied: Vec::new(),
+            already,
+            complete: true,
+            max_lock_hold_ms: 0.0,
+            path: ctx.db_path.display().to_string(),
+        },
         planned,
-        applied: Vec::new(),
-        already,
-        complete: true,
-        max_lock_hold_ms: 0.0,
         dry_run: true,
-        path: ctx.db_path.display().to_string(),
     })
 }
 fn refuse_v2(conn: &Connection, path: &std::path::Path) -> anyhow::Result<()> {
@@ -273,22 +275,23 @@ mod tests {
 
     #[test]
     fn index_columns_parsing() {
-        assert_eq!(
-            index_columns("CREATE INDEX IF NOT EXISTS i ON t(a, b)"),
-            vec!["a".to_string(), "b".to_string()]
-        );
-        assert_eq!(
-            index_columns("CREATE INDEX x ON transmissions(channel_hash) WHERE payload_type = 5"),
-            vec!["channel_hash".to_string(), "payload_type".to_string()]
-        );
-        assert_eq!(
-            index_columns("CREATE INDEX z ON transmissions(id) WHERE last_seen=0"),
-            vec!["id".to_string(), "last_seen".to_string()]
-        );
-        assert_eq!(
-            index_columns("CREATE UNIQUE INDEX d ON observations(transmission_id, observer_idx, COALESCE(path_json, ''))"),
-            vec!["transmission_id".to_string(), "observer_idx".to_string()]
-        );
+        for (sql, want) in [
+            ("CREATE INDEX IF NOT EXISTS i ON t(a, b)", &["a", "b"][..]),
+            (
+                "CREATE INDEX x ON transmissions(channel_hash) WHERE payload_type = 5",
+                &["channel_hash", "payload_type"],
+            ),
+            (
+                "CREATE INDEX z ON transmissions(id) WHERE last_seen=0",
+                &["id", "last_seen"],
+            ),
+            (
+                "CREATE UNIQUE INDEX d ON observations(transmission_id, observer_idx, COALESCE(path_json, ''))",
+                &["transmission_id", "observer_idx"],
+            ),
+        ] {
+            assert_eq!(index_columns(sql), want, "{sql}");
+        }
     }
 
     fn legacy_like() -> Connection {

@@ -14,7 +14,7 @@ use crate::store::edge_state::{
 };
 use crate::store::engine::Engine;
 use crate::store::probe;
-use crate::store::walk::CursorBatch;
+use crate::store::walk::update_keyed;
 use crate::store::{self};
 
 use super::data::{complete, to_i64};
@@ -50,20 +50,12 @@ pub(super) fn observer_idx_rowid(e: &mut Engine<'_>) -> anyhow::Result<i64> {
             &probe::own_started_key(catalog::OBSERVER_IDX_MIGRATION),
             "1",
         )?;
-        let mut upd = tx.prepare(
+        update_keyed(
+            tx,
             "UPDATE OR IGNORE observations SET observer_idx = ?1 WHERE id = ?2 AND typeof(observer_idx) = 'text'",
-        )?;
-        let mut changed = 0i64;
-        for (id, text) in &rows {
-            if let Some(Some(rowid)) = map.get(&text.to_lowercase()) {
-                changed += to_i64(upd.execute(params![rowid, id])?);
-            }
-        }
-        Ok(CursorBatch {
-            last: rows.last().map(|r| r.0),
-            seen: rows.len(),
-            changed,
-        })
+            &rows,
+            |text| map.get(&text.to_lowercase()).copied().flatten(),
+        )
     })?;
     complete(walk)
 }

@@ -37,42 +37,63 @@ pub struct Merged {
     pub audit_table: &'static str,
 }
 
-/// The report of a run. Its booleans are `--json` keys users and metrics
-/// read; they stay as they are.
-#[allow(clippy::struct_excessive_bools)]
+/// The keys of both reports (a run and a dry run).
 #[derive(Debug, Serialize)]
-pub struct MigrateReport {
+pub struct Common {
     pub target: &'static str,
+    /// Steps applied (none on a dry run).
     pub applied: Vec<String>,
+    /// Named migrations of the target already recorded before the run.
     pub already: i64,
-    pub steps: Vec<StepDone>,
-    pub skipped: Vec<Skipped>,
-    pub notes: Vec<String>,
-    pub missing: Vec<String>,
-    pub pending_migrations: Vec<String>,
-    pub merged_observations: Merged,
-    pub build_edges_rebuild_needed: bool,
-    pub ready: bool,
     pub complete: bool,
     pub max_lock_hold_ms: f64,
-    pub created: bool,
     /// The database path as shown to humans.
     #[serde(skip)]
     pub path: String,
 }
 
+/// What the steps of a run did.
+#[derive(Debug, Default, Serialize)]
+pub struct Done {
+    pub steps: Vec<StepDone>,
+    pub skipped: Vec<Skipped>,
+    pub notes: Vec<String>,
+}
+
+/// What is still missing after a run.
+#[derive(Debug, Default, Serialize)]
+pub struct Verdict {
+    pub missing: Vec<String>,
+    pub pending_migrations: Vec<String>,
+    pub ready: bool,
+}
+
+/// The report of a run.
+#[derive(Debug, Serialize)]
+pub struct MigrateReport {
+    #[serde(flatten)]
+    pub common: Common,
+    #[serde(flatten)]
+    pub done: Done,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    pub merged_observations: Merged,
+    pub build_edges_rebuild_needed: bool,
+    pub created: bool,
+}
+
 impl Report for MigrateReport {
     fn human(&self) -> String {
         let mut h = String::new();
-        if self.applied.is_empty() && self.skipped.is_empty() {
+        if self.common.applied.is_empty() && self.done.skipped.is_empty() {
             let _ = writeln!(
                 h,
                 "{}: schema is up to date for target {} ({} named migrations already applied); nothing to do",
-                self.path, self.target, self.already
+                self.common.path, self.common.target, self.common.already
             );
         } else {
             let mut t = report::table(&["step", "what", "rows changed"]);
-            for s in &self.steps {
+            for s in &self.done.steps {
                 let rows = if s.shows_rows {
                     s.rows.to_string()
                 } else {
@@ -84,31 +105,31 @@ impl Report for MigrateReport {
             let _ = writeln!(
                 h,
                 "{}: applied {} steps for target {} ({} named migrations were already applied); longest write-lock hold {} ms",
-                self.path,
-                self.applied.len(),
-                self.target,
-                self.already,
-                self.max_lock_hold_ms
+                self.common.path,
+                self.common.applied.len(),
+                self.common.target,
+                self.common.already,
+                self.common.max_lock_hold_ms
             );
         }
-        for s in &self.skipped {
+        for s in &self.done.skipped {
             let _ = writeln!(h, "skipped {}: {}", s.name, s.reason);
         }
-        for n in &self.notes {
+        for n in &self.done.notes {
             let _ = writeln!(h, "note: {n}");
         }
-        if !self.ready {
-            let missing = if self.missing.is_empty() {
+        if !self.verdict.ready {
+            let missing = if self.verdict.missing.is_empty() {
                 "nothing".to_string()
             } else {
-                self.missing.join(", ")
+                self.verdict.missing.join(", ")
             };
-            let pending = if self.pending_migrations.is_empty() {
+            let pending = if self.verdict.pending_migrations.is_empty() {
                 String::new()
             } else {
                 format!(
                     "; pending migrations {}",
-                    self.pending_migrations.join(", ")
+                    self.verdict.pending_migrations.join(", ")
                 )
             };
             let _ = writeln!(h, "NOT READY: still missing {missing}{pending}");
@@ -117,7 +138,7 @@ impl Report for MigrateReport {
     }
 
     fn exit_code(&self) -> i32 {
-        if self.ready {
+        if self.verdict.ready {
             EXIT_OK
         } else {
             EXIT_NOT_READY
@@ -137,17 +158,13 @@ pub struct Planned {
     pub groups: Option<i64>,
 }
 
+/// The report of a dry run.
 #[derive(Debug, Serialize)]
 pub struct DryRunReport {
-    pub target: &'static str,
+    #[serde(flatten)]
+    pub common: Common,
     pub planned: Vec<Planned>,
-    pub applied: Vec<String>,
-    pub already: i64,
-    pub complete: bool,
-    pub max_lock_hold_ms: f64,
     pub dry_run: bool,
-    #[serde(skip)]
-    pub path: String,
 }
 
 impl Report for DryRunReport {
@@ -155,7 +172,7 @@ impl Report for DryRunReport {
         if self.planned.is_empty() {
             return format!(
                 "{}: nothing to do for target {} (dry run)\n",
-                self.path, self.target
+                self.common.path, self.common.target
             );
         }
         let mut t = report::table(&["step", "what", "rows"]);
@@ -168,9 +185,9 @@ impl Report for DryRunReport {
         }
         format!(
             "{t}\n{}: {} steps planned for target {} (dry run: nothing was changed)\n",
-            self.path,
+            self.common.path,
             self.planned.len(),
-            self.target
+            self.common.target
         )
     }
 }
