@@ -161,11 +161,13 @@ fn finish(
     merged: &MergeStats,
 ) -> anyhow::Result<()> {
     let conn = e.conn();
-    rep.verdict.missing = probe::missing_objects(conn, target)?;
-    rep.verdict.pending_migrations = probe::pending_migrations(conn, target)?
-        .iter()
-        .map(|m| m.name.to_string())
-        .collect();
+    rep.verdict = Verdict::new(
+        probe::missing_objects(conn, target)?,
+        probe::pending_migrations(conn, target)?
+            .iter()
+            .map(|m| m.name.to_string())
+            .collect(),
+    );
     let (text_total, _) = probe::text_observer_idx(conn)?;
     if text_total > 0 {
         rep.done.notes.push(format!(
@@ -199,7 +201,6 @@ fn finish(
     rep.merged_observations.groups = merged.groups;
     rep.merged_observations.rows = merged.rows;
     rep.build_edges_rebuild_needed = needs_rebuild;
-    rep.verdict.ready = rep.verdict.missing.is_empty() && rep.verdict.pending_migrations.is_empty();
     rep.common.complete = rep.verdict.ready;
     Ok(())
 }

@@ -52,20 +52,31 @@ pub struct Common {
     pub path: String,
 }
 
-/// What the steps of a run did.
-#[derive(Debug, Default, Serialize)]
-pub struct Done {
-    pub steps: Vec<StepDone>,
-    pub skipped: Vec<Skipped>,
-    pub notes: Vec<String>,
-}
-
 /// What is still missing after a run.
 #[derive(Debug, Default, Serialize)]
 pub struct Verdict {
     pub missing: Vec<String>,
     pub pending_migrations: Vec<String>,
     pub ready: bool,
+}
+
+impl Verdict {
+    /// Ready when nothing is missing and no migration is pending.
+    pub fn new(missing: Vec<String>, pending_migrations: Vec<String>) -> Verdict {
+        Verdict {
+            ready: missing.is_empty() && pending_migrations.is_empty(),
+            missing,
+            pending_migrations,
+        }
+    }
+}
+
+/// What the steps of a run did.
+#[derive(Debug, Default, Serialize)]
+pub struct Done {
+    pub steps: Vec<StepDone>,
+    pub skipped: Vec<Skipped>,
+    pub notes: Vec<String>,
 }
 
 /// The report of a run.
