@@ -60,55 +60,48 @@ pub fn pending_counts(conn: &Connection) -> anyhow::Result<BTreeMap<String, i64>
         vec![]
     };
     let has = |cols: &[String], c: &str| cols.iter().any(|x| x.eq_ignore_ascii_case(c));
-
-    let fp = if tx_ok && has(&tx_cols, "payload_type") {
-        let cur = read_cursor(conn, "from-pubkey")?;
-        let w = if has(&tx_cols, "from_pubkey") {
-            FROM_PUBKEY_WHERE
-        } else {
-            "payload_type = 4"
+    // Per task: (report key, task name, candidates after the cursor ?1 as a
+    // FROM ... WHERE clause, or None when the database cannot have any).
+    let from_pubkey = if has(&tx_cols, "from_pubkey") {
+        FROM_PUBKEY_WHERE
+    } else {
+        "payload_type = 4"
+    };
+    let resolved = if has(&obs_cols, "resolved_path") {
+        RESOLVED_WHERE.to_string()
+    } else {
+        RESOLVED_WHERE.replace("(o.resolved_path IS NULL OR o.resolved_path = '') AND ", "")
+    };
+    let tasks = [
+        (
+            "from_pubkey",
+            "from-pubkey",
+            (tx_ok && has(&tx_cols, "payload_type"))
+                .then(|| format!("transmissions WHERE id > ?1 AND {from_pubkey}")),
+        ),
+        (
+            "path_json",
+            "path-json",
+            (tx_ok && obs_ok && has(&obs_cols, "raw_hex") && has(&obs_cols, "path_json"))
+                .then(|| format!("{PATH_JSON_FROM} WHERE o.id > ?1 AND {PATH_JSON_WHERE}")),
+        ),
+        (
+            "resolved_path",
+            "resolved-path",
+            (tx_ok && obs_ok && has(&obs_cols, "path_json"))
+                .then(|| format!("{RESOLVED_FROM} WHERE o.id > ?1 AND {resolved}")),
+        ),
+    ];
+    for (key, task, selection) in tasks {
+        let n = match selection {
+            Some(sel) => conn.query_row(
+                &format!("SELECT COUNT(*) FROM {sel}"),
+                [read_cursor(conn, task)?],
+                |r| r.get(0),
+            )?,
+            None => 0,
         };
-        count(
-            conn,
-            &format!("SELECT COUNT(*) FROM transmissions WHERE id > ?1 AND {w}"),
-            cur,
-        )?
-    } else {
-        0
-    };
-    out.insert("from_pubkey".to_string(), fp);
-
-    let pj = if tx_ok && obs_ok && has(&obs_cols, "raw_hex") && has(&obs_cols, "path_json") {
-        let cur = read_cursor(conn, "path-json")?;
-        count(
-            conn,
-            &format!("SELECT COUNT(*) FROM {PATH_JSON_FROM} WHERE o.id > ?1 AND {PATH_JSON_WHERE}"),
-            cur,
-        )?
-    } else {
-        0
-    };
-    out.insert("path_json".to_string(), pj);
-
-    let rp = if tx_ok && obs_ok && has(&obs_cols, "path_json") {
-        let cur = read_cursor(conn, "resolved-path")?;
-        let w = if has(&obs_cols, "resolved_path") {
-            RESOLVED_WHERE.to_string()
-        } else {
-            RESOLVED_WHERE.replace("(o.resolved_path IS NULL OR o.resolved_path = '') AND ", "")
-        };
-        count(
-            conn,
-            &format!("SELECT COUNT(*) FROM {RESOLVED_FROM} WHERE o.id > ?1 AND {w}"),
-            cur,
-        )?
-    } else {
-        0
-    };
-    out.insert("resolved_path".to_string(), rp);
+        out.insert(key.to_string(), n);
+    }
     Ok(out)
-}
-
-fn count(conn: &Connection, sql: &str, cursor: i64) -> anyhow::Result<i64> {
-    Ok(conn.query_row(sql, [cursor], |r| r.get(0))?)
 }

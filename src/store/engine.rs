@@ -44,6 +44,16 @@ impl Target<'_> {
     pub fn is_dry_run(&self) -> bool {
         matches!(self, Target::DryRun(_))
     }
+
+    /// The same target for a shorter borrow: a job that runs several
+    /// engines one after the other (one per task, each with its own batch
+    /// sizing) hands each of them this.
+    pub fn reborrow(&mut self) -> Target<'_> {
+        match self {
+            Target::Write(db) => Target::Write(db),
+            Target::DryRun(db) => Target::DryRun(db),
+        }
+    }
 }
 
 /// Leave the write lock free for as long as a transaction held it (at least

@@ -11,6 +11,8 @@
 //!   lock budget, fairness pause, dry run, deadline, checkpoints, progress).
 //! - [`batch`]: batch sizing under the lock budget and the deadline.
 //! - [`values`]: readers of stored values of any storage class.
+//! - [`walk`]: generic batched walks on the engine (key cursor, rowid ranges,
+//!   repeat-until-short, key chunks).
 //! - [`runlock`]: the per-command run lock of write commands.
 //! - [`edge_state`], [`backfill_state`]: what `build-edges` and `backfill`
 //!   keep in the database, and probes of it (also read by `check`).
@@ -30,6 +32,7 @@ pub mod probe;
 pub mod runlock;
 pub mod state;
 pub mod values;
+pub mod walk;
 
 pub use batch::{Batcher, Deadline};
 pub use error::classify_final;

@@ -1,0 +1,204 @@
+//! The reports of `migrate` (a run and a dry run): their fields are the
+//! `--json` keys, `human()` the text without `--json`.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::error::{EXIT_NOT_READY, EXIT_OK};
+use crate::report::{self, Report};
+
+/// A step that was applied.
+#[derive(Debug, Serialize)]
+pub struct StepDone {
+    pub name: String,
+    pub rows: i64,
+    pub ms: f64,
+    /// What the step did (human table only).
+    #[serde(skip)]
+    pub what: String,
+    /// The step changes rows, so its row count is shown (human table only).
+    #[serde(skip)]
+    pub shows_rows: bool,
+}
+
+/// A step that could not be applied, and why.
+#[derive(Debug, Serialize)]
+pub struct Skipped {
+    pub name: String,
+    pub reason: String,
+}
+
+/// What the duplicate-observation merge did.
+#[derive(Debug, Serialize)]
+pub struct Merged {
+    pub groups: i64,
+    pub rows: i64,
+    pub audit_table: &'static str,
+}
+
+/// The keys of both reports (a run and a dry run).
+#[derive(Debug, Serialize)]
+pub struct Common {
+    pub target: &'static str,
+    /// Steps applied (none on a dry run).
+    pub applied: Vec<String>,
+    /// Named migrations of the target already recorded before the run.
+    pub already: i64,
+    pub complete: bool,
+    pub max_lock_hold_ms: f64,
+    /// The database path as shown to humans.
+    #[serde(skip)]
+    pub path: String,
+}
+
+/// What is still missing after a run.
+#[derive(Debug, Default, Serialize)]
+pub struct Verdict {
+    pub missing: Vec<String>,
+    pub pending_migrations: Vec<String>,
+    pub ready: bool,
+}
+
+impl Verdict {
+    /// Ready when nothing is missing and no migration is pending.
+    pub fn new(missing: Vec<String>, pending_migrations: Vec<String>) -> Verdict {
+        Verdict {
+            ready: missing.is_empty() && pending_migrations.is_empty(),
+            missing,
+            pending_migrations,
+        }
+    }
+}
+
+/// What the steps of a run did.
+#[derive(Debug, Default, Serialize)]
+pub struct Done {
+    pub steps: Vec<StepDone>,
+    pub skipped: Vec<Skipped>,
+    pub notes: Vec<String>,
+}
+
+/// The report of a run.
+#[derive(Debug, Serialize)]
+pub struct MigrateReport {
+    #[serde(flatten)]
+    pub common: Common,
+    #[serde(flatten)]
+    pub done: Done,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    pub merged_observations: Merged,
+    pub build_edges_rebuild_needed: bool,
+    pub created: bool,
+}
+
+impl Report for MigrateReport {
+    fn human(&self) -> String {
+        let mut h = String::new();
+        if self.common.applied.is_empty() && self.done.skipped.is_empty() {
+            let _ = writeln!(
+                h,
+                "{}: schema is up to date for target {} ({} named migrations already applied); nothing to do",
+                self.common.path, self.common.target, self.common.already
+            );
+        } else {
+            let mut t = report::table(&["step", "what", "rows changed"]);
+            for s in &self.done.steps {
+                let rows = if s.shows_rows {
+                    s.rows.to_string()
+                } else {
+                    String::new()
+                };
+                t.add_row(vec![s.name.clone(), s.what.clone(), rows]);
+            }
+            let _ = writeln!(h, "{t}");
+            let _ = writeln!(
+                h,
+                "{}: applied {} steps for target {} ({} named migrations were already applied); longest write-lock hold {} ms",
+                self.common.path,
+                self.common.applied.len(),
+                self.common.target,
+                self.common.already,
+                self.common.max_lock_hold_ms
+            );
+        }
+        for s in &self.done.skipped {
+            let _ = writeln!(h, "skipped {}: {}", s.name, s.reason);
+        }
+        for n in &self.done.notes {
+            let _ = writeln!(h, "note: {n}");
+        }
+        if !self.verdict.ready {
+            let missing = if self.verdict.missing.is_empty() {
+                "nothing".to_string()
+            } else {
+                self.verdict.missing.join(", ")
+            };
+            let pending = if self.verdict.pending_migrations.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; pending migrations {}",
+                    self.verdict.pending_migrations.join(", ")
+                )
+            };
+            let _ = writeln!(h, "NOT READY: still missing {missing}{pending}");
+        }
+        h
+    }
+
+    fn exit_code(&self) -> i32 {
+        if self.verdict.ready {
+            EXIT_OK
+        } else {
+            EXIT_NOT_READY
+        }
+    }
+}
+
+/// A planned step of a dry run.
+#[derive(Debug, Serialize)]
+pub struct Planned {
+    pub name: String,
+    pub what: String,
+    /// Rows a data step would touch (null for schema steps).
+    pub rows: Option<i64>,
+    /// Duplicate groups (the merge step only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<i64>,
+}
+
+/// The report of a dry run.
+#[derive(Debug, Serialize)]
+pub struct DryRunReport {
+    #[serde(flatten)]
+    pub common: Common,
+    pub planned: Vec<Planned>,
+    pub dry_run: bool,
+}
+
+impl Report for DryRunReport {
+    fn human(&self) -> String {
+        if self.planned.is_empty() {
+            return format!(
+                "{}: nothing to do for target {} (dry run)\n",
+                self.common.path, self.common.target
+            );
+        }
+        let mut t = report::table(&["step", "what", "rows"]);
+        for s in &self.planned {
+            t.add_row(vec![
+                s.name.clone(),
+                s.what.clone(),
+                s.rows.map(|r| r.to_string()).unwrap_or_default(),
+            ]);
+        }
+        format!(
+            "{t}\n{}: {} steps planned for target {} (dry run: nothing was changed)\n",
+            self.common.path,
+            self.planned.len(),
+            self.common.target
+        )
+    }
+}
