@@ -134,6 +134,13 @@ impl<'a> Engine<'a> {
         self.batcher.size().max(1)
     }
 
+    /// Start batch sizing over under a budget of `max_lock_ms` (a phase
+    /// whose rows cost differently from the previous one: start small
+    /// rather than overshoot the lock budget).
+    pub fn restart_batching(&mut self, max_lock_ms: u64) {
+        self.batcher = Batcher::new(max_lock_ms);
+    }
+
     /// True once `--max-seconds` has passed: stop at this batch boundary.
     pub fn expired(&self) -> bool {
         self.deadline.expired()
