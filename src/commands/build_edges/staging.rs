@@ -140,7 +140,7 @@ pub fn handle_leftover_staging(
             _ => Ok(false),
         }
     })?;
-    Ok(retired.then(|| LeftStaging {
+    Ok(retired.then_some(LeftStaging {
         staging_rows: left.staging_rows,
         resumable_after_id: None,
         action: "dropped",
