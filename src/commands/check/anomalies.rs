@@ -1,235 +1,18 @@
-//! `corescope check`: strictly read-only readiness report (schema, pending
-//! migrations and backfills, data anomalies, vacuum/WAL health). Every
-//! warning code is explained in docs/database.md, "Anomalies `check` reports".
-
-use std::collections::BTreeMap;
+//! The warnings of `check`: data anomalies found in real databases, what
+//! build-edges left, and vacuum/WAL health, each with what to do (every
+//! code is explained in docs/database.md, "Anomalies `check` reports").
 
 use rusqlite::Connection;
-use serde_json::{json, Value};
+use serde::Serialize;
 
-use crate::catalog::Target;
-use crate::cli::CheckArgs;
-use crate::context::Ctx;
-use crate::error::{Failure, EXIT_NOT_READY, EXIT_OK};
-use crate::report::{self, Outcome};
 use crate::store::probe::{self, ObsShape};
 use crate::store::{self, ReadOnlyDb};
 
-#[derive(Debug, Clone)]
+/// One warning: a stable code and what it means / what to do.
+#[derive(Debug, Clone, Serialize)]
 pub struct Warning {
     pub code: &'static str,
     pub message: String,
-}
-
-pub fn run(ctx: &Ctx, args: &CheckArgs) -> anyhow::Result<Outcome> {
-    let ro = ReadOnlyDb::open(&ctx.db_path, ctx.busy_timeout_ms)?;
-    let conn = ro.reader();
-    let missing = probe::missing_objects(conn, args.target)?;
-    log::info!(
-        "schema objects for target {}: {} missing",
-        args.target.name(),
-        missing.len()
-    );
-    let pending: Vec<String> = probe::pending_migrations(conn, args.target)?
-        .iter()
-        .map(|m| m.name.to_string())
-        .collect();
-    log::info!("named migrations pending: {}", pending.len());
-    let backfills = pending_backfills(conn)?;
-    log::info!("backfill rows pending: {backfills:?}");
-    let vacuum_on_startup = ctx.config.db.vacuum_on_startup.unwrap_or(false);
-    let mut warnings = anomalies(&ro, conn, vacuum_on_startup)?;
-    log::info!("data and health checks: {} warnings", warnings.len());
-    for (task, n) in &backfills {
-        if *n > 0 {
-            warnings.push(Warning {
-                code: "pending_backfill",
-                message: format!(
-                    "{n} rows wait for the {task} backfill; run `corescope backfill {}` (resumable, safe beside the ingestor)",
-                    task.replace('_', "-")
-                ),
-            });
-        }
-    }
-    let mut integrity: Option<Value> = None;
-    let mut corrupt = false;
-    if args.integrity {
-        log::info!("running quick_check and foreign_key_check");
-        let (qc, fk) = integrity_check(&ro)?;
-        corrupt = qc.len() != 1 || qc[0] != "ok";
-        if !fk.is_empty() {
-            warnings.push(Warning {
-                code: "foreign_key_violations",
-                message: format!(
-                    "{} rows violate foreign keys (e.g. {}); observations without their transmission are orphans",
-                    fk.len(),
-                    fk.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
-                ),
-            });
-        }
-        integrity = Some(json!({"quick_check": qc, "foreign_key_violations": fk.len()}));
-    }
-    let ready = missing.is_empty() && pending.is_empty();
-    // What the CoreScope server itself asserts at start: it
-    // refuses to start while any of these is missing.
-    let server_missing: Vec<String> = crate::catalog::assert_ready_items(args.target)
-        .into_iter()
-        .filter(|i| missing.contains(i))
-        .collect();
-    let mut out = Outcome::new();
-    out.exit_code = if !ready || (args.strict && !warnings.is_empty()) {
-        EXIT_NOT_READY
-    } else {
-        EXIT_OK
-    };
-    out.set("target", args.target.name());
-    out.set("ready", ready);
-    out.set("missing", missing.clone());
-    out.set("server_missing", server_missing.clone());
-    out.set("pending_migrations", pending.clone());
-    out.set(
-        "pending_backfills",
-        Value::Object(
-            backfills
-                .iter()
-                .map(|(k, v)| (k.clone(), json!(v)))
-                .collect(),
-        ),
-    );
-    out.set(
-        "warnings",
-        warnings
-            .iter()
-            .map(|w| json!({"code": w.code, "message": w.message}))
-            .collect::<Vec<_>>(),
-    );
-    if let Some(i) = &integrity {
-        out.set("integrity", i.clone());
-    }
-    out.human = human(
-        ctx,
-        &server_missing,
-        args.target,
-        ready,
-        &missing,
-        &pending,
-        &backfills,
-        &warnings,
-        integrity.as_ref(),
-    );
-    if corrupt {
-        return Err(Failure::Fatal(format!(
-            "{} failed PRAGMA quick_check: {}; restore from a backup",
-            ctx.db_path.display(),
-            integrity
-                .as_ref()
-                .and_then(|i| i["quick_check"].as_array())
-                .map(|a| a
-                    .iter()
-                    .take(3)
-                    .filter_map(|v| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; "))
-                .unwrap_or_default()
-        ))
-        .into());
-    }
-    Ok(out)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn human(
-    ctx: &Ctx,
-    server_missing: &[String],
-    target: Target,
-    ready: bool,
-    missing: &[String],
-    pending: &[String],
-    backfills: &BTreeMap<String, i64>,
-    warnings: &[Warning],
-    integrity: Option<&Value>,
-) -> String {
-    let mut s = String::new();
-    let mut t = report::table(&["check", "result"]);
-    t.add_row(vec![
-        "database".to_string(),
-        ctx.db_path.display().to_string(),
-    ]);
-    t.add_row(vec!["target".to_string(), target.name().to_string()]);
-    t.add_row(vec![
-        "schema ready".to_string(),
-        if ready {
-            "yes".into()
-        } else {
-            "NO: run `corescope migrate`".to_string()
-        },
-    ]);
-    t.add_row(vec![
-        "CoreScope server would start".to_string(),
-        if server_missing.is_empty() {
-            "yes".into()
-        } else {
-            format!("NO: its AssertReady misses {}", server_missing.join(", "))
-        },
-    ]);
-    t.add_row(vec![
-        "missing".to_string(),
-        if missing.is_empty() {
-            "-".into()
-        } else {
-            missing.join(", ")
-        },
-    ]);
-    t.add_row(vec![
-        "pending migrations".to_string(),
-        if pending.is_empty() {
-            "-".into()
-        } else {
-            pending.join(", ")
-        },
-    ]);
-    for (k, v) in backfills {
-        t.add_row(vec![format!("pending backfill {k}"), v.to_string()]);
-    }
-    if let Some(i) = integrity {
-        t.add_row(vec!["integrity".to_string(), i.to_string()]);
-    }
-    s.push_str(&format!("{t}\n"));
-    if !warnings.is_empty() {
-        let mut w = report::table(&["warning", "what it means / what to do"]);
-        for x in warnings {
-            w.add_row(vec![x.code.to_string(), x.message.clone()]);
-        }
-        s.push_str(&format!("{w}\n"));
-    }
-    s
-}
-
-/// Rows each backfill still has to do: the backfill command's own counting
-/// (the same selections, after each task's cursor).
-pub fn pending_backfills(conn: &Connection) -> anyhow::Result<BTreeMap<String, i64>> {
-    crate::store::backfill_state::pending_counts(conn)
-}
-
-fn integrity_check(ro: &ReadOnlyDb) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-    let mut st = ro.prepare("PRAGMA quick_check")?;
-    let qc: Vec<String> = st
-        .query_map([], |r| r.get::<_, String>(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut st = ro.prepare("PRAGMA foreign_key_check")?;
-    let fk: Vec<String> = st
-        .query_map([], |r| {
-            Ok(format!(
-                "{} rowid {} -> {}",
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<i64>>(1)?
-                    .map(|v| v.to_string())
-                    .unwrap_or_default(),
-                r.get::<_, String>(2)?
-            ))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok((qc, fk))
 }
 
 /// What `build-edges` left or would trip over: the staging table of a
@@ -276,13 +59,25 @@ fn edge_build_state(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<(
 
 /// Data anomalies found in real databases and vacuum/WAL health, each with
 /// what to do (docs/database.md lists every code).
-fn anomalies(
+pub fn anomalies(
     ro: &ReadOnlyDb,
     conn: &Connection,
     vacuum_on_startup: bool,
 ) -> anyhow::Result<Vec<Warning>> {
     let mut w = Vec::new();
-    let count = |sql: &str| -> anyhow::Result<i64> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
+    data_anomalies(conn, &mut w)?;
+    repair_anomalies(conn, &mut w)?;
+    storage_health(ro, conn, vacuum_on_startup, &mut w)?;
+    Ok(w)
+}
+
+fn count(conn: &Connection, sql: &str) -> anyhow::Result<i64> {
+    Ok(conn.query_row(sql, [], |r| r.get(0))?)
+}
+
+/// Shapes and values the ingestor or the server trip over.
+fn data_anomalies(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<()> {
+    let count = |sql: &str| count(conn, sql);
     let shape = probe::observations_shape(conn)?;
     if shape == ObsShape::V2 {
         w.push(Warning {
@@ -308,7 +103,7 @@ fn anomalies(
             });
         }
     }
-    edge_build_state(conn, &mut w)?;
+    edge_build_state(conn, w)?;
     let n = count("SELECT count(*) FROM nodes WHERE public_key != lower(public_key)")?;
     if n > 0 {
         w.push(Warning {
@@ -334,6 +129,14 @@ fn anomalies(
             });
         }
     }
+    Ok(())
+}
+
+/// What `corescope migrate` or another command repairs or left to finish.
+fn repair_anomalies(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<()> {
+    let count = |sql: &str| count(conn, sql);
+    let ocols = store::columns(conn, "observations")?;
+    let has_o = |c: &str| ocols.iter().any(|x| x == c);
     if !store::object_exists(conn, "index", crate::catalog::DEDUP_INDEX)? {
         let (groups, surplus) = probe::duplicate_dedup_groups(conn)?;
         if groups > 0 {
@@ -387,6 +190,16 @@ fn anomalies(
             });
         }
     }
+    Ok(())
+}
+
+/// Vacuum, journal and WAL health, and indexes dropped upstream.
+fn storage_health(
+    ro: &ReadOnlyDb,
+    conn: &Connection,
+    vacuum_on_startup: bool,
+    w: &mut Vec<Warning>,
+) -> anyhow::Result<()> {
     let av = ro.pragma_i64("auto_vacuum")?;
     if av != 2 {
         w.push(Warning {
@@ -427,5 +240,5 @@ fn anomalies(
             });
         }
     }
-    Ok(w)
+    Ok(())
 }
