@@ -71,13 +71,22 @@ pub fn anomalies(
     Ok(w)
 }
 
-fn count(conn: &Connection, sql: &str) -> anyhow::Result<i64> {
-    Ok(conn.query_row(sql, [], |r| r.get(0))?)
+/// The warning `warning` makes of the count when `sql` counts any rows.
+fn warn_count(
+    conn: &Connection,
+    w: &mut Vec<Warning>,
+    sql: &str,
+    warning: impl FnOnce(i64) -> Warning,
+) -> anyhow::Result<()> {
+    let n: i64 = conn.query_row(sql, [], |r| r.get(0))?;
+    if n > 0 {
+        w.push(warning(n));
+    }
+    Ok(())
 }
 
 /// Shapes and values the ingestor or the server trip over.
 fn data_anomalies(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<()> {
-    let count = |sql: &str| count(conn, sql);
     let shape = probe::observations_shape(conn)?;
     if shape == ObsShape::V2 {
         w.push(Warning {
@@ -88,29 +97,18 @@ fn data_anomalies(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<()>
     let ocols = store::columns(conn, "observations")?;
     let has_o = |c: &str| ocols.iter().any(|x| x == c);
     if store::table_exists(conn, "neighbor_edges")? {
-        let n = count("SELECT count(*) FROM neighbor_edges WHERE node_a = '' OR node_b = '' OR node_a IS NULL OR node_b IS NULL")?;
-        if n > 0 {
-            w.push(Warning {
-                code: "empty_edge_endpoint",
-                message: format!("{n} neighbor_edges rows have an empty endpoint (left by an older CoreScope server); they describe no real pair: `corescope build-edges --rebuild` drops them"),
-            });
-        }
-        let n = count("SELECT count(*) FROM neighbor_edges WHERE node_a != lower(node_a) OR node_b != lower(node_b)")?;
-        if n > 0 {
-            w.push(Warning {
-                code: "mixed_case_keys",
-                message: format!("{n} neighbor_edges rows have upper-case endpoints; the server treats case variants as different nodes: `corescope build-edges --rebuild` rewrites them lower-case"),
-            });
-        }
+        warn_count(conn, w, "SELECT count(*) FROM neighbor_edges WHERE node_a = '' OR node_b = '' OR node_a IS NULL OR node_b IS NULL", |n| Warning { code: "empty_edge_endpoint", message: format!("{n} neighbor_edges rows have an empty endpoint (left by an older CoreScope server); they describe no real pair: `corescope build-edges --rebuild` drops them") })?;
+        warn_count(conn, w, "SELECT count(*) FROM neighbor_edges WHERE node_a != lower(node_a) OR node_b != lower(node_b)", |n| Warning { code: "mixed_case_keys", message: format!("{n} neighbor_edges rows have upper-case endpoints; the server treats case variants as different nodes: `corescope build-edges --rebuild` rewrites them lower-case") })?;
     }
     edge_build_state(conn, w)?;
-    let n = count("SELECT count(*) FROM nodes WHERE public_key != lower(public_key)")?;
-    if n > 0 {
-        w.push(Warning {
-            code: "mixed_case_keys",
-            message: format!("{n} nodes have a public_key that is not lower-case; joins with from_pubkey and edges miss them; newer CoreScope ingestors lower-case them at start"),
-        });
-    }
+    warn_count(
+        conn,
+        w,
+        "SELECT count(*) FROM nodes WHERE public_key != lower(public_key)",
+        |n| {
+            Warning { code: "mixed_case_keys", message: format!("{n} nodes have a public_key that is not lower-case; joins with from_pubkey and edges miss them; newer CoreScope ingestors lower-case them at start") }
+        },
+    )?;
     if has_o("observer_idx") {
         let (total, matching) = probe::text_observer_idx(conn)?;
         if total > 0 {
@@ -121,20 +119,20 @@ fn data_anomalies(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<()>
         }
     }
     if has_o("timestamp") {
-        let n = count("SELECT count(*) FROM observations WHERE timestamp = 0")?;
-        if n > 0 {
-            w.push(Warning {
-                code: "zero_timestamp",
-                message: format!("{n} observations have timestamp 0 (1970); edge times, retention and watermarks see them as old; corescope never invents times"),
-            });
-        }
+        warn_count(
+            conn,
+            w,
+            "SELECT count(*) FROM observations WHERE timestamp = 0",
+            |n| {
+                Warning { code: "zero_timestamp", message: format!("{n} observations have timestamp 0 (1970); edge times, retention and watermarks see them as old; corescope never invents times") }
+            },
+        )?;
     }
     Ok(())
 }
 
 /// What `corescope migrate` or another command repairs or left to finish.
 fn repair_anomalies(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<()> {
-    let count = |sql: &str| count(conn, sql);
     let ocols = store::columns(conn, "observations")?;
     let has_o = |c: &str| ocols.iter().any(|x| x == c);
     if !store::object_exists(conn, "index", crate::catalog::DEDUP_INDEX)? {
@@ -172,23 +170,11 @@ fn repair_anomalies(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<(
         });
     }
     if has_o("transmission_id") {
-        let n = count("SELECT count(*) FROM observations o WHERE NOT EXISTS (SELECT 1 FROM transmissions t WHERE t.id = o.transmission_id)")?;
-        if n > 0 {
-            w.push(Warning {
-                code: "orphan_observations",
-                message: format!("{n} observations reference a missing transmission; foreign keys are enforced by the ingestor, so these predate it; inspect with `corescope check --integrity`"),
-            });
-        }
+        warn_count(conn, w, "SELECT count(*) FROM observations o WHERE NOT EXISTS (SELECT 1 FROM transmissions t WHERE t.id = o.transmission_id)", |n| Warning { code: "orphan_observations", message: format!("{n} observations reference a missing transmission; foreign keys are enforced by the ingestor, so these predate it; inspect with `corescope check --integrity`") })?;
     }
     let cols = store::columns(conn, "observers")?;
     if cols.iter().any(|c| c == "last_packet_at") && has_o("observer_idx") {
-        let n = count("SELECT count(*) FROM observers b WHERE b.last_packet_at IS NULL AND b.rowid IN (SELECT observer_idx FROM observations WHERE typeof(observer_idx) = 'integer')")?;
-        if n > 0 {
-            w.push(Warning {
-                code: "null_last_packet_at",
-                message: format!("{n} observers with observations have no last_packet_at; the observers_last_packet_at_v1 migration backfills it once"),
-            });
-        }
+        warn_count(conn, w, "SELECT count(*) FROM observers b WHERE b.last_packet_at IS NULL AND b.rowid IN (SELECT observer_idx FROM observations WHERE typeof(observer_idx) = 'integer')", |n| Warning { code: "null_last_packet_at", message: format!("{n} observers with observations have no last_packet_at; the observers_last_packet_at_v1 migration backfills it once") })?;
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use crate::graph::{NormalizeReport, Stats};
 use crate::report::{self, Report};
@@ -75,31 +75,13 @@ pub struct Hub {
     pub label: String,
 }
 
-fn as_map<S: Serializer>(v: &[(&'static str, usize)], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_map(v.iter().map(|(k, n)| (k, n)))
-}
-
-/// The report of `graph stats`.
+/// The report of `graph stats`: the graph's statistics and the hubs by
+/// name.
 #[derive(Debug, Serialize)]
 pub struct StatsReport {
-    pub nodes: usize,
-    pub edges: usize,
-    pub components: usize,
-    pub largest_components: Vec<usize>,
-    /// Every degree (the human table folds them into ranges).
-    pub degree_distribution: BTreeMap<usize, usize>,
-    pub max_degree: usize,
-    /// Rounded to two decimals.
-    pub mean_degree: f64,
-    #[serde(skip)]
-    pub mean_degree_exact: f64,
+    #[serde(flatten)]
+    pub stats: Stats,
     pub hubs: Vec<Hub>,
-    #[serde(serialize_with = "as_map")]
-    pub edges_by_age: Vec<(&'static str, usize)>,
-    pub unknown_nodes: usize,
-    pub edges_with_unknown_endpoint: usize,
-    pub observers: usize,
-    pub inactive_nodes: usize,
     pub now: String,
     pub stored_rows: StoredRows,
 }
@@ -112,30 +94,19 @@ impl StatsReport {
         now: String,
         stored_rows: StoredRows,
     ) -> StatsReport {
+        let hubs = s
+            .hubs
+            .iter()
+            .map(|(id, label, degree)| Hub {
+                name: name_of(id),
+                id: id.clone(),
+                degree: *degree,
+                label: label.clone(),
+            })
+            .collect();
         StatsReport {
-            nodes: s.nodes,
-            edges: s.edges,
-            components: s.components,
-            largest_components: s.largest_components,
-            degree_distribution: s.degree_distribution,
-            max_degree: s.max_degree,
-            mean_degree: (s.mean_degree * 100.0).round() / 100.0,
-            mean_degree_exact: s.mean_degree,
-            hubs: s
-                .hubs
-                .into_iter()
-                .map(|(id, label, degree)| Hub {
-                    name: name_of(&id),
-                    id,
-                    degree,
-                    label,
-                })
-                .collect(),
-            edges_by_age: s.age_buckets,
-            unknown_nodes: s.unknown_nodes,
-            edges_with_unknown_endpoint: s.edges_with_unknown_endpoint,
-            observers: s.observers,
-            inactive_nodes: s.inactive_nodes,
+            stats: s,
+            hubs,
             now,
             stored_rows,
         }
@@ -152,12 +123,12 @@ impl StatsReport {
             ]);
         }
         let mut a = report::table(&["last seen", "edges"]);
-        for (k, v) in &self.edges_by_age {
+        for (k, v) in &self.stats.age_buckets {
             a.add_row(vec![(*k).to_string(), v.to_string()]);
         }
         // Human table in power-of-two ranges (JSON has every degree).
         let mut d = report::table(&["degree", "nodes"]);
-        for (label, n) in degree_ranges(&self.degree_distribution) {
+        for (label, n) in degree_ranges(&self.stats.degree_distribution) {
             d.add_row(vec![label, n.to_string()]);
         }
         format!("{t}\n{a}\n{d}\n")
@@ -166,12 +137,13 @@ impl StatsReport {
 
 impl Report for StatsReport {
     fn human(&self) -> String {
+        let s = &self.stats;
         let mut h = format!(
             "graph: {} nodes, {} edges, {} connected components (largest: {})\n",
-            self.nodes,
-            self.edges,
-            self.components,
-            self.largest_components
+            s.nodes,
+            s.edges,
+            s.components,
+            s.largest_components
                 .iter()
                 .map(std::string::ToString::to_string)
                 .collect::<Vec<_>>()
@@ -179,7 +151,7 @@ impl Report for StatsReport {
         );
         h.push_str(&format!(
             "degree: max {}, mean {:.2}; {} observers, {} inactive nodes, {} unknown nodes ({} edges touch one)\n",
-            self.max_degree, self.mean_degree_exact, self.observers, self.inactive_nodes, self.unknown_nodes, self.edges_with_unknown_endpoint
+            s.max_degree, s.mean_degree, s.observers, s.inactive_nodes, s.unknown_nodes, s.edges_with_unknown_endpoint
         ));
         if let Some(l) = self.stored_rows.line() {
             h.push_str(&l);
