@@ -121,14 +121,7 @@ pub fn to_json(rp: &[Option<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(prefix: &str) -> String {
-        let mut k = prefix.to_string();
-        while k.len() < 64 {
-            k.push('0');
-        }
-        k
-    }
+    use crate::edges::testkeys::{key, keys};
 
     fn hops(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
@@ -194,10 +187,7 @@ mod tests {
 
     #[test]
     fn originator_anchors_hop_zero() {
-        let f = key("f0");
-        let a1 = key("aa01");
-        let a2 = key("aa02");
-        let idx = PrefixIndex::new([&f, &a1, &a2]);
+        let ([f, a1, _a2], idx) = keys(["f0", "aa01", "aa02"]);
         let adj = adjacency_from_edges([(f.as_str(), a1.as_str())]);
         let rp = resolve_path(&hops(&["AA"]), &f.to_uppercase(), &adj, &idx);
         assert_eq!(rp, Some(vec![Some(a1.clone())]));
@@ -236,11 +226,7 @@ mod tests {
 
     #[test]
     fn exclusion_set_blocks_revisits() {
-        let f = key("f0");
-        let x = key("11");
-        let a1 = key("aa01");
-        let a2 = key("aa02");
-        let idx = PrefixIndex::new([&f, &x, &a1, &a2]);
+        let ([f, x, a1, a2], idx) = keys(["f0", "11", "aa01", "aa02"]);
         // Unique hop equal to the originator → null.
         let rp = resolve_path(&hops(&["F0", "11"]), &f, &Adjacency::new(), &idx);
         assert_eq!(rp, Some(vec![None, Some(x.clone())]));

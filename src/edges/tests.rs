@@ -1,12 +1,5 @@
+use super::testkeys::{key, keys};
 use super::*;
-
-fn key(prefix: &str) -> String {
-    let mut k = prefix.to_string();
-    while k.len() < 64 {
-        k.push('0');
-    }
-    k
-}
 
 fn pair(a: &str, b: &str) -> (String, String) {
     let (a, b) = canonical_pair(a, b).unwrap();
@@ -311,11 +304,7 @@ fn multi_byte_hops_and_case() {
 
 #[test]
 fn ambiguous_or_unknown_hops_are_skipped() {
-    let f = key("f0");
-    let o = key("0b");
-    let a1 = key("aa01");
-    let a2 = key("aa02");
-    let idx = PrefixIndex::new([&f, &o, &a1, &a2]);
+    let ([f, o, a1, a2], idx) = keys(["f0", "0b", "aa01", "aa02"]);
     let obs = ObsInput {
         payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
         from_pubkey: Some(&f),
