@@ -33,9 +33,7 @@ fn index_prefix_lengths() {
 
 #[test]
 fn one_byte_collision_is_ambiguous_longer_prefix_unique() {
-    let a = key("aa11");
-    let b = key("aa22");
-    let idx = PrefixIndex::new([&a, &b]);
+    let ([a, b], idx) = keys(["aa11", "aa22"]);
     assert_eq!(idx.resolve("AA"), Resolution::Ambiguous);
     assert_eq!(idx.candidates("aa"), vec![a.as_str(), b.as_str()]);
     assert_eq!(idx.resolve("AA11"), Resolution::Unique(&a));
@@ -153,11 +151,7 @@ struct World {
 }
 
 fn world() -> World {
-    let f = key("f0f0");
-    let o = key("0b0b");
-    let h1 = key("1111");
-    let h2 = key("2222");
-    let idx = PrefixIndex::new([&f, &o, &h1, &h2]);
+    let ([f, o, h1, h2], idx) = keys(["f0f0", "0b0b", "1111", "2222"]);
     World { f, o, h1, h2, idx }
 }
 
