@@ -303,6 +303,23 @@ mod tests {
     }
 
     #[test]
+    fn batch_sizing_restarts_under_a_new_budget() {
+        let (_d, p) = tmpdb();
+        let db = ReadOnlyDb::open(&p, 1000).unwrap();
+        let mut e = Engine::new(
+            Target::DryRun(&db),
+            Settings {
+                max_lock_ms: 200,
+                deadline: Deadline::new(None),
+            },
+        )
+        .unwrap();
+        assert_eq!(e.batch_size(), 500);
+        e.restart_batching(20);
+        assert_eq!(e.batch_size(), 100);
+    }
+
+    #[test]
     fn rates_are_whole_numbers() {
         assert_eq!(rate_text(118_136.615_5), "118137");
         assert_eq!(rate_text(0.4), "0");

@@ -87,6 +87,10 @@ fn start(engine: &mut Engine<'_>, ctx: &Ctx, rebuild: bool, token: &str) -> anyh
 }
 
 pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
+    Outcome::from_report(&build(ctx, args)?)
+}
+
+fn build(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<BuildEdgesReport> {
     let mut db = WriteDb::open(&ctx.db_path, &ctx.open_options(false))?;
     db.require_ready()?;
     // The engine sets synchronous = NORMAL (WAL mode): a power loss can only
@@ -141,24 +145,12 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
     // Old tables of this or an earlier (interrupted) swap.
     let old_rows_deleted = staging::drop_old_tables(&mut engine, args.write.max_lock_ms)?;
     engine.checkpoint();
-    let conn = engine.conn();
-    // Counting the table costs a full index scan: only after a rebuild.
-    let edges_total: Option<i64> = if swapped {
-        Some(conn.query_row("SELECT count(*) FROM neighbor_edges", [], |r| r.get(0))?)
-    } else {
-        None
-    };
-    let report = BuildEdgesReport {
-        mode: if args.rebuild {
-            "rebuild"
-        } else {
-            "incremental"
-        },
+    let report = finish(engine.conn(), args.rebuild, swapped, &start)?;
+    Ok(BuildEdgesReport {
         observations_scanned: totals.scanned,
         candidates: totals.candidates,
         edges_upserted: totals.upserted,
         edges_new: totals.new,
-        watermark: read_watermark(conn, WATERMARK_KEY)?,
         complete,
         max_lock_hold_ms: engine.stats(complete).max_lock_hold_ms,
         batches: totals.batches,
@@ -166,10 +158,31 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
         transactions: totals.transactions,
         trace_rows_skipped: totals.trace_skipped,
         old_table_rows_deleted: old_rows_deleted,
-        edges_total,
         seeded: start.seeded,
         interrupted_rebuild: (!args.rebuild).then_some(start.leftover),
-        rebuild: if args.rebuild {
+        ..report
+    })
+}
+
+/// The parts of the report read from the database at the end (the rest is
+/// filled in by the caller).
+fn finish(
+    conn: &rusqlite::Connection,
+    rebuild: bool,
+    swapped: bool,
+    start: &Start,
+) -> anyhow::Result<BuildEdgesReport> {
+    // Counting the table costs a full index scan: only after a rebuild.
+    let edges_total: Option<i64> = if swapped {
+        Some(conn.query_row("SELECT count(*) FROM neighbor_edges", [], |r| r.get(0))?)
+    } else {
+        None
+    };
+    Ok(BuildEdgesReport {
+        mode: if rebuild { "rebuild" } else { "incremental" },
+        watermark: read_watermark(conn, WATERMARK_KEY)?,
+        edges_total,
+        rebuild: if rebuild {
             Some(RebuildReport {
                 resumed_after_id: start.resumed_from,
                 swapped,
@@ -178,6 +191,6 @@ pub fn run(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<Outcome> {
         } else {
             None
         },
-    };
-    Outcome::from_report(&report)
+        ..BuildEdgesReport::default()
+    })
 }

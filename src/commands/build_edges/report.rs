@@ -8,7 +8,7 @@ use crate::report::Report;
 
 /// The report of `build-edges`: its fields are the keys of `--json` (and
 /// of the metrics file).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct BuildEdgesReport {
     pub mode: &'static str,
     pub observations_scanned: u64,
