@@ -130,11 +130,8 @@ pub fn resolved_path(inp: &ResolveInput<'_>, adj: &Adjacency, idx: &PrefixIndex)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::edges::testkeys::{key, keys};
     use crate::packet::{encode_advert_payload, encode_packet, PacketSpec};
-
-    fn key(prefix: &str) -> String {
-        format!("{prefix:0<64}")
-    }
 
     fn advert_hex(k: &[u8; 32], hops: Vec<Vec<u8>>, hash_size: u8) -> String {
         hex::encode_upper(encode_packet(&PacketSpec {
@@ -231,11 +228,8 @@ mod tests {
     fn resolved_path_chain_anchored_on_originator() {
         // Every hop is a 1-byte collision; each is resolved by adjacency to
         // the key resolved before it, starting from the ADVERT originator.
-        let f = key("f0");
-        let (a1, a2) = (key("aa01"), key("aa02"));
-        let (b1, b2) = (key("bb01"), key("bb02"));
-        let (c1, c2) = (key("cc01"), key("cc02"));
-        let idx = PrefixIndex::new([&f, &a1, &a2, &b1, &b2, &c1, &c2]);
+        let ([f, a1, a2, b1, b2, c1, c2], idx) =
+            keys(["f0", "aa01", "aa02", "bb01", "bb02", "cc01", "cc02"]);
         let adj = resolve::adjacency_from_edges([
             (f.as_str(), a1.as_str()),
             (a1.as_str(), b2.as_str()),
@@ -271,11 +265,7 @@ mod tests {
 
     #[test]
     fn resolved_path_rules() {
-        let f = key("f0");
-        let a1 = key("aa01");
-        let a2 = key("aa02");
-        let b = key("bb");
-        let idx = PrefixIndex::new([&f, &a1, &a2, &b]);
+        let ([f, _a1, a2, b], idx) = keys(["f0", "aa01", "aa02", "bb"]);
         let adj = resolve::adjacency_from_edges([(f.as_str(), a2.as_str())]);
         // ADVERT: originator anchors the 1-byte collision on hop 0
         let inp = ResolveInput {

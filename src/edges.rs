@@ -371,3 +371,21 @@ pub fn extract(obs: &ObsInput<'_>, idx: &PrefixIndex) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests;
+
+/// Keys and prefix indexes for the tests of edges, resolve and derive.
+#[cfg(test)]
+pub mod testkeys {
+    use super::PrefixIndex;
+
+    /// A 64-character key that starts with `prefix` (padded with `0`).
+    pub fn key(prefix: &str) -> String {
+        format!("{prefix:0<64}")
+    }
+
+    /// The keys of `prefixes` and the prefix index of all of them.
+    pub fn keys<const N: usize>(prefixes: [&str; N]) -> ([String; N], PrefixIndex) {
+        let keys = prefixes.map(key);
+        let idx = PrefixIndex::new(&keys);
+        (keys, idx)
+    }
+}

@@ -1,6 +1,6 @@
 //! Pure neighbor-graph model for `graph dump` / `graph stats`: normalisation
 //! of `neighbor_edges` rows, node attributes, filters, statistics and the
-//! five output formats. No SQL here; `commands/graph.rs` loads the rows.
+//! five output formats. No SQL here; `commands/graph/load.rs` loads the rows.
 //!
 //! Normalisation: endpoints are lower-cased and
 //! put in canonical order; rows with an empty endpoint, a self-loop or a NULL
@@ -352,8 +352,9 @@ pub fn neighbourhood(edges: &[Edge], centre: &str, hops: usize) -> HashSet<Strin
 
 // ---------------------------------------------------------------- stats
 
-/// Statistics of a graph (`graph stats`).
-#[derive(Debug, Clone, PartialEq)]
+/// Statistics of a graph (`graph stats`); serialised, its fields are keys
+/// of the `graph stats` report (hubs are reported with their names).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Stats {
     pub nodes: usize,
     pub edges: usize,
@@ -363,10 +364,15 @@ pub struct Stats {
     /// degree → number of nodes with that degree.
     pub degree_distribution: BTreeMap<usize, usize>,
     pub max_degree: usize,
+    /// Serialised rounded to two decimals.
+    #[serde(serialize_with = "two_decimals")]
     pub mean_degree: f64,
     /// Top hubs: (id, label, degree), by degree desc then id (≤ `top`).
+    #[serde(skip)]
     pub hubs: Vec<(String, String, usize)>,
-    /// (bucket label, edges) — `last_seen` age relative to `now`.
+    /// (bucket label, edges) — `last_seen` age relative to `now`;
+    /// serialised as an object.
+    #[serde(rename = "edges_by_age", serialize_with = "as_object")]
     pub age_buckets: Vec<(&'static str, usize)>,
     /// Nodes in none of nodes / inactive_nodes / observers.
     pub unknown_nodes: usize,
@@ -374,6 +380,15 @@ pub struct Stats {
     pub edges_with_unknown_endpoint: usize,
     pub observers: usize,
     pub inactive_nodes: usize,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's serialize_with passes a reference
+fn two_decimals<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((v * 100.0).round() / 100.0)
+}
+
+fn as_object<S: serde::Serializer>(v: &[(&'static str, usize)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(v.iter().map(|(k, n)| (k, n)))
 }
 
 /// Age bucket labels, in order.

@@ -121,14 +121,7 @@ pub fn to_json(rp: &[Option<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(prefix: &str) -> String {
-        let mut k = prefix.to_string();
-        while k.len() < 64 {
-            k.push('0');
-        }
-        k
-    }
+    use crate::edges::testkeys::{key, keys};
 
     fn hops(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
@@ -164,10 +157,7 @@ mod tests {
 
     #[test]
     fn one_byte_collision_without_anchor_is_null() {
-        let x = key("11");
-        let a1 = key("aa01");
-        let a2 = key("aa02");
-        let idx = PrefixIndex::new([&x, &a1, &a2]);
+        let ([x, a1, _a2], idx) = keys(["11", "aa01", "aa02"]);
         let adj = adjacency_from_edges([(x.as_str(), a1.as_str())]);
         // No anchor for hop 0 (not an ADVERT): ambiguous hop stays null.
         let rp = resolve_path(&hops(&["AA", "11"]), "", &adj, &idx);
@@ -176,10 +166,7 @@ mod tests {
 
     #[test]
     fn adjacency_disambiguates_from_previous_hop() {
-        let x = key("11");
-        let a1 = key("aa01");
-        let a2 = key("aa02");
-        let idx = PrefixIndex::new([&x, &a1, &a2]);
+        let ([x, a1, a2], idx) = keys(["11", "aa01", "aa02"]);
         let adj = adjacency_from_edges([(a2.to_uppercase().as_str(), x.as_str())]);
         let rp = resolve_path(&hops(&["11", "AA"]), "", &adj, &idx);
         assert_eq!(rp, Some(vec![Some(x.clone()), Some(a2.clone())]));
@@ -194,10 +181,7 @@ mod tests {
 
     #[test]
     fn originator_anchors_hop_zero() {
-        let f = key("f0");
-        let a1 = key("aa01");
-        let a2 = key("aa02");
-        let idx = PrefixIndex::new([&f, &a1, &a2]);
+        let ([f, a1, _a2], idx) = keys(["f0", "aa01", "aa02"]);
         let adj = adjacency_from_edges([(f.as_str(), a1.as_str())]);
         let rp = resolve_path(&hops(&["AA"]), &f.to_uppercase(), &adj, &idx);
         assert_eq!(rp, Some(vec![Some(a1.clone())]));
@@ -207,13 +191,7 @@ mod tests {
 
     #[test]
     fn anchor_lost_after_unresolved_hop_until_unique_hop() {
-        let x = key("11");
-        let y = key("22");
-        let a1 = key("aa01");
-        let a2 = key("aa02");
-        let b1 = key("bb01");
-        let b2 = key("bb02");
-        let idx = PrefixIndex::new([&x, &y, &a1, &a2, &b1, &b2]);
+        let ([x, y, a1, _a2, b1, b2], idx) = keys(["11", "22", "aa01", "aa02", "bb01", "bb02"]);
         let adj = adjacency_from_edges([
             (x.as_str(), a1.as_str()),
             (a1.as_str(), b1.as_str()),
@@ -236,11 +214,7 @@ mod tests {
 
     #[test]
     fn exclusion_set_blocks_revisits() {
-        let f = key("f0");
-        let x = key("11");
-        let a1 = key("aa01");
-        let a2 = key("aa02");
-        let idx = PrefixIndex::new([&f, &x, &a1, &a2]);
+        let ([f, x, a1, a2], idx) = keys(["f0", "11", "aa01", "aa02"]);
         // Unique hop equal to the originator → null.
         let rp = resolve_path(&hops(&["F0", "11"]), &f, &Adjacency::new(), &idx);
         assert_eq!(rp, Some(vec![None, Some(x.clone())]));

@@ -1,12 +1,5 @@
+use super::testkeys::{key, keys};
 use super::*;
-
-fn key(prefix: &str) -> String {
-    let mut k = prefix.to_string();
-    while k.len() < 64 {
-        k.push('0');
-    }
-    k
-}
 
 fn pair(a: &str, b: &str) -> (String, String) {
     let (a, b) = canonical_pair(a, b).unwrap();
@@ -40,9 +33,7 @@ fn index_prefix_lengths() {
 
 #[test]
 fn one_byte_collision_is_ambiguous_longer_prefix_unique() {
-    let a = key("aa11");
-    let b = key("aa22");
-    let idx = PrefixIndex::new([&a, &b]);
+    let ([a, b], idx) = keys(["aa11", "aa22"]);
     assert_eq!(idx.resolve("AA"), Resolution::Ambiguous);
     assert_eq!(idx.candidates("aa"), vec![a.as_str(), b.as_str()]);
     assert_eq!(idx.resolve("AA11"), Resolution::Unique(&a));
@@ -159,12 +150,40 @@ struct World {
     idx: PrefixIndex,
 }
 
+const ADVERT: i64 = packet::PAYLOAD_ADVERT as i64;
+
+/// An observation of a transmission of `payload_type` (no decoded JSON).
+fn input<'a>(
+    payload_type: i64,
+    from_pubkey: Option<&'a str>,
+    observer_id: Option<&'a str>,
+    path_json: Option<&'a str>,
+) -> ObsInput<'a> {
+    ObsInput {
+        payload_type: Some(payload_type),
+        from_pubkey,
+        observer_id,
+        path_json,
+        decoded_json: None,
+    }
+}
+
+impl World {
+    /// The edges of an observation (see [`input`]).
+    fn edges(
+        &self,
+        payload_type: i64,
+        from_pubkey: Option<&str>,
+        observer_id: Option<&str>,
+        path_json: Option<&str>,
+    ) -> Vec<(String, String)> {
+        let obs = input(payload_type, from_pubkey, observer_id, path_json);
+        extract(&obs, &self.idx)
+    }
+}
+
 fn world() -> World {
-    let f = key("f0f0");
-    let o = key("0b0b");
-    let h1 = key("1111");
-    let h2 = key("2222");
-    let idx = PrefixIndex::new([&f, &o, &h1, &h2]);
+    let ([f, o, h1, h2], idx) = keys(["f0f0", "0b0b", "1111", "2222"]);
     World { f, o, h1, h2, idx }
 }
 
@@ -173,41 +192,27 @@ fn zero_hop_advert_links_originator_and_observer() {
     let w = world();
     let upper_o = w.o.to_uppercase();
     for path in [None, Some(""), Some("[]"), Some("garbage")] {
-        let obs = ObsInput {
-            payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
-            from_pubkey: Some(&w.f),
-            observer_id: Some(&upper_o),
-            path_json: path,
-            ..Default::default()
-        };
-        assert_eq!(extract(&obs, &w.idx), vec![pair(&w.f, &w.o)], "{path:?}");
+        assert_eq!(
+            w.edges(ADVERT, Some(&w.f), Some(&upper_o), path,),
+            vec![pair(&w.f, &w.o)],
+            "{path:?}"
+        );
     }
 }
 
 #[test]
 fn zero_hop_non_advert_gives_nothing() {
     let w = world();
-    let obs = ObsInput {
-        payload_type: Some(5),
-        from_pubkey: Some(&w.f),
-        observer_id: Some(&w.o),
-        path_json: Some("[]"),
-        ..Default::default()
-    };
-    assert!(extract(&obs, &w.idx).is_empty());
+    assert!(w.edges(5, Some(&w.f), Some(&w.o), Some("[]")).is_empty());
 }
 
 #[test]
 fn zero_hop_advert_heard_by_itself_is_no_edge() {
     let w = world();
-    let obs = ObsInput {
-        payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
-        from_pubkey: Some(&w.f),
-        observer_id: Some(&w.f.to_uppercase()),
-        path_json: Some("[]"),
-        ..Default::default()
-    };
-    assert!(extract(&obs, &w.idx).is_empty());
+    let upper_f = w.f.to_uppercase();
+    assert!(w
+        .edges(ADVERT, Some(&w.f), Some(&upper_f), Some("[]"))
+        .is_empty());
 }
 
 #[test]
@@ -215,59 +220,36 @@ fn empty_observer_never_yields_empty_endpoint() {
     let w = world();
     for observer in [None, Some(""), Some("  ")] {
         // Zero-hop ADVERT without an observer: nothing.
-        let obs = ObsInput {
-            payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
-            from_pubkey: Some(&w.f),
-            observer_id: observer,
-            path_json: Some("[]"),
-            ..Default::default()
-        };
-        assert!(extract(&obs, &w.idx).is_empty());
+        assert!(w.edges(ADVERT, Some(&w.f), observer, Some("[]")).is_empty());
         // ADVERT with hops: only the originator edge.
-        let obs = ObsInput {
-            path_json: Some("[\"11\",\"22\"]"),
-            ..obs
-        };
-        assert_eq!(extract(&obs, &w.idx), vec![pair(&w.f, &w.h1)]);
+        assert_eq!(
+            w.edges(ADVERT, Some(&w.f), observer, Some("[\"11\",\"22\"]")),
+            vec![pair(&w.f, &w.h1)]
+        );
         // Non-ADVERT: nothing.
-        let obs = ObsInput {
-            payload_type: Some(2),
-            ..obs
-        };
-        assert!(extract(&obs, &w.idx).is_empty());
+        assert!(w
+            .edges(2, Some(&w.f), observer, Some("[\"11\",\"22\"]"))
+            .is_empty());
     }
 }
 
 #[test]
 fn advert_with_hops_gives_both_edges() {
     let w = world();
-    let obs = ObsInput {
-        payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
-        from_pubkey: Some(&w.f),
-        observer_id: Some(&w.o),
-        path_json: Some("[\"11\",\"22\"]"),
-        ..Default::default()
-    };
-    assert_eq!(
-        extract(&obs, &w.idx),
-        vec![pair(&w.f, &w.h1), pair(&w.o, &w.h2)]
-    );
-}
-
-#[test]
-fn single_hop_advert_counts_both_rules() {
-    let w = world();
-    let obs = ObsInput {
-        payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
-        from_pubkey: Some(&w.f),
-        observer_id: Some(&w.o),
-        path_json: Some("[\"11\"]"),
-        ..Default::default()
-    };
-    assert_eq!(
-        extract(&obs, &w.idx),
-        vec![pair(&w.f, &w.h1), pair(&w.o, &w.h1)]
-    );
+    // (path, edges): a single hop counts under both rules.
+    for (path, want) in [
+        (
+            "[\"11\",\"22\"]",
+            vec![pair(&w.f, &w.h1), pair(&w.o, &w.h2)],
+        ),
+        ("[\"11\"]", vec![pair(&w.f, &w.h1), pair(&w.o, &w.h1)]),
+    ] {
+        assert_eq!(
+            w.edges(ADVERT, Some(&w.f), Some(&w.o), Some(path)),
+            want,
+            "{path}"
+        );
+    }
 }
 
 #[test]
@@ -293,13 +275,12 @@ fn multi_byte_hops_and_case() {
     let w = world();
     let upper_f = w.f.to_uppercase();
     let upper_o = w.o.to_uppercase();
-    let obs = ObsInput {
-        payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
-        from_pubkey: Some(&upper_f),
-        observer_id: Some(&upper_o),
-        path_json: Some("[\"1111\",\"aa\",\"222200\"]"),
-        ..Default::default()
-    };
+    let obs = input(
+        ADVERT,
+        Some(&upper_f),
+        Some(&upper_o),
+        Some("[\"1111\",\"aa\",\"222200\"]"),
+    );
     let got = extract(&obs, &w.idx);
     assert_eq!(got, vec![pair(&w.f, &w.h1), pair(&w.o, &w.h2)]);
     for (a, b) in &got {
@@ -311,18 +292,8 @@ fn multi_byte_hops_and_case() {
 
 #[test]
 fn ambiguous_or_unknown_hops_are_skipped() {
-    let f = key("f0");
-    let o = key("0b");
-    let a1 = key("aa01");
-    let a2 = key("aa02");
-    let idx = PrefixIndex::new([&f, &o, &a1, &a2]);
-    let obs = ObsInput {
-        payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
-        from_pubkey: Some(&f),
-        observer_id: Some(&o),
-        path_json: Some("[\"AA\",\"CC\"]"),
-        ..Default::default()
-    };
+    let ([f, o, a1, a2], idx) = keys(["f0", "0b", "aa01", "aa02"]);
+    let obs = input(ADVERT, Some(&f), Some(&o), Some("[\"AA\",\"CC\"]"));
     assert!(extract(&obs, &idx).is_empty());
     // The longer prefix disambiguates.
     let obs = ObsInput {
@@ -336,14 +307,9 @@ fn ambiguous_or_unknown_hops_are_skipped() {
 fn no_self_edges_from_hops() {
     let w = world();
     // First hop resolves to the originator, last hop to the observer.
-    let obs = ObsInput {
-        payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
-        from_pubkey: Some(&w.f),
-        observer_id: Some(&w.o),
-        path_json: Some("[\"F0\",\"0B\"]"),
-        ..Default::default()
-    };
-    assert!(extract(&obs, &w.idx).is_empty());
+    assert!(w
+        .edges(ADVERT, Some(&w.f), Some(&w.o), Some("[\"F0\",\"0B\"]"))
+        .is_empty());
 }
 
 #[test]
@@ -355,7 +321,7 @@ fn originator_falls_back_to_decoded_json() {
     );
     for from in [None, Some(""), Some(" ")] {
         let obs = ObsInput {
-            payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
+            payload_type: Some(ADVERT),
             from_pubkey: from,
             decoded_json: Some(&dj),
             observer_id: Some(&w.o),
@@ -365,7 +331,7 @@ fn originator_falls_back_to_decoded_json() {
     }
     // Invalid decoded_json: no originator.
     let obs = ObsInput {
-        payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
+        payload_type: Some(ADVERT),
         from_pubkey: Some(""),
         decoded_json: Some("{broken"),
         observer_id: Some(&w.o),
@@ -378,20 +344,17 @@ fn originator_falls_back_to_decoded_json() {
 fn non_key_ids_are_not_endpoints() {
     let w = world();
     // Non-hex observer id and a truncated originator.
-    let obs = ObsInput {
-        payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
-        from_pubkey: Some("f0f0"),
-        observer_id: Some("companion"),
-        path_json: Some("[\"11\",\"22\"]"),
-        ..Default::default()
-    };
-    assert!(extract(&obs, &w.idx).is_empty());
-    let obs = ObsInput {
-        from_pubkey: Some(&w.f),
-        path_json: Some("[]"),
-        ..obs
-    };
-    assert!(extract(&obs, &w.idx).is_empty());
+    assert!(w
+        .edges(
+            ADVERT,
+            Some("f0f0"),
+            Some("companion"),
+            Some("[\"11\",\"22\"]"),
+        )
+        .is_empty());
+    assert!(w
+        .edges(ADVERT, Some(&w.f), Some("companion"), Some("[]"))
+        .is_empty());
 }
 
 #[test]
@@ -411,13 +374,7 @@ fn empty_index_gives_only_zero_hop_edges() {
     let w = world();
     let idx = PrefixIndex::new(Vec::<String>::new());
     assert!(idx.is_empty());
-    let obs = ObsInput {
-        payload_type: Some(i64::from(packet::PAYLOAD_ADVERT)),
-        from_pubkey: Some(&w.f),
-        observer_id: Some(&w.o),
-        path_json: Some("[\"11\"]"),
-        ..Default::default()
-    };
+    let obs = input(ADVERT, Some(&w.f), Some(&w.o), Some("[\"11\"]"));
     assert!(extract(&obs, &idx).is_empty());
     let obs = ObsInput {
         path_json: Some("[]"),

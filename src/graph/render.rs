@@ -131,8 +131,19 @@ pub fn write_dot(g: &Graph, w: &mut dyn Write, fmt: &dyn Fn(i64) -> String) -> i
     writeln!(w, "}}")
 }
 
-fn csv_err(e: csv::Error) -> io::Error {
-    io::Error::other(e)
+/// A CSV table on `w`: the header, then one record per item of `rows`.
+fn write_csv<I, R>(w: &mut dyn Write, header: &[&str], rows: I) -> io::Result<()>
+where
+    I: IntoIterator<Item = R>,
+    R: IntoIterator,
+    R::Item: AsRef<[u8]>,
+{
+    let mut c = csv::Writer::from_writer(w);
+    c.write_record(header).map_err(io::Error::other)?;
+    for r in rows {
+        c.write_record(r).map_err(io::Error::other)?;
+    }
+    c.flush()
 }
 
 /// Edges as CSV: `source,target,count,last_seen`.
@@ -141,15 +152,18 @@ pub fn write_edges_csv(
     w: &mut dyn Write,
     fmt: &dyn Fn(i64) -> String,
 ) -> io::Result<()> {
-    let mut c = csv::Writer::from_writer(w);
-    c.write_record(["source", "target", "count", "last_seen"])
-        .map_err(csv_err)?;
-    for e in &g.edges {
-        let ls = e.last_seen.map(fmt).unwrap_or_default();
-        c.write_record([&*e.source, &*e.target, &e.count.to_string(), &ls])
-            .map_err(csv_err)?;
-    }
-    c.flush()
+    write_csv(
+        w,
+        &["source", "target", "count", "last_seen"],
+        g.edges.iter().map(|e| {
+            [
+                e.source.to_string(),
+                e.target.to_string(),
+                e.count.to_string(),
+                e.last_seen.map(fmt).unwrap_or_default(),
+            ]
+        }),
+    )
 }
 
 /// Nodes as CSV: `id,name,role,lat,lon,last_seen,is_observer,inactive,known`.
@@ -158,35 +172,34 @@ pub fn write_nodes_csv(
     w: &mut dyn Write,
     fmt: &dyn Fn(i64) -> String,
 ) -> io::Result<()> {
-    let mut c = csv::Writer::from_writer(w);
-    c.write_record([
-        "id",
-        "name",
-        "role",
-        "lat",
-        "lon",
-        "last_seen",
-        "is_observer",
-        "inactive",
-        "known",
-    ])
-    .map_err(csv_err)?;
-    for n in &g.nodes {
-        let f = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
-        c.write_record([
-            n.id.clone(),
-            n.name.clone().unwrap_or_default(),
-            n.role.clone().unwrap_or_default(),
-            f(n.lat),
-            f(n.lon),
-            n.last_seen.map(fmt).unwrap_or_default(),
-            n.is_observer.to_string(),
-            n.inactive.to_string(),
-            n.known.to_string(),
-        ])
-        .map_err(csv_err)?;
-    }
-    c.flush()
+    let f = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+    write_csv(
+        w,
+        &[
+            "id",
+            "name",
+            "role",
+            "lat",
+            "lon",
+            "last_seen",
+            "is_observer",
+            "inactive",
+            "known",
+        ],
+        g.nodes.iter().map(|n| {
+            [
+                n.id.clone(),
+                n.name.clone().unwrap_or_default(),
+                n.role.clone().unwrap_or_default(),
+                f(n.lat),
+                f(n.lon),
+                n.last_seen.map(fmt).unwrap_or_default(),
+                n.is_observer.to_string(),
+                n.inactive.to_string(),
+                n.known.to_string(),
+            ]
+        }),
+    )
 }
 
 /// Escapes XML text and attribute values; drops characters XML 1.0 forbids.

@@ -144,6 +144,13 @@ impl<'a> Engine<'a> {
         self.batcher.size().max(1)
     }
 
+    /// Start batch sizing over under a budget of `max_lock_ms` (a phase
+    /// whose rows cost differently from the previous one: start small
+    /// rather than overshoot the lock budget).
+    pub fn restart_batching(&mut self, max_lock_ms: u64) {
+        self.batcher = Batcher::new(max_lock_ms);
+    }
+
     /// True once `--max-seconds` has passed: stop at this batch boundary.
     pub fn expired(&self) -> bool {
         self.deadline.expired()
@@ -303,6 +310,23 @@ mod tests {
         assert!(r.is_err());
         assert_eq!(e.stats(false).transactions, 0);
         assert!(e.expired());
+    }
+
+    #[test]
+    fn batch_sizing_restarts_under_a_new_budget() {
+        let (_d, p) = tmpdb();
+        let db = ReadOnlyDb::open(&p, 1000).unwrap();
+        let mut e = Engine::new(
+            Target::DryRun(&db),
+            Settings {
+                max_lock_ms: 200,
+                deadline: Deadline::new(None),
+            },
+        )
+        .unwrap();
+        assert_eq!(e.batch_size(), 500);
+        e.restart_batching(20);
+        assert_eq!(e.batch_size(), 100);
     }
 
     #[test]

@@ -1,0 +1,162 @@
+//! The two passes of build-edges through the batch engine: the incremental
+//! pass into `neighbor_edges` and the rebuild pass into the staging table.
+
+use std::time::Instant;
+
+use super::agg::Agg;
+use super::rows::{write_rows, Write};
+use super::scan::{scan, Totals};
+use super::staging::{check_owner, once};
+use super::EDGES_TABLE;
+use crate::edges::PrefixIndex;
+use crate::store::edge_state::{read_watermark, REBUILD_KEY, STAGING_TABLE, WATERMARK_KEY};
+use crate::store::engine::Engine;
+use crate::store::{self};
+
+/// Rows per scan batch of a rebuild (scans hold no write lock).
+const REBUILD_SCAN_ROWS: usize = 50_000;
+/// A rebuild flushes its aggregate to staging beyond this many distinct pairs
+/// (keeps memory bounded: about 60 bytes per pair at the peak).
+const REBUILD_MAX_PAIRS: usize = 400_000;
+
+pub struct Run<'e, 'db> {
+    pub engine: &'e mut Engine<'db>,
+    pub idx: PrefixIndex,
+    /// `--batch-size`: observations per batch instead of the adaptive size.
+    pub fixed_batch: Option<usize>,
+    pub totals: Totals,
+    pub progress: Option<indicatif::ProgressBar>,
+    /// The staging table was created empty by this run and not yet written.
+    pub staging_fresh: bool,
+    pub max_lock_ms: u64,
+}
+
+impl Run<'_, '_> {
+    fn tick(&self, rows: u64) {
+        if let Some(p) = &self.progress {
+            p.inc(rows);
+        }
+    }
+
+    /// Incremental pass into `neighbor_edges`. Returns true when caught up,
+    /// false when stopped by the deadline (always after at least one batch).
+    pub fn drain_live(&mut self) -> anyhow::Result<bool> {
+        let mut agg = Agg::default();
+        loop {
+            let wm = read_watermark(self.engine.conn(), WATERMARK_KEY)?.unwrap_or(0);
+            let size = self
+                .fixed_batch
+                .unwrap_or_else(|| self.engine.batch_size())
+                .max(1);
+            agg.clear();
+            let batch = scan(self.engine.conn(), &self.idx, wm, size, &mut agg)?;
+            if batch.rows == 0 {
+                return Ok(true);
+            }
+            let (names, rows) = agg.take_sorted();
+            // The batcher is fed the rows of an applied batch only (a
+            // discarded one says nothing about the cost of a batch).
+            let applied = self.engine.batch(|tx| {
+                if read_watermark(tx, WATERMARK_KEY)?.unwrap_or(0) != wm {
+                    return Ok((None, 0));
+                }
+                let r = write_rows(tx, EDGES_TABLE, Write::Upsert, &names, &rows)?;
+                store::state_set(tx, WATERMARK_KEY, &batch.last_id.to_string())?;
+                Ok((Some(r), batch.rows as usize))
+            })?;
+            self.totals.transactions += 1;
+            match applied {
+                Some(written) => {
+                    self.totals.add_scan(&batch);
+                    self.totals.add_written(written);
+                    self.tick(batch.rows);
+                }
+                // Another run advanced the watermark: rescan from it.
+                None => self.totals.discarded += 1,
+            }
+            if self.engine.expired() {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Writes the aggregate into the staging table and records `wm` as its
+    /// watermark. The staging watermark is cleared first, so a crash in
+    /// between leaves a staging table that the next rebuild discards.
+    fn flush_staging(&mut self, token: &str, agg: &mut Agg, wm: i64) -> anyhow::Result<()> {
+        let t0 = Instant::now();
+        let (names, rows) = agg.take_sorted();
+        // Per-row cost differs from the previous flush (bigger table, other
+        // key spread): start small again rather than overshoot the budget,
+        // and aim at a quarter of it (bulk work: margin over throughput).
+        self.engine.restart_batching((self.max_lock_ms / 2).max(1));
+        if !rows.is_empty() {
+            once(self.engine, |tx| {
+                check_owner(tx, token)?;
+                store::state_delete(tx, REBUILD_KEY)
+            })?;
+            self.totals.transactions += 1;
+            let how = if self.staging_fresh {
+                Write::InsertNew
+            } else {
+                Write::Upsert
+            };
+            let mut i = 0;
+            while i < rows.len() {
+                let n = self.engine.batch_size().min(rows.len() - i);
+                let chunk = &rows[i..i + n];
+                let written = self.engine.batch(|tx| {
+                    check_owner(tx, token)?;
+                    Ok((write_rows(tx, STAGING_TABLE, how, &names, chunk)?, n))
+                })?;
+                self.totals.transactions += 1;
+                self.totals.add_written(written);
+                i += n;
+            }
+        }
+        once(self.engine, |tx| {
+            check_owner(tx, token)?;
+            store::state_set(tx, REBUILD_KEY, &wm.to_string())
+        })?;
+        self.staging_fresh = false;
+        self.totals.transactions += 1;
+        log::info!(
+            "rebuild: wrote {} pairs to staging up to observation {wm} in {:.0} ms",
+            rows.len(),
+            t0.elapsed().as_secs_f64() * 1000.0
+        );
+        Ok(())
+    }
+
+    /// Rebuild pass into the staging table from `start`. Returns the
+    /// staging watermark when caught up, None when stopped by the deadline.
+    pub fn drain_rebuild(&mut self, token: &str, start: i64) -> anyhow::Result<Option<i64>> {
+        let mut agg = Agg::default();
+        let mut wm = start;
+        let size = self.fixed_batch.unwrap_or(REBUILD_SCAN_ROWS).max(1);
+        let t0 = Instant::now();
+        loop {
+            if agg.len() == 0 {
+                log::info!(
+                    "rebuild: scanning after observation {wm} ({:.0} ms so far)",
+                    t0.elapsed().as_secs_f64() * 1000.0
+                );
+            }
+            let batch = scan(self.engine.conn(), &self.idx, wm, size, &mut agg)?;
+            if batch.rows == 0 {
+                self.flush_staging(token, &mut agg, wm)?;
+                return Ok(Some(wm));
+            }
+            wm = batch.last_id;
+            self.totals.add_scan(&batch);
+            self.tick(batch.rows);
+            if self.engine.expired() {
+                self.flush_staging(token, &mut agg, wm)?;
+                return Ok(None);
+            }
+            if agg.len() >= REBUILD_MAX_PAIRS {
+                self.flush_staging(token, &mut agg, wm)?;
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Reading observations into edge candidates (plain reads, outside any
+//! write lock).
+
+use rusqlite::Connection;
+
+use super::agg::Agg;
+use crate::edges::{self, ObsInput, PrefixIndex};
+use crate::packet;
+use crate::store::values::{epoch, int, text};
+
+const SCAN_SQL: &str = "SELECT o.id, o.timestamp, o.path_json, t.payload_type,
+       CASE WHEN t.payload_type = 4 THEN t.from_pubkey END,
+       CASE WHEN t.payload_type = 4 AND (t.from_pubkey IS NULL OR t.from_pubkey = '')
+            THEN t.decoded_json END,
+       ob.id
+  FROM observations o
+  LEFT JOIN transmissions t ON t.id = o.transmission_id
+  LEFT JOIN observers ob ON ob.rowid = o.observer_idx
+ WHERE o.id > ?1
+ ORDER BY o.id
+ LIMIT ?2";
+
+/// What one scan batch saw.
+#[derive(Debug, Default)]
+pub struct Scanned {
+    pub rows: u64,
+    pub candidates: u64,
+    pub trace_skipped: u64,
+    pub last_id: i64,
+}
+
+/// What a run did, summed over its batches.
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub scanned: u64,
+    pub candidates: u64,
+    pub trace_skipped: u64,
+    pub upserted: u64,
+    pub new: u64,
+    pub batches: u64,
+    pub discarded: u64,
+    pub transactions: u64,
+}
+
+impl Totals {
+    pub fn add_scan(&mut self, s: &Scanned) {
+        self.scanned += s.rows;
+        self.candidates += s.candidates;
+        self.trace_skipped += s.trace_skipped;
+        self.batches += 1;
+    }
+
+    pub fn add_written(&mut self, (upserted, new): (u64, u64)) {
+        self.upserted += upserted;
+        self.new += new;
+    }
+}
+
+/// Scans up to `limit` observations after `after` into `agg`.
+pub fn scan(
+    conn: &Connection,
+    idx: &PrefixIndex,
+    after: i64,
+    limit: usize,
+    agg: &mut Agg,
+) -> anyhow::Result<Scanned> {
+    let mut st = conn.prepare_cached(SCAN_SQL)?;
+    let mut rows = st.query(rusqlite::params![after, limit as i64])?;
+    let mut b = Scanned {
+        last_id: after,
+        ..Default::default()
+    };
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        b.rows += 1;
+        b.last_id = id;
+        let payload_type = int(r.get_ref(3)?);
+        if packet::stored_payload_type(payload_type) == Some(packet::PAYLOAD_TRACE) {
+            b.trace_skipped += 1;
+            continue;
+        }
+        let obs = ObsInput {
+            payload_type,
+            from_pubkey: text(r.get_ref(4)?),
+            decoded_json: text(r.get_ref(5)?),
+            observer_id: text(r.get_ref(6)?),
+            path_json: text(r.get_ref(2)?),
+        };
+        let ts = epoch(r.get_ref(1)?);
+        let mut n = 0u64;
+        edges::extract_each(&obs, idx, |x, y| {
+            n += 1;
+            agg.add(x, y, ts);
+        });
+        b.candidates += n;
+    }
+    Ok(b)
+}
+
+/// The prefix index of every node's public key.
+pub fn load_index(conn: &Connection) -> anyhow::Result<PrefixIndex> {
+    let mut st = conn.prepare("SELECT public_key FROM nodes")?;
+    let mut rows = st.query([])?;
+    let mut keys = Vec::new();
+    while let Some(r) = rows.next()? {
+        if let Some(k) = text(r.get_ref(0)?) {
+            keys.push(k.to_string());
+        }
+    }
+    Ok(PrefixIndex::new(keys))
+}
+
+/// The highest observation id (0 without observations).
+pub fn max_observation_id(conn: &Connection) -> anyhow::Result<i64> {
+    Ok(
+        conn.query_row("SELECT COALESCE(MAX(id), 0) FROM observations", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::values::{epoch, text};
+    use rusqlite::types::ValueRef;
+
+    #[test]
+    fn epoch_tolerates_storage_classes() {
+        assert_eq!(epoch(ValueRef::Integer(5)), Some(5));
+        assert_eq!(epoch(ValueRef::Real(5.9)), Some(5));
+        assert_eq!(epoch(ValueRef::Text(b"1970-01-01T00:00:10Z")), Some(10));
+        assert_eq!(epoch(ValueRef::Text(b"junk")), None);
+        assert_eq!(epoch(ValueRef::Null), None);
+        assert_eq!(text(ValueRef::Blob(b"x")), None);
+        assert_eq!(text(ValueRef::Text(b"x")), Some("x"));
+        assert_eq!(text(ValueRef::Text(&[0xff, 0xfe])), None);
+    }
+}
