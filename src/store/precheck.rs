@@ -145,9 +145,13 @@ pub(super) fn header_says_wal(path: &Path) -> bool {
     read_up_to(&mut f, &mut b).unwrap_or(0) == 20 && (b[18] == 2 || b[19] == 2)
 }
 
-fn file_kind(ft: std::fs::FileType) -> &'static str {
+/// What a file that is not a regular file is, for messages ("is a socket,
+/// not a ...").
+pub(super) fn file_kind(ft: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
-    if ft.is_fifo() {
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
         "a FIFO (named pipe)"
     } else if ft.is_socket() {
         "a socket"
