@@ -5,49 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::writer::Summary;
+use super::writer::{Rows, Summary};
 use super::{Config, Schema};
 use crate::report::{self, Report};
 use crate::timeutil;
-
-/// Rows written per table.
-#[derive(Debug, Serialize)]
-pub struct Rows {
-    pub nodes: u64,
-    pub observers: u64,
-    pub transmissions: u64,
-    pub observations: u64,
-    pub observer_metrics: u64,
-    pub dropped_packets: u64,
-    pub neighbor_edges: u64,
-}
-
-impl Rows {
-    fn of(s: &Summary) -> Rows {
-        Rows {
-            nodes: s.nodes,
-            observers: s.observers,
-            transmissions: s.transmissions,
-            observations: s.observations,
-            observer_metrics: s.observer_metrics,
-            dropped_packets: s.dropped_packets,
-            neighbor_edges: s.neighbor_edges,
-        }
-    }
-
-    /// (table, rows) in report order.
-    fn table(&self) -> [(&'static str, u64); 7] {
-        [
-            ("nodes", self.nodes),
-            ("observers", self.observers),
-            ("transmissions", self.transmissions),
-            ("observations", self.observations),
-            ("observer_metrics", self.observer_metrics),
-            ("dropped_packets", self.dropped_packets),
-            ("neighbor_edges", self.neighbor_edges),
-        ]
-    }
-}
 
 /// What `synth` created.
 #[derive(Debug, Serialize)]
@@ -90,7 +51,7 @@ impl SynthReport {
             seed: cfg.seed,
             start: timeutil::rfc3339(cfg.start()),
             end: timeutil::rfc3339(cfg.end),
-            rows: Rows::of(&summary),
+            rows: summary.rows,
             anomalies: summary.anomalies.iter().cloned().collect(),
             indexes: summary.indexes,
             journal_mode: summary.journal_mode,

@@ -18,9 +18,9 @@ use crate::catalog::{self, Target};
 /// Rows per write transaction (observations).
 const CHUNK_OBS: usize = 20_000;
 
-/// What was written.
-#[derive(Debug, Clone, Default)]
-pub struct Summary {
+/// Rows written per table (in report order).
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Rows {
     pub nodes: u64,
     pub observers: u64,
     pub transmissions: u64,
@@ -28,6 +28,27 @@ pub struct Summary {
     pub observer_metrics: u64,
     pub dropped_packets: u64,
     pub neighbor_edges: u64,
+}
+
+impl Rows {
+    /// (table, rows) in report order.
+    pub fn table(&self) -> [(&'static str, u64); 7] {
+        [
+            ("nodes", self.nodes),
+            ("observers", self.observers),
+            ("transmissions", self.transmissions),
+            ("observations", self.observations),
+            ("observer_metrics", self.observer_metrics),
+            ("dropped_packets", self.dropped_packets),
+            ("neighbor_edges", self.neighbor_edges),
+        ]
+    }
+}
+
+/// What was written.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub rows: Rows,
     pub anomalies: Vec<(String, u64)>,
     pub indexes: u64,
     pub journal_mode: String,
@@ -292,7 +313,7 @@ pub fn write_database(
                 .with_context(|| format!("creating schema: {s}"))?;
         }
         write_rows(cfg, &conn, &mut summary, progress)?;
-        progress(summary.observations, cfg.observations, "indexes");
+        progress(summary.rows.observations, cfg.observations, "indexes");
         summary.seconds_rows = started.elapsed().as_secs_f64();
 
         let idx_start = Instant::now();
@@ -404,7 +425,7 @@ fn insert_nodes(conn: &Connection, tail: &Tail, s: &mut Summary) -> Result<()> {
                 10 => i(0),
                 _ => i(n.multibyte_sup),
             })?;
-            s.nodes += 1;
+            s.rows.nodes += 1;
         }
     }
     Ok(())
@@ -431,7 +452,7 @@ fn insert_observers(conn: &Connection, tail: &Tail, s: &mut Summary) -> Result<(
                 14 => i(0),
                 _ => ot(&o.last_packet_at),
             })?;
-            s.observers += 1;
+            s.rows.observers += 1;
         }
     }
     Ok(())
@@ -450,7 +471,7 @@ fn insert_dropped_and_edges(conn: &Connection, tail: &Tail, s: &mut Summary) -> 
                 6 => t(&d.node_name),
                 _ => t(&d.dropped_at),
             })?;
-            s.dropped_packets += 1;
+            s.rows.dropped_packets += 1;
         }
     }
     if let Some(mut ins) = Insert::new(conn, "neighbor_edges", EDGE_COLS, "OR IGNORE")? {
@@ -461,7 +482,7 @@ fn insert_dropped_and_edges(conn: &Connection, tail: &Tail, s: &mut Summary) -> 
                 2 => i(e.count),
                 _ => t(&e.last_seen),
             })?;
-            s.neighbor_edges += 1;
+            s.rows.neighbor_edges += 1;
         }
     }
     Ok(())
@@ -486,7 +507,7 @@ fn insert_metrics(conn: &Connection, metrics: MetricsGen, s: &mut Summary) -> Re
             7 => i(m.packets_sent),
             _ => i(m.packets_recv),
         })?;
-        s.observer_metrics += 1;
+        s.rows.observer_metrics += 1;
         n += 1;
         if n % 100_000 == 0 {
             conn.execute_batch("COMMIT; BEGIN")?;
@@ -596,8 +617,8 @@ fn insert_chunk(
                 _ => ot(&o.resolved_path),
             })?;
         }
-        s.transmissions += 1;
-        s.observations += p.obs.len() as u64;
+        s.rows.transmissions += 1;
+        s.rows.observations += p.obs.len() as u64;
         written += p.obs.len() as u64;
     }
     conn.execute_batch("COMMIT")?;
