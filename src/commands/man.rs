@@ -37,7 +37,8 @@ impl Report for GenManReport<'_> {
         self.pages
             .iter()
             .map(|p| format!("wrote {}\n", self.dir.join(p).display()))
-            .collect()
+            .collect::<Vec<_>>()
+            .concat()
     }
 }
 

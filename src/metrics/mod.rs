@@ -305,7 +305,7 @@ pub fn derive(run: &RunInfo<'_>, previous: &[Sample]) -> Vec<Sample> {
         out.push(Sample::new(ROWS, cmd, Some(("kind", kind)), *v));
     }
     if let Some(json) = run.json {
-        out.extend(state_samples(cmd, json))
+        out.extend(state_samples(cmd, json));
     } else {
         for s in previous {
             if STATE_FAMILIES.contains(&s.name.as_str()) {

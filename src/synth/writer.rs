@@ -80,19 +80,12 @@ fn split_ddl(stmts: Vec<String>) -> Ddl {
 
 /// The DDL for a schema. `latest` and `seed` come from the schema catalog; `legacy`
 /// reproduces the shared legacy fixture exactly.
-pub fn schema_ddl(schema: Schema) -> Result<Ddl> {
-    Ok(split_ddl(match schema {
-        Schema::Latest => catalog_ddl(false)?,
-        Schema::Seed => catalog_ddl(true)?,
+pub fn schema_ddl(schema: Schema) -> Ddl {
+    split_ddl(match schema {
+        Schema::Latest => catalog::create_schema_sql(Target::Latest),
+        Schema::Seed => catalog::create_schema_sql(Target::Seed),
         Schema::Legacy => LEGACY_DDL.iter().map(|s| s.to_string()).collect(),
-    }))
-}
-
-/// The catalog's DDL of a fresh database (tables, indexes, view, `_migrations`
-/// rows marking every named migration done).
-fn catalog_ddl(seed: bool) -> Result<Vec<String>> {
-    let target = if seed { Target::Seed } else { Target::Latest };
-    Ok(catalog::create_schema_sql(target))
+    })
 }
 
 const LEGACY_DDL: &[&str] = &[
@@ -292,7 +285,7 @@ pub fn write_database(
     replace: bool,
     progress: &dyn Fn(u64, u64, &str),
 ) -> Result<Summary> {
-    let ddl = schema_ddl(cfg.schema)?;
+    let ddl = schema_ddl(cfg.schema);
     let tmp = temp_path(path);
     remove_db_files(&tmp)?;
     let mut summary = Summary::default();

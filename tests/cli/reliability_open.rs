@@ -692,6 +692,7 @@ impl SmallFs {
         let c = std::ffi::CString::new(self.path().as_os_str().as_bytes()).unwrap();
         // SAFETY: statvfs on a NUL-terminated path into a zeroed struct.
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is NUL-terminated and `st` is a valid, writable statvfs.
         assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
         st.f_bavail as u64 * st.f_frsize as u64
     }

@@ -367,13 +367,13 @@ fn run_lock_symlink_or_hard_link_is_refused_and_its_target_untouched() {
 
     let link_kinds: [(&str, &dyn Fn()); 3] = [
         ("symbolic link", &|| {
-            std::os::unix::fs::symlink(&victim, &lock).unwrap()
+            std::os::unix::fs::symlink(&victim, &lock).unwrap();
         }),
         ("symbolic link", &|| {
-            std::os::unix::fs::symlink(&created, &lock).unwrap()
+            std::os::unix::fs::symlink(&created, &lock).unwrap();
         }),
         ("hard links", &|| {
-            std::fs::hard_link(&victim, &lock).unwrap()
+            std::fs::hard_link(&victim, &lock).unwrap();
         }),
     ];
     for (says, plant) in link_kinds {
@@ -488,7 +488,9 @@ fn closed_pipe() -> Stdio {
     let mut fds = [0i32; 2];
     // SAFETY: pipe fills two descriptors we then own; the read end is closed at once.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: closes the read end, which nothing else uses.
     unsafe { libc::close(fds[0]) };
+    // SAFETY: the write end is open and owned by nothing else; the Stdio takes it.
     Stdio::from(unsafe { OwnedFd::from_raw_fd(fds[1]) })
 }
 
