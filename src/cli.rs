@@ -48,7 +48,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=MAX_BUSY_TIMEOUT_MS))]
     pub busy_timeout: u64,
 
-    // ---- ops (issue 7): run lock and metrics ----
+    // ---- operations under timers: run lock and metrics ----
     /// Write commands: wait for the run lock (up to SECONDS; no value: as long as it takes) instead of exiting 75
     #[arg(long, global = true, value_name = "SECONDS", num_args = 0..=1)]
     pub wait: Option<Option<u64>>,
@@ -133,7 +133,7 @@ impl Command {
     }
 }
 
-// ---- ops (issue 7): command kinds. A new write command adds its name here
+// ---- operations under timers: command kinds. A new write command adds its name here
 // (one line) and gets the run lock, --wait, --metrics-file and the FILES
 // section of its man page; nothing else is needed.
 /// Commands that write the database: run lock + metrics.

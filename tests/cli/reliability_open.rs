@@ -1,6 +1,6 @@
-//! Issue 11 (open what SQLite can open; say why, even with -q) and issue 12
-//! (one definition of a CoreScope database; FIFO, long path and disk-full
-//! messages): how corescope opens a database and reports a failure.
+//! Opening a database: open what SQLite can open and say why not, even
+//! with -q; one definition of a CoreScope database; the FIFO, long-path and
+//! disk-full messages. How corescope opens a database and reports a failure.
 //!
 //! - A main file shorter than its header says while the `-wal` holds the
 //!   pages (mid-checkpoint, after a crash or a full disk) opens, and every

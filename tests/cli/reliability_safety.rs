@@ -1,5 +1,6 @@
-//! Issue 12 (items 1, 2, 4, 6 and the config shape of 8): no command can
-//! destroy what it was not asked to touch, and no input makes it panic.
+//! Safety of every target a command writes (the database, output files,
+//! lock and metrics files, and the config's shape): no command can destroy
+//! what it was not asked to touch, and no input makes it panic.
 //! Every case runs the real binary and asserts the exit code, the message,
 //! and that the database and every existing target stay byte-identical
 //! where nothing may change.

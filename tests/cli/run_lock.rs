@@ -1,4 +1,4 @@
-//! The run lock (issue 7): a held lock gives exit 75 with the holder's pid,
+//! The run lock of write commands on a database: a held lock gives exit 75 with the holder's pid,
 //! `--wait` waits until it is released, killing the holder frees it at once,
 //! and bad paths or dry runs leave no lock file behind.
 
