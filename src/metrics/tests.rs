@@ -88,6 +88,11 @@ fn rows_from_reports() {
     assert!(rows(dry).is_empty());
 }
 
+/// The transmissions counted in `corescope_rows_total`.
+fn tx_rows(samples: &[Sample]) -> Option<f64> {
+    value(samples, ROWS, Some(("kind", "transmissions")))
+}
+
 #[test]
 fn success_then_failure_keeps_last_success_and_state() {
     let j = obj(
@@ -98,10 +103,7 @@ fn success_then_failure_keeps_last_success_and_state() {
     assert_eq!(value(&first, LAST_SUCCESS, None), Some(1000.0));
     assert_eq!(value(&first, LAST_RUN, None), Some(1000.0));
     assert_eq!(value(&first, DURATION, None), Some(1.5));
-    assert_eq!(
-        value(&first, ROWS, Some(("kind", "transmissions"))),
-        Some(5.0)
-    );
+    assert_eq!(tx_rows(&first), Some(5.0));
     assert_eq!(value(&first, LOCK_HOLD, None), Some(0.25));
     assert_eq!(
         value(&first, PENDING_BACKFILL, Some(("task", "path-json"))),
@@ -111,10 +113,7 @@ fn success_then_failure_keeps_last_success_and_state() {
     let mut second_run = run("prune", 0, Some(&j));
     second_run.now = 2000.0;
     let second = derive(&second_run, &first);
-    assert_eq!(
-        value(&second, ROWS, Some(("kind", "transmissions"))),
-        Some(10.0)
-    );
+    assert_eq!(tx_rows(&second), Some(10.0));
 
     let mut failed = run("prune", 75, None);
     failed.now = 3000.0;
@@ -122,10 +121,7 @@ fn success_then_failure_keeps_last_success_and_state() {
     assert_eq!(value(&third, LAST_RUN, None), Some(3000.0));
     assert_eq!(value(&third, LAST_SUCCESS, None), Some(2000.0));
     assert_eq!(value(&third, EXIT_CODE, None), Some(75.0));
-    assert_eq!(
-        value(&third, ROWS, Some(("kind", "transmissions"))),
-        Some(10.0)
-    );
+    assert_eq!(tx_rows(&third), Some(10.0));
     assert_eq!(value(&third, LOCK_HOLD, None), Some(0.25));
 
     let not_ready = derive(&run("prune", 3, None), &[]);

@@ -16,6 +16,12 @@ pub(crate) fn tmpdb() -> (tempfile::TempDir, PathBuf) {
     (dir, p)
 }
 
+/// Rows in the test database's `transmissions`.
+pub(crate) fn transmissions(conn: &Connection) -> i64 {
+    conn.query_row("SELECT count(*) FROM transmissions", [], |r| r.get(0))
+        .unwrap()
+}
+
 #[test]
 fn read_only_handle_refuses_writes() {
     let (_d, p) = tmpdb();
@@ -35,10 +41,7 @@ fn read_only_handle_refuses_writes() {
         .reader()
         .execute("DELETE FROM transmissions", [])
         .is_err());
-    let n: i64 = db
-        .query_row("SELECT count(*) FROM transmissions", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(n, 1);
+    assert_eq!(transmissions(db.reader()), 1);
 }
 
 #[test]
@@ -50,11 +53,7 @@ fn write_records_hold_and_rolls_back() {
         anyhow::bail!("boom")
     });
     assert!(r.is_err());
-    let n: i64 = db
-        .conn()
-        .query_row("SELECT count(*) FROM transmissions", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(n, 1);
+    assert_eq!(transmissions(db.conn()), 1);
     db.write(|tx| {
         std::thread::sleep(Duration::from_millis(5));
         tx.execute("INSERT INTO transmissions(x) VALUES ('c')", [])?;
