@@ -371,20 +371,17 @@ impl NodesDrift {
     pub fn describe(&self) -> String {
         let lower = |v: &[String]| v.iter().map(|s| s.to_lowercase()).collect::<Vec<_>>();
         let (n, i) = (lower(&self.nodes), lower(&self.inactive));
-        let only_n: Vec<&str> = self
-            .nodes
-            .iter()
-            .zip(&n)
-            .filter(|(_, l)| !i.contains(l))
-            .map(|(c, _)| c.as_str())
-            .collect();
-        let only_i: Vec<&str> = self
-            .inactive
-            .iter()
-            .zip(&i)
-            .filter(|(_, l)| !n.contains(l))
-            .map(|(c, _)| c.as_str())
-            .collect();
+        // The columns of `names` (lower-cased: `low`) missing from `other`.
+        let only = |names: &'_ [String], low: &[String], other: &[String]| -> Vec<String> {
+            names
+                .iter()
+                .zip(low)
+                .filter(|(_, l)| !other.contains(l))
+                .map(|(c, _)| c.clone())
+                .collect()
+        };
+        let only_n = only(&self.nodes, &n, &i);
+        let only_i = only(&self.inactive, &i, &n);
         let mut parts = vec![format!(
             "nodes has {} columns, inactive_nodes {}",
             self.nodes.len(),
