@@ -603,3 +603,33 @@ fn config_that_is_not_an_object_is_refused_naming_the_file() {
         }
     }
 }
+
+#[test]
+fn output_and_metrics_files_that_are_fifos_are_refused_unopened() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_db(dir.path(), "x.db");
+    let fifo = dir.path().join("pipe.json");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let before = std::fs::read(&db).unwrap();
+    let f = fifo.display().to_string();
+    for args in [
+        vec!["graph", "dump", "-o", f.as_str()],
+        vec!["check", "--metrics-file", f.as_str()],
+    ] {
+        let r = run(&args, &db);
+        assert_eq!(r.code, Some(2), "{args:?}: {}", r.stderr);
+        error_line(
+            &r.stderr,
+            &[&f, "is a FIFO (named pipe), not a regular file"],
+        );
+    }
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+}
