@@ -530,15 +530,21 @@ pub fn node_column_decl(c: &LiveColumn) -> String {
     {
         return format!("{} {}", quote_ident(&c.name), def.decl);
     }
+    live_decl(c, true)
+}
+
+/// A live column's declaration as `PRAGMA table_info` reports it: name,
+/// declared type, (with `constraints`) PRIMARY KEY and NOT NULL, default.
+fn live_decl(c: &LiveColumn, constraints: bool) -> String {
     let mut s = quote_ident(&c.name);
     if !c.decl_type.is_empty() {
         s.push(' ');
         s.push_str(&c.decl_type);
     }
-    if c.pk {
+    if constraints && c.pk {
         s.push_str(" PRIMARY KEY");
     }
-    if c.not_null {
+    if constraints && c.not_null {
         s.push_str(" NOT NULL");
     }
     if let Some(d) = &c.default {
@@ -553,16 +559,7 @@ pub fn node_column_decl(c: &LiveColumn) -> String {
 /// declared type and default, never NOT NULL (ALTER TABLE cannot add a NOT
 /// NULL column without a default to a table with rows).
 pub fn add_to_nodes_sql(c: &LiveColumn) -> String {
-    let mut s = format!("ALTER TABLE nodes ADD COLUMN {}", quote_ident(&c.name));
-    if !c.decl_type.is_empty() {
-        s.push(' ');
-        s.push_str(&c.decl_type);
-    }
-    if let Some(d) = &c.default {
-        s.push_str(" DEFAULT ");
-        s.push_str(d);
-    }
-    s
+    format!("ALTER TABLE nodes ADD COLUMN {}", live_decl(c, false))
 }
 
 /// corescope's own named migration for text observer_idx.

@@ -8,17 +8,12 @@ use serde::Deserialize;
 use crate::error::Failure;
 
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Config {
-    #[serde(default)]
     pub db_path: Option<String>,
-    #[serde(default)]
     pub retention: Retention,
-    #[serde(default)]
     pub neighbor_edges_max_age_days: Option<i64>,
-    #[serde(default)]
     pub db: DbCfg,
-    #[serde(default)]
     pub observer_blacklist: Vec<String>,
     /// Directory of the config file (relative `dbPath` values resolve against
     /// the working directory, like the ingestor; kept for messages).
@@ -27,26 +22,19 @@ pub struct Config {
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Retention {
-    #[serde(default)]
     pub node_days: Option<i64>,
-    #[serde(default)]
     pub observer_days: Option<i64>,
-    #[serde(default)]
     pub metrics_days: Option<i64>,
-    #[serde(default)]
     pub packet_days: Option<i64>,
-    #[serde(default)]
     pub client_rx_days: Option<i64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct DbCfg {
-    #[serde(default)]
     pub incremental_vacuum_pages: Option<i64>,
-    #[serde(default)]
     pub vacuum_on_startup: Option<bool>,
 }
 

@@ -1,4 +1,4 @@
-//! Logging on stderr (issue 7).
+//! Logging on stderr, for terminals, cron mail and journald.
 //!
 //! - Level: `-q` errors only, default warnings, `-v` info (what was opened,
 //!   each step), `-vv` debug, `-vvv` trace; `RUST_LOG` overrides.

@@ -177,21 +177,18 @@ pub fn verdict_line(command: &str, db: &str, out: &Outcome) -> String {
     let missing = strings(j.get("missing"));
     let pending = strings(j.get("pending_migrations"));
     let mut parts = Vec::new();
-    if !missing.is_empty() {
-        parts.push(format!(
-            "{} missing object{} ({})",
-            missing.len(),
-            if missing.len() == 1 { "" } else { "s" },
-            some_of(&missing, 5)
-        ));
-    }
-    if !pending.is_empty() {
-        parts.push(format!(
-            "{} pending migration{} ({})",
-            pending.len(),
-            if pending.len() == 1 { "" } else { "s" },
-            some_of(&pending, 3)
-        ));
+    for (items, noun, shown) in [
+        (&missing, "missing object", 5),
+        (&pending, "pending migration", 3),
+    ] {
+        if !items.is_empty() {
+            parts.push(format!(
+                "{} {noun}{} ({})",
+                items.len(),
+                if items.len() == 1 { "" } else { "s" },
+                some_of(items, shown)
+            ));
+        }
     }
     let dbw = shell_word(db);
     if !parts.is_empty() {

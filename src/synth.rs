@@ -6,6 +6,7 @@
 pub mod create;
 pub mod encode;
 pub mod gen;
+pub mod report;
 pub mod topo;
 pub mod writer;
 

@@ -12,13 +12,15 @@ use std::process::Command as Process;
 use std::time::Instant;
 
 use clap::CommandFactory;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::cli::{Cli, DemoArgs};
 use crate::context::Ctx;
 use crate::error::Failure;
-use crate::report::Outcome;
-use crate::synth::create::{create, shell_quote};
+use crate::report::{Outcome, Report};
+use crate::synth::create::create;
+use crate::synth::report::shell_quote;
 use crate::synth::{Config, Schema};
 use crate::timeutil;
 
@@ -132,17 +134,19 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Outcome> {
     sctx.db_path.clone_from(&db);
     let synth_started = Instant::now();
     let synth_out = create(&sctx, &cfg, true)?;
-    say(synth_out.human.trim_end());
+    say(synth_out.human().trim_end());
     say(&format!("({:.1} s)", synth_started.elapsed().as_secs_f64()));
 
     let exe = std::env::current_exe()
         .map_err(|e| Failure::Fatal(format!("cannot find the corescope binary: {e}")))?;
     let have = available();
-    let mut steps_json: Vec<Value> = vec![json!({
-        "command": "synth",
-        "exit_code": 0,
-        "report": Value::Object(synth_out.json.clone()),
-    })];
+    let mut steps = vec![StepReport {
+        command: "synth".into(),
+        exit_code: 0,
+        expected: None,
+        elapsed_ms: None,
+        report: serde_json::to_value(&synth_out)?,
+    }];
     let mut skipped: Vec<String> = Vec::new();
     for step in CYCLE {
         let line = step.args.join(" ");
@@ -178,13 +182,13 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Outcome> {
         } else {
             Value::Null
         };
-        steps_json.push(json!({
-            "command": line,
-            "exit_code": code,
-            "expected": step.expect,
-            "elapsed_ms": crate::report::ms(started.elapsed()),
-            "report": report,
-        }));
+        steps.push(StepReport {
+            command: line.clone(),
+            exit_code: code,
+            expected: Some(step.expect),
+            elapsed_ms: Some(crate::report::ms(started.elapsed())),
+            report,
+        });
         if !step.expect.contains(&code) {
             return Err(Failure::Fatal(format!(
                 "demo step `corescope {line}` exited {code} (expected {:?}); the database is kept at {}",
@@ -195,13 +199,45 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Outcome> {
         }
     }
 
-    let mut out = Outcome::new();
-    out.set("dir", dir.display().to_string())
-        .set("database", db.display().to_string())
-        .set("steps", Value::Array(steps_json))
-        .set("skipped", skipped.clone());
-    out.human = explore_text(&db, &have, &skipped);
-    Ok(out)
+    Outcome::from_report(&DemoReport {
+        dir: dir.display().to_string(),
+        database: db.display().to_string(),
+        steps,
+        explore: explore_text(&db, &have, &skipped),
+        skipped,
+    })
+}
+
+/// One step of the demo as run: the command line, its exit code and its
+/// `--json` report (null without `--json`). The synth step, run in this
+/// process, has no expected codes and no timing.
+#[derive(Serialize)]
+struct StepReport {
+    command: String,
+    exit_code: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected: Option<&'static [i32]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    elapsed_ms: Option<f64>,
+    report: Value,
+}
+
+/// The demo: where its database is, the steps run and those skipped.
+#[derive(Serialize)]
+struct DemoReport {
+    dir: String,
+    database: String,
+    steps: Vec<StepReport>,
+    skipped: Vec<String>,
+    /// What to try next (the human text; the steps were printed as they ran).
+    #[serde(skip)]
+    explore: String,
+}
+
+impl Report for DemoReport {
+    fn human(&self) -> String {
+        self.explore.clone()
+    }
 }
 
 fn explore_text(db: &Path, have: &[String], skipped: &[String]) -> String {

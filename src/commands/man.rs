@@ -12,20 +12,34 @@ use clap_mangen::roff::{bold, italic, roman, Roff};
 use clap_mangen::Man;
 
 use crate::cli::{Cli, GenManArgs, METRICS_COMMANDS, WRITE_COMMANDS};
-use crate::report::Outcome;
+use crate::report::{Outcome, Report};
 
 pub fn run(args: &GenManArgs) -> anyhow::Result<Outcome> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let pages = generate(&args.dir)?;
-    let mut out = Outcome::new();
-    out.human = pages
-        .iter()
-        .map(|p| format!("wrote {}\n", args.dir.join(p).display()))
-        .collect::<Vec<_>>()
-        .concat();
-    out.set("pages", pages);
-    Ok(out)
+    Outcome::from_report(&GenManReport {
+        pages,
+        dir: &args.dir,
+    })
+}
+
+/// The pages written (file names in `dir`).
+#[derive(serde::Serialize)]
+struct GenManReport<'a> {
+    pages: Vec<String>,
+    #[serde(skip)]
+    dir: &'a Path,
+}
+
+impl Report for GenManReport<'_> {
+    fn human(&self) -> String {
+        self.pages
+            .iter()
+            .map(|p| format!("wrote {}\n", self.dir.join(p).display()))
+            .collect::<Vec<_>>()
+            .concat()
+    }
 }
 
 /// Write every page into `dir`; returns the file names.
@@ -110,6 +124,9 @@ fn write_page(
     Ok(file)
 }
 
+/// Pages every page refers to besides corescope's own.
+const SEE_ALSO_OTHERS: &[&str] = &["systemd.timer(5)", "flock(2)"];
+
 fn render(
     man: &Man,
     cmd: &clap::Command,
@@ -139,22 +156,23 @@ fn render(
     environment(&mut roff);
     files(&mut roff, kind, cmd);
     roff.control("SH", ["SEE ALSO"]);
-    let refs: Vec<String> = see_also.iter().map(|n| format!("{n}(1)")).collect();
-    let mut line = vec![];
-    for (i, r) in refs.iter().enumerate() {
-        if i > 0 {
-            line.push(roman(", "));
-        }
-        line.push(bold(r.clone()));
-    }
-    line.push(roman(", "));
-    line.push(bold("systemd.timer(5)"));
-    line.push(roman(", "));
-    line.push(bold("flock(2)"));
-    roff.text(line);
+    let mut refs: Vec<String> = see_also.iter().map(|n| format!("{n}(1)")).collect();
+    refs.extend(SEE_ALSO_OTHERS.iter().map(|r| (*r).to_string()));
+    roff.text(bold_list(refs));
     roff.to_writer(w)?;
     man.render_version_section(w)?;
     Ok(())
+}
+/// Bold names separated by roman ", ".
+fn bold_list(names: impl IntoIterator<Item = String>) -> Vec<clap_mangen::roff::Inline> {
+    let mut line = Vec::new();
+    for (i, n) in names.into_iter().enumerate() {
+        if i > 0 {
+            line.push(roman(", "));
+        }
+        line.push(bold(n));
+    }
+    line
 }
 
 fn tp(roff: &mut Roff, term: Vec<clap_mangen::roff::Inline>, body: &str) {
@@ -163,33 +181,35 @@ fn tp(roff: &mut Roff, term: Vec<clap_mangen::roff::Inline>, body: &str) {
     roff.text([roman(body)]);
 }
 
+/// EXIT STATUS: code and meaning.
+const EXIT_STATUS: &[(&str, &str)] = &[
+    (
+        "0",
+        "Success (also a run stopped by --max-seconds, reported as incomplete; the next run resumes).",
+    ),
+    (
+        "1",
+        "Error: cannot open, not a SQLite database, corrupt, I/O or SQL failure.",
+    ),
+    (
+        "2",
+        "Usage error: unknown flag, invalid option value, no database given.",
+    ),
+    (
+        "3",
+        "check found the schema not ready or migrations pending (with --strict: or any warning); a write command refused because the schema is not migrated (run corescope migrate).",
+    ),
+    (
+        "75",
+        "Busy, try again next run: another run of the same write command holds the run lock on this database (--wait waits instead), or another writer held SQLite's write lock longer than --busy-timeout. Nothing was half-done. systemd units treat it as success (SuccessExitStatus=75).",
+    ),
+];
+
 fn exit_status(roff: &mut Roff, kind: Kind) {
     roff.control("SH", ["EXIT STATUS"]);
-    tp(
-        roff,
-        vec![bold("0")],
-        "Success (also a run stopped by --max-seconds, reported as incomplete; the next run resumes).",
-    );
-    tp(
-        roff,
-        vec![bold("1")],
-        "Error: cannot open, not a SQLite database, corrupt, I/O or SQL failure.",
-    );
-    tp(
-        roff,
-        vec![bold("2")],
-        "Usage error: unknown flag, invalid option value, no database given.",
-    );
-    tp(
-        roff,
-        vec![bold("3")],
-        "check found the schema not ready or migrations pending (with --strict: or any warning); a write command refused because the schema is not migrated (run corescope migrate).",
-    );
-    tp(
-        roff,
-        vec![bold("75")],
-        "Busy, try again next run: another run of the same write command holds the run lock on this database (--wait waits instead), or another writer held SQLite's write lock longer than --busy-timeout. Nothing was half-done. systemd units treat it as success (SuccessExitStatus=75).",
-    );
+    for (code, meaning) in EXIT_STATUS {
+        tp(roff, vec![bold(*code)], meaning);
+    }
     if kind == Kind::Other {
         roff.text([roman(
             "This command does not use the database; it exits 0 unless it cannot write its output.",
@@ -197,43 +217,47 @@ fn exit_status(roff: &mut Roff, kind: Kind) {
     }
 }
 
+/// ENVIRONMENT: the variables (one entry may name several) and what they do.
+const ENVIRONMENT: &[(&[&str], &str)] = &[
+    (
+        &["CORESCOPE_DB"],
+        "The database file when --db is not given.",
+    ),
+    (
+        &["CORESCOPE_CONFIG"],
+        "CoreScope's config.json when --config is not given (dbPath, retention.*, neighborEdgesMaxAgeDays, db.*, observerBlacklist).",
+    ),
+    (
+        &["CORESCOPE_METRICS_FILE"],
+        "The Prometheus metrics file when --metrics-file is not given.",
+    ),
+    (
+        &["RUST_LOG"],
+        "Log filter (env_logger syntax, e.g. info or corescope=debug); overrides -v and -q.",
+    ),
+    (
+        &["SQLITE_TMPDIR", "TMPDIR"],
+        "Where SQLite writes temporary files, notably the copy of the database that vacuum --full builds (the first usable of SQLITE_TMPDIR, TMPDIR, /var/tmp, /usr/tmp, /tmp); vacuum --full checks the free space there too and names the directory in its messages.",
+    ),
+    (
+        &["NO_COLOR"],
+        "When set to a non-empty value: no colour in logs, plain ASCII tables. Colour is only ever used on a terminal.",
+    ),
+    (
+        &["JOURNAL_STREAM"],
+        "Set by systemd. When it names the device and inode of stderr, log lines carry sd-daemon(3) priority prefixes (<3> error, <4> warning, <6> info, <7> debug) and no timestamps, so journald records each line's priority.",
+    ),
+];
+
 fn environment(roff: &mut Roff) {
     roff.control("SH", ["ENVIRONMENT"]);
-    tp(
-        roff,
-        vec![bold("CORESCOPE_DB")],
-        "The database file when --db is not given.",
-    );
-    tp(
-        roff,
-        vec![bold("CORESCOPE_CONFIG")],
-        "CoreScope's config.json when --config is not given (dbPath, retention.*, neighborEdgesMaxAgeDays, db.*, observerBlacklist).",
-    );
-    tp(
-        roff,
-        vec![bold("CORESCOPE_METRICS_FILE")],
-        "The Prometheus metrics file when --metrics-file is not given.",
-    );
-    tp(
-        roff,
-        vec![bold("RUST_LOG")],
-        "Log filter (env_logger syntax, e.g. info or corescope=debug); overrides -v and -q.",
-    );
-    tp(
-        roff,
-        vec![bold("SQLITE_TMPDIR"), roman(", "), bold("TMPDIR")],
-        "Where SQLite writes temporary files, notably the copy of the database that vacuum --full builds (the first usable of SQLITE_TMPDIR, TMPDIR, /var/tmp, /usr/tmp, /tmp); vacuum --full checks the free space there too and names the directory in its messages.",
-    );
-    tp(
-        roff,
-        vec![bold("NO_COLOR")],
-        "When set to a non-empty value: no colour in logs, plain ASCII tables. Colour is only ever used on a terminal.",
-    );
-    tp(
-        roff,
-        vec![bold("JOURNAL_STREAM")],
-        "Set by systemd. When it names the device and inode of stderr, log lines carry sd-daemon(3) priority prefixes (<3> error, <4> warning, <6> info, <7> debug) and no timestamps, so journald records each line's priority.",
-    );
+    for (names, meaning) in ENVIRONMENT {
+        tp(
+            roff,
+            bold_list(names.iter().map(|n| (*n).to_string())),
+            meaning,
+        );
+    }
 }
 
 fn files(roff: &mut Roff, kind: Kind, cmd: &clap::Command) {

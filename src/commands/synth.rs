@@ -52,7 +52,7 @@ pub fn run(ctx: &Ctx, args: &SynthArgs) -> anyhow::Result<Outcome> {
         .into());
     }
     let cfg = config(args, timeutil::now_epoch())?;
-    create(ctx, &cfg, args.force)
+    Outcome::from_report(&create(ctx, &cfg, args.force)?)
 }
 
 /// Whether `--db` was given on the command line (before a `--` separator).

@@ -58,6 +58,14 @@ pub fn role_name(node_type: u8) -> String {
     }
 }
 
+/// The little-endian u16 at `*off`, moving `*off` past it; `None` (and
+/// `*off` unchanged) when the bytes end first.
+fn take_u16(b: &[u8], off: &mut usize) -> Option<u16> {
+    let v = read_u16(b, *off)?;
+    *off += 2;
+    Some(v)
+}
+
 /// A decoded ADVERT payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Advert {
@@ -142,22 +150,16 @@ pub fn decode_advert_payload(p: &[u8]) -> Result<Advert, PacketError> {
         }
     }
     if flags.has_feat1() {
-        match read_u16(app, off) {
-            Some(v) => {
-                adv.feat1 = Some(v);
-                off += 2;
-            }
-            None => return Ok(adv),
-        }
+        let Some(v) = take_u16(app, &mut off) else {
+            return Ok(adv);
+        };
+        adv.feat1 = Some(v);
     }
     if flags.has_feat2() {
-        match read_u16(app, off) {
-            Some(v) => {
-                adv.feat2 = Some(v);
-                off += 2;
-            }
-            None => return Ok(adv),
-        }
+        let Some(v) = take_u16(app, &mut off) else {
+            return Ok(adv);
+        };
+        adv.feat2 = Some(v);
     }
     if flags.has_name() {
         let rest = app.get(off..).unwrap_or(&[]);

@@ -1,3 +1,6 @@
+// The test vectors are real coordinates, written as the packets show them.
+#![allow(clippy::unreadable_literal)]
+
 use super::*;
 use proptest::prelude::*;
 
@@ -187,7 +190,7 @@ fn strict_errors() {
     let mut ok = vec![0x15, 0x40 | 32];
     ok.extend(std::iter::repeat(0xAB).take(64));
     assert_eq!(decode(&ok).unwrap().hops().len(), 32);
-    let mut bad = vec![0x15, 0x80 | 22];
+    let mut bad = vec![0x15, 0x80 | 0x16];
     bad.extend(std::iter::repeat(0xAB).take(66));
     assert_eq!(decode(&bad), Err(PacketError::PathTooLong(66)));
     // payload limit

@@ -1,11 +1,12 @@
 //! Classification of SQLite errors into one-line messages that name the
 //! file and the fix, with the exit code of their [`Failure`] kind.
 //!
-//! One place for all of it: [`classify_with`] maps a `rusqlite::Error`
-//! from opening or using a handle; [`classify_anyhow`] applies it to the
-//! error a write transaction returned; [`classify_final`] is the last pass
-//! over a command's error (called once by the application), for a SQLite
-//! error deep in a chain that no layer classified.
+//! One rule for all of it (`rule`), applied at three stages by thin entry
+//! points: [`classify`]/[`classify_on`] for a `rusqlite::Error` from opening
+//! or using a handle, [`classify_anyhow`] for the error a write transaction
+//! returned, [`classify_final`] as the last pass over a command's error
+//! (called once by the application), for a SQLite error deep in a chain
+//! that no layer classified.
 
 use std::path::Path;
 
@@ -13,7 +14,7 @@ use rusqlite::Connection;
 
 use super::open::sidecar;
 use super::precheck::{free_bytes, header_says_wal, path_too_long, LOW_SPACE_BYTES};
-use crate::error::{is_busy, Failure};
+use crate::error::Failure;
 
 /// "16 KiB", "3.2 MiB", "12.0 GiB".
 fn human_bytes(n: u64) -> String {
@@ -108,6 +109,94 @@ pub(super) fn system_errno(conn: &Connection) -> Option<i32> {
     (n != 0).then_some(n)
 }
 
+/// Where a SQLite error is classified; the same code reads a little
+/// differently at each stage (a transaction never meets a failed open, and
+/// the last pass does not know whether the command was writing).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Opening a handle or its first use, reading or writing.
+    Open { writing: bool },
+    /// The error a write transaction returned.
+    Transaction,
+    /// The last pass over a command's error chain, once per run.
+    Final,
+}
+
+/// The one rule: the classified [`Failure`] for SQLite error `e` on `path`
+/// at `stage`, or `None` when the code is not one that names a fix (the
+/// caller keeps SQLite's own words). `detail` is the error text quoted in
+/// the message; `errno` the failed system call's, when known.
+fn rule(
+    path: &Path,
+    e: &rusqlite::Error,
+    detail: &str,
+    stage: Stage,
+    errno: Option<i32>,
+) -> Option<Failure> {
+    use rusqlite::ErrorCode as C;
+    let p = path.display();
+    let ext = extended_code(e);
+    let writing = stage != Stage::Open { writing: false };
+    let at_handle = stage != Stage::Final;
+    let failure = match e.sqlite_error_code()? {
+        C::NotADatabase if at_handle => Failure::Fatal(format!(
+            "{p} is not a SQLite database (file is encrypted or not a database)"
+        )),
+        C::NotADatabase => Failure::Fatal(format!(
+            "{p} is not a SQLite database or is damaged ({detail}); restore from a backup"
+        )),
+        C::DatabaseCorrupt => Failure::Fatal(format!(
+            "{p} is corrupt ({detail}); run `corescope check --integrity`, and restore from a backup"
+        )),
+        C::DatabaseBusy | C::DatabaseLocked if at_handle => Failure::Busy(format!(
+            "{p} is locked by another writer beyond the busy timeout; try again next run (or raise --busy-timeout)"
+        )),
+        C::ReadOnly if at_handle && ext == rusqlite::ffi::SQLITE_READONLY_ROLLBACK => {
+            Failure::Fatal(format!(
+                "cannot read {p} yet: {} is a hot rollback journal, left by a writer that stopped in the middle of a transaction (killed, crashed, power loss). \
+                 SQLite must roll that transaction back before anyone can read the database, which writes to it, and a read-only command never writes. \
+                 The next read-write open rolls it back: start the CoreScope ingestor, or run `corescope migrate --db {p}` (it also brings the schema up to date); \
+                 then run this again. Nothing was changed",
+                sidecar(path, "-journal").display()
+            ))
+        }
+        C::ReadOnly if !writing && header_says_wal(path) => Failure::Fatal(format!(
+            "cannot read {p}: it is a WAL database and SQLite must create or initialise {p}-shm beside it to read it, but cannot (directory or -shm not writable); \
+             run while the ingestor has the database open (its -shm then exists), or as the user that owns the database"
+        )),
+        C::ReadOnly if !writing => Failure::Fatal(format!(
+            "cannot read {p}: SQLite was refused write access it needs to read it ({detail}, extended code {ext}); run as the user that owns the database"
+        )),
+        C::ReadOnly if at_handle => Failure::Fatal(format!(
+            "cannot write {p}: the file or its directory is read-only (run as the user that owns the database, or fix permissions; SQLite also needs to create {p}-wal/-journal beside it)"
+        )),
+        C::ReadOnly => Failure::Fatal(format!(
+            "cannot write {p}: the file or its directory is read-only ({detail}); run as the user that owns the database, or fix permissions"
+        )),
+        C::CannotOpen if matches!(stage, Stage::Open { .. }) => {
+            path_too_long(path).unwrap_or_else(|| {
+                Failure::Fatal(format!(
+                    "cannot open {p} ({detail}); check the path and the permissions of the file and its directory"
+                ))
+            })
+        }
+        C::PermissionDenied if matches!(stage, Stage::Open { .. }) => Failure::Fatal(format!(
+            "permission denied on {p} (run as the user that owns the database)"
+        )),
+        C::SystemIoFailure | C::DiskFull => storage_failure(path, detail, ext, writing, errno),
+        _ => return None,
+    };
+    Some(failure)
+}
+
+/// At a handle: the classified message, or SQLite's words with the path.
+fn at_handle(path: &Path, e: rusqlite::Error, stage: Stage, errno: Option<i32>) -> anyhow::Error {
+    match rule(path, &e, &e.to_string(), stage, errno) {
+        Some(f) => f.into(),
+        None => anyhow::Error::new(e).context(format!("database {}", path.display())),
+    }
+}
+
 /// [`classify`] with the errno of the failed call on `conn` (ENOSPC makes
 /// an I/O error a full disk, whatever the free space says afterwards).
 pub(super) fn classify_on(
@@ -116,116 +205,17 @@ pub(super) fn classify_on(
     e: rusqlite::Error,
     writing: bool,
 ) -> anyhow::Error {
-    classify_with(path, e, writing, system_errno(conn))
+    at_handle(path, e, Stage::Open { writing }, system_errno(conn))
 }
 
 /// Turn a SQLite error from opening or first use into a classified message.
 pub(super) fn classify(path: &Path, e: rusqlite::Error, writing: bool) -> anyhow::Error {
-    classify_with(path, e, writing, None)
+    at_handle(path, e, Stage::Open { writing }, None)
 }
 
-pub(super) fn classify_with(
-    path: &Path,
-    e: rusqlite::Error,
-    writing: bool,
-    errno: Option<i32>,
-) -> anyhow::Error {
-    use rusqlite::ErrorCode as C;
-    let p = path.display();
-    let ext = extended_code(&e);
-    match e.sqlite_error_code() {
-        Some(C::NotADatabase) => Failure::Fatal(format!("{p} is not a SQLite database (file is encrypted or not a database)")).into(),
-        Some(C::DatabaseCorrupt) => Failure::Fatal(format!(
-            "{p} is corrupt ({e}); run `corescope check --integrity`, and restore from a backup"
-        ))
-        .into(),
-        Some(C::DatabaseBusy | C::DatabaseLocked) => Failure::Busy(format!(
-            "{p} is locked by another writer beyond the busy timeout; try again next run (or raise --busy-timeout)"
-        ))
-        .into(),
-        Some(C::ReadOnly) if ext == rusqlite::ffi::SQLITE_READONLY_ROLLBACK => {
-            let j = sidecar(path, "-journal");
-            Failure::Fatal(format!(
-                "cannot read {p} yet: {} is a hot rollback journal, left by a writer that stopped in the middle of a transaction (killed, crashed, power loss). \
-                 SQLite must roll that transaction back before anyone can read the database, which writes to it, and a read-only command never writes. \
-                 The next read-write open rolls it back: start the CoreScope ingestor, or run `corescope migrate --db {p}` (it also brings the schema up to date); \
-                 then run this again. Nothing was changed",
-                j.display()
-            ))
-            .into()
-        }
-        Some(C::ReadOnly) if !writing && header_says_wal(path) => Failure::Fatal(format!(
-            "cannot read {p}: it is a WAL database and SQLite must create or initialise {p}-shm beside it to read it, but cannot (directory or -shm not writable); \
-             run while the ingestor has the database open (its -shm then exists), or as the user that owns the database"
-        ))
-        .into(),
-        Some(C::ReadOnly) if !writing => Failure::Fatal(format!(
-            "cannot read {p}: SQLite was refused write access it needs to read it ({e}, extended code {ext}); run as the user that owns the database"
-        ))
-        .into(),
-        Some(C::ReadOnly) => Failure::Fatal(format!(
-            "cannot write {p}: the file or its directory is read-only (run as the user that owns the database, or fix permissions; SQLite also needs to create {p}-wal/-journal beside it)"
-        ))
-        .into(),
-        Some(C::CannotOpen) => match path_too_long(path) {
-            Some(f) => f.into(),
-            None => Failure::Fatal(format!(
-                "cannot open {p} ({e}); check the path and the permissions of the file and its directory"
-            ))
-            .into(),
-        },
-        Some(C::PermissionDenied) => Failure::Fatal(format!(
-            "permission denied on {p} (run as the user that owns the database)"
-        ))
-        .into(),
-        Some(C::SystemIoFailure | C::DiskFull) => {
-            storage_failure(path, &e.to_string(), ext, writing, errno).into()
-        }
-        _ => anyhow::Error::new(e).context(format!("database {p}")),
-    }
-}
-
-/// Final classification of a command's error (called once by main): a
-/// SQLite corruption, disk-full, read-only or not-a-database error anywhere
-/// in the chain that no layer classified becomes one line naming the path
-/// and what to do. Other errors are returned unchanged.
-pub fn classify_final(path: &Path, err: anyhow::Error) -> anyhow::Error {
-    use rusqlite::ErrorCode as C;
-    if err.chain().any(|c| c.downcast_ref::<Failure>().is_some()) {
-        return err;
-    }
-    let Some(sqlite_err) = err
-        .chain()
-        .find_map(|c| c.downcast_ref::<rusqlite::Error>())
-    else {
-        return err;
-    };
-    let Some(code) = sqlite_err.sqlite_error_code() else {
-        return err;
-    };
-    let ext = extended_code(sqlite_err);
-    let p = path.display();
-    let detail = format!("{err:#}").replace('\n', " ");
-    let msg = match code {
-        C::DatabaseCorrupt => format!(
-            "{p} is corrupt ({detail}); run `corescope check --integrity`, and restore from a backup"
-        ),
-        C::NotADatabase => {
-            format!("{p} is not a SQLite database or is damaged ({detail}); restore from a backup")
-        }
-        C::DiskFull | C::SystemIoFailure => {
-            return storage_failure(path, &detail, ext, true, None).into()
-        }
-        C::ReadOnly => format!(
-            "cannot write {p}: the file or its directory is read-only ({detail}); run as the user that owns the database, or fix permissions"
-        ),
-        _ => return err,
-    };
-    Failure::Fatal(msg).into()
-}
-
-/// Map a rusqlite error inside an anyhow chain to a classified message,
-/// leaving other errors as they are.
+/// The error a write transaction returned: a SQLite error on top of the
+/// chain is classified, other errors (already classified, or the
+/// command's own) are left as they are.
 pub(super) fn classify_anyhow(
     path: &Path,
     err: anyhow::Error,
@@ -235,25 +225,30 @@ pub(super) fn classify_anyhow(
         return err;
     }
     match err.downcast::<rusqlite::Error>() {
-        Ok(e) => {
-            if is_busy(&e)
-                || matches!(
-                    e.sqlite_error_code(),
-                    Some(
-                        rusqlite::ErrorCode::DatabaseCorrupt
-                            | rusqlite::ErrorCode::DiskFull
-                            | rusqlite::ErrorCode::SystemIoFailure
-                            | rusqlite::ErrorCode::ReadOnly
-                            | rusqlite::ErrorCode::NotADatabase
-                    )
-                )
-            {
-                classify_with(path, e, true, errno)
-            } else {
-                anyhow::Error::new(e).context(format!("database {}", path.display()))
-            }
-        }
+        Ok(e) => at_handle(path, e, Stage::Transaction, errno),
         Err(other) => other,
+    }
+}
+
+/// Final classification of a command's error (called once by the
+/// application): a SQLite corruption, disk-full, read-only or
+/// not-a-database error anywhere in the chain that no layer classified
+/// becomes one line naming the path and what to do. Other errors are
+/// returned unchanged.
+pub fn classify_final(path: &Path, err: anyhow::Error) -> anyhow::Error {
+    if err.chain().any(|c| c.downcast_ref::<Failure>().is_some()) {
+        return err;
+    }
+    let Some(sqlite_err) = err
+        .chain()
+        .find_map(|c| c.downcast_ref::<rusqlite::Error>())
+    else {
+        return err;
+    };
+    let detail = format!("{err:#}").replace('\n', " ");
+    match rule(path, sqlite_err, &detail, Stage::Final, None) {
+        Some(f) => f.into(),
+        None => err,
     }
 }
 

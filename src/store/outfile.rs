@@ -20,11 +20,12 @@
 //!   write a pid into another file, even when it runs as root in a
 //!   directory another user can write.
 
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::precheck::file_kind;
 use crate::error::Failure;
 
 /// Mode of output, metrics and lock files (before the umask).
@@ -87,23 +88,6 @@ fn protected_names(db: &Path) -> Vec<(PathBuf, &'static str)> {
     out
 }
 
-fn kind_of(md: &Metadata) -> &'static str {
-    let t = md.file_type();
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else {
-        "not a regular file"
-    }
-}
-
 /// True when the regular file at `path` starts with SQLite's header.
 fn is_sqlite_file(path: &Path) -> bool {
     let Ok(mut f) = OpenOptions::new()
@@ -162,7 +146,7 @@ pub fn check_output(path: &Path, flag: &str, guard: Guard<'_>) -> Result<(), Fai
         )),
         Ok(md) if !md.file_type().is_file() => Err(refuse(format!(
             "is {}, not a regular file; the output replaces the file by a rename; give a regular file (or leave out the option and redirect stdout)",
-            kind_of(&md)
+            file_kind(md.file_type())
         ))),
         Ok(_) if !guard.force && is_sqlite_file(path) => Err(refuse(format!(
             "is an existing SQLite database; refusing to replace it ({})",
@@ -311,7 +295,7 @@ pub fn open_lock(path: &Path, write: bool) -> Result<File, LockOpenError> {
         return Err(LockOpenError::Unsafe(format!(
             "lock file {} is {}; remove it and run again",
             path.display(),
-            kind_of(&md)
+            file_kind(md.file_type())
         )));
     }
     if md.nlink() > 1 {
@@ -332,6 +316,14 @@ mod tests {
         Guard {
             db: Some(db),
             force: false,
+        }
+    }
+
+    /// The guard of a run with `--force`.
+    fn forced(db: &Path) -> Guard<'_> {
+        Guard {
+            force: true,
+            ..guard(db)
         }
     }
 
@@ -364,10 +356,7 @@ mod tests {
         let e = check_output(&soft, "-o", guard(&db)).unwrap_err();
         assert!(e.to_string().contains("is the database"), "{e}");
         // Even with --force.
-        let forced = Guard {
-            db: Some(&db),
-            force: true,
-        };
+        let forced = forced(&db);
         assert!(check_output(&db, "-o", forced).is_err());
         // An ordinary new file is fine.
         assert!(check_output(&dir.path().join("g.json"), "-o", guard(&db)).is_ok());
@@ -381,10 +370,7 @@ mod tests {
         sqlite_file(&other);
         let e = check_output(&other, "--nodes-csv", guard(&db)).unwrap_err();
         assert!(e.to_string().contains("existing SQLite database"), "{e}");
-        let forced = Guard {
-            db: Some(&db),
-            force: true,
-        };
+        let forced = forced(&db);
         assert!(check_output(&other, "--nodes-csv", forced).is_ok());
         let e = check_output(dir.path(), "-o", guard(&db)).unwrap_err();
         assert!(e.to_string().contains("not a file path") || e.to_string().contains("directory"));

@@ -145,9 +145,13 @@ pub(super) fn header_says_wal(path: &Path) -> bool {
     read_up_to(&mut f, &mut b).unwrap_or(0) == 20 && (b[18] == 2 || b[19] == 2)
 }
 
-fn file_kind(ft: std::fs::FileType) -> &'static str {
+/// What a file that is not a regular file is, for messages ("is a socket,
+/// not a ...").
+pub(super) fn file_kind(ft: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
-    if ft.is_fifo() {
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
         "a FIFO (named pipe)"
     } else if ft.is_socket() {
         "a socket"
@@ -167,44 +171,8 @@ pub(super) fn precheck(path: &Path, allow_missing: bool) -> anyhow::Result<bool>
     if let Some(f) = path_too_long(path) {
         return Err(f.into());
     }
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if allow_missing {
-                let parent = match path.parent() {
-                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                    _ => PathBuf::from("."),
-                };
-                if !parent.is_dir() {
-                    return Err(Failure::Fatal(format!(
-                        "cannot create {}: directory {} does not exist (create it first)",
-                        path.display(),
-                        parent.display()
-                    ))
-                    .into());
-                }
-                return Ok(false);
-            }
-            return Err(Failure::Fatal(format!(
-                "database {} does not exist (check --db / CORESCOPE_DB; to create a new database use `corescope migrate --create`)",
-                path.display()
-            ))
-            .into());
-        }
-        Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
-            return Err(Failure::Fatal(format!(
-                "the path {} is too long ({e}); SQLite opens at most {SQLITE_MAX_PATH} bytes as a full path: use a shorter path",
-                path.display()
-            ))
-            .into())
-        }
-        Err(e) => {
-            return Err(Failure::Fatal(format!(
-                "cannot access {}: {e} (check the path and its permissions)",
-                path.display()
-            ))
-            .into())
-        }
+    let Some(meta) = existing(path, allow_missing)? else {
+        return Ok(false);
     };
     if meta.is_dir() {
         return Err(Failure::Fatal(format!(
@@ -233,7 +201,7 @@ pub(super) fn precheck(path: &Path, allow_missing: bool) -> anyhow::Result<bool>
             Failure::Fatal(format!("cannot open {}: {e}", path.display()))
         }
     })?;
-    let mut h = Header::read(path, &mut f)?;
+    let h = Header::read(path, &mut f)?;
     if h.size == 0 {
         if allow_missing {
             // An empty file is an empty SQLite database: `migrate --create`
@@ -262,46 +230,95 @@ pub(super) fn precheck(path: &Path, allow_missing: bool) -> anyhow::Result<bool>
         .into());
     }
     if h.short() {
-        // A main file shorter than its header says is normal while a
-        // checkpoint copies pages back from the WAL (the header page is
-        // written first), or after one was cut short (crash, disk full):
-        // the pages are in the WAL and SQLite reads them from there. A hot
-        // rollback journal likewise holds what SQLite restores.
-        let frames = wal_frames(path, h.page_size());
-        if frames > 0 {
-            log::info!(
-                "{}: {} bytes, the header says {} pages of {}; the WAL beside it holds {frames} frames: letting SQLite read them",
-                path.display(),
-                h.size,
-                h.pages(),
-                h.page_size()
-            );
-            return Ok(true);
-        }
-        // (A `-journal` beside a WAL database is never rolled back.)
-        let wal_mode = h.bytes[18] == 2 || h.bytes[19] == 2;
-        if let Some(n) = hot_journal_bytes(path).filter(|_| !wal_mode) {
-            log::info!(
-                "{}: shorter than its header says, with a {n}-byte rollback journal beside it: letting SQLite recover it",
-                path.display()
-            );
-            return Ok(true);
-        }
-        // A checkpoint may have finished (and reset the WAL) between the
-        // two reads: look at the main file once more.
-        h = Header::read(path, &mut f)?;
-        if h.short() {
-            return Err(Failure::Fatal(format!(
-                "{} is a truncated or damaged SQLite database ({} bytes, header says {} pages of {}, and no WAL or journal beside it holds the rest; restore it from a backup)",
-                path.display(),
-                h.size,
-                h.pages(),
-                h.page_size()
-            ))
-            .into());
-        }
+        short_main_file(path, &mut f, &h)?;
     }
     Ok(true)
+}
+
+/// The metadata of an existing `path`; `None` when it is missing and may be
+/// created (`allow_missing`, with its directory there); else an error that
+/// says what is wrong with the path.
+fn existing(path: &Path, allow_missing: bool) -> anyhow::Result<Option<std::fs::Metadata>> {
+    let e = match std::fs::metadata(path) {
+        Ok(m) => return Ok(Some(m)),
+        Err(e) => e,
+    };
+    let message = if e.kind() == std::io::ErrorKind::NotFound {
+        if allow_missing {
+            let parent = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            if parent.is_dir() {
+                return Ok(None);
+            }
+            format!(
+                "cannot create {}: directory {} does not exist (create it first)",
+                path.display(),
+                parent.display()
+            )
+        } else {
+            format!(
+                "database {} does not exist (check --db / CORESCOPE_DB; to create a new database use `corescope migrate --create`)",
+                path.display()
+            )
+        }
+    } else if e.raw_os_error() == Some(libc::ENAMETOOLONG) {
+        format!(
+            "the path {} is too long ({e}); SQLite opens at most {SQLITE_MAX_PATH} bytes as a full path: use a shorter path",
+            path.display()
+        )
+    } else {
+        format!(
+            "cannot access {}: {e} (check the path and its permissions)",
+            path.display()
+        )
+    };
+    Err(Failure::Fatal(message).into())
+}
+
+/// A main file shorter than its header says: fine when a WAL or a hot
+/// rollback journal beside it holds the rest, else truncated or damaged.
+fn short_main_file(path: &Path, f: &mut File, h: &Header) -> anyhow::Result<()> {
+    // A main file shorter than its header says is normal while a
+    // checkpoint copies pages back from the WAL (the header page is
+    // written first), or after one was cut short (crash, disk full):
+    // the pages are in the WAL and SQLite reads them from there. A hot
+    // rollback journal likewise holds what SQLite restores.
+    let frames = wal_frames(path, h.page_size());
+    if frames > 0 {
+        log::info!(
+            "{}: {} bytes, the header says {} pages of {}; the WAL beside it holds {frames} frames: letting SQLite read them",
+            path.display(),
+            h.size,
+            h.pages(),
+            h.page_size()
+        );
+        return Ok(());
+    }
+    // (A `-journal` beside a WAL database is never rolled back.)
+    let wal_mode = h.bytes[18] == 2 || h.bytes[19] == 2;
+    if let Some(n) = hot_journal_bytes(path).filter(|_| !wal_mode) {
+        log::info!(
+            "{}: shorter than its header says, with a {n}-byte rollback journal beside it: letting SQLite recover it",
+            path.display()
+        );
+        return Ok(());
+    }
+    // A checkpoint may have finished (and reset the WAL) between the
+    // two reads: look at the main file once more.
+    let h = Header::read(path, f)?;
+    if h.short() {
+        return Err(Failure::Fatal(format!(
+            "{} is a truncated or damaged SQLite database ({} bytes, header says {} pages of {}, and no WAL or journal beside it holds the rest; restore it from a backup)",
+            path.display(),
+            h.size,
+            h.pages(),
+            h.page_size()
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {

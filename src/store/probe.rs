@@ -91,20 +91,25 @@ pub fn missing_structure(conn: &Connection, target: Target) -> rusqlite::Result<
 
 /// Names recorded in `_migrations` (empty when the table does not exist).
 pub fn recorded_migrations(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    if !table_exists(conn, "_migrations")? {
-        return Ok(Vec::new());
-    }
-    let mut st = conn.prepare("SELECT name FROM _migrations")?;
-    let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-    rows.collect()
+    names_in(conn, "_migrations", "SELECT name FROM _migrations")
 }
 
 /// Names with status `done` in `_async_migrations`.
 pub fn done_async_migrations(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    if !table_exists(conn, "_async_migrations")? {
+    names_in(
+        conn,
+        "_async_migrations",
+        "SELECT name FROM _async_migrations WHERE status = 'done'",
+    )
+}
+
+/// The text column `sql` selects from `table`; empty when the table does
+/// not exist.
+fn names_in(conn: &Connection, table: &str, sql: &str) -> rusqlite::Result<Vec<String>> {
+    if !table_exists(conn, table)? {
         return Ok(Vec::new());
     }
-    let mut st = conn.prepare("SELECT name FROM _async_migrations WHERE status = 'done'")?;
+    let mut st = conn.prepare(sql)?;
     let rows = st.query_map([], |r| r.get::<_, String>(0))?;
     rows.collect()
 }
@@ -366,20 +371,17 @@ impl NodesDrift {
     pub fn describe(&self) -> String {
         let lower = |v: &[String]| v.iter().map(|s| s.to_lowercase()).collect::<Vec<_>>();
         let (n, i) = (lower(&self.nodes), lower(&self.inactive));
-        let only_n: Vec<&str> = self
-            .nodes
-            .iter()
-            .zip(&n)
-            .filter(|(_, l)| !i.contains(l))
-            .map(|(c, _)| c.as_str())
-            .collect();
-        let only_i: Vec<&str> = self
-            .inactive
-            .iter()
-            .zip(&i)
-            .filter(|(_, l)| !n.contains(l))
-            .map(|(c, _)| c.as_str())
-            .collect();
+        // The columns of `names` (lower-cased: `low`) missing from `other`.
+        let only = |names: &'_ [String], low: &[String], other: &[String]| -> Vec<String> {
+            names
+                .iter()
+                .zip(low)
+                .filter(|(_, l)| !other.contains(l))
+                .map(|(c, _)| c.clone())
+                .collect()
+        };
+        let only_n = only(&self.nodes, &n, &i);
+        let only_i = only(&self.inactive, &i, &n);
         let mut parts = vec![format!(
             "nodes has {} columns, inactive_nodes {}",
             self.nodes.len(),

@@ -315,6 +315,14 @@ mod tests {
         );
     }
 
+    /// A database file (any content) in a fresh directory.
+    fn some_db() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        std::fs::write(&db, b"x").unwrap();
+        (dir, db)
+    }
+
     #[test]
     fn wait_flag() {
         assert_eq!(Wait::from_flag(None), Wait::No);
@@ -327,9 +335,7 @@ mod tests {
 
     #[test]
     fn second_acquire_is_busy_and_release_frees() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("a.db");
-        std::fs::write(&db, b"x").unwrap();
+        let (_dir, db) = some_db();
         let first = acquire(&db, "prune", Wait::No).unwrap().unwrap();
         let content = std::fs::read_to_string(first.path()).unwrap();
         assert_eq!(content.trim(), std::process::id().to_string());
@@ -358,9 +364,7 @@ mod tests {
 
     #[test]
     fn bounded_wait_times_out_busy() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("a.db");
-        std::fs::write(&db, b"x").unwrap();
+        let (_dir, db) = some_db();
         let _held = acquire(&db, "vacuum", Wait::No).unwrap().unwrap();
         let err = acquire(&db, "vacuum", Wait::Up(Duration::ZERO)).unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 75);
@@ -380,9 +384,7 @@ mod tests {
 
     #[test]
     fn hold_is_reentrant_within_the_process() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("a.db");
-        std::fs::write(&db, b"x").unwrap();
+        let (_dir, db) = some_db();
         let spec = Spec {
             command: "backfill",
             wait: Wait::No,

@@ -394,6 +394,9 @@ pub fn trace_too_short_json(payload: &[u8]) -> String {
 }
 
 #[cfg(test)]
+// The test vectors are real coordinates, timestamps and tags, written as the
+// packets and the protocol documents show them.
+#[allow(clippy::unreadable_literal)]
 mod tests {
     use super::*;
 

@@ -8,19 +8,24 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, Statement};
+use rusqlite::Connection;
 
-use super::gen::{Generator, MetricsGen, ObserverRef, Packet, Tail};
+use super::gen::{Generator, MetricsGen, Packet};
 use super::{Config, Schema};
 use crate::catalog::{self, Target};
+
+mod insert;
+use insert::{
+    columns, insert_chunk, insert_dropped_and_edges, insert_metrics, insert_nodes,
+    insert_observers, Insert, OBS_COLS, TX_COLS,
+};
 
 /// Rows per write transaction (observations).
 const CHUNK_OBS: usize = 20_000;
 
-/// What was written.
-#[derive(Debug, Clone, Default)]
-pub struct Summary {
+/// Rows written per table (in report order).
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Rows {
     pub nodes: u64,
     pub observers: u64,
     pub transmissions: u64,
@@ -28,6 +33,27 @@ pub struct Summary {
     pub observer_metrics: u64,
     pub dropped_packets: u64,
     pub neighbor_edges: u64,
+}
+
+impl Rows {
+    /// (table, rows) in report order.
+    pub fn table(&self) -> [(&'static str, u64); 7] {
+        [
+            ("nodes", self.nodes),
+            ("observers", self.observers),
+            ("transmissions", self.transmissions),
+            ("observations", self.observations),
+            ("observer_metrics", self.observer_metrics),
+            ("dropped_packets", self.dropped_packets),
+            ("neighbor_edges", self.neighbor_edges),
+        ]
+    }
+}
+
+/// What was written.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub rows: Rows,
     pub anomalies: Vec<(String, u64)>,
     pub indexes: u64,
     pub journal_mode: String,
@@ -59,19 +85,12 @@ fn split_ddl(stmts: Vec<String>) -> Ddl {
 
 /// The DDL for a schema. `latest` and `seed` come from the schema catalog; `legacy`
 /// reproduces the shared legacy fixture exactly.
-pub fn schema_ddl(schema: Schema) -> Result<Ddl> {
-    Ok(split_ddl(match schema {
-        Schema::Latest => catalog_ddl(false)?,
-        Schema::Seed => catalog_ddl(true)?,
+pub fn schema_ddl(schema: Schema) -> Ddl {
+    split_ddl(match schema {
+        Schema::Latest => catalog::create_schema_sql(Target::Latest),
+        Schema::Seed => catalog::create_schema_sql(Target::Seed),
         Schema::Legacy => LEGACY_DDL.iter().map(|s| s.to_string()).collect(),
-    }))
-}
-
-/// The catalog's DDL of a fresh database (tables, indexes, view, `_migrations`
-/// rows marking every named migration done).
-fn catalog_ddl(seed: bool) -> Result<Vec<String>> {
-    let target = if seed { Target::Seed } else { Target::Latest };
-    Ok(catalog::create_schema_sql(target))
+    })
 }
 
 const LEGACY_DDL: &[&str] = &[
@@ -80,163 +99,6 @@ const LEGACY_DDL: &[&str] = &[
     "CREATE TABLE transmissions (\n    id INTEGER PRIMARY KEY AUTOINCREMENT,\n    raw_hex TEXT NOT NULL,\n    hash TEXT NOT NULL UNIQUE,\n    first_seen TEXT NOT NULL,\n    route_type INTEGER,\n    payload_type INTEGER,\n    payload_version INTEGER,\n    decoded_json TEXT,\n    created_at TEXT DEFAULT (datetime('now'))\n)",
     "CREATE TABLE observations (\n    id INTEGER PRIMARY KEY AUTOINCREMENT,\n    transmission_id INTEGER NOT NULL REFERENCES transmissions(id),\n    observer_idx INTEGER,\n    direction TEXT,\n    snr REAL,\n    rssi REAL,\n    score INTEGER,\n    path_json TEXT,\n    timestamp INTEGER NOT NULL\n)",
 ];
-
-fn columns(conn: &Connection, table: &str) -> Result<Vec<String>> {
-    let mut st = conn.prepare(&format!("PRAGMA table_info(\"{table}\")"))?;
-    let cols = st
-        .query_map([], |r| r.get::<_, String>(1))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(cols)
-}
-
-/// An INSERT over the known columns the table actually has.
-struct Insert<'c> {
-    stmt: Statement<'c>,
-    cols: Vec<usize>,
-}
-
-impl<'c> Insert<'c> {
-    fn new(
-        conn: &'c Connection,
-        table: &str,
-        known: &[&str],
-        extra: &str,
-    ) -> Result<Option<Insert<'c>>> {
-        let have = columns(conn, table)?;
-        if have.is_empty() {
-            return Ok(None);
-        }
-        let cols: Vec<usize> = (0..known.len())
-            .filter(|i| {
-                known[*i] == "rowid" || have.iter().any(|c| c.eq_ignore_ascii_case(known[*i]))
-            })
-            .collect();
-        let names: Vec<&str> = cols.iter().map(|i| known[*i]).collect();
-        let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-        let sql = format!(
-            "INSERT {extra} INTO \"{table}\" ({}) VALUES ({})",
-            names.join(", "),
-            marks.join(", ")
-        );
-        let stmt = conn
-            .prepare(&sql)
-            .with_context(|| format!("preparing {sql}"))?;
-        Ok(Some(Insert { stmt, cols }))
-    }
-
-    fn run<'r>(&mut self, value: impl Fn(usize) -> ToSqlOutput<'r>) -> Result<()> {
-        for (pos, c) in self.cols.iter().enumerate() {
-            self.stmt.raw_bind_parameter(pos + 1, value(*c))?;
-        }
-        self.stmt.raw_execute()?;
-        Ok(())
-    }
-}
-
-fn t(s: &str) -> ToSqlOutput<'_> {
-    ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))
-}
-fn i(v: i64) -> ToSqlOutput<'static> {
-    ToSqlOutput::Borrowed(ValueRef::Integer(v))
-}
-fn r(v: f64) -> ToSqlOutput<'static> {
-    ToSqlOutput::Borrowed(ValueRef::Real(v))
-}
-fn null() -> ToSqlOutput<'static> {
-    ToSqlOutput::Borrowed(ValueRef::Null)
-}
-fn ot(v: &Option<String>) -> ToSqlOutput<'_> {
-    v.as_deref().map_or(null(), t)
-}
-fn oi(v: Option<i64>) -> ToSqlOutput<'static> {
-    v.map_or(null(), i)
-}
-fn or(v: Option<f64>) -> ToSqlOutput<'static> {
-    v.map_or(null(), r)
-}
-
-const TX_COLS: &[&str] = &[
-    "id",
-    "raw_hex",
-    "hash",
-    "first_seen",
-    "route_type",
-    "payload_type",
-    "payload_version",
-    "decoded_json",
-    "from_pubkey",
-    "created_at",
-    "channel_hash",
-    "last_seen",
-    "scope_name",
-];
-const OBS_COLS: &[&str] = &[
-    "id",
-    "transmission_id",
-    "observer_idx",
-    "direction",
-    "snr",
-    "rssi",
-    "score",
-    "path_json",
-    "timestamp",
-    "raw_hex",
-    "resolved_path",
-];
-const NODE_COLS: &[&str] = &[
-    "public_key",
-    "name",
-    "role",
-    "lat",
-    "lon",
-    "last_seen",
-    "first_seen",
-    "advert_count",
-    "battery_mv",
-    "temperature_c",
-    "foreign_advert",
-    "multibyte_sup",
-];
-const OBSERVER_COLS: &[&str] = &[
-    "rowid",
-    "id",
-    "name",
-    "iata",
-    "last_seen",
-    "first_seen",
-    "packet_count",
-    "model",
-    "firmware",
-    "client_version",
-    "radio",
-    "battery_mv",
-    "uptime_secs",
-    "noise_floor",
-    "inactive",
-    "last_packet_at",
-];
-const METRIC_COLS: &[&str] = &[
-    "observer_id",
-    "timestamp",
-    "noise_floor",
-    "tx_air_secs",
-    "rx_air_secs",
-    "recv_errors",
-    "battery_mv",
-    "packets_sent",
-    "packets_recv",
-];
-const DROPPED_COLS: &[&str] = &[
-    "hash",
-    "raw_hex",
-    "reason",
-    "observer_id",
-    "observer_name",
-    "node_pubkey",
-    "node_name",
-    "dropped_at",
-];
-const EDGE_COLS: &[&str] = &["node_a", "node_b", "count", "last_seen"];
 
 fn temp_path(path: &Path) -> PathBuf {
     let mut name = path
@@ -271,7 +133,7 @@ pub fn write_database(
     replace: bool,
     progress: &dyn Fn(u64, u64, &str),
 ) -> Result<Summary> {
-    let ddl = schema_ddl(cfg.schema)?;
+    let ddl = schema_ddl(cfg.schema);
     let tmp = temp_path(path);
     remove_db_files(&tmp)?;
     let mut summary = Summary::default();
@@ -292,7 +154,7 @@ pub fn write_database(
                 .with_context(|| format!("creating schema: {s}"))?;
         }
         write_rows(cfg, &conn, &mut summary, progress)?;
-        progress(summary.observations, cfg.observations, "indexes");
+        progress(summary.rows.observations, cfg.observations, "indexes");
         summary.seconds_rows = started.elapsed().as_secs_f64();
 
         let idx_start = Instant::now();
@@ -387,115 +249,6 @@ fn write_tail(cfg: &Config, conn: &Connection, g: Generator, s: &mut Summary) ->
     Ok(())
 }
 
-fn insert_nodes(conn: &Connection, tail: &Tail, s: &mut Summary) -> Result<()> {
-    if let Some(mut ins) = Insert::new(conn, "nodes", NODE_COLS, "")? {
-        for n in &tail.nodes {
-            ins.run(|c| match c {
-                0 => t(&n.public_key),
-                1 => t(&n.name),
-                2 => t(&n.role),
-                3 => or(n.lat),
-                4 => or(n.lon),
-                5 => t(&n.last_seen),
-                6 => t(&n.first_seen),
-                7 => i(n.advert_count),
-                8 => oi(n.battery_mv),
-                9 => or(n.temperature_c),
-                10 => i(0),
-                _ => i(n.multibyte_sup),
-            })?;
-            s.nodes += 1;
-        }
-    }
-    Ok(())
-}
-
-fn insert_observers(conn: &Connection, tail: &Tail, s: &mut Summary) -> Result<()> {
-    if let Some(mut ins) = Insert::new(conn, "observers", OBSERVER_COLS, "")? {
-        for o in &tail.observers {
-            ins.run(|c| match c {
-                0 => i(o.rowid),
-                1 => t(&o.id),
-                2 => t(&o.name),
-                3 => t(&o.iata),
-                4 => t(&o.last_seen),
-                5 => t(&o.first_seen),
-                6 => i(o.packet_count),
-                7 => ot(&o.model),
-                8 => ot(&o.firmware),
-                9 => t(&o.client_version),
-                10 => t(&o.radio),
-                11 => oi(o.battery_mv),
-                12 => oi(o.uptime_secs),
-                13 => or(o.noise_floor),
-                14 => i(0),
-                _ => ot(&o.last_packet_at),
-            })?;
-            s.observers += 1;
-        }
-    }
-    Ok(())
-}
-
-fn insert_dropped_and_edges(conn: &Connection, tail: &Tail, s: &mut Summary) -> Result<()> {
-    if let Some(mut ins) = Insert::new(conn, "dropped_packets", DROPPED_COLS, "")? {
-        for d in &tail.dropped {
-            ins.run(|c| match c {
-                0 => t(&d.hash),
-                1 => t(&d.raw_hex),
-                2 => t(&d.reason),
-                3 => t(&d.observer_id),
-                4 => t(&d.observer_name),
-                5 => t(&d.node_pubkey),
-                6 => t(&d.node_name),
-                _ => t(&d.dropped_at),
-            })?;
-            s.dropped_packets += 1;
-        }
-    }
-    if let Some(mut ins) = Insert::new(conn, "neighbor_edges", EDGE_COLS, "OR IGNORE")? {
-        for e in &tail.edges {
-            ins.run(|c| match c {
-                0 => t(&e.node_a),
-                1 => t(&e.node_b),
-                2 => i(e.count),
-                _ => t(&e.last_seen),
-            })?;
-            s.neighbor_edges += 1;
-        }
-    }
-    Ok(())
-}
-
-/// `observer_metrics`, committed every 100 000 rows.
-fn insert_metrics(conn: &Connection, metrics: MetricsGen, s: &mut Summary) -> Result<()> {
-    let Some(mut ins) = Insert::new(conn, "observer_metrics", METRIC_COLS, "")? else {
-        return Ok(());
-    };
-    let mut n = 0usize;
-    conn.execute_batch("BEGIN")?;
-    for m in metrics {
-        ins.run(|c| match c {
-            0 => t(&m.observer_id),
-            1 => t(&m.timestamp),
-            2 => r(m.noise_floor),
-            3 => i(m.tx_air_secs),
-            4 => i(m.rx_air_secs),
-            5 => i(m.recv_errors),
-            6 => oi(m.battery_mv),
-            7 => i(m.packets_sent),
-            _ => i(m.packets_recv),
-        })?;
-        s.observer_metrics += 1;
-        n += 1;
-        if n % 100_000 == 0 {
-            conn.execute_batch("COMMIT; BEGIN")?;
-        }
-    }
-    conn.execute_batch("COMMIT")?;
-    Ok(())
-}
-
 /// Bookkeeping: the catalog marks every migration done; the path_json backfill
 /// is not done while rows still wait for it, and times are the data's, not the
 /// clock's (deterministic output).
@@ -549,57 +302,4 @@ fn produce(cfg: &Config, sender: &mpsc::SyncSender<Vec<Packet>>) -> Generator {
         let _ = sender.send(chunk);
     }
     g
-}
-
-/// One chunk of packets in one transaction; returns the observations written.
-fn insert_chunk(
-    conn: &Connection,
-    tx_ins: &mut Insert<'_>,
-    obs_ins: &mut Insert<'_>,
-    chunk: &[Packet],
-    s: &mut Summary,
-) -> Result<u64> {
-    let mut written = 0u64;
-    conn.execute_batch("BEGIN")?;
-    for p in chunk {
-        let x = &p.tx;
-        tx_ins.run(|c| match c {
-            0 => i(x.id),
-            1 => t(&x.raw_hex),
-            2 => t(&x.hash),
-            3 => t(&x.first_seen),
-            4 => i(x.route_type),
-            5 => i(x.payload_type),
-            6 => oi(x.payload_version),
-            7 => t(&x.decoded_json),
-            8 => ot(&x.from_pubkey),
-            9 => t(&x.created_at),
-            10 => ot(&x.channel_hash),
-            11 => i(x.last_seen),
-            _ => ot(&x.scope_name),
-        })?;
-        for o in &p.obs {
-            obs_ins.run(|c| match c {
-                0 => i(o.id),
-                1 => i(o.transmission_id),
-                2 => match &o.observer {
-                    ObserverRef::Idx(v) => i(*v),
-                    ObserverRef::Text(v) => t(v),
-                },
-                3 => o.direction.map_or(null(), t),
-                4 => or(o.snr),
-                5 => or(o.rssi),
-                6 => oi(o.score),
-                7 => ot(&o.path_json),
-                8 => i(o.timestamp),
-                9 => ot(&o.raw_hex),
-                _ => ot(&o.resolved_path),
-            })?;
-        }
-        s.transmissions += 1;
-        s.observations += p.obs.len() as u64;
-        written += p.obs.len() as u64;
-    }
-    conn.execute_batch("COMMIT")?;
-    Ok(written)
 }

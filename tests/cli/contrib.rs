@@ -1,4 +1,4 @@
-//! contrib/ (issue 7): the systemd units pass `systemd-analyze verify`, the
+//! contrib/ (the scheduling files for operators): the systemd units pass `systemd-analyze verify`, the
 //! drop-in applies to a server unit, timers and cron have the documented
 //! cadence, and every command they run exists.
 

@@ -1,4 +1,4 @@
-//! Logging (issue 7): under systemd (JOURNAL_STREAM names stderr) lines carry
+//! Logging on stderr: under systemd (JOURNAL_STREAM names stderr) lines carry
 //! sd-daemon priority prefixes and no timestamps; otherwise env_logger's
 //! format, without colour when stderr is not a terminal.
 

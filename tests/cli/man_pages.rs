@@ -1,5 +1,5 @@
 //! man pages (committed in man/, generated from the clap definition) and
-//! shell completions (issue 7).
+//! shell completions, the operator's documentation generated from the CLI.
 
 use crate::harness::common;
 

@@ -1,4 +1,4 @@
-//! `--metrics-file` (issue 7): valid Prometheus text (promtool where
+//! `--metrics-file` for node_exporter's textfile collector: valid Prometheus text (promtool where
 //! installed), shared by commands, last success kept on failure, replaced
 //! atomically under a concurrent reader.
 

@@ -1,6 +1,6 @@
-//! Issue 11 (open what SQLite can open; say why, even with -q) and issue 12
-//! (one definition of a CoreScope database; FIFO, long path and disk-full
-//! messages): how corescope opens a database and reports a failure.
+//! Opening a database: open what SQLite can open and say why not, even
+//! with -q; one definition of a CoreScope database; the FIFO, long-path and
+//! disk-full messages. How corescope opens a database and reports a failure.
 //!
 //! - A main file shorter than its header says while the `-wal` holds the
 //!   pages (mid-checkpoint, after a crash or a full disk) opens, and every
@@ -692,6 +692,7 @@ impl SmallFs {
         let c = std::ffi::CString::new(self.path().as_os_str().as_bytes()).unwrap();
         // SAFETY: statvfs on a NUL-terminated path into a zeroed struct.
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is NUL-terminated and `st` is a valid, writable statvfs.
         assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
         st.f_bavail as u64 * st.f_frsize as u64
     }

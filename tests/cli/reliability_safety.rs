@@ -1,5 +1,6 @@
-//! Issue 12 (items 1, 2, 4, 6 and the config shape of 8): no command can
-//! destroy what it was not asked to touch, and no input makes it panic.
+//! Safety of every target a command writes (the database, output files,
+//! lock and metrics files, and the config's shape): no command can destroy
+//! what it was not asked to touch, and no input makes it panic.
 //! Every case runs the real binary and asserts the exit code, the message,
 //! and that the database and every existing target stay byte-identical
 //! where nothing may change.
@@ -367,13 +368,13 @@ fn run_lock_symlink_or_hard_link_is_refused_and_its_target_untouched() {
 
     let link_kinds: [(&str, &dyn Fn()); 3] = [
         ("symbolic link", &|| {
-            std::os::unix::fs::symlink(&victim, &lock).unwrap()
+            std::os::unix::fs::symlink(&victim, &lock).unwrap();
         }),
         ("symbolic link", &|| {
-            std::os::unix::fs::symlink(&created, &lock).unwrap()
+            std::os::unix::fs::symlink(&created, &lock).unwrap();
         }),
         ("hard links", &|| {
-            std::fs::hard_link(&victim, &lock).unwrap()
+            std::fs::hard_link(&victim, &lock).unwrap();
         }),
     ];
     for (says, plant) in link_kinds {
@@ -488,7 +489,9 @@ fn closed_pipe() -> Stdio {
     let mut fds = [0i32; 2];
     // SAFETY: pipe fills two descriptors we then own; the read end is closed at once.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: closes the read end, which nothing else uses.
     unsafe { libc::close(fds[0]) };
+    // SAFETY: the write end is open and owned by nothing else; the Stdio takes it.
     Stdio::from(unsafe { OwnedFd::from_raw_fd(fds[1]) })
 }
 
@@ -599,4 +602,34 @@ fn config_that_is_not_an_object_is_refused_naming_the_file() {
             assert_eq!(listing(dir.path()), before);
         }
     }
+}
+
+#[test]
+fn output_and_metrics_files_that_are_fifos_are_refused_unopened() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_db(dir.path(), "x.db");
+    let fifo = dir.path().join("pipe.json");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let before = std::fs::read(&db).unwrap();
+    let f = fifo.display().to_string();
+    for args in [
+        vec!["graph", "dump", "-o", f.as_str()],
+        vec!["check", "--metrics-file", f.as_str()],
+    ] {
+        let r = run(&args, &db);
+        assert_eq!(r.code, Some(2), "{args:?}: {}", r.stderr);
+        error_line(
+            &r.stderr,
+            &[&f, "is a FIFO (named pipe), not a regular file"],
+        );
+    }
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_eq!(std::fs::read(&db).unwrap(), before);
 }

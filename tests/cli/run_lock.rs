@@ -1,4 +1,4 @@
-//! The run lock (issue 7): a held lock gives exit 75 with the holder's pid,
+//! The run lock of write commands on a database: a held lock gives exit 75 with the holder's pid,
 //! `--wait` waits until it is released, killing the holder frees it at once,
 //! and bad paths or dry runs leave no lock file behind.
 
@@ -29,6 +29,7 @@ fn hold(path: &Path, pid: u32) -> File {
         .truncate(true)
         .open(path)
         .unwrap();
+    // SAFETY: flock on the descriptor of `f`, which is open for this call.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     assert_eq!(rc, 0, "test could not take {}", path.display());
     writeln!(f, "{pid}").unwrap();
@@ -145,11 +146,16 @@ fn killing_the_holder_frees_the_lock_at_once() {
     let lock = lock_file(&db, "migrate");
     let cpath = CString::new(lock.as_os_str().as_bytes()).unwrap();
     let mut fds = [0i32; 2];
+    // SAFETY: pipe writes two descriptors into the two-element array.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     // A separate holder process: only async-signal-safe calls after fork.
+    // SAFETY: the child only makes async-signal-safe calls and never returns
+    // into the test harness (it exits or pauses until killed).
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
+        // SAFETY: async-signal-safe calls on a NUL-terminated path that lives
+        // until the child ends, and on the pipe's write end.
         unsafe {
             let fd = libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_CREAT, 0o644);
             if fd < 0 || libc::flock(fd, libc::LOCK_EX) != 0 {
@@ -161,9 +167,11 @@ fn killing_the_holder_frees_the_lock_at_once() {
             }
         }
     }
+    // SAFETY: closes the parent's copy of the write end, owned by this test.
     unsafe { libc::close(fds[1]) };
     let mut b = [0u8; 1];
     assert_eq!(
+        // SAFETY: reads at most one byte into the one-byte buffer.
         unsafe { libc::read(fds[0], b.as_mut_ptr().cast(), 1) },
         1,
         "holder did not take the lock"
@@ -174,6 +182,8 @@ fn killing_the_holder_frees_the_lock_at_once() {
         .assert()
         .code(75);
     // kill -9 the holder: no cleanup runs, the kernel releases the lock.
+    // SAFETY: signals and reaps the child forked above, then closes the read
+    // end this test owns.
     unsafe {
         libc::kill(pid, libc::SIGKILL);
         let mut status = 0;

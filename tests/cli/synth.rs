@@ -1,4 +1,5 @@
-//! End-to-end tests of `corescope synth` and `corescope demo` (issue 6).
+//! End-to-end tests of `corescope synth` and `corescope demo`: realistic
+//! synthetic databases of every schema, reproducible from a seed.
 
 use crate::harness::common;
 

@@ -297,13 +297,7 @@ impl Generator {
 /// Route type of a packet of type `ptype`, from one uniform draw `r`.
 fn route_type_for(ptype: u8, r: f64) -> u8 {
     match ptype {
-        enc::ADVERT | enc::GRP_TXT | enc::GRP_DATA => {
-            if r < 0.95 {
-                1
-            } else {
-                0
-            }
-        }
+        enc::ADVERT | enc::GRP_TXT | enc::GRP_DATA => u8::from(r < 0.95),
         enc::TRACE | enc::CONTROL => 2,
         enc::ACK => {
             if r < 0.5 {
