@@ -323,3 +323,62 @@ pub fn checkpoint(
     }
     Ok(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn results_serialise_with_the_report_keys() {
+        let v = VacuumResult {
+            auto_vacuum: 2,
+            pages_requested: 16,
+            vacuumed_pages: 3,
+            freed_bytes: 12_288,
+            freelist_after: 5,
+            busy: false,
+            ran: true,
+            note: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&v).unwrap(),
+            json!({"auto_vacuum": "incremental", "pages_requested": 16, "vacuumed_pages": 3,
+                   "freed_bytes": 12_288, "freelist_pages_after": 5, "busy": false, "ran": true,
+                   "note": null})
+        );
+        let c = CheckpointResult {
+            mode: "truncate",
+            journal_mode: "wal".into(),
+            truncated: Some(false),
+            reason: Some("r".into()),
+            wait_limit_ms: Some(100),
+            log_frames: 4,
+            checkpointed_frames: 4,
+            wal_bytes_before: 10,
+            wal_bytes_after: 11,
+            busy: true,
+        };
+        assert_eq!(
+            serde_json::to_value(&c).unwrap(),
+            json!({"mode": "truncate", "journal_mode": "wal", "busy": true, "truncated": false,
+                   "reason": "r", "wait_limit_ms": 100, "log_frames": 4, "checkpointed_frames": 4,
+                   "wal_bytes_before": 10, "wal_bytes_after": 11})
+        );
+    }
+
+    #[test]
+    fn file_sizes_measure_the_file_and_its_wal() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.db");
+        std::fs::write(&p, [0u8; 7]).unwrap();
+        let mut s = FileSizes::before(&p);
+        std::fs::write(wal_path(&p), [0u8; 3]).unwrap();
+        s.measure_after(&p);
+        assert_eq!(
+            serde_json::to_value(s).unwrap(),
+            json!({"file_bytes_before": 7, "wal_bytes_before": 0,
+                   "file_bytes_after": 7, "wal_bytes_after": 3})
+        );
+    }
+}

@@ -265,3 +265,50 @@ impl Report for PruneReport {
         h
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(status: &'static str, deleted: u64) -> KindReport {
+        let mut r = KindReport {
+            days: Some(7),
+            cutoff: Some(0),
+            status,
+            ..KindReport::default()
+        };
+        r.stats.deleted = deleted;
+        r.stats.unparseable = 1;
+        r
+    }
+
+    #[test]
+    fn json_sums_metrics_and_nulls_cutoffs_of_kinds_that_did_not_run() {
+        let mut ob = kind("done", 2);
+        ob.metrics_of_inactive = 5;
+        let rows = vec![
+            (PruneKind::Observers, ob),
+            (PruneKind::Metrics, kind("incomplete", 3)),
+            (PruneKind::Edges, kind("not reached", 0)),
+        ];
+        let r = PruneReport::new("x.db".into(), true, 0, 16, rows, false, Space::default());
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["deleted"]["metrics"], 8);
+        assert_eq!(j["deleted"]["metrics_of_inactive_observers"], 5);
+        assert_eq!(j["deleted"]["transmissions"], 0);
+        assert_eq!(j["cutoffs"]["metrics"], "1970-01-01T00:00:00Z");
+        assert_eq!(j["cutoffs"]["edges"], serde_json::Value::Null);
+        assert_eq!(j["kinds"]["edges"]["cutoff"], "1970-01-01T00:00:00Z");
+        assert_eq!(j["vacuum"], serde_json::Value::Null);
+        assert_eq!(j["wal_bytes_after"], 0);
+        let h = r.human();
+        assert!(
+            h.contains("x.db: dry run with now = 1970-01-01T00:00:00Z"),
+            "{h}"
+        );
+        assert!(
+            h.contains("note: 3 rows have a time that does not parse"),
+            "{h}"
+        );
+    }
+}
