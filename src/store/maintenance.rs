@@ -1,13 +1,16 @@
 //! Space and WAL maintenance on an open write handle: incremental vacuum
-//! under the lock budget and WAL checkpoints (shared by `vacuum` and
-//! `prune`).
+//! in batches of the engine and WAL checkpoints under the lock budget
+//! (shared by `vacuum` and `prune`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde_json::{json, Value};
+use serde::Serialize;
 
+use rusqlite::Connection;
+
+use super::engine::Engine;
 use super::{file_len, wal_path, WriteDb};
 use crate::error::is_busy;
 
@@ -21,37 +24,59 @@ pub fn auto_vacuum_name(v: i64) -> &'static str {
     }
 }
 
-/// Result of one incremental vacuum.
-#[derive(Debug, Clone, Default)]
+// serde hands `serialize_with` functions a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn serialize_auto_vacuum<S: serde::Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(auto_vacuum_name(*v))
+}
+
+/// The sizes of the database file and its `-wal` before and after a
+/// maintenance run (keys of the `prune` and `vacuum` reports).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct FileSizes {
+    pub file_bytes_before: u64,
+    pub file_bytes_after: u64,
+    pub wal_bytes_before: u64,
+    pub wal_bytes_after: u64,
+}
+
+impl FileSizes {
+    /// The sizes now, as the `before` pair.
+    pub fn before(path: &Path) -> FileSizes {
+        FileSizes {
+            file_bytes_before: file_len(path),
+            wal_bytes_before: file_len(&wal_path(path)),
+            ..FileSizes::default()
+        }
+    }
+
+    /// Record the sizes now as the `after` pair.
+    pub fn measure_after(&mut self, path: &Path) {
+        self.file_bytes_after = file_len(path);
+        self.wal_bytes_after = file_len(&wal_path(path));
+    }
+}
+
+/// Result of one incremental vacuum (as JSON: the `vacuum` object of the
+/// `prune` and `vacuum` reports).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct VacuumResult {
+    /// `PRAGMA auto_vacuum`, serialised as its name.
+    #[serde(serialize_with = "serialize_auto_vacuum")]
     pub auto_vacuum: i64,
     pub pages_requested: i64,
     pub vacuumed_pages: i64,
     pub freed_bytes: i64,
+    #[serde(rename = "freelist_pages_after")]
     pub freelist_after: i64,
     pub busy: bool,
     pub ran: bool,
     pub note: Option<String>,
 }
 
-impl VacuumResult {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "auto_vacuum": auto_vacuum_name(self.auto_vacuum),
-            "pages_requested": self.pages_requested,
-            "vacuumed_pages": self.vacuumed_pages,
-            "freed_bytes": self.freed_bytes,
-            "freelist_pages_after": self.freelist_after,
-            "busy": self.busy,
-            "ran": self.ran,
-            "note": self.note,
-        })
-    }
-}
-
-pub fn pragma_i64(db: &WriteDb, name: &str) -> anyhow::Result<i64> {
-    db.conn()
-        .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+/// `PRAGMA name` as a number.
+pub fn pragma_i64(conn: &Connection, name: &str) -> anyhow::Result<i64> {
+    conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
         .with_context(|| format!("reading PRAGMA {name}"))
 }
 
@@ -71,49 +96,47 @@ pub fn conversion_note(auto_vacuum: i64, path: &Path) -> String {
     }
 }
 
-/// `PRAGMA incremental_vacuum` for up to `pages` pages, in adaptive chunks of
-/// write transactions under `max_lock_ms` (their lock holds are measured),
-/// only when auto_vacuum is INCREMENTAL. A busy database is reported, not an
-/// error.
-pub fn incremental(db: &mut WriteDb, pages: i64, max_lock_ms: u64) -> anyhow::Result<VacuumResult> {
-    let av = pragma_i64(db, "auto_vacuum")?;
+/// `PRAGMA incremental_vacuum` for up to `pages` pages, in chunks that are
+/// batches of the engine (each its own write transaction, sized to the lock
+/// budget from the measured holds), only when auto_vacuum is INCREMENTAL.
+/// `path` names the database in the note of a database in another mode. A
+/// busy database is reported, not an error. The deadline does not apply:
+/// freeing pages is short and the next run would only repeat it.
+pub fn incremental(eng: &mut Engine, path: &Path, pages: i64) -> anyhow::Result<VacuumResult> {
+    let av = pragma_i64(eng.conn(), "auto_vacuum")?;
     let mut r = VacuumResult {
         auto_vacuum: av,
         pages_requested: pages,
         ..VacuumResult::default()
     };
-    r.freelist_after = pragma_i64(db, "freelist_count")?;
+    r.freelist_after = pragma_i64(eng.conn(), "freelist_count")?;
     if av != 2 {
-        r.note = Some(conversion_note(av, db.path()));
+        r.note = Some(conversion_note(av, path));
         return Ok(r);
     }
     if pages <= 0 {
         r.note = Some("incremental vacuum skipped (0 pages requested)".into());
         return Ok(r);
     }
-    let page_size = pragma_i64(db, "page_size")?;
-    let before = pragma_i64(db, "page_count")?;
-    // In chunks, each its own write transaction, so the lock hold stays
-    // under `max_lock_ms` however large the file: the chunk doubles while a
-    // transaction takes under a quarter of the budget and halves above half.
-    let budget = Duration::from_millis(max_lock_ms.max(1));
-    let mut chunk: i64 = pages.min(64);
+    let page_size = pragma_i64(eng.conn(), "page_size")?;
+    let before = pragma_i64(eng.conn(), "page_count")?;
     let mut remaining = pages;
     while remaining > 0 {
-        let n = chunk.min(remaining);
+        let n = i64::try_from(eng.batch_size())
+            .unwrap_or(i64::MAX)
+            .min(remaining);
         let sql = format!("PRAGMA incremental_vacuum({n})");
-        let t0 = Instant::now();
-        let freed = match db.write(|tx| {
+        let freed = match eng.batch(|tx| {
             // The pragma yields one row per freed page: step it to the end.
             let mut st = tx.prepare(&sql)?;
             let mut rows = st.query([])?;
-            let mut k = 0i64;
+            let mut k = 0usize;
             while rows.next()?.is_some() {
                 k += 1;
             }
-            Ok(k)
+            Ok((k, k))
         }) {
-            Ok(k) => k,
+            Ok(k) => i64::try_from(k)?,
             Err(e) if crate::error::exit_code(&e) == crate::error::EXIT_BUSY => {
                 r.busy = true;
                 r.note = Some("incremental vacuum stopped: the database was busy (another writer held the lock past the busy timeout); the next run vacuums".into());
@@ -123,28 +146,26 @@ pub fn incremental(db: &mut WriteDb, pages: i64, max_lock_ms: u64) -> anyhow::Re
         };
         r.ran = true;
         remaining -= n;
-        let el = t0.elapsed();
         if freed < n {
             break; // freelist exhausted
         }
-        if el < budget / 4 {
-            chunk = (chunk * 2).min(1024);
-        } else if el > budget / 2 {
-            chunk = (chunk / 2).max(8);
-        }
     }
-    let after = pragma_i64(db, "page_count")?;
+    let after = pragma_i64(eng.conn(), "page_count")?;
     r.vacuumed_pages = (before - after).max(0);
     r.freed_bytes = r.vacuumed_pages * page_size;
-    r.freelist_after = pragma_i64(db, "freelist_count")?;
+    r.freelist_after = pragma_i64(eng.conn(), "freelist_count")?;
     Ok(r)
 }
 
-/// Result of a WAL checkpoint.
-#[derive(Debug, Clone, Default)]
+/// Result of a WAL checkpoint (as JSON: the `checkpoint` object of the
+/// `prune` and `vacuum` reports).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct CheckpointResult {
+    /// `passive` or `truncate`.
     pub mode: &'static str,
+    /// The database's journal mode (a checkpoint does something in `wal` only).
     pub journal_mode: String,
+    /// A reader or writer kept the checkpoint from finishing (not an error).
     pub busy: bool,
     /// TRUNCATE only: whether the WAL was reset to zero bytes.
     pub truncated: Option<bool>,
@@ -190,21 +211,6 @@ impl CheckpointResult {
                 self.wal_bytes_after
             )
         }
-    }
-
-    pub fn to_json(&self) -> Value {
-        json!({
-            "mode": self.mode,
-            "journal_mode": self.journal_mode,
-            "busy": self.busy,
-            "truncated": self.truncated,
-            "reason": self.reason,
-            "wait_limit_ms": self.wait_limit_ms,
-            "log_frames": self.log_frames,
-            "checkpointed_frames": self.checkpointed_frames,
-            "wal_bytes_before": self.wal_bytes_before,
-            "wal_bytes_after": self.wal_bytes_after,
-        })
     }
 }
 
@@ -316,4 +322,63 @@ pub fn checkpoint(
         );
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn results_serialise_with_the_report_keys() {
+        let v = VacuumResult {
+            auto_vacuum: 2,
+            pages_requested: 16,
+            vacuumed_pages: 3,
+            freed_bytes: 12_288,
+            freelist_after: 5,
+            busy: false,
+            ran: true,
+            note: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&v).unwrap(),
+            json!({"auto_vacuum": "incremental", "pages_requested": 16, "vacuumed_pages": 3,
+                   "freed_bytes": 12_288, "freelist_pages_after": 5, "busy": false, "ran": true,
+                   "note": null})
+        );
+        let c = CheckpointResult {
+            mode: "truncate",
+            journal_mode: "wal".into(),
+            truncated: Some(false),
+            reason: Some("r".into()),
+            wait_limit_ms: Some(100),
+            log_frames: 4,
+            checkpointed_frames: 4,
+            wal_bytes_before: 10,
+            wal_bytes_after: 11,
+            busy: true,
+        };
+        assert_eq!(
+            serde_json::to_value(&c).unwrap(),
+            json!({"mode": "truncate", "journal_mode": "wal", "busy": true, "truncated": false,
+                   "reason": "r", "wait_limit_ms": 100, "log_frames": 4, "checkpointed_frames": 4,
+                   "wal_bytes_before": 10, "wal_bytes_after": 11})
+        );
+    }
+
+    #[test]
+    fn file_sizes_measure_the_file_and_its_wal() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.db");
+        std::fs::write(&p, [0u8; 7]).unwrap();
+        let mut s = FileSizes::before(&p);
+        std::fs::write(wal_path(&p), [0u8; 3]).unwrap();
+        s.measure_after(&p);
+        assert_eq!(
+            serde_json::to_value(s).unwrap(),
+            json!({"file_bytes_before": 7, "wal_bytes_before": 0,
+                   "file_bytes_after": 7, "wal_bytes_after": 3})
+        );
+    }
 }

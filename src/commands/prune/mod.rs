@@ -1,0 +1,164 @@
+//! `corescope prune`: CoreScope's retention in short, batched
+//! write transactions, comparing stored times as instants.
+//!
+//! Design (docs/prune.md has the long form):
+//! - Cutoffs are computed once from `--now` and compared as epoch seconds
+//!   (`timeutil::parse_instant`), never as text. NULL and unparseable values
+//!   are never deleted and are counted.
+//! - Each kind walks its table in batches on the store's engine ([`walk`]);
+//!   a packet batch deletes transmissions together with all their
+//!   observations; a node batch copies by column name and deletes.
+//! - `--dry-run` walks exactly the same rows on a read-only handle and counts.
+//!
+//! Files: [`settings`] (config and flags), [`kinds`] (what each kind walks
+//! and does), [`walk`] (the batched walk), [`report`] (the report).
+
+mod kinds;
+mod report;
+mod settings;
+mod walk;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use self::kinds::{KindReport, Runner};
+use self::report::{PruneReport, Space};
+pub use self::settings::{resolve_settings, selected_kinds, Settings, ORDER};
+pub use self::walk::OBSERVER_METRICS_PENDING;
+use crate::cli::{PruneArgs, PruneKind};
+use crate::context::Ctx;
+use crate::error::Failure;
+use crate::report::{ms, Outcome};
+use crate::retention::cutoff_for;
+use crate::store::engine::{self, Engine, Target};
+use crate::store::maintenance::{checkpoint, incremental, FileSizes, VacuumResult};
+use crate::store::{Deadline, ReadOnlyDb, WriteDb};
+use crate::timeutil;
+
+/// What the kinds of one run did, in CoreScope's order.
+struct KindsDone {
+    rows: Vec<(PruneKind, KindReport)>,
+    complete: bool,
+    /// The incremental vacuum after the kinds (real runs only).
+    vacuum: Option<VacuumResult>,
+}
+
+pub fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<Outcome> {
+    let settings = resolve_settings(&ctx.config, args).map_err(Failure::Usage)?;
+    let now = timeutil::parse_now(
+        args.now.as_deref(),
+        timeutil::now_epoch(),
+        args.allow_any_now,
+    )
+    .map_err(|e| Failure::Usage(format!("--now: {e}")))?;
+    let kinds = selected_kinds(&args.only, &args.skip);
+    let path = &ctx.db_path;
+    let (done, space) = if args.dry_run {
+        let db = ReadOnlyDb::open(path, ctx.busy_timeout_ms)?;
+        db.require_ready()?;
+        let mut space = Space {
+            sizes: FileSizes::before(path),
+            ..Space::default()
+        };
+        let done = run_kinds(path, Target::DryRun(&db), args, &settings, &kinds, now)?;
+        space.sizes.measure_after(path);
+        (done, space)
+    } else {
+        let mut db = WriteDb::open(path, &ctx.open_options(false))?;
+        db.require_ready()?;
+        let sizes = FileSizes::before(path);
+        let done = run_kinds(path, Target::Write(&mut db), args, &settings, &kinds, now)?;
+        let mut space = Space {
+            vacuum: done.vacuum.clone(),
+            checkpoint: Some(checkpoint(
+                &mut db,
+                args.truncate_wal,
+                args.write.max_lock_ms,
+            )?),
+            max_lock_hold_ms: db.max_lock_hold_ms(),
+            sizes,
+        };
+        space.sizes.measure_after(path);
+        (done, space)
+    };
+    let report = PruneReport::new(
+        path.display().to_string(),
+        args.dry_run,
+        now,
+        settings.vacuum_pages,
+        done.rows,
+        done.complete,
+        space,
+    );
+    Outcome::from_report(&report)
+}
+
+/// Run every kind in CoreScope's order on one engine: selected kinds with a
+/// retention run until `--max-seconds`; the others are reported with why
+/// they did not run. A real run then vacuums incrementally.
+fn run_kinds(
+    path: &Path,
+    target: Target,
+    args: &PruneArgs,
+    settings: &Settings,
+    kinds: &[PruneKind],
+    now: i64,
+) -> anyhow::Result<KindsDone> {
+    let dry = target.is_dry_run();
+    let mut eng = Engine::new(
+        target,
+        engine::Settings {
+            max_lock_ms: args.write.max_lock_ms,
+            deadline: Deadline::new(args.write.max_seconds),
+        },
+    )
+    .context("preparing prune's connection for batched writes")?;
+    let mut runner = Runner {
+        budget: Duration::from_micros(args.write.max_lock_ms.saturating_mul(400)),
+        dry_excluded_observers: None,
+    };
+    let mut done = KindsDone {
+        rows: Vec::new(),
+        complete: true,
+        vacuum: None,
+    };
+    for kind in ORDER {
+        let days = settings.days(kind);
+        let mut rep = KindReport {
+            days,
+            cutoff: days.map(|d| cutoff_for(now, d)),
+            status: "done",
+            ..KindReport::default()
+        };
+        match rep.cutoff {
+            _ if !kinds.contains(&kind) => rep.status = "not selected",
+            None => rep.status = "disabled",
+            Some(_) if !done.complete => rep.status = "not reached",
+            Some(cutoff) => {
+                let t0 = Instant::now();
+                let finished = runner
+                    .run(&mut eng, kind, cutoff, &mut rep)
+                    .with_context(|| format!("pruning {}", kind.name()))?;
+                log::info!(
+                    "{}: {} rows {} in {:.0} ms (cutoff {})",
+                    kind.name(),
+                    rep.stats.deleted,
+                    if dry { "due" } else { "pruned" },
+                    ms(t0.elapsed()),
+                    timeutil::rfc3339(cutoff)
+                );
+                if !finished {
+                    rep.status = "incomplete";
+                    done.complete = false;
+                }
+            }
+        }
+        done.rows.push((kind, rep));
+    }
+    if !dry {
+        done.vacuum = Some(incremental(&mut eng, path, settings.vacuum_pages)?);
+    }
+    Ok(done)
+}
