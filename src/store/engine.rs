@@ -290,18 +290,23 @@ mod tests {
         assert!(!e.expired());
     }
 
+    /// An engine on the dry-run target with the default budget.
+    fn dry_engine(db: &ReadOnlyDb, max_seconds: Option<f64>) -> Engine<'_> {
+        Engine::new(
+            Target::DryRun(db),
+            Settings {
+                max_lock_ms: 200,
+                deadline: Deadline::new(max_seconds),
+            },
+        )
+        .unwrap()
+    }
+
     #[test]
     fn a_dry_run_cannot_write() {
         let (_d, p) = tmpdb();
         let db = ReadOnlyDb::open(&p, 1000).unwrap();
-        let mut e = Engine::new(
-            Target::DryRun(&db),
-            Settings {
-                max_lock_ms: 200,
-                deadline: Deadline::new(Some(0.0)),
-            },
-        )
-        .unwrap();
+        let mut e = dry_engine(&db, Some(0.0));
         assert!(e.target().is_dry_run());
         let r: anyhow::Result<()> = e.batch(|c| {
             c.execute("INSERT INTO transmissions(x) VALUES ('b')", [])?;
@@ -316,14 +321,7 @@ mod tests {
     fn batch_sizing_restarts_under_a_new_budget() {
         let (_d, p) = tmpdb();
         let db = ReadOnlyDb::open(&p, 1000).unwrap();
-        let mut e = Engine::new(
-            Target::DryRun(&db),
-            Settings {
-                max_lock_ms: 200,
-                deadline: Deadline::new(None),
-            },
-        )
-        .unwrap();
+        let mut e = dry_engine(&db, None);
         assert_eq!(e.batch_size(), 500);
         e.restart_batching(20);
         assert_eq!(e.batch_size(), 100);
