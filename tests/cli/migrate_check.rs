@@ -1,4 +1,4 @@
-//! Issue 2 acceptance: migrate and check on the legacy fixture, on new
+//! migrate and check on the legacy fixture, on new
 //! databases, read-only guarantees, busy handling.
 
 use crate::harness::common;

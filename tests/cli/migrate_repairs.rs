@@ -1,4 +1,4 @@
-//! Issue 11 (items 1 and 4): `migrate` merges duplicate observations the way
+//! Repairs of older databases: `migrate` merges duplicate observations the way
 //! the ingestor's UPSERT would have, and keeps `inactive_nodes` in step with
 //! `nodes`. Runs the real binary on real SQLite files.
 

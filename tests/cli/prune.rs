@@ -1,4 +1,4 @@
-//! Issue 5 acceptance: `corescope prune` against real SQLite files.
+//! End-to-end tests of `corescope prune` against real SQLite files.
 
 use crate::harness::common;
 

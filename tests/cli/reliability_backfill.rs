@@ -1,4 +1,4 @@
-//! Issue 8 §1–3 for `backfill` (every task and all together): crash
+//! Reliability of `backfill` (every task and all together): crash
 //! convergence, overlapping runs with and without the run lock, and the live
 //! ingestor-like writer, after which the result equals a clean recomputation.
 

@@ -1,4 +1,4 @@
-//! Issue 8 §4: bad-input cases beyond tests/cli/bad_input.rs — corrupt pages,
+//! Bad-input cases beyond tests/cli/bad_input.rs — corrupt pages,
 //! permissions (as an unprivileged user), read-only directories, disk full,
 //! unparseable --now, and malformed values inside otherwise valid databases.
 //! Each asserts the exit code, a one-line message naming the path, and that

@@ -1,4 +1,4 @@
-//! Issue 8 §1–3 for `build-edges` (incremental and --rebuild): crash
+//! Reliability of `build-edges` (incremental and --rebuild): crash
 //! convergence, overlapping runs with and without the run lock, and the live
 //! ingestor-like writer, after which the incremental result equals a clean
 //! `--rebuild` recomputation.

@@ -1,4 +1,4 @@
-//! Issue 8 §1–3 for `migrate`: crash convergence, overlapping runs, and a
+//! Reliability of `migrate`: crash convergence, overlapping runs, and a
 //! live ingestor-like writer while it runs.
 
 use crate::harness::common;

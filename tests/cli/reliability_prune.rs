@@ -1,4 +1,4 @@
-//! Issue 8 §1–3 for `prune` and `vacuum`: crash convergence, overlapping
+//! Reliability of `prune` and `vacuum`: crash convergence, overlapping
 //! runs (with and without the run lock), a live ingestor-like writer.
 
 use crate::harness::common;

@@ -1,4 +1,4 @@
-//! Issue 8 §5: the read-only guarantee of `check` (and the dry runs), on a
+//! The read-only guarantee of `check` (and the dry runs), on a
 //! live WAL database and on read-only files/directories, as root and as an
 //! unprivileged user. What SQLite itself does with `-shm`/`-wal` is asserted
 //! exactly (and documented in RELIABILITY.md).

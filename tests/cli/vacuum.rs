@@ -1,4 +1,4 @@
-//! Issue 5 acceptance: `corescope vacuum` and the vacuum/checkpoint step of
+//! End-to-end tests of `corescope vacuum` and the vacuum/checkpoint step of
 //! `prune`.
 
 use crate::harness::common;

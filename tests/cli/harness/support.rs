@@ -1,4 +1,4 @@
-//! Reliability harness (issue 8): crash convergence, overlap, live writer,
+//! Reliability harness (see RELIABILITY.md): crash convergence, overlap, live writer,
 //! full-database comparison. Used by the `reliability_*` modules; builds on
 //! `common`.
 //!
