@@ -65,13 +65,16 @@ impl Header {
         use std::io::Seek;
         f.rewind()
             .with_context(|| format!("cannot read {}", path.display()))?;
+        // The header first, then the size: a writer that grows the file
+        // writes the new page count before (or while) it extends the file,
+        // so a size read after the header is never older than the header.
+        let mut bytes = [0u8; 100];
+        let len =
+            read_up_to(f, &mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
         let size = f
             .metadata()
             .with_context(|| format!("cannot read {}", path.display()))?
             .len();
-        let mut bytes = [0u8; 100];
-        let len =
-            read_up_to(f, &mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
         Ok(Header { bytes, len, size })
     }
 
@@ -305,9 +308,18 @@ fn short_main_file(path: &Path, f: &mut File, h: &Header) -> anyhow::Result<()> 
         );
         return Ok(());
     }
-    // A checkpoint may have finished (and reset the WAL) between the
-    // two reads: look at the main file once more.
-    let h = Header::read(path, f)?;
+    // A checkpoint may have finished (and reset the WAL), or a writer in
+    // rollback-journal mode committed (and removed its journal), between the
+    // reads: look at the main file again, a few times over ~50 ms, before
+    // calling it damaged.
+    let mut h = Header::read(path, f)?;
+    for _ in 0..5 {
+        if !h.short() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        h = Header::read(path, f)?;
+    }
     if h.short() {
         return Err(Failure::Fatal(format!(
             "{} is a truncated or damaged SQLite database ({} bytes, header says {} pages of {}, and no WAL or journal beside it holds the rest; restore it from a backup)",
