@@ -32,19 +32,31 @@ pub const RESOLVED_WHERE: &str = "(o.resolved_path IS NULL OR o.resolved_path = 
      AND o.path_json IS NOT NULL AND o.path_json NOT IN ('', '[]') \
      AND (t.payload_type IS NULL OR t.payload_type <> 9)";
 
+/// A from-pubkey candidate whose `decoded_json.pubKey` is a 64-hex key: the
+/// backfill writes that key (lower-cased), which is what build-edges reads
+/// from `decoded_json` while `from_pubkey` is NULL, so filling it changes
+/// nothing for the graph. Only the others (the key comes from `raw_hex`, or
+/// `''`) can change what build-edges counts.
+pub const DECODED_KEY_USABLE: &str = "(CASE WHEN json_valid(decoded_json) \
+     THEN typeof(json_extract(decoded_json, '$.pubKey')) = 'text' \
+      AND length(json_extract(decoded_json, '$.pubKey')) = 64 \
+      AND json_extract(decoded_json, '$.pubKey') NOT GLOB '*[^0-9a-fA-F]*' \
+     ELSE 0 END)";
+
 /// What `build-edges` must not count yet, as one SQL condition over an
 /// observation `o` joined to its transmission `t` (the build-edges scan's
 /// aliases): 1 when the path-json backfill has still to fill its
 /// `path_json` (its own candidate rule, above its cursor ?3), 2 when its
 /// transmission is an ADVERT the from-pubkey backfill has still to visit
-/// (its own rule, transmission id above its cursor ?4), else 0. Rows a
+/// (its own rule, transmission id above its cursor ?4) and will fill from
+/// `raw_hex` or with `''` (see [`DECODED_KEY_USABLE`]), else 0. Rows a
 /// backfill has visited are final. Cheap when nothing is pending: the id
 /// comparisons come first, and a row with a `path_json` fails at once.
 pub fn edges_wait_sql() -> String {
     format!(
         "CASE WHEN o.id > ?3 AND {PATH_JSON_WHERE} THEN 1 \
               WHEN o.transmission_id > ?4 AND EXISTS (SELECT 1 FROM transmissions \
-                   WHERE id = o.transmission_id AND {FROM_PUBKEY_WHERE}) THEN 2 \
+                   WHERE id = o.transmission_id AND {FROM_PUBKEY_WHERE} AND NOT {DECODED_KEY_USABLE}) THEN 2 \
               ELSE 0 END"
     )
 }

@@ -32,6 +32,19 @@ fn base(dir: &Path) -> PathBuf {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // Half of the ADVERTs without from_pubkey also lack decoded_json.pubKey:
+    // build-edges reads no originator for them until the from-pubkey
+    // backfill takes the key from raw_hex.
+    let c = Connection::open(&db).unwrap();
+    let stripped = c
+        .execute(
+            "UPDATE transmissions SET decoded_json = json_remove(decoded_json, '$.pubKey')
+              WHERE payload_type = 4 AND from_pubkey IS NULL AND id % 2 = 0",
+            [],
+        )
+        .unwrap();
+    assert!(stripped > 5, "{stripped}");
+    drop(c);
     text_observer_idx(&db, 9, 0);
     run_ok(&["migrate", "-q"], &db, 0);
     let c = Connection::open(&db).unwrap();
@@ -88,6 +101,8 @@ enum Step {
     /// `backfill path-json from-pubkey` stopped after one batch of 40 rows
     /// per task.
     Backfill,
+    /// `backfill path-json` to the end (from-pubkey not yet).
+    PathJsonOnly,
     /// The default `backfill`, killed after this many ms.
     BackfillKilled(u64),
     /// An older writer leaves text observer_idx on ids ≡ r (mod k).
@@ -127,6 +142,9 @@ fn apply(db: &Path, step: Step) -> Option<Value> {
                 "1",
             ];
             run_ok(&args, db, 0);
+        }
+        Step::PathJsonOnly => {
+            run_ok(&["backfill", "-q", "path-json"], db, 0);
         }
         Step::BackfillKilled(t) => {
             kill_at(&["backfill", "-q", "--max-lock-ms", "20"], db, ms(t));
@@ -230,7 +248,7 @@ fn a_tick_before_the_backfill_waits_and_the_result_equals_a_clean_build() {
         &c,
         "SELECT min(o.id) FROM observations o JOIN transmissions t ON t.id = o.transmission_id
           WHERE (o.path_json IS NULL AND o.raw_hex <> '' AND t.payload_type <> 9)
-             OR (t.payload_type = 4 AND t.from_pubkey IS NULL)",
+             OR (t.payload_type = 4 AND t.from_pubkey IS NULL AND json_extract(t.decoded_json, '$.pubKey') IS NULL)",
     );
     assert_eq!(at, first_null);
     drop(c);
@@ -245,7 +263,7 @@ fn a_tick_before_the_backfill_waits_and_the_result_equals_a_clean_build() {
         .unwrap_or_else(|| panic!("{chk}"))
         .to_string();
     assert!(
-        w.contains("corescope backfill from-pubkey path-json"),
+        w.contains("corescope backfill from-pubkey path-json") && w.contains(" for from-pubkey"),
         "{w}"
     );
     interleaving(&base, "tick before backfill", &[Step::Tick]);
@@ -262,6 +280,30 @@ fn ticks_between_partial_backfills() {
         &[
             Tick, Backfill, Tick, Backfill, Tick, Backfill, Backfill, Tick,
         ],
+    );
+}
+
+#[test]
+fn a_tick_waits_for_adverts_whose_key_only_raw_hex_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = base(dir.path());
+    let db = dir.path().join("fp.db");
+    copy_db(&base, &db);
+    apply(&db, Step::PathJsonOnly);
+    let first = apply(&db, Step::Tick).unwrap();
+    assert!(
+        first["waiting_for_backfill"]["from-pubkey"]
+            .as_i64()
+            .unwrap()
+            > 0,
+        "{first}"
+    );
+    assert!(first["waiting_for_backfill"].get("path-json").is_none());
+    use Step::*;
+    interleaving(
+        &base,
+        "path-json first, from-pubkey later",
+        &[PathJsonOnly, Tick, Backfill, Tick],
     );
 }
 
