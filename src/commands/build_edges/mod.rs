@@ -163,9 +163,9 @@ fn build(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<BuildEdgesReport> {
     let old_rows_deleted = staging::drop_old_tables(&mut engine, args.write.max_lock_ms)?;
     engine.checkpoint();
     let report = finish(engine.conn(), rebuild, swapped, &start)?;
-    let waiting_for_backfill = match (totals.waiting, report.watermark) {
-        (Some(_), w) => backfill_state::edges_waiting(engine.conn(), w.unwrap_or(0))?,
-        (None, _) => Default::default(),
+    let waiting_for_backfill = match totals.waiting {
+        Some(_) => backfill_state::edges_waiting(engine.conn(), report.watermark.unwrap_or(0))?,
+        None => std::collections::BTreeMap::new(),
     };
     Ok(BuildEdgesReport {
         observations_scanned: totals.scanned,
