@@ -153,7 +153,7 @@ fn build(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<BuildEdgesReport> {
     let swapped = rebuild && staging_wm.is_some();
     if swapped {
         let t0 = Instant::now();
-        staging::swap_in(&mut engine, &token)?;
+        staging::swap_in(&mut engine, &token, &stale)?;
         log::info!(
             "rebuild: swapped in ({:.0} ms)",
             t0.elapsed().as_secs_f64() * 1000.0
