@@ -249,6 +249,14 @@ pub struct BackfillArgs {
     #[arg(long = "observer", value_name = "ID")]
     pub observers: Vec<String>,
 
+    /// Fixed number of candidate rows per batch instead of the adaptive size (testing, tuning)
+    #[arg(long, value_name = "N", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: Option<u64>,
+
+    /// Stop each row task after N batches, reported as incomplete like a --max-seconds stop (testing)
+    #[arg(long, value_name = "N", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_batches: Option<u64>,
+
     #[command(flatten)]
     pub write: WriteOpts,
 }

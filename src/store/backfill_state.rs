@@ -32,6 +32,73 @@ pub const RESOLVED_WHERE: &str = "(o.resolved_path IS NULL OR o.resolved_path = 
      AND o.path_json IS NOT NULL AND o.path_json NOT IN ('', '[]') \
      AND (t.payload_type IS NULL OR t.payload_type <> 9)";
 
+/// A from-pubkey candidate whose `decoded_json.pubKey` is a 64-hex key: the
+/// backfill writes that key (lower-cased), which is what build-edges reads
+/// from `decoded_json` while `from_pubkey` is NULL, so filling it changes
+/// nothing for the graph. Only the others (the key comes from `raw_hex`, or
+/// `''`) can change what build-edges counts.
+pub const DECODED_KEY_USABLE: &str = "(CASE WHEN json_valid(decoded_json) \
+     THEN typeof(json_extract(decoded_json, '$.pubKey')) = 'text' \
+      AND length(json_extract(decoded_json, '$.pubKey')) = 64 \
+      AND json_extract(decoded_json, '$.pubKey') NOT GLOB '*[^0-9a-fA-F]*' \
+     ELSE 0 END)";
+
+/// What `build-edges` must not count yet, as one SQL condition over an
+/// observation `o` joined to its transmission `t` (the build-edges scan's
+/// aliases): 1 when the path-json backfill has still to fill its
+/// `path_json` (its own candidate rule, above its cursor ?3), 2 when its
+/// transmission is an ADVERT the from-pubkey backfill has still to visit
+/// (its own rule, transmission id above its cursor ?4) and will fill from
+/// `raw_hex` or with `''` (see [`DECODED_KEY_USABLE`]), else 0. Rows a
+/// backfill has visited are final. Cheap when nothing is pending: the id
+/// comparisons come first, and a row with a `path_json` fails at once.
+pub fn edges_wait_sql() -> String {
+    format!(
+        "CASE WHEN o.id > ?3 AND {PATH_JSON_WHERE} THEN 1 \
+              WHEN o.transmission_id > ?4 AND EXISTS (SELECT 1 FROM transmissions \
+                   WHERE id = o.transmission_id AND {FROM_PUBKEY_WHERE} AND NOT {DECODED_KEY_USABLE}) THEN 2 \
+              ELSE 0 END"
+    )
+}
+
+/// The task named by a value of [`edges_wait_sql`].
+pub fn edges_wait_task(code: i64) -> Option<&'static str> {
+    match code {
+        1 => Some("path-json"),
+        2 => Some("from-pubkey"),
+        _ => None,
+    }
+}
+
+/// The cursors [`edges_wait_sql`] takes as ?3 and ?4 (path-json on
+/// observation ids, from-pubkey on transmission ids).
+pub fn edges_wait_cursors(conn: &Connection) -> anyhow::Result<(i64, i64)> {
+    Ok((
+        read_cursor(conn, "path-json")?,
+        read_cursor(conn, "from-pubkey")?,
+    ))
+}
+
+/// Observations after `after` (the build-edges watermark) that build-edges
+/// waits with, per backfill task (only tasks with rows waiting). Reads only
+/// the rows after `after`; the database must be migrated.
+pub fn edges_waiting(conn: &Connection, after: i64) -> anyhow::Result<BTreeMap<String, i64>> {
+    let (pj, fp) = edges_wait_cursors(conn)?;
+    let mut st = conn.prepare(&format!(
+        "SELECT w, COUNT(*) FROM (SELECT {} AS w FROM {PATH_JSON_FROM} WHERE o.id > ?1 AND ?2 = ?2) \
+          WHERE w <> 0 GROUP BY w",
+        edges_wait_sql()
+    ))?;
+    let mut rows = st.query(rusqlite::params![after, 0, pj, fp])?;
+    let mut out = BTreeMap::new();
+    while let Some(r) = rows.next()? {
+        if let Some(task) = edges_wait_task(r.get(0)?) {
+            out.insert(task.to_string(), r.get::<_, i64>(1)?);
+        }
+    }
+    Ok(out)
+}
+
 /// The stored cursor of a task (0 when none or unparsable).
 pub fn read_cursor(conn: &Connection, task: &str) -> anyhow::Result<i64> {
     Ok(state_get(conn, &cursor_key(task))?

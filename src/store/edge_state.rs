@@ -6,7 +6,7 @@
 use rusqlite::Connection;
 
 use super::probe::table_exists;
-use super::state::state_get;
+use super::state::{state_delete, state_get, state_set, state_table_sql};
 use crate::error::Failure;
 
 /// State key of the incremental watermark (last observation id counted).
@@ -15,10 +15,11 @@ pub const WATERMARK_KEY: &str = "build_edges.watermark";
 pub const REBUILD_KEY: &str = "build_edges.rebuild_watermark";
 /// State key naming the run that owns the staging table.
 pub const OWNER_KEY: &str = "build_edges.rebuild_owner";
-/// State key set (by `migrate`'s duplicate-observation merge) when
-/// `neighbor_edges` counts observations that no longer exist: the graph is
-/// stale until `build-edges --rebuild` swaps a recomputed table in, which
-/// deletes the key in the same transaction.
+/// State key set (through [`rows_rewritten`]) when a rewrite changed or
+/// removed observations `neighbor_edges` had already counted: the graph is
+/// stale until a rebuild swaps a recomputed table in, which deletes the key
+/// in the same transaction. The next `build-edges` rebuilds on its own. The
+/// value lists the reasons, one per line.
 pub const NEEDS_REBUILD_KEY: &str = "build_edges.needs_rebuild";
 /// The rebuild's staging table.
 pub const STAGING_TABLE: &str = "_corescope_edges_rebuild";
@@ -112,4 +113,129 @@ pub fn old_tables(conn: &Connection) -> anyhow::Result<Vec<String>> {
     )?;
     let rows = st.query_map([OLD_TABLE_PREFIX], |r| r.get::<_, String>(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The reasons recorded with [`NEEDS_REBUILD_KEY`] (empty: the graph is not
+/// marked stale).
+pub fn rebuild_reasons(conn: &Connection) -> anyhow::Result<Vec<String>> {
+    Ok(state_get(conn, NEEDS_REBUILD_KEY)?
+        .map(|v| {
+            v.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// What [`rows_rewritten`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rewritten {
+    /// The graph was marked stale (the watermark had counted a rewritten row).
+    pub marked: bool,
+    /// An unfinished `--rebuild` lost its staging table.
+    pub staging_reset: bool,
+}
+
+/// Has the build-edges watermark (stored text) counted observation `id`?
+/// An unparseable watermark counts everything (build-edges itself asks for
+/// a rebuild then).
+pub fn watermark_covers(wm: Option<&str>, id: i64) -> bool {
+    match wm {
+        None => false,
+        Some(v) => v.trim().parse::<i64>().map_or(true, |w| id <= w),
+    }
+}
+
+/// The one rule for every rewrite of a column build-edges counts
+/// (`path_json`, `observer_idx`, a removed row), called in the rewriting
+/// transaction with the lowest observation id it changed: when the
+/// watermark has counted that row, mark the graph stale with `reason`
+/// (added to the reasons already there); with `reset_staging`, an
+/// unfinished `--rebuild` (which may hold the old value in its staging
+/// table or in memory) also loses its staging table and stops, so no swap
+/// brings an old count back.
+pub fn rows_rewritten(
+    tx: &Connection,
+    min_id: i64,
+    reason: &str,
+    reset_staging: bool,
+) -> anyhow::Result<Rewritten> {
+    tx.execute_batch(&state_table_sql())?;
+    let mut done = Rewritten::default();
+    if watermark_covers(state_get(tx, WATERMARK_KEY)?.as_deref(), min_id) {
+        let mut reasons = rebuild_reasons(tx)?;
+        if !reasons.iter().any(|r| r == reason) {
+            reasons.push(reason.to_string());
+        }
+        state_set(tx, NEEDS_REBUILD_KEY, &reasons.join("\n"))?;
+        done.marked = true;
+    }
+    if reset_staging
+        && (state_get(tx, OWNER_KEY)?.is_some() || state_get(tx, REBUILD_KEY)?.is_some())
+    {
+        state_delete(tx, OWNER_KEY)?;
+        state_delete(tx, REBUILD_KEY)?;
+        done.staging_reset = true;
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(&state_table_sql()).unwrap();
+        c
+    }
+
+    #[test]
+    fn watermark_coverage() {
+        assert!(!watermark_covers(None, 1));
+        assert!(watermark_covers(Some("10"), 10));
+        assert!(!watermark_covers(Some(" 10 "), 11));
+        assert!(
+            watermark_covers(Some("garbage"), 11),
+            "unparseable: assume counted"
+        );
+    }
+
+    #[test]
+    fn a_rewrite_above_the_watermark_marks_nothing() {
+        let c = db();
+        state_set(&c, WATERMARK_KEY, "10").unwrap();
+        assert_eq!(
+            rows_rewritten(&c, 11, "r", false).unwrap(),
+            Rewritten::default()
+        );
+        assert!(rebuild_reasons(&c).unwrap().is_empty());
+    }
+
+    #[test]
+    fn reasons_accumulate_once_each() {
+        let c = db();
+        state_set(&c, WATERMARK_KEY, "10").unwrap();
+        assert!(rows_rewritten(&c, 3, "first", false).unwrap().marked);
+        assert!(rows_rewritten(&c, 10, "second", false).unwrap().marked);
+        assert!(rows_rewritten(&c, 5, "first", false).unwrap().marked);
+        assert_eq!(rebuild_reasons(&c).unwrap(), vec!["first", "second"]);
+    }
+
+    #[test]
+    fn a_rewrite_takes_the_staging_table_away_only_when_asked() {
+        let c = db();
+        state_set(&c, OWNER_KEY, "run").unwrap();
+        state_set(&c, REBUILD_KEY, "4").unwrap();
+        assert!(!rows_rewritten(&c, 1, "r", false).unwrap().staging_reset);
+        let r = rows_rewritten(&c, 1, "r", true).unwrap();
+        assert!(
+            r.staging_reset && !r.marked,
+            "no watermark: nothing counted"
+        );
+        assert_eq!(state_get(&c, OWNER_KEY).unwrap(), None);
+        assert_eq!(state_get(&c, REBUILD_KEY).unwrap(), None);
+    }
 }

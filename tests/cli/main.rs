@@ -10,6 +10,7 @@ mod backfill;
 mod bad_input;
 mod build_edges;
 mod contrib;
+mod edges_exactly_once;
 mod graph;
 mod logging;
 mod man_pages;

@@ -131,8 +131,12 @@ fn run_tasks(
             run_row_task(
                 &mut e,
                 task,
-                args.reset.contains(&task),
-                ctx.progress_allowed(),
+                task::Options {
+                    reset: args.reset.contains(&task),
+                    show_bar: ctx.progress_allowed(),
+                    batch_size: args.batch_size.map(|n| n.min(1_000_000) as usize),
+                    max_batches: args.max_batches,
+                },
             )?
         };
         let stats = e.stats(rep.complete);

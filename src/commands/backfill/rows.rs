@@ -13,6 +13,17 @@ use crate::store::backfill_state::{
 use crate::store::table_exists;
 use crate::store::values::{text_lossy, whole_int};
 
+impl Row {
+    /// from-pubkey: the value comes from `decoded_json.pubKey` (what
+    /// build-edges reads when `from_pubkey` is NULL), not from `raw_hex`.
+    pub(super) fn key_was_decoded(&self) -> bool {
+        self.a
+            .as_deref()
+            .and_then(crate::keys::normalize_key)
+            .is_some()
+    }
+}
+
 /// One candidate row: its id and the columns the task derives from.
 pub(super) struct Row {
     pub id: i64,

@@ -13,11 +13,24 @@ use crate::store::backfill_state::{
     self, pending_counts, FROM_PUBKEY_WHERE, PATH_JSON_FROM, PATH_JSON_WHERE, RESOLVED_FROM,
     RESOLVED_WHERE,
 };
+use crate::store::edge_state::{
+    read_watermark, rows_rewritten, watermark_covers, REBUILD_KEY, WATERMARK_KEY,
+};
 use crate::store::engine::{self, Engine};
 use crate::store::{self, table_exists};
 
 use super::report::TaskReport;
 use super::rows::{derive_row, fetch, load_resolve_ctx, write_row, Row};
+
+/// Reason recorded with the build-edges marker when this task gives hops to
+/// an observation the graph had already counted.
+const PATH_JSON_REASON: &str =
+    "backfill path-json gave hops to observations that neighbor_edges had already counted without them";
+
+/// Reason recorded with the build-edges marker when this task finds the
+/// originator of ADVERTs the graph had already counted without one.
+const FROM_PUBKEY_REASON: &str =
+    "backfill from-pubkey found the originator of ADVERTs that neighbor_edges had already counted without one";
 
 /// `_migrations` row CoreScope's own path_json backfill writes when a pass
 /// finished; recorded so its startup backfill stays off.
@@ -100,12 +113,24 @@ struct Written {
 
 /// Run a row task on `e` (a new engine per task: the cost of a row differs
 /// between tasks, so each sizes its own batches).
+/// How a row task runs.
+pub(super) struct Options {
+    /// `--reset` of this task.
+    pub reset: bool,
+    pub show_bar: bool,
+    /// Hidden `--batch-size`: rows per batch instead of the adaptive size.
+    pub batch_size: Option<usize>,
+    /// Hidden `--max-batches`: stop (incomplete) after this many batches.
+    pub max_batches: Option<u64>,
+}
+
 pub(super) fn run_row_task(
     e: &mut Engine<'_>,
     task: BackfillTask,
-    reset: bool,
-    show_bar: bool,
+    opts: Options,
 ) -> anyhow::Result<TaskReport> {
+    let (reset, show_bar) = (opts.reset, opts.show_bar);
+    let mut batches = 0u64;
     let mut rep = TaskReport::new(task, true);
     let (table, total_sql) = task_sql(task)?;
     let dry_run = e.target().is_dry_run();
@@ -134,11 +159,13 @@ pub(super) fn run_row_task(
     let mut progress = Progress::new(show_bar, task.cli_name(), u64::try_from(total).unwrap_or(0));
     rep.complete = true;
     loop {
-        if e.expired() {
+        if e.expired() || opts.max_batches.is_some_and(|m| batches >= m) {
             rep.complete = false;
             break;
         }
-        let rows = fetch(e.conn(), task, cursor, upto, e.batch_size())
+        batches += 1;
+        let size = opts.batch_size.unwrap_or_else(|| e.batch_size());
+        let rows = fetch(e.conn(), task, cursor, upto, size)
             .with_context(|| format!("backfill {}: reading candidates", task.cli_name()))?;
         let Some(last) = rows.last().map(|r| r.id) else {
             break;
@@ -224,6 +251,9 @@ fn write_batch(
                     if path_json && v != "[]" {
                         min_hops_id = Some(min_hops_id.map_or(row.id, |m| m.min(row.id)));
                     }
+                    if task == BackfillTask::FromPubkey && !row.key_was_decoded() {
+                        counted_originator_changed(tx, row.id)?;
+                    }
                 } else {
                     w.skipped += 1;
                     if path_json {
@@ -241,6 +271,14 @@ fn write_batch(
         }
     }
     if let Some(m) = min_hops_id {
+        // Hops for an observation build-edges (or an unfinished rebuild) has
+        // already counted as heard directly: the graph is stale. build-edges
+        // waits for this task, so only a `--reset` or a watermark set before
+        // that rule (an older corescope, CoreScope's own builder) gets here.
+        let staged = read_watermark(tx, REBUILD_KEY)?.is_some_and(|w| m <= w);
+        if staged || watermark_covers(store::state_get(tx, WATERMARK_KEY)?.as_deref(), m) {
+            rows_rewritten(tx, m, PATH_JSON_REASON, staged)?;
+        }
         // Observations that just got hops must be (re)visited by the
         // resolved-path task even if its cursor already passed them.
         let rp = read_cursor(tx, BackfillTask::ResolvedPath)?;
@@ -254,6 +292,25 @@ fn write_batch(
     }
     w.cursor = advance_cursor(tx, task, expected, last)?;
     Ok(w)
+}
+
+/// A key decoded from `raw_hex` for ADVERT transmission `tx_id`: build-edges
+/// read no originator for it (it falls back to `decoded_json.pubKey`,
+/// which had none), so observations of it the graph has counted make it
+/// stale. build-edges waits for this task, so only a watermark set before
+/// that rule gets here.
+fn counted_originator_changed(tx: &Transaction<'_>, tx_id: i64) -> anyhow::Result<()> {
+    let first: Option<i64> = tx.query_row(
+        "SELECT MIN(id) FROM observations WHERE transmission_id = ?1",
+        [tx_id],
+        |r| r.get(0),
+    )?;
+    if let Some(m) = first {
+        if watermark_covers(store::state_get(tx, WATERMARK_KEY)?.as_deref(), m) {
+            rows_rewritten(tx, m, FROM_PUBKEY_REASON, false)?;
+        }
+    }
+    Ok(())
 }
 
 /// Every candidate up to `upto` was visited: move the cursor there so the

@@ -50,14 +50,27 @@ pub fn foreign_objects(conn: &Connection) -> anyhow::Result<Vec<String>> {
 /// A `--rebuild` replaces `neighbor_edges` by a table of the catalog's shape:
 /// refuse (before any write) when the table has anything else, which the
 /// swap would silently drop.
-pub fn refuse_foreign_objects(conn: &Connection, path: &std::path::Path) -> anyhow::Result<()> {
+/// `stale`: the reasons the graph is marked stale (a plain run rebuilds
+/// then, and cannot fall back to the incremental build).
+pub fn refuse_foreign_objects(
+    conn: &Connection,
+    path: &std::path::Path,
+    stale: &[String],
+) -> anyhow::Result<()> {
     let found = foreign_objects(conn)?;
     if found.is_empty() {
         return Ok(());
     }
+    let choice = if stale.is_empty() {
+        "Either keep them and run `corescope build-edges` without --rebuild (the incremental build keeps them), or save what you need, remove them (ALTER TABLE neighbor_edges DROP COLUMN ..., DROP INDEX ..., DROP TRIGGER ...) and run the rebuild again".to_string()
+    } else {
+        format!(
+            "The graph is marked stale ({}), so every `corescope build-edges` rebuilds it until a rebuild succeeds: save what you need, remove them (ALTER TABLE neighbor_edges DROP COLUMN ..., DROP INDEX ..., DROP TRIGGER ...) and run `corescope build-edges` again",
+            stale.join("; ")
+        )
+    };
     Err(Failure::Fatal(format!(
-        "refusing `build-edges --rebuild` on {}: neighbor_edges has {} that corescope does not manage ({}); the rebuild replaces the table with its standard shape and would drop them (a column with its data). Nothing was changed. \
-         Either keep them and run `corescope build-edges` without --rebuild (the incremental build keeps them), or save what you need, remove them (ALTER TABLE neighbor_edges DROP COLUMN ..., DROP INDEX ..., DROP TRIGGER ...) and run the rebuild again",
+        "refusing `build-edges --rebuild` on {}: neighbor_edges has {} that corescope does not manage ({}); the rebuild replaces the table with its standard shape and would drop them (a column with its data). Nothing was changed. {choice}",
         path.display(),
         if found.len() == 1 { "an object" } else { "objects" },
         found.join(", ")

@@ -46,7 +46,8 @@ use anyhow::Context;
 use crate::cli::BuildEdgesArgs;
 use crate::context::Ctx;
 use crate::report::Outcome;
-use crate::store::edge_state::{read_watermark, REBUILD_KEY, WATERMARK_KEY};
+use crate::store::backfill_state;
+use crate::store::edge_state::{read_watermark, rebuild_reasons, REBUILD_KEY, WATERMARK_KEY};
 use crate::store::engine::{self, Engine, Target};
 use crate::store::{Deadline, WriteDb};
 
@@ -64,9 +65,15 @@ struct Start {
 
 /// Refusals, then the rebuild's staging table or the incremental run's
 /// leftovers and seed.
-fn start(engine: &mut Engine<'_>, ctx: &Ctx, rebuild: bool, token: &str) -> anyhow::Result<Start> {
+fn start(
+    engine: &mut Engine<'_>,
+    ctx: &Ctx,
+    rebuild: bool,
+    stale: &[String],
+    token: &str,
+) -> anyhow::Result<Start> {
     if rebuild {
-        guard::refuse_foreign_objects(engine.conn(), &ctx.db_path)?;
+        guard::refuse_foreign_objects(engine.conn(), &ctx.db_path, stale)?;
         let (w, resumed) = staging::prepare_staging(engine, token)?;
         return Ok(Start {
             watermark: w,
@@ -108,7 +115,17 @@ fn build(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<BuildEdgesReport> {
     engine.conn().execute_batch("PRAGMA cache_size = -8192")?;
     let idx = scan::load_index(engine.conn()).context("loading the node prefix index")?;
     let token = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
-    let start = start(&mut engine, ctx, args.rebuild, &token)?;
+    // A graph marked stale (a rewrite of rows it had counted) is rebuilt by
+    // the next run, exactly as `--rebuild`.
+    let stale = rebuild_reasons(engine.conn())?;
+    let rebuild = args.rebuild || !stale.is_empty();
+    if rebuild && !args.rebuild {
+        log::info!(
+            "the graph is marked stale ({}): rebuilding",
+            stale.join("; ")
+        );
+    }
+    let start = start(&mut engine, ctx, rebuild, &stale, &token)?;
     let backlog = (scan::max_observation_id(engine.conn())? - start.watermark).max(0) as u64;
     let progress = (ctx.progress_allowed() && backlog >= 200_000)
         .then(|| engine::progress_bar(backlog, "build-edges", "observations"));
@@ -119,10 +136,10 @@ fn build(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<BuildEdgesReport> {
         fixed_batch: args.batch_size.map(|n| n.min(1_000_000) as usize),
         totals: scan::Totals::default(),
         progress,
-        staging_fresh: args.rebuild && start.resumed_from.is_none(),
+        staging_fresh: rebuild && start.resumed_from.is_none(),
         max_lock_ms: args.write.max_lock_ms,
     };
-    let (complete, staging_wm) = if args.rebuild {
+    let (complete, staging_wm) = if rebuild {
         let w = runner.drain_rebuild(&token, start.watermark)?;
         (w.is_some(), w)
     } else {
@@ -133,10 +150,10 @@ fn build(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<BuildEdgesReport> {
         p.finish_and_clear();
     }
     engine.checkpoint();
-    let swapped = args.rebuild && staging_wm.is_some();
+    let swapped = rebuild && staging_wm.is_some();
     if swapped {
         let t0 = Instant::now();
-        staging::swap_in(&mut engine, &token)?;
+        staging::swap_in(&mut engine, &token, &stale)?;
         log::info!(
             "rebuild: swapped in ({:.0} ms)",
             t0.elapsed().as_secs_f64() * 1000.0
@@ -145,7 +162,11 @@ fn build(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<BuildEdgesReport> {
     // Old tables of this or an earlier (interrupted) swap.
     let old_rows_deleted = staging::drop_old_tables(&mut engine, args.write.max_lock_ms)?;
     engine.checkpoint();
-    let report = finish(engine.conn(), args.rebuild, swapped, &start)?;
+    let report = finish(engine.conn(), rebuild, swapped, &start)?;
+    let waiting_for_backfill = match totals.waiting {
+        Some(_) => backfill_state::edges_waiting(engine.conn(), report.watermark.unwrap_or(0))?,
+        None => std::collections::BTreeMap::new(),
+    };
     Ok(BuildEdgesReport {
         observations_scanned: totals.scanned,
         candidates: totals.candidates,
@@ -159,7 +180,11 @@ fn build(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<BuildEdgesReport> {
         trace_rows_skipped: totals.trace_skipped,
         old_table_rows_deleted: old_rows_deleted,
         seeded: start.seeded,
-        interrupted_rebuild: (!args.rebuild).then_some(start.leftover),
+        interrupted_rebuild: (!rebuild).then_some(start.leftover),
+        waiting_for_backfill,
+        waiting_at_id: totals.waiting.map(|(_, id)| id),
+        stale_reasons: stale,
+        automatic_rebuild: rebuild && !args.rebuild,
         ..report
     })
 }

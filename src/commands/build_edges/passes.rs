@@ -51,6 +51,7 @@ impl Run<'_, '_> {
             agg.clear();
             let batch = scan(self.engine.conn(), &self.idx, wm, size, &mut agg)?;
             if batch.rows == 0 {
+                self.totals.waiting = batch.waiting;
                 return Ok(true);
             }
             let (names, rows) = agg.take_sorted();
@@ -70,6 +71,9 @@ impl Run<'_, '_> {
                     self.totals.add_scan(&batch);
                     self.totals.add_written(written);
                     self.tick(batch.rows);
+                    if batch.waiting.is_some() {
+                        return Ok(true);
+                    }
                 }
                 // Another run advanced the watermark: rescan from it.
                 None => self.totals.discarded += 1,
@@ -144,12 +148,19 @@ impl Run<'_, '_> {
             }
             let batch = scan(self.engine.conn(), &self.idx, wm, size, &mut agg)?;
             if batch.rows == 0 {
+                self.totals.waiting = batch.waiting;
                 self.flush_staging(token, &mut agg, wm)?;
                 return Ok(Some(wm));
             }
             wm = batch.last_id;
             self.totals.add_scan(&batch);
             self.tick(batch.rows);
+            if batch.waiting.is_some() {
+                // Swapped in up to here; incremental runs go on once the
+                // backfill has passed.
+                self.flush_staging(token, &mut agg, wm)?;
+                return Ok(Some(wm));
+            }
             if self.engine.expired() {
                 self.flush_staging(token, &mut agg, wm)?;
                 return Ok(None);

@@ -1,5 +1,7 @@
 //! The report of `build-edges`.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::guard::Seeded;
@@ -34,6 +36,16 @@ pub struct BuildEdgesReport {
     /// `--rebuild` runs only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebuild: Option<RebuildReport>,
+    /// Observations after the watermark that the run left for later, per
+    /// backfill task that will still change them (empty: none).
+    pub waiting_for_backfill: BTreeMap<String, i64>,
+    /// The first of them: the watermark stops before it.
+    pub waiting_at_id: Option<i64>,
+    /// Why the graph was marked stale when the run started (a run rebuilds
+    /// then, with or without --rebuild; empty: it was not).
+    pub stale_reasons: Vec<String>,
+    /// The run rebuilt because the graph was marked stale, not for --rebuild.
+    pub automatic_rebuild: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,6 +64,35 @@ impl BuildEdgesReport {
                 "; first run on edges built by CoreScope: counting starts after observation {} (last with timestamp <= {})",
                 s.start_after_id,
                 s.max_last_seen.as_deref().unwrap_or("unknown")
+            ));
+        }
+        if !self.stale_reasons.is_empty() {
+            notes.push_str(&format!(
+                "; {} because the graph was marked stale: {}",
+                if self.automatic_rebuild {
+                    "rebuilt automatically"
+                } else {
+                    "rebuilt"
+                },
+                self.stale_reasons.join("; ")
+            ));
+        }
+        if !self.waiting_for_backfill.is_empty() {
+            let list: Vec<String> = self
+                .waiting_for_backfill
+                .iter()
+                .map(|(task, n)| format!("{n} for {task}"))
+                .collect();
+            let tasks: Vec<&str> = self
+                .waiting_for_backfill
+                .keys()
+                .map(String::as_str)
+                .collect();
+            notes.push_str(&format!(
+                "; waiting for backfills: observations from {} on are counted once `corescope backfill {}` has filled them ({})",
+                self.waiting_at_id.map_or("?".to_string(), |i| i.to_string()),
+                tasks.join(" "),
+                list.join(", ")
             ));
         }
         let rebuild = self.rebuild.as_ref();

@@ -6,19 +6,29 @@ use rusqlite::Connection;
 use super::agg::Agg;
 use crate::edges::{self, ObsInput, PrefixIndex};
 use crate::packet;
+use crate::store::backfill_state;
 use crate::store::values::{epoch, int, text};
 
-const SCAN_SQL: &str = "SELECT o.id, o.timestamp, o.path_json, t.payload_type,
+/// The scan: every observation after ?1 (at most ?2), with what it waits
+/// for (column 7, the backfills' own candidate rules after their cursors
+/// ?3 and ?4).
+fn scan_sql() -> String {
+    format!(
+        "SELECT o.id, o.timestamp, o.path_json, t.payload_type,
        CASE WHEN t.payload_type = 4 THEN t.from_pubkey END,
        CASE WHEN t.payload_type = 4 AND (t.from_pubkey IS NULL OR t.from_pubkey = '')
             THEN t.decoded_json END,
-       ob.id
+       ob.id,
+       {}
   FROM observations o
   LEFT JOIN transmissions t ON t.id = o.transmission_id
   LEFT JOIN observers ob ON ob.rowid = o.observer_idx
  WHERE o.id > ?1
  ORDER BY o.id
- LIMIT ?2";
+ LIMIT ?2",
+        backfill_state::edges_wait_sql()
+    )
+}
 
 /// What one scan batch saw.
 #[derive(Debug, Default)]
@@ -27,6 +37,9 @@ pub struct Scanned {
     pub candidates: u64,
     pub trace_skipped: u64,
     pub last_id: i64,
+    /// The scan stopped before this observation: a backfill (the task
+    /// named) will still change what build-edges reads from it.
+    pub waiting: Option<(&'static str, i64)>,
 }
 
 /// What a run did, summed over its batches.
@@ -40,6 +53,8 @@ pub struct Totals {
     pub batches: u64,
     pub discarded: u64,
     pub transactions: u64,
+    /// Where the run stopped to wait for a backfill (task, observation id).
+    pub waiting: Option<(&'static str, i64)>,
 }
 
 impl Totals {
@@ -48,6 +63,7 @@ impl Totals {
         self.candidates += s.candidates;
         self.trace_skipped += s.trace_skipped;
         self.batches += 1;
+        self.waiting = s.waiting;
     }
 
     pub fn add_written(&mut self, (upserted, new): (u64, u64)) {
@@ -56,7 +72,9 @@ impl Totals {
     }
 }
 
-/// Scans up to `limit` observations after `after` into `agg`.
+/// Scans up to `limit` observations after `after` into `agg`, stopping
+/// before the first one a backfill will still change (never counted before
+/// the backfill has visited it).
 pub fn scan(
     conn: &Connection,
     idx: &PrefixIndex,
@@ -64,14 +82,19 @@ pub fn scan(
     limit: usize,
     agg: &mut Agg,
 ) -> anyhow::Result<Scanned> {
-    let mut st = conn.prepare_cached(SCAN_SQL)?;
-    let mut rows = st.query(rusqlite::params![after, limit as i64])?;
+    let (pj, fp) = backfill_state::edges_wait_cursors(conn)?;
+    let mut st = conn.prepare_cached(&scan_sql())?;
+    let mut rows = st.query(rusqlite::params![after, limit as i64, pj, fp])?;
     let mut b = Scanned {
         last_id: after,
         ..Default::default()
     };
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
+        if let Some(task) = backfill_state::edges_wait_task(r.get(7)?) {
+            b.waiting = Some((task, id));
+            break;
+        }
         b.rows += 1;
         b.last_id = id;
         let payload_type = int(r.get_ref(3)?);

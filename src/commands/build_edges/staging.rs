@@ -8,8 +8,8 @@ use serde::Serialize;
 use super::EDGES_TABLE;
 use crate::error::Failure;
 use crate::store::edge_state::{
-    interrupted_rebuild, old_tables, read_watermark, NEEDS_REBUILD_KEY, OLD_TABLE_PREFIX,
-    OWNER_KEY, REBUILD_KEY, STAGING_TABLE, WATERMARK_KEY,
+    interrupted_rebuild, old_tables, read_watermark, rebuild_reasons, NEEDS_REBUILD_KEY,
+    OLD_TABLE_PREFIX, OWNER_KEY, REBUILD_KEY, STAGING_TABLE, WATERMARK_KEY,
 };
 use crate::store::engine::Engine;
 use crate::store::{self};
@@ -149,7 +149,10 @@ pub fn handle_leftover_staging(
 
 /// Swaps the staging table in; sets the watermark to the staging watermark.
 /// The old table is renamed (cheap), not dropped, inside the transaction.
-pub fn swap_in(engine: &mut Engine<'_>, token: &str) -> anyhow::Result<i64> {
+/// The stale marker is cleared only when it still holds the reasons `stale`
+/// the run started with: one added meanwhile (a rewrite this rebuild may
+/// have read before) makes the next run rebuild again.
+pub fn swap_in(engine: &mut Engine<'_>, token: &str, stale: &[String]) -> anyhow::Result<i64> {
     let old: String = format!("{OLD_TABLE_PREFIX}{}", name_suffix(token));
     once(engine, |tx| {
         check_owner(tx, token)?;
@@ -169,7 +172,9 @@ pub fn swap_in(engine: &mut Engine<'_>, token: &str) -> anyhow::Result<i64> {
         store::state_set(tx, WATERMARK_KEY, &w.to_string())?;
         store::state_delete(tx, REBUILD_KEY)?;
         store::state_delete(tx, OWNER_KEY)?;
-        store::state_delete(tx, NEEDS_REBUILD_KEY)?;
+        if rebuild_reasons(tx)? == stale {
+            store::state_delete(tx, NEEDS_REBUILD_KEY)?;
+        }
         Ok(w)
     })
 }

@@ -46,6 +46,7 @@ fn edge_build_state(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<(
             ),
         });
     }
+    edges_waiting(conn, w)?;
     if let Ok(Some((wm, ceiling))) = be::watermark_ahead(conn) {
         w.push(Warning {
             code: "edges_watermark_ahead",
@@ -54,6 +55,45 @@ fn edge_build_state(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<(
             ),
         });
     }
+    Ok(())
+}
+
+/// Observations after the build-edges watermark that build-edges leaves
+/// for later because a backfill will still change them (only on a database
+/// that has the columns the rule reads).
+fn edges_waiting(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<()> {
+    use crate::store::backfill_state;
+    use crate::store::edge_state as be;
+    let o = store::columns(conn, "observations")?;
+    let t = store::columns(conn, "transmissions")?;
+    let all = |cols: &[String], names: &[&str]| names.iter().all(|n| cols.iter().any(|c| c == n));
+    if !store::table_exists(conn, "neighbor_edges")?
+        || !all(&o, &["transmission_id", "path_json", "raw_hex"])
+        || !all(&t, &["payload_type", "from_pubkey"])
+    {
+        return Ok(());
+    }
+    let wm = be::read_watermark(conn, be::WATERMARK_KEY)
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    let waiting = backfill_state::edges_waiting(conn, wm)?;
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = waiting
+        .iter()
+        .map(|(k, n)| format!("{n} for {k}"))
+        .collect();
+    let tasks: Vec<&str> = waiting.keys().map(String::as_str).collect();
+    w.push(Warning {
+        code: "edges_waiting_for_backfill",
+        message: format!(
+            "build-edges has counted observations up to {wm} and waits with the newer ones until the backfills have filled them ({}), so that none is counted with a value that is about to change; run `corescope backfill {}` (the hourly backfill timer does)",
+            list.join(", "),
+            tasks.join(" ")
+        ),
+    });
     Ok(())
 }
 
@@ -156,14 +196,14 @@ fn repair_anomalies(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<(
             ),
         });
     }
-    if store::table_exists(conn, store::STATE_TABLE)?
-        && store::state_get(conn, crate::store::edge_state::NEEDS_REBUILD_KEY)?.is_some()
-    {
+    let stale = crate::store::edge_state::rebuild_reasons(conn)?;
+    if !stale.is_empty() {
         w.push(Warning {
             code: "edges_need_rebuild",
             message: format!(
-                "neighbor_edges still counts observations that `corescope migrate` merged away as duplicates \
-                 ({} is set in {}): run `corescope build-edges --rebuild`",
+                "neighbor_edges counts observations as they were before a later change ({}; {} is set in {}): \
+                 the next `corescope build-edges` rebuilds it automatically (as `corescope build-edges --rebuild`, which does it now)",
+                stale.join("; "),
                 crate::store::edge_state::NEEDS_REBUILD_KEY,
                 store::STATE_TABLE
             ),

@@ -193,8 +193,10 @@ fn finish(
     }
     if needs_rebuild {
         rep.done.notes.push(format!(
-            "neighbor_edges counts observations that were merged away: run `corescope build-edges --rebuild` \
+            "neighbor_edges counts observations that were changed or merged away since ({}): the next `corescope build-edges` \
+             rebuilds it automatically, as `corescope build-edges --rebuild` does \
              (recorded as {NEEDS_REBUILD_KEY} in {}; `corescope check` reports it until the rebuild)",
+            crate::store::edge_state::rebuild_reasons(conn)?.join("; "),
             store::STATE_TABLE
         ));
     }

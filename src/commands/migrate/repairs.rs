@@ -9,9 +9,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use crate::catalog;
-use crate::store::edge_state::{
-    NEEDS_REBUILD_KEY, OWNER_KEY as REBUILD_OWNER_KEY, REBUILD_KEY, WATERMARK_KEY,
-};
+use crate::store::edge_state::{rows_rewritten, watermark_covers, WATERMARK_KEY};
 use crate::store::engine::Engine;
 use crate::store::probe;
 use crate::store::walk::update_keyed;
@@ -50,12 +48,21 @@ pub(super) fn observer_idx_rowid(e: &mut Engine<'_>) -> anyhow::Result<i64> {
             &probe::own_started_key(catalog::OBSERVER_IDX_MIGRATION),
             "1",
         )?;
-        update_keyed(
+        let mapped = |text: &String| map.get(&text.to_lowercase()).copied().flatten();
+        let b = update_keyed(
             tx,
             "UPDATE OR IGNORE observations SET observer_idx = ?1 WHERE id = ?2 AND typeof(observer_idx) = 'text'",
             &rows,
-            |text| map.get(&text.to_lowercase()).copied().flatten(),
-        )
+            mapped,
+        )?;
+        // build-edges reads the observer through observer_idx: a mapped row
+        // it had counted (as heard by no observer) makes the graph stale.
+        if b.changed > 0 {
+            if let Some(first) = rows.iter().find(|(_, t)| mapped(t).is_some()) {
+                rows_rewritten(tx, first.0, OBSERVER_IDX_REASON, true)?;
+            }
+        }
+        Ok(b)
     })?;
     complete(walk)
 }
@@ -126,12 +133,8 @@ pub(super) fn merge_duplicates(e: &mut Engine<'_>) -> anyhow::Result<MergeStats>
     // removed id by now, the graph is stale too.
     if let Some(m) = min_removed {
         let wm = store::state_get(e.conn(), WATERMARK_KEY)?;
-        if watermark_covers(wm.as_deref(), m)
-            && store::state_get(e.conn(), NEEDS_REBUILD_KEY)?.is_none()
-        {
-            once(e, |tx| {
-                store::state_set(tx, NEEDS_REBUILD_KEY, NEEDS_REBUILD_VALUE)
-            })?;
+        if watermark_covers(wm.as_deref(), m) {
+            once(e, |tx| rows_rewritten(tx, m, MERGE_REASON, false))?;
             stats.needs_rebuild = true;
         }
     }
@@ -146,19 +149,12 @@ fn min_of(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     }
 }
 
-/// Value of the build-edges marker (fixed text: the same whichever run sets it).
-const NEEDS_REBUILD_VALUE: &str =
-    "migrate merged away duplicate observations that neighbor_edges had already counted; run `corescope build-edges --rebuild`";
-
-/// Has the build-edges watermark (stored text) counted observation `id`?
-/// An unparseable watermark counts everything (build-edges itself asks for
-/// a rebuild then).
-fn watermark_covers(wm: Option<&str>, id: i64) -> bool {
-    match wm {
-        None => false,
-        Some(v) => v.trim().parse::<i64>().map_or(true, |w| id <= w),
-    }
-}
+/// Reasons recorded with the build-edges marker (fixed texts: the same
+/// whichever run sets them).
+const MERGE_REASON: &str =
+    "migrate merged away duplicate observations that neighbor_edges had already counted";
+const OBSERVER_IDX_REASON: &str =
+    "migrate mapped the text observer_idx of observations that neighbor_edges had already counted to observer rowids";
 
 #[derive(Debug, Default)]
 struct MergeBatch {
@@ -298,21 +294,12 @@ fn merge_group(
 /// After removing rows down to id `min_removed`: mark the graph for a
 /// rebuild when build-edges had counted them, and stop an unfinished rebuild.
 fn after_merge(tx: &Transaction<'_>, min_removed: i64, b: &mut MergeBatch) -> anyhow::Result<()> {
-    tx.execute_batch(&store::state_table_sql())?;
-    if watermark_covers(store::state_get(tx, WATERMARK_KEY)?.as_deref(), min_removed) {
-        store::state_set(tx, NEEDS_REBUILD_KEY, NEEDS_REBUILD_VALUE)?;
-        b.marked = true;
-    }
     // An unfinished rebuild may hold removed rows in its staging table
-    // (or in memory): take its ownership away, so it stops and the next
+    // (or in memory): it loses its ownership, so it stops and the next
     // rebuild starts over from the merged observations.
-    if store::state_get(tx, REBUILD_OWNER_KEY)?.is_some()
-        || store::state_get(tx, REBUILD_KEY)?.is_some()
-    {
-        store::state_delete(tx, REBUILD_OWNER_KEY)?;
-        store::state_delete(tx, REBUILD_KEY)?;
-        b.staging_reset = true;
-    }
+    let r = rows_rewritten(tx, min_removed, MERGE_REASON, true)?;
+    b.marked |= r.marked;
+    b.staging_reset |= r.staging_reset;
     Ok(())
 }
 
@@ -385,17 +372,6 @@ pub(super) fn sync_inactive_nodes(e: &mut Engine<'_>) -> anyhow::Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn watermark_coverage() {
-        assert!(!watermark_covers(None, 1));
-        assert!(watermark_covers(Some("10"), 10));
-        assert!(!watermark_covers(Some(" 10 "), 11));
-        assert!(
-            watermark_covers(Some("garbage"), 11),
-            "unparseable: assume counted"
-        );
-    }
 
     #[test]
     fn lowest_of_two_optional_ids() {
