@@ -211,6 +211,18 @@ pub struct CheckArgs {
     /// Also run PRAGMA quick_check and foreign_key_check (reads the whole file)
     #[arg(long)]
     pub integrity: bool,
+
+    /// Also run the anomaly scans that read whole tables (time grows with the data)
+    #[arg(long)]
+    pub deep: bool,
+
+    /// Accept warning CODE under --strict (repeatable; adds to corescope.checkAllow)
+    #[arg(long, value_name = "CODE")]
+    pub allow: Vec<String>,
+
+    /// Warn (edges_lag) when more observations than this wait for build-edges
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_edges_lag: i64,
 }
 
 /// A backfill task of `corescope backfill`.

@@ -32,6 +32,28 @@ pub const RESOLVED_WHERE: &str = "(o.resolved_path IS NULL OR o.resolved_path = 
      AND o.path_json IS NOT NULL AND o.path_json NOT IN ('', '[]') \
      AND (t.payload_type IS NULL OR t.payload_type <> 9)";
 
+/// `_corescope_state` key of the rows a task visited but could not fill,
+/// summed over its runs since the last `--reset` (those rows are behind
+/// its cursor and not visited again).
+pub fn skipped_key(task: &str) -> String {
+    format!("jobs.backfill.{task}.skipped")
+}
+
+/// Rows skipped so far by `task` (0 when never recorded).
+pub fn read_skipped(conn: &Connection, task: &str) -> anyhow::Result<i64> {
+    Ok(state_get(conn, &skipped_key(task))?
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(0))
+}
+
+/// Add the rows one run skipped to the task's total (`reset`: the run
+/// started over from the first row, so the total starts over too).
+pub fn add_skipped(conn: &Connection, task: &str, skipped: u64, reset: bool) -> anyhow::Result<()> {
+    let before = if reset { 0 } else { read_skipped(conn, task)? };
+    let total = before.saturating_add(i64::try_from(skipped).unwrap_or(i64::MAX));
+    super::state::state_set(conn, &skipped_key(task), &total.to_string())
+}
+
 /// The stored cursor of a task (0 when none or unparsable).
 pub fn read_cursor(conn: &Connection, task: &str) -> anyhow::Result<i64> {
     Ok(state_get(conn, &cursor_key(task))?
