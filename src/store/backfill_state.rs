@@ -33,8 +33,9 @@ pub const RESOLVED_WHERE: &str = "(o.resolved_path IS NULL OR o.resolved_path = 
      AND (t.payload_type IS NULL OR t.payload_type <> 9)";
 
 /// `_corescope_state` key of the rows a task visited but could not fill,
-/// summed over its runs since the last `--reset` (those rows are behind
-/// its cursor and not visited again).
+/// summed over its batches since the last `--reset` (kept in the batch's
+/// own transaction, so a killed run counts exactly what it committed; a
+/// row visited again after its cursor was lowered counts again).
 pub fn skipped_key(task: &str) -> String {
     format!("jobs.backfill.{task}.skipped")
 }
@@ -46,10 +47,9 @@ pub fn read_skipped(conn: &Connection, task: &str) -> anyhow::Result<i64> {
         .unwrap_or(0))
 }
 
-/// Add the rows one run skipped to the task's total (`reset`: the run
-/// started over from the first row, so the total starts over too).
-pub fn add_skipped(conn: &Connection, task: &str, skipped: u64, reset: bool) -> anyhow::Result<()> {
-    let before = if reset { 0 } else { read_skipped(conn, task)? };
+/// Add the rows one batch skipped to the task's total.
+pub fn add_skipped(conn: &Connection, task: &str, skipped: u64) -> anyhow::Result<()> {
+    let before = read_skipped(conn, task)?;
     let total = before.saturating_add(i64::try_from(skipped).unwrap_or(i64::MAX));
     super::state::state_set(conn, &skipped_key(task), &total.to_string())
 }

@@ -65,7 +65,7 @@ fn shared_file_valid_and_failures_keep_last_success() {
     let m = dir.path().join("corescope.prom");
 
     // Legacy database: not ready.
-    assert_eq!(run(&["check", "-q"], &db, &m), 3);
+    assert_eq!(run(&["check", "-q", "--deep"], &db, &m), 3);
     let s = samples(&std::fs::read_to_string(&m).unwrap());
     assert_eq!(s[r#"corescope_schema_ready{command="check"}"#], 0.0);
     assert_eq!(s[r#"corescope_last_exit_code{command="check"}"#], 3.0);

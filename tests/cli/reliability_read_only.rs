@@ -20,7 +20,7 @@ const NOBODY: u32 = 65534;
 fn read_only_commands() -> Vec<Vec<&'static str>> {
     vec![
         vec!["check"],
-        vec!["check", "--json"],
+        vec!["check", "--json", "--deep"],
         vec!["check", "--integrity", "--json"],
         vec!["migrate", "--dry-run"],
         vec!["prune", "--dry-run", "--now", NOW, "--packet-days", "20"],

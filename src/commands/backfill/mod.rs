@@ -135,14 +135,9 @@ fn run_tasks(
                 ctx.progress_allowed(),
             )?
         };
-        if rep.ran {
-            let reset = args.reset.contains(&task);
-            e.batch(|tx| {
-                let job = format!("backfill.{}", task.cli_name());
-                crate::store::state::record_run(tx, &job, rep.complete)?;
-                crate::store::backfill_state::add_skipped(tx, task.cli_name(), rep.skipped, reset)?;
-                Ok(((), 1))
-            })?;
+        if rep.ran && !e.target().is_dry_run() {
+            let job = format!("backfill.{}", task.cli_name());
+            e.batch(|tx| Ok((crate::store::state::record_run(tx, &job, rep.complete)?, 1)))?;
         }
         let stats = e.stats(rep.complete);
         if stats.transactions > 0 {

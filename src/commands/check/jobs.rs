@@ -63,7 +63,8 @@ pub struct BackfillJob {
     /// Rows after the cursor (upper bound, see `lag_basis`); only the ones
     /// matching the task's selection are work (`check --deep` counts them).
     pub rows_past_cursor: i64,
-    /// Rows visited but not filled, summed since the last --reset.
+    /// Visits of rows that could not be filled, summed since the last
+    /// --reset (a row visited again after its cursor was lowered counts again).
     pub skipped: i64,
     pub lag_basis: &'static str,
 }
