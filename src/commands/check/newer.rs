@@ -8,6 +8,15 @@ use rusqlite::Connection;
 use crate::catalog::{self, Record};
 use crate::store::{self, probe};
 
+/// `_migrations` names CoreScope records that are not schema migrations of
+/// the catalog: markers of background data jobs (the path_json backfill's
+/// completion, also written by `corescope backfill path-json`; the
+/// default-scope backfill, only when region keys are configured).
+const KNOWN_MARKERS: &[&str] = &[
+    "backfill_path_json_from_raw_hex_v1",
+    "backfill_default_scope_v1",
+];
+
 /// Names corescope itself creates besides the catalog's tables and indexes
 /// (merge log, rebuild staging and old edge tables, state): never "newer".
 fn own(name: &str) -> bool {
@@ -68,6 +77,7 @@ pub fn unknown_objects(conn: &Connection) -> anyhow::Result<Vec<String>> {
         if !catalog::MIGRATIONS
             .iter()
             .any(|m| m.record == Record::Migrations && m.name == name)
+            && !KNOWN_MARKERS.contains(&name.as_str())
         {
             out.push(format!("migration:{name}"));
         }
@@ -111,7 +121,7 @@ mod tests {
             "CREATE TABLE future_things (x);
              ALTER TABLE observations ADD COLUMN future_col TEXT;
              CREATE INDEX idx_future ON observations(future_col);
-             INSERT INTO _migrations (name) VALUES ('future_migration_v9');",
+             INSERT INTO _migrations (name) VALUES ('future_migration_v9'), ('backfill_path_json_from_raw_hex_v1');",
         )
         .unwrap();
         assert_eq!(
