@@ -112,7 +112,10 @@ pub(super) fn run_row_task(
     if reset && !dry_run {
         e.batch(|tx| {
             store::state_delete(tx, &cursor_key(task))?;
-            store::state_delete(tx, &crate::store::backfill_state::skipped_key(task.cli_name()))?;
+            store::state_delete(
+                tx,
+                &crate::store::backfill_state::skipped_key(task.cli_name()),
+            )?;
             Ok(((), 0))
         })?;
         log::info!("backfill {}: cursor reset", task.cli_name());

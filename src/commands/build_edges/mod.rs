@@ -146,7 +146,12 @@ fn build(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<BuildEdgesReport> {
     let old_rows_deleted = staging::drop_old_tables(&mut engine, args.write.max_lock_ms)?;
     engine.checkpoint();
     let report = finish(engine.conn(), args.rebuild, swapped, &start)?;
-    engine.batch(|tx| Ok((crate::store::state::record_run(tx, "build_edges", complete)?, 1)))?;
+    engine.batch(|tx| {
+        Ok((
+            crate::store::state::record_run(tx, "build_edges", complete)?,
+            1,
+        ))
+    })?;
     Ok(BuildEdgesReport {
         observations_scanned: totals.scanned,
         candidates: totals.candidates,

@@ -173,8 +173,18 @@ pub fn jobs(conn: &Connection, cfg: &Config, now: i64, deep: bool) -> anyhow::Re
             "dropped_at",
             Some(cfg.metrics_days()),
         ),
-        ("edges", "neighbor_edges", "last_seen", Some(cfg.edge_days())),
-        ("clients", "client_receptions", "rx_at", cfg.client_rx_days()),
+        (
+            "edges",
+            "neighbor_edges",
+            "last_seen",
+            Some(cfg.edge_days()),
+        ),
+        (
+            "clients",
+            "client_receptions",
+            "rx_at",
+            cfg.client_rx_days(),
+        ),
     ];
     let mut prune = BTreeMap::new();
     for (kind, table, column, days) in kinds {

@@ -44,7 +44,12 @@ pub fn known_codes() -> Vec<&'static str> {
 fn allowed_codes(ctx: &Ctx, args: &CheckArgs) -> anyhow::Result<Vec<String>> {
     let known = known_codes();
     let mut out: Vec<String> = Vec::new();
-    let from_cfg = ctx.config.corescope.check_allow.iter().map(|c| (c, "corescope.checkAllow"));
+    let from_cfg = ctx
+        .config
+        .corescope
+        .check_allow
+        .iter()
+        .map(|c| (c, "corescope.checkAllow"));
     for (code, source) in args.allow.iter().map(|c| (c, "--allow")).chain(from_cfg) {
         let code = code.trim();
         if !known.contains(&code) {
@@ -299,7 +304,8 @@ mod tests {
         // above sees the queries that matter).
         let deep = statements_and_scans(true);
         assert!(
-            deep.iter().any(|(s, scans)| s.contains("NOT EXISTS") && !scans.is_empty()),
+            deep.iter()
+                .any(|(s, scans)| s.contains("NOT EXISTS") && !scans.is_empty()),
             "{deep:#?}"
         );
     }
@@ -307,7 +313,12 @@ mod tests {
     #[test]
     fn known_codes_come_from_the_docs() {
         let codes = known_codes();
-        for c in ["zero_timestamp", "schema_newer", "edges_lag", "pending_backfill"] {
+        for c in [
+            "zero_timestamp",
+            "schema_newer",
+            "edges_lag",
+            "pending_backfill",
+        ] {
             assert!(codes.contains(&c), "{c} not in {codes:?}");
         }
     }

@@ -6,7 +6,12 @@ use rusqlite::Connection;
 
 /// Tables whose size does not grow with the traffic: the migration records,
 /// corescope's state, and the observers (one row per radio).
-const SMALL_TABLES: &[&str] = &["_migrations", "_async_migrations", "_corescope_state", "observers"];
+const SMALL_TABLES: &[&str] = &[
+    "_migrations",
+    "_async_migrations",
+    "_corescope_state",
+    "observers",
+];
 
 /// The steps of SQLite's plan for `sql` that read a whole data table or
 /// index (`SCAN observations`, `SCAN o USING COVERING INDEX ...`). Virtual

@@ -122,7 +122,10 @@ impl CheckReport {
             ]);
         }
         t.add_row(if self.deep {
-            vec!["deep scans run".to_string(), list_or_dash(&strs(&self.scans_run))]
+            vec![
+                "deep scans run".to_string(),
+                list_or_dash(&strs(&self.scans_run)),
+            ]
         } else {
             vec![
                 "not scanned (--deep)".to_string(),

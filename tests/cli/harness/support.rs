@@ -81,7 +81,10 @@ pub fn full_state(db: &Path, exclude: &[(&str, &str)]) -> State {
         } else {
             let mut rows = common::dump(&conn, &t, Some(&cols));
             if t == "_corescope_state" {
-                for r in rows.iter_mut().filter(|r| r.len() > 1 && is_run_time_key(&r[0])) {
+                for r in rows
+                    .iter_mut()
+                    .filter(|r| r.len() > 1 && is_run_time_key(&r[0]))
+                {
                     r[1] = Value::Text("<bookkeeping>".into());
                 }
             }
