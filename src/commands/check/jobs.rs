@@ -17,7 +17,7 @@ use crate::store::{self, backfill_state, edge_state, state};
 
 /// When a job last ran, as it recorded itself at the end of the run.
 #[derive(Debug, Serialize, Default)]
-pub struct LastRun {
+pub struct RunRecord {
     /// The job has run (with a corescope that records its runs).
     pub ran: bool,
     /// UTC time the last run ended.
@@ -26,14 +26,14 @@ pub struct LastRun {
     pub last_complete: Option<bool>,
 }
 
-fn last_run(conn: &Connection, job: &str) -> anyhow::Result<LastRun> {
+fn last_run(conn: &Connection, job: &str) -> anyhow::Result<RunRecord> {
     Ok(match state::last_run(conn, job)? {
-        Some((at, complete)) => LastRun {
+        Some((at, complete)) => RunRecord {
             ran: true,
             last_run: Some(at),
             last_complete: Some(complete),
         },
-        None => LastRun::default(),
+        None => RunRecord::default(),
     })
 }
 
@@ -44,7 +44,7 @@ pub const LAG_BASIS: &str =
 #[derive(Debug, Serialize)]
 pub struct EdgesJob {
     #[serde(flatten)]
-    pub run: LastRun,
+    pub run: RunRecord,
     /// Last observation id counted into neighbor_edges (None: never ran).
     pub watermark: Option<i64>,
     pub max_observation_id: i64,
@@ -56,7 +56,7 @@ pub struct EdgesJob {
 #[derive(Debug, Serialize)]
 pub struct BackfillJob {
     #[serde(flatten)]
-    pub run: LastRun,
+    pub run: RunRecord,
     /// Last row id visited (0: from the start).
     pub cursor: i64,
     pub max_id: i64,
@@ -87,14 +87,14 @@ pub struct PruneKindState {
 #[derive(Debug, Serialize)]
 pub struct PruneJob {
     #[serde(flatten)]
-    pub run: LastRun,
+    pub run: RunRecord,
     pub kinds: BTreeMap<&'static str, PruneKindState>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct VacuumJob {
     #[serde(flatten)]
-    pub run: LastRun,
+    pub run: RunRecord,
     pub free_pages: i64,
     pub free_bytes: i64,
     /// `db.incrementalVacuumPages`: pages one daily vacuum or prune returns.

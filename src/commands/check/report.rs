@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::anomalies::Warning;
-use super::jobs::{Jobs, LastRun};
+use super::jobs::{Jobs, RunRecord};
 use crate::error::{EXIT_NOT_READY, EXIT_OK};
 use crate::report::{self, Report};
 
@@ -66,7 +66,7 @@ pub struct CheckReport {
 }
 
 /// "never ran", or when the last run ended and whether it was complete.
-fn ran(r: &LastRun) -> String {
+fn ran(r: &RunRecord) -> String {
     match (&r.last_run, r.last_complete) {
         (Some(at), Some(true)) => format!("last run {at}, complete"),
         (Some(at), _) => format!("last run {at}, stopped early (resumes next run)"),
