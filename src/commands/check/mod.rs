@@ -107,10 +107,12 @@ fn collect(
         args.target.name(),
         missing.len()
     );
-    let pending: Vec<String> = probe::pending_migrations(conn, args.target)?
-        .iter()
-        .map(|m| m.name.to_string())
-        .collect();
+    let pending = if args.deep {
+        probe::pending_migrations(conn, args.target)?
+    } else {
+        probe::pending_migrations_cheap(conn, args.target)?
+    };
+    let pending: Vec<String> = pending.iter().map(|m| m.name.to_string()).collect();
     log::info!("named migrations pending: {}", pending.len());
     let vacuum_on_startup = ctx.config.db.vacuum_on_startup.unwrap_or(false);
     let mut scans = Scans::new(args.deep, ctx.progress_allowed());
@@ -248,14 +250,27 @@ mod tests {
     }
 
     /// Every statement `check` runs on a synthetic database (latest schema,
-    /// with anomalies), and the full scans SQLite's plan has for each.
-    fn statements_and_scans(deep: bool) -> Vec<(String, Vec<String>)> {
+    /// with anomalies) or a copy of the real unmigrated fixture, and the
+    /// full scans SQLite's plan has for each.
+    fn statements_and_scans(deep: bool, legacy: bool) -> Vec<(String, Vec<String>)> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
-        let mut cfg = crate::commands::demo::demo_config(3000, 1_780_000_000);
-        cfg.schema = crate::synth::Schema::Latest;
-        cfg.anomalies = true;
-        crate::synth::write_database(&cfg, &path, false, &|_, _, _| {}).unwrap();
+        if legacy {
+            let src = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../shared/fixtures/legacy-2026-03.db"
+            );
+            std::fs::copy(src, &path).unwrap();
+            let mut perm = std::fs::metadata(&path).unwrap().permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perm.set_readonly(false);
+            std::fs::set_permissions(&path, perm).unwrap();
+        } else {
+            let mut cfg = crate::commands::demo::demo_config(3000, 1_780_000_000);
+            cfg.schema = crate::synth::Schema::Latest;
+            cfg.anomalies = true;
+            crate::synth::write_database(&cfg, &path, false, &|_, _, _| {}).unwrap();
+        }
         let ctx = Ctx {
             db_path: path.clone(),
             json: true,
@@ -296,13 +311,18 @@ mod tests {
 
     #[test]
     fn default_check_reads_no_table_end_to_end() {
-        let fast = statements_and_scans(false);
-        assert!(fast.len() > 20, "{} statements traced", fast.len());
-        let scans: Vec<_> = fast.iter().filter(|(_, s)| !s.is_empty()).collect();
-        assert!(scans.is_empty(), "full scans without --deep: {scans:#?}");
+        for legacy in [false, true] {
+            let fast = statements_and_scans(false, legacy);
+            assert!(fast.len() > 20, "{} statements traced", fast.len());
+            let scans: Vec<_> = fast.iter().filter(|(_, s)| !s.is_empty()).collect();
+            assert!(
+                scans.is_empty(),
+                "full scans without --deep (legacy: {legacy}): {scans:#?}"
+            );
+        }
         // The same check with --deep does read whole tables (so the trace
         // above sees the queries that matter).
-        let deep = statements_and_scans(true);
+        let deep = statements_and_scans(true, false);
         assert!(
             deep.iter()
                 .any(|(s, scans)| s.contains("NOT EXISTS") && !scans.is_empty()),
