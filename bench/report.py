@@ -102,7 +102,8 @@ def main():
     out.append("# corescope benchmark\n")
     out.append(f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     out.append(f"- machine: {machine()}")
-    out.append(f"- corescope: {cmd_out([a.bin, '--version'])} ({cmd_out(['git', 'describe', '--always', '--dirty'])})")
+    version = (cmd_out([a.bin, "--version"]).splitlines() or [""])[0]
+    out.append(f"- corescope: {version} ({cmd_out(['git', 'describe', '--always', '--dirty'])})")
     out.append(f"- sqlite3 CLI: {cmd_out(['sqlite3', '--version']).split(' ')[0]}")
     out.append(f"- figures: medians of {a.runs} alternating runs (corescope, baseline, corescope, …) on fresh copies")
     out.append("")
