@@ -164,6 +164,9 @@ run_size() {
         echo "== $size run $run/$RUNS" >&2
         if have check; then
             measure "$size" check corescope "$run" -- "$BIN" --db "$base" --json check
+            measure "$size" check sqlite3 "$run" -- sqlite3 -readonly "$base" "SELECT count(*) FROM observations"
+            measure "$size" "check -q" corescope "$run" -- "$BIN" --db "$base" -q check
+            measure "$size" "check --deep" corescope "$run" -- "$BIN" --db "$base" --json check --deep
         fi
         if have migrate; then
             copy_db "$seed" "$w"; measure "$size" "migrate (seed → latest)" corescope "$run" -- "$BIN" --db "$w" --json migrate

@@ -16,10 +16,19 @@ Database selection: --db PATH, else CORESCOPE_DB, else dbPath from the config fi
 Exit codes: 0 success (also a run stopped by --max-seconds); 1 error (cannot open, not a database, corrupt, I/O, SQL);
 2 usage error; 3 schema not ready or migrations pending (write commands refuse to run); 75 busy, try again next run.";
 
+/// `corescope --version`: the version and the CoreScope schema targets
+/// this build knows (the catalog records no upstream commit for them).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\nschema targets: seed (what the CoreScope server of the seed version asserts at start), \
+     latest (everything newer CoreScope versions use; default); \
+     the catalog records no upstream commit for either"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "corescope",
-    version,
+    version = VERSION,
     about = "Maintenance toolkit for the SQLite database of CoreScope (MeshCore mesh analyzer)",
     long_about = "Maintenance toolkit for the SQLite database of CoreScope (MeshCore mesh analyzer): schema migrations, \
                   read-only readiness checks, and the maintenance jobs that timers run beside a live ingestor.",
@@ -211,6 +220,18 @@ pub struct CheckArgs {
     /// Also run PRAGMA quick_check and foreign_key_check (reads the whole file)
     #[arg(long)]
     pub integrity: bool,
+
+    /// Also run the anomaly scans that read whole tables (time grows with the data)
+    #[arg(long)]
+    pub deep: bool,
+
+    /// Accept warning CODE under --strict (repeatable; adds to corescope.checkAllow)
+    #[arg(long, value_name = "CODE")]
+    pub allow: Vec<String>,
+
+    /// Warn (edges_lag) when more observations than this wait for build-edges
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_edges_lag: i64,
 }
 
 /// A backfill task of `corescope backfill`.

@@ -15,6 +15,8 @@ pub struct Config {
     pub neighbor_edges_max_age_days: Option<i64>,
     pub db: DbCfg,
     pub observer_blacklist: Vec<String>,
+    /// corescope's own keys (CoreScope ignores them).
+    pub corescope: CorescopeCfg,
     /// Directory of the config file (relative `dbPath` values resolve against
     /// the working directory, like the ingestor; kept for messages).
     #[serde(skip)]
@@ -29,6 +31,15 @@ pub struct Retention {
     pub metrics_days: Option<i64>,
     pub packet_days: Option<i64>,
     pub client_rx_days: Option<i64>,
+}
+
+/// The `corescope` section: keys only corescope reads.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CorescopeCfg {
+    /// `corescope.checkAllow`: warning codes `check --strict` accepts
+    /// (like `--allow CODE`).
+    pub check_allow: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -66,7 +77,7 @@ impl Config {
             let Some(obj) = v.as_object() else {
                 return Err(not_object("the top level", &v).into());
             };
-            for key in ["retention", "db"] {
+            for key in ["retention", "db", "corescope"] {
                 match obj.get(key) {
                     Some(s) if !s.is_object() => {
                         return Err(not_object(&format!("\"{key}\""), s).into())

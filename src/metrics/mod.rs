@@ -23,6 +23,17 @@
 //! - `pending_backfills` (task → rows) and `tasks.<task>.remaining` →
 //!   `corescope_pending_backfill_rows{task}` (task names as on the command
 //!   line, `from-pubkey`)
+//! - `jobs` (check's job state): `jobs.build_edges.lag` →
+//!   `corescope_build_edges_lag_observations`;
+//!   `jobs.backfill.<task>.rows_past_cursor` / `.skipped` →
+//!   `corescope_backfill_rows_past_cursor{task}` /
+//!   `corescope_backfill_rows_skipped{task}`; `jobs.vacuum.free_pages`,
+//!   `.free_bytes`, `.daily_runs_to_return` → `corescope_free_pages`,
+//!   `corescope_free_bytes`, `corescope_vacuum_runs_to_return`;
+//!   `jobs.prune.kinds.<kind>.due_now` → `corescope_prune_due{kind}`; each
+//!   job's `last_run` / `last_complete` →
+//!   `corescope_job_last_run_timestamp_seconds{job}` /
+//!   `corescope_job_last_run_complete{job}` (a job that never ran: no series)
 //! - rows processed, added to the counter `corescope_rows_total{kind}` (write
 //!   commands only, never for `"dry_run": true`): every integer of
 //!   `deleted.<kind>`; `tasks.<task>.scanned`/`.updated` as kind
@@ -70,6 +81,15 @@ const READY: &str = "corescope_schema_ready";
 const PENDING_MIGRATIONS: &str = "corescope_pending_migrations";
 const PENDING_BACKFILL: &str = "corescope_pending_backfill_rows";
 const WARNINGS: &str = "corescope_warnings";
+const EDGES_LAG: &str = "corescope_build_edges_lag_observations";
+const PAST_CURSOR: &str = "corescope_backfill_rows_past_cursor";
+const SKIPPED: &str = "corescope_backfill_rows_skipped";
+const FREE_PAGES: &str = "corescope_free_pages";
+const FREE_BYTES: &str = "corescope_free_bytes";
+const VACUUM_RUNS: &str = "corescope_vacuum_runs_to_return";
+const PRUNE_DUE: &str = "corescope_prune_due";
+const JOB_LAST_RUN: &str = "corescope_job_last_run_timestamp_seconds";
+const JOB_COMPLETE: &str = "corescope_job_last_run_complete";
 
 /// Every metric family corescope writes: name, type, help (in file order).
 pub const FAMILIES: &[(&str, &str, &str)] = &[
@@ -116,6 +136,43 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "Rows a backfill task still has to process, as of the last run.",
     ),
     (WARNINGS, "gauge", "Warnings reported by the last run."),
+    (
+        EDGES_LAG,
+        "gauge",
+        "Observations not counted into neighbor_edges yet (max id minus the build-edges watermark; an upper bound).",
+    ),
+    (
+        PAST_CURSOR,
+        "gauge",
+        "Rows after a backfill task's cursor (max id minus the cursor; an upper bound of its work).",
+    ),
+    (
+        SKIPPED,
+        "gauge",
+        "Rows a backfill task visited but could not fill, since its last --reset.",
+    ),
+    (FREE_PAGES, "gauge", "Free pages in the database file."),
+    (FREE_BYTES, "gauge", "Bytes of free pages in the database file."),
+    (
+        VACUUM_RUNS,
+        "gauge",
+        "Daily incremental vacuums (db.incrementalVacuumPages each) it takes to return the free pages.",
+    ),
+    (
+        PRUNE_DUE,
+        "gauge",
+        "1 if the oldest row of a retention kind is older than its cut-off (a prune now removes rows).",
+    ),
+    (
+        JOB_LAST_RUN,
+        "gauge",
+        "Unix time the last run of a job ended, as the job recorded it in the database.",
+    ),
+    (
+        JOB_COMPLETE,
+        "gauge",
+        "1 if the last run of a job finished its work, 0 if it stopped early.",
+    ),
 ];
 
 /// Families that describe the state seen by the last run; carried over when
@@ -127,6 +184,15 @@ const STATE_FAMILIES: &[&str] = &[
     PENDING_MIGRATIONS,
     PENDING_BACKFILL,
     WARNINGS,
+    EDGES_LAG,
+    PAST_CURSOR,
+    SKIPPED,
+    FREE_PAGES,
+    FREE_BYTES,
+    VACUUM_RUNS,
+    PRUNE_DUE,
+    JOB_LAST_RUN,
+    JOB_COMPLETE,
 ];
 
 /// What one run hands to the metrics writer.
@@ -258,7 +324,67 @@ fn state_samples(command: &str, json: &Map<String, Value>) -> Vec<Sample> {
     for (task, n) in pending {
         push(PENDING_BACKFILL, Some(("task", &task)), n as f64);
     }
+    if let Some(jobs) = json.get("jobs").and_then(Value::as_object) {
+        job_samples(jobs, &mut push);
+    }
     out
+}
+
+/// The series of check's job state (module doc).
+fn job_samples(jobs: &Map<String, Value>, push: &mut impl FnMut(&str, Option<(&str, &str)>, f64)) {
+    let num = |v: Option<&Value>| v.and_then(Value::as_f64);
+    let at = |o: &Value, path: &[&str]| path.iter().try_fold(o, |v, k| v.get(k)).cloned();
+    let root = Value::Object(jobs.clone());
+    if let Some(n) = num(at(&root, &["build_edges", "lag"]).as_ref()) {
+        push(EDGES_LAG, None, n);
+    }
+    let mut runs: Vec<(String, &Value)> = Vec::new();
+    for name in ["build_edges", "prune", "vacuum"] {
+        if let Some(j) = jobs.get(name) {
+            runs.push((name.to_string(), j));
+        }
+    }
+    if let Some(tasks) = jobs.get("backfill").and_then(Value::as_object) {
+        for (task, t) in tasks {
+            if let Some(n) = num(t.get("rows_past_cursor")) {
+                push(PAST_CURSOR, Some(("task", task)), n);
+            }
+            if let Some(n) = num(t.get("skipped")) {
+                push(SKIPPED, Some(("task", task)), n);
+            }
+            runs.push((format!("backfill.{task}"), t));
+        }
+    }
+    if let Some(v) = jobs.get("vacuum") {
+        for (name, key) in [
+            (FREE_PAGES, "free_pages"),
+            (FREE_BYTES, "free_bytes"),
+            (VACUUM_RUNS, "daily_runs_to_return"),
+        ] {
+            if let Some(n) = num(v.get(key)) {
+                push(name, None, n);
+            }
+        }
+    }
+    if let Some(kinds) = at(&root, &["prune", "kinds"]) {
+        for (kind, k) in kinds.as_object().into_iter().flatten() {
+            if let Some(b) = k.get("due_now").and_then(Value::as_bool) {
+                push(PRUNE_DUE, Some(("kind", kind)), f64::from(u8::from(b)));
+            }
+        }
+    }
+    for (job, j) in runs {
+        if let Some(t) = j
+            .get("last_run")
+            .and_then(Value::as_str)
+            .and_then(crate::timeutil::parse_instant)
+        {
+            push(JOB_LAST_RUN, Some(("job", &job)), t as f64);
+        }
+        if let Some(b) = j.get("last_complete").and_then(Value::as_bool) {
+            push(JOB_COMPLETE, Some(("job", &job)), f64::from(u8::from(b)));
+        }
+    }
 }
 
 /// The new series of `run.command`, given that command's previous series.

@@ -99,6 +99,28 @@ pub fn edges_waiting(conn: &Connection, after: i64) -> anyhow::Result<BTreeMap<S
     Ok(out)
 }
 
+/// `_corescope_state` key of the rows a task visited but could not fill,
+/// summed over its batches since the last `--reset` (kept in the batch's
+/// own transaction, so a killed run counts exactly what it committed; a
+/// row visited again after its cursor was lowered counts again).
+pub fn skipped_key(task: &str) -> String {
+    format!("jobs.backfill.{task}.skipped")
+}
+
+/// Rows skipped so far by `task` (0 when never recorded).
+pub fn read_skipped(conn: &Connection, task: &str) -> anyhow::Result<i64> {
+    Ok(state_get(conn, &skipped_key(task))?
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(0))
+}
+
+/// Add the rows one batch skipped to the task's total.
+pub fn add_skipped(conn: &Connection, task: &str, skipped: u64) -> anyhow::Result<()> {
+    let before = read_skipped(conn, task)?;
+    let total = before.saturating_add(i64::try_from(skipped).unwrap_or(i64::MAX));
+    super::state::state_set(conn, &skipped_key(task), &total.to_string())
+}
+
 /// The stored cursor of a task (0 when none or unparsable).
 pub fn read_cursor(conn: &Connection, task: &str) -> anyhow::Result<i64> {
     Ok(state_get(conn, &cursor_key(task))?

@@ -209,6 +209,12 @@ impl ReadOnlyDb {
     pub(crate) fn reader(&self) -> &Connection {
         &self.conn
     }
+
+    /// Tests only: the connection, to install a statement trace.
+    #[cfg(test)]
+    pub(crate) fn reader_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
 }
 
 /// A read-write handle. All writes go through [`WriteDb::write`].

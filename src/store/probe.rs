@@ -188,11 +188,36 @@ pub fn pending_migrations(
     conn: &Connection,
     target: Target,
 ) -> rusqlite::Result<Vec<&'static MigrationDef>> {
+    pending_migrations_with(conn, target, false)
+}
+
+/// Like [`pending_migrations`], but without a probe that would read a whole
+/// table: corescope's observer_idx repair counts as pending, unlooked, while
+/// `idx_observations_observer_idx` (which makes its probe a range lookup) is
+/// missing; such a database is not ready anyway, for the missing index
+/// (`check` without `--deep`).
+pub fn pending_migrations_cheap(
+    conn: &Connection,
+    target: Target,
+) -> rusqlite::Result<Vec<&'static MigrationDef>> {
+    pending_migrations_with(conn, target, true)
+}
+
+fn pending_migrations_with(
+    conn: &Connection,
+    target: Target,
+    cheap: bool,
+) -> rusqlite::Result<Vec<&'static MigrationDef>> {
     let recorded = recorded_migrations(conn)?;
     let done_async = done_async_migrations(conn)?;
+    let unindexed = cheap && !object_exists(conn, "index", "idx_observations_observer_idx")?;
     let mut out = Vec::new();
     for m in catalog::migration_order(target) {
-        if migration_pending(m, &recorded, &done_async, conn)? {
+        let unlooked = unindexed
+            && m.own
+            && matches!(m.data, catalog::DataOp::ObserverIdxRowid)
+            && !recorded.iter().any(|n| n == m.name);
+        if unlooked || migration_pending(m, &recorded, &done_async, conn)? {
             out.push(m);
         }
     }

@@ -54,6 +54,42 @@ pub fn state_delete(conn: &Connection, key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// State key of the UTC time (`YYYY-MM-DDTHH:MM:SSZ`) the last run of
+/// `job` ended (`jobs.build_edges.last_run`).
+pub fn last_run_key(job: &str) -> String {
+    format!("jobs.{job}.last_run")
+}
+
+/// State key saying whether the last run of `job` finished its work
+/// (`"true"`) or stopped early at `--max-seconds` (`"false"`).
+pub fn last_complete_key(job: &str) -> String {
+    format!("jobs.{job}.last_complete")
+}
+
+/// Record, at the end of a run of `job`, when it ended and whether it was
+/// complete (one short write; creates the state table if needed). `check`
+/// reads both keys back with [`last_run`].
+pub fn record_run(conn: &Connection, job: &str, complete: bool) -> anyhow::Result<()> {
+    conn.execute_batch(&state_table_sql())?;
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    state_set(conn, &last_run_key(job), &now)?;
+    state_set(
+        conn,
+        &last_complete_key(job),
+        if complete { "true" } else { "false" },
+    )
+}
+
+/// What [`record_run`] stored for `job`: `None` when it never ran (or ran
+/// only with a corescope that did not record runs).
+pub fn last_run(conn: &Connection, job: &str) -> anyhow::Result<Option<(String, bool)>> {
+    let Some(at) = state_get(conn, &last_run_key(job))? else {
+        return Ok(None);
+    };
+    let complete = state_get(conn, &last_complete_key(job))?.as_deref() == Some("true");
+    Ok(Some((at, complete)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +122,9 @@ mod tests {
         })
         .unwrap();
         assert_eq!(state_get(db.conn(), "k").unwrap().as_deref(), Some("2"));
+        assert_eq!(last_run(db.conn(), "vacuum").unwrap(), None);
+        db.write(|tx| record_run(tx, "vacuum", false)).unwrap();
+        let (at, complete) = last_run(db.conn(), "vacuum").unwrap().unwrap();
+        assert!(!complete && at.ends_with('Z') && at.len() == 20, "{at}");
     }
 }

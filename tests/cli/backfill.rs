@@ -671,7 +671,7 @@ fn dry_run_writes_nothing_and_max_seconds_zero_resumes() {
     // check counts with the same code: nothing pending after a full run,
     // although unresolvable paths stay NULL.
     let out = bin()
-        .args(["--json", "check", "--db"])
+        .args(["--json", "check", "--deep", "--db"])
         .arg(&db)
         .output()
         .unwrap();

@@ -201,7 +201,7 @@ fn interleaving(base: &Path, name: &str, steps: &[Step]) {
         serde_json::json!({}),
         "{name}: {last}"
     );
-    let out = run_ok(&["check", "--json"], &db, 0);
+    let out = run_ok(&["check", "--deep", "--json"], &db, 0);
     let chk = json_of(out.stdout.as_bytes());
     assert_eq!(chk["pending_backfills"]["path_json"], 0, "{name}");
     assert_eq!(chk["pending_backfills"]["from_pubkey"], 0, "{name}");
@@ -253,7 +253,7 @@ fn a_tick_before_the_backfill_waits_and_the_result_equals_a_clean_build() {
     assert_eq!(at, first_null);
     drop(c);
     // check names the wait and the command that ends it.
-    let out = run_ok(&["check", "--json"], &db, 0);
+    let out = run_ok(&["check", "--deep", "--json"], &db, 0);
     let chk = json_of(out.stdout.as_bytes());
     let w = chk["warnings"]
         .as_array()
@@ -360,7 +360,7 @@ fn observer_idx_repair_below_the_watermark_triggers_an_automatic_rebuild() {
         before,
         "migrate itself does not touch the graph"
     );
-    let out = run_ok(&["check", "--json"], &db, 0);
+    let out = run_ok(&["check", "--deep", "--json"], &db, 0);
     let chk = json_of(out.stdout.as_bytes());
     let w = chk["warnings"]
         .as_array()

@@ -9,6 +9,7 @@ mod harness;
 mod backfill;
 mod bad_input;
 mod build_edges;
+mod check_jobs;
 mod contrib;
 mod edges_exactly_once;
 mod graph;

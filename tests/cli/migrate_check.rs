@@ -25,7 +25,7 @@ fn legacy_fixture_upgrade_keeps_every_row() {
 
     // Before: not ready, with the missing items named the CoreScope way.
     let out = bin()
-        .args(["check", "--json", "--db"])
+        .args(["check", "--json", "--deep", "--db"])
         .arg(&db)
         .output()
         .unwrap();
@@ -368,7 +368,7 @@ fn read_only_commands_beside_a_live_writer_in_wal_mode() {
     let before = listing(dir.path());
     assert!(before.iter().any(|(n, _, _)| n == "live.db-wal"));
     let out = bin()
-        .args(["check", "--json", "--db"])
+        .args(["check", "--json", "--deep", "--db"])
         .arg(&db)
         .output()
         .unwrap();
@@ -448,7 +448,7 @@ fn duplicate_dedup_keys_are_reported_then_merged_never_lost() {
     let n_obs = count(&c, "SELECT count(*) FROM observations");
     drop(c);
     let out = bin()
-        .args(["check", "--json", "--db"])
+        .args(["check", "--json", "--deep", "--db"])
         .arg(&db)
         .output()
         .unwrap();

@@ -548,7 +548,7 @@ fn duplicate_groups_are_merged_as_the_ingestor_upsert_would_have() {
     let (db, groups, surplus) = database_with_duplicates(dir.path());
     // check reports the groups before (not ready: the dedup index is missing).
     let out = bin()
-        .args(["check", "--json", "--db"])
+        .args(["check", "--json", "--deep", "--db"])
         .arg(&db)
         .output()
         .unwrap();

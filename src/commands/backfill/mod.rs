@@ -139,6 +139,10 @@ fn run_tasks(
                 },
             )?
         };
+        if rep.ran && !e.target().is_dry_run() {
+            let job = format!("backfill.{}", task.cli_name());
+            e.batch(|tx| Ok((crate::store::state::record_run(tx, &job, rep.complete)?, 1)))?;
+        }
         let stats = e.stats(rep.complete);
         if stats.transactions > 0 {
             e.checkpoint();

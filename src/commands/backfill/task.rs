@@ -135,7 +135,14 @@ pub(super) fn run_row_task(
     let (table, total_sql) = task_sql(task)?;
     let dry_run = e.target().is_dry_run();
     if reset && !dry_run {
-        e.batch(|tx| Ok((store::state_delete(tx, &cursor_key(task))?, 0)))?;
+        e.batch(|tx| {
+            store::state_delete(tx, &cursor_key(task))?;
+            store::state_delete(
+                tx,
+                &crate::store::backfill_state::skipped_key(task.cli_name()),
+            )?;
+            Ok(((), 0))
+        })?;
         log::info!("backfill {}: cursor reset", task.cli_name());
     }
     let mut cursor = if reset {
@@ -291,6 +298,9 @@ fn write_batch(
         }
     }
     w.cursor = advance_cursor(tx, task, expected, last)?;
+    if w.skipped > 0 {
+        crate::store::backfill_state::add_skipped(tx, task.cli_name(), w.skipped)?;
+    }
     Ok(w)
 }
 

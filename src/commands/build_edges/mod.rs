@@ -167,6 +167,12 @@ fn build(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<BuildEdgesReport> {
         Some(_) => backfill_state::edges_waiting(engine.conn(), report.watermark.unwrap_or(0))?,
         None => std::collections::BTreeMap::new(),
     };
+    engine.batch(|tx| {
+        Ok((
+            crate::store::state::record_run(tx, "build_edges", complete)?,
+            1,
+        ))
+    })?;
     Ok(BuildEdgesReport {
         observations_scanned: totals.scanned,
         candidates: totals.candidates,

@@ -1,6 +1,10 @@
 //! The warnings of `check`: data anomalies found in real databases, what
 //! build-edges left, and vacuum/WAL health, each with what to do (every
 //! code is explained in docs/database.md, "Anomalies `check` reports").
+//!
+//! Checks whose cost grows with the number of rows (whole-table scans) run
+//! only under `check --deep`: each asks [`Scans::wants`] first, which
+//! records it as run or as not scanned.
 
 use rusqlite::Connection;
 use serde::Serialize;
@@ -13,6 +17,65 @@ use crate::store::{self, ReadOnlyDb};
 pub struct Warning {
     pub code: &'static str,
     pub message: String,
+}
+
+/// The anomaly classes that need a whole-table scan, in the order `check
+/// --deep` runs them.
+pub const DEEP_SCANS: &[&str] = &[
+    "empty_edge_endpoint",
+    "mixed_case_keys",
+    "text_observer_idx",
+    "zero_timestamp",
+    "duplicate_dedup_keys",
+    "orphan_observations",
+    "null_last_packet_at",
+    "pending_backfill",
+];
+
+/// Which whole-table scans run (`--deep`) and which were left out.
+pub struct Scans {
+    deep: bool,
+    pub ran: Vec<&'static str>,
+    pub not_scanned: Vec<&'static str>,
+    progress: Option<indicatif::ProgressBar>,
+}
+
+impl Scans {
+    pub fn new(deep: bool, progress: bool) -> Scans {
+        Scans {
+            deep,
+            ran: Vec::new(),
+            not_scanned: Vec::new(),
+            progress: (deep && progress).then(|| {
+                store::engine::progress_bar(DEEP_SCANS.len() as u64, "check --deep", "scans")
+            }),
+        }
+    }
+
+    /// Run the whole-table scan for `class`? Records the answer.
+    pub fn wants(&mut self, class: &'static str) -> bool {
+        debug_assert!(DEEP_SCANS.contains(&class), "{class} not in DEEP_SCANS");
+        let list = if self.deep {
+            &mut self.ran
+        } else {
+            &mut self.not_scanned
+        };
+        if !list.contains(&class) {
+            list.push(class);
+            if let Some(p) = &self.progress {
+                p.set_message(class);
+                p.inc(1);
+            }
+        }
+        self.deep
+    }
+
+    /// Stop showing progress.
+    pub fn finish(&mut self) {
+        if let Some(p) = self.progress.take() {
+            p.finish_and_clear();
+        }
+    }
 }
 
 /// What `build-edges` left or would trip over: the staging table of a
@@ -103,10 +166,11 @@ pub fn anomalies(
     ro: &ReadOnlyDb,
     conn: &Connection,
     vacuum_on_startup: bool,
+    s: &mut Scans,
 ) -> anyhow::Result<Vec<Warning>> {
     let mut w = Vec::new();
-    data_anomalies(conn, &mut w)?;
-    repair_anomalies(conn, &mut w)?;
+    data_anomalies(conn, s, &mut w)?;
+    repair_anomalies(conn, s, &mut w)?;
     storage_health(ro, conn, vacuum_on_startup, &mut w)?;
     Ok(w)
 }
@@ -126,7 +190,7 @@ fn warn_count(
 }
 
 /// Shapes and values the ingestor or the server trip over.
-fn data_anomalies(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<()> {
+fn data_anomalies(conn: &Connection, s: &mut Scans, w: &mut Vec<Warning>) -> anyhow::Result<()> {
     let shape = probe::observations_shape(conn)?;
     if shape == ObsShape::V2 {
         w.push(Warning {
@@ -136,20 +200,24 @@ fn data_anomalies(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<()>
     }
     let ocols = store::columns(conn, "observations")?;
     let has_o = |c: &str| ocols.iter().any(|x| x == c);
-    if store::table_exists(conn, "neighbor_edges")? {
+    if store::table_exists(conn, "neighbor_edges")? && s.wants("empty_edge_endpoint") {
         warn_count(conn, w, "SELECT count(*) FROM neighbor_edges WHERE node_a = '' OR node_b = '' OR node_a IS NULL OR node_b IS NULL", |n| Warning { code: "empty_edge_endpoint", message: format!("{n} neighbor_edges rows have an empty endpoint (left by an older CoreScope server); they describe no real pair: `corescope build-edges --rebuild` drops them") })?;
+    }
+    if store::table_exists(conn, "neighbor_edges")? && s.wants("mixed_case_keys") {
         warn_count(conn, w, "SELECT count(*) FROM neighbor_edges WHERE node_a != lower(node_a) OR node_b != lower(node_b)", |n| Warning { code: "mixed_case_keys", message: format!("{n} neighbor_edges rows have upper-case endpoints; the server treats case variants as different nodes: `corescope build-edges --rebuild` rewrites them lower-case") })?;
     }
     edge_build_state(conn, w)?;
-    warn_count(
-        conn,
-        w,
-        "SELECT count(*) FROM nodes WHERE public_key != lower(public_key)",
-        |n| {
-            Warning { code: "mixed_case_keys", message: format!("{n} nodes have a public_key that is not lower-case; joins with from_pubkey and edges miss them; newer CoreScope ingestors lower-case them at start") }
-        },
-    )?;
-    if has_o("observer_idx") {
+    if s.wants("mixed_case_keys") {
+        warn_count(
+            conn,
+            w,
+            "SELECT count(*) FROM nodes WHERE public_key != lower(public_key)",
+            |n| {
+                Warning { code: "mixed_case_keys", message: format!("{n} nodes have a public_key that is not lower-case; joins with from_pubkey and edges miss them; newer CoreScope ingestors lower-case them at start") }
+            },
+        )?;
+    }
+    if has_o("observer_idx") && s.wants("text_observer_idx") {
         let (total, matching) = probe::text_observer_idx(conn)?;
         if total > 0 {
             w.push(Warning {
@@ -158,7 +226,7 @@ fn data_anomalies(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<()>
             });
         }
     }
-    if has_o("timestamp") {
+    if has_o("timestamp") && s.wants("zero_timestamp") {
         warn_count(
             conn,
             w,
@@ -172,10 +240,13 @@ fn data_anomalies(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<()>
 }
 
 /// What `corescope migrate` or another command repairs or left to finish.
-fn repair_anomalies(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<()> {
+fn repair_anomalies(conn: &Connection, s: &mut Scans, w: &mut Vec<Warning>) -> anyhow::Result<()> {
     let ocols = store::columns(conn, "observations")?;
     let has_o = |c: &str| ocols.iter().any(|x| x == c);
-    if !store::object_exists(conn, "index", crate::catalog::DEDUP_INDEX)? {
+    // While the UNIQUE index exists there can be no duplicates: not scanned for.
+    if !store::object_exists(conn, "index", crate::catalog::DEDUP_INDEX)?
+        && s.wants("duplicate_dedup_keys")
+    {
         let (groups, surplus) = probe::duplicate_dedup_groups(conn)?;
         if groups > 0 {
             let sample = probe::duplicate_dedup_sample(conn, 3)?;
@@ -209,11 +280,14 @@ fn repair_anomalies(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<(
             ),
         });
     }
-    if has_o("transmission_id") {
+    if has_o("transmission_id") && s.wants("orphan_observations") {
         warn_count(conn, w, "SELECT count(*) FROM observations o WHERE NOT EXISTS (SELECT 1 FROM transmissions t WHERE t.id = o.transmission_id)", |n| Warning { code: "orphan_observations", message: format!("{n} observations reference a missing transmission; foreign keys are enforced by the ingestor, so these predate it; inspect with `corescope check --integrity`") })?;
     }
     let cols = store::columns(conn, "observers")?;
-    if cols.iter().any(|c| c == "last_packet_at") && has_o("observer_idx") {
+    if cols.iter().any(|c| c == "last_packet_at")
+        && has_o("observer_idx")
+        && s.wants("null_last_packet_at")
+    {
         warn_count(conn, w, "SELECT count(*) FROM observers b WHERE b.last_packet_at IS NULL AND b.rowid IN (SELECT observer_idx FROM observations WHERE typeof(observer_idx) = 'integer')", |n| Warning { code: "null_last_packet_at", message: format!("{n} observers with observations have no last_packet_at; the observers_last_packet_at_v1 migration backfills it once") })?;
     }
     Ok(())

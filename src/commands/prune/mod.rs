@@ -70,6 +70,7 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<Outcome> {
         db.require_ready()?;
         let sizes = FileSizes::before(path);
         let done = run_kinds(path, Target::Write(&mut db), args, &settings, &kinds, now)?;
+        db.write(|tx| crate::store::state::record_run(tx, "prune", done.complete))?;
         let mut space = Space {
             vacuum: done.vacuum.clone(),
             checkpoint: Some(checkpoint(

@@ -62,6 +62,7 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
         vac = incremental(&mut eng, &path, pages)?;
         notes.extend(vac.note.clone());
     }
+    db.write(|tx| crate::store::state::record_run(tx, "vacuum", true))?;
     // After a full VACUUM in WAL mode the rewritten pages sit in the WAL: only
     // a TRUNCATE checkpoint lets the file shrink and resets the WAL.
     let ck = checkpoint(&mut db, args.truncate_wal || args.full, DEFAULT_MAX_LOCK_MS)?;

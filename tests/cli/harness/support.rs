@@ -23,6 +23,15 @@ use rusqlite::{params, Connection, OpenFlags};
 
 use super::common;
 
+/// State keys compared as present or absent only: the time a job's last
+/// run ended (`jobs.<job>.last_run`, bookkeeping like `updated_at`) and a
+/// backfill task's count of skipped visits (`jobs.backfill.<task>.skipped`:
+/// a row visited again, after overlapping runs lowered the cursor, counts
+/// again).
+pub fn is_run_time_key(key: &Value) -> bool {
+    matches!(key, Value::Text(k) if k.starts_with("jobs.") && (k.ends_with(".last_run") || k.ends_with(".skipped")))
+}
+
 /// Columns that hold "when did this bookkeeping happen" and may differ
 /// between two otherwise identical runs (documented in RELIABILITY.md).
 pub const BOOKKEEPING: &[(&str, &str)] = &[
@@ -70,7 +79,16 @@ pub fn full_state(db: &Path, exclude: &[(&str, &str)]) -> State {
                 &format!("SELECT count(*) FROM \"{t}\""),
             ))]]
         } else {
-            common::dump(&conn, &t, Some(&cols))
+            let mut rows = common::dump(&conn, &t, Some(&cols));
+            if t == "_corescope_state" {
+                for r in rows
+                    .iter_mut()
+                    .filter(|r| r.len() > 1 && is_run_time_key(&r[0]))
+                {
+                    r[1] = Value::Text("<bookkeeping>".into());
+                }
+            }
+            rows
         };
         state.insert(t, rows);
     }
