@@ -172,7 +172,10 @@ run_size() {
             copy_db "$seed" "$w"; measure "$size" "migrate (seed → latest)" corescope "$run" -- "$BIN" --db "$w" --json migrate
         fi
         if have build-edges; then
-            copy_db "$base" "$w"; measure "$size" "build-edges --rebuild" corescope "$run" -- "$BIN" --db "$w" --json build-edges --rebuild
+            # As the README's cadence does: the path-json backfill runs before
+            # the graph is built (build-edges waits for rows it will still fill).
+            copy_db "$base" "$w"; "$BIN" --db "$w" -q backfill path-json
+            measure "$size" "build-edges --rebuild" corescope "$run" -- "$BIN" --db "$w" --json build-edges --rebuild
             measure "$size" "build-edges --rebuild" sqlite3 "$run" -- sqlite3 -readonly -cmd ".timeout 5000" "$base" "$SCAN_SQL"
             # tick: everything counted, then 1 000 new observations
             SQL "$w" "$TICK_SQL"

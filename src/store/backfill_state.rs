@@ -79,23 +79,43 @@ pub fn edges_wait_cursors(conn: &Connection) -> anyhow::Result<(i64, i64)> {
     ))
 }
 
+/// How many observations after the watermark [`edges_waiting`] looks at:
+/// counting every waiting row would read the whole rest of the table on
+/// each 60 s tick (and in every plain `check`) while a large backfill is
+/// pending, so the count covers this window only and says so.
+pub const EDGES_WAITING_WINDOW: i64 = 100_000;
+
+/// What build-edges waits with: per backfill task, the waiting observations
+/// among the first [`EDGES_WAITING_WINDOW`] after the watermark.
+#[derive(Debug, Default)]
+pub struct Waiting {
+    /// Task name → waiting rows in the window (only tasks with rows waiting).
+    pub counts: BTreeMap<String, i64>,
+    /// The window was full: more rows may wait beyond it.
+    pub capped: bool,
+}
+
 /// Observations after `after` (the build-edges watermark) that build-edges
-/// waits with, per backfill task (only tasks with rows waiting). Reads only
-/// the rows after `after`; the database must be migrated.
-pub fn edges_waiting(conn: &Connection, after: i64) -> anyhow::Result<BTreeMap<String, i64>> {
+/// waits with, per backfill task. Reads at most [`EDGES_WAITING_WINDOW`]
+/// rows after `after` (by rowid); the database must be migrated.
+pub fn edges_waiting(conn: &Connection, after: i64) -> anyhow::Result<Waiting> {
     let (pj, fp) = edges_wait_cursors(conn)?;
     let mut st = conn.prepare(&format!(
-        "SELECT w, COUNT(*) FROM (SELECT {} AS w FROM {PATH_JSON_FROM} WHERE o.id > ?1 AND ?2 = ?2) \
-          WHERE w <> 0 GROUP BY w",
+        "SELECT w, COUNT(*) FROM (SELECT {} AS w FROM {PATH_JSON_FROM} WHERE o.id > ?1 \
+          ORDER BY o.id LIMIT ?2) GROUP BY w",
         edges_wait_sql()
     ))?;
-    let mut rows = st.query(rusqlite::params![after, 0, pj, fp])?;
-    let mut out = BTreeMap::new();
+    let mut rows = st.query(rusqlite::params![after, EDGES_WAITING_WINDOW, pj, fp])?;
+    let mut out = Waiting::default();
+    let mut examined = 0i64;
     while let Some(r) = rows.next()? {
+        let n = r.get::<_, i64>(1)?;
+        examined += n;
         if let Some(task) = edges_wait_task(r.get(0)?) {
-            out.insert(task.to_string(), r.get::<_, i64>(1)?);
+            out.counts.insert(task.to_string(), n);
         }
     }
+    out.capped = examined >= EDGES_WAITING_WINDOW;
     Ok(out)
 }
 

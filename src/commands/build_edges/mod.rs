@@ -164,7 +164,9 @@ fn build(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<BuildEdgesReport> {
     engine.checkpoint();
     let report = finish(engine.conn(), rebuild, swapped, &start)?;
     let waiting_for_backfill = match totals.waiting {
-        Some(_) => backfill_state::edges_waiting(engine.conn(), report.watermark.unwrap_or(0))?,
+        Some(_) => {
+            backfill_state::edges_waiting(engine.conn(), report.watermark.unwrap_or(0))?.counts
+        }
         None => std::collections::BTreeMap::new(),
     };
     engine.batch(|tx| {

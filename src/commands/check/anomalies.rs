@@ -140,7 +140,8 @@ fn edges_waiting(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<()> 
         .ok()
         .flatten()
         .unwrap_or(0);
-    let waiting = backfill_state::edges_waiting(conn, wm)?;
+    let found = backfill_state::edges_waiting(conn, wm)?;
+    let waiting = &found.counts;
     if waiting.is_empty() {
         return Ok(());
     }
@@ -152,8 +153,13 @@ fn edges_waiting(conn: &Connection, w: &mut Vec<Warning>) -> anyhow::Result<()> 
     w.push(Warning {
         code: "edges_waiting_for_backfill",
         message: format!(
-            "build-edges has counted observations up to {wm} and waits with the newer ones until the backfills have filled them ({}), so that none is counted with a value that is about to change; run `corescope backfill {}` (the hourly backfill timer does)",
+            "build-edges has counted observations up to {wm} and waits with the newer ones until the backfills have filled them ({}{}), so that none is counted with a value that is about to change; run `corescope backfill {}` (the hourly backfill timer does)",
             list.join(", "),
+            if found.capped {
+                format!(" among the next {} observations; more may wait", backfill_state::EDGES_WAITING_WINDOW)
+            } else {
+                String::new()
+            },
             tasks.join(" ")
         ),
     });
