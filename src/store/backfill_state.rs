@@ -100,19 +100,19 @@ pub struct Waiting {
 /// rows after `after` (by rowid); the database must be migrated.
 pub fn edges_waiting(conn: &Connection, after: i64) -> anyhow::Result<Waiting> {
     let (pj, fp) = edges_wait_cursors(conn)?;
+    // Counted here rather than with GROUP BY over a LIMITed subquery, so the
+    // plan stays one rowid-range search of `observations`.
     let mut st = conn.prepare(&format!(
-        "SELECT w, COUNT(*) FROM (SELECT {} AS w FROM {PATH_JSON_FROM} WHERE o.id > ?1 \
-          ORDER BY o.id LIMIT ?2) GROUP BY w",
+        "SELECT {} AS w FROM {PATH_JSON_FROM} WHERE o.id > ?1 ORDER BY o.id LIMIT ?2",
         edges_wait_sql()
     ))?;
     let mut rows = st.query(rusqlite::params![after, EDGES_WAITING_WINDOW, pj, fp])?;
     let mut out = Waiting::default();
     let mut examined = 0i64;
     while let Some(r) = rows.next()? {
-        let n = r.get::<_, i64>(1)?;
-        examined += n;
+        examined += 1;
         if let Some(task) = edges_wait_task(r.get(0)?) {
-            out.counts.insert(task.to_string(), n);
+            *out.counts.entry(task.to_string()).or_insert(0) += 1;
         }
     }
     out.capped = examined >= EDGES_WAITING_WINDOW;
