@@ -101,6 +101,8 @@ pub enum Command {
     Synth(SynthArgs),
     /// A synthetic database run through the whole maintenance cycle, for a first look
     Demo(DemoArgs),
+    /// Read-only: print the catalog of a target, or a database's actual schema (--from-db), as normalised SQL or JSON
+    Schema(SchemaArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout
     Completions(CompletionsArgs),
     /// Generate the man pages (corescope.1 and one per subcommand) into DIR
@@ -122,6 +124,7 @@ impl Command {
             Command::Backfill(_) => "backfill",
             Command::Synth(_) => "synth",
             Command::Demo(_) => "demo",
+            Command::Schema(_) => "schema",
             Command::Completions(_) => "completions",
             Command::GenMan(_) => "gen-man",
             Command::Prune(_) => "prune",
@@ -186,6 +189,29 @@ pub struct WriteOpts {
     /// No single write transaction may hold SQLite's write lock longer than this (at least 20)
     #[arg(long, value_name = "MS", default_value_t = 200, value_parser = parse_max_lock_ms)]
     pub max_lock_ms: u64,
+}
+
+/// `schema --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaFormat {
+    Sql,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Schema target whose catalog is printed (what `migrate --create` builds)
+    #[arg(long, value_enum, default_value_t = Target::Latest, conflicts_with = "from_db")]
+    pub target: Target,
+
+    /// Print this database's actual schema instead, in the same normalised form (opened read-only)
+    #[arg(long, value_name = "PATH")]
+    pub from_db: Option<PathBuf>,
+
+    /// Output: one normalised statement a line (sql) or a JSON document (json)
+    #[arg(long, value_enum, default_value_t = SchemaFormat::Sql)]
+    pub format: SchemaFormat,
 }
 
 #[derive(Debug, Args)]

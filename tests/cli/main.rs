@@ -28,6 +28,7 @@ mod reliability_prune;
 mod reliability_read_only;
 mod reliability_safety;
 mod run_lock;
+mod schema;
 mod snapshots;
 mod synth;
 mod vacuum;
