@@ -234,6 +234,8 @@ pub struct MigrateArgs {
 }
 
 #[derive(Debug, Args)]
+// Independent command-line flags, not a state machine.
+#[allow(clippy::struct_excessive_bools)]
 pub struct CheckArgs {
     /// Schema target
     #[arg(long, value_enum, default_value_t = Target::Latest)]
@@ -258,6 +260,10 @@ pub struct CheckArgs {
     /// Warn (edges_lag) when more observations than this wait for build-edges
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub max_edges_lag: i64,
+
+    /// Only compare the schema with the target's catalog, one entry per difference (breaks, drift, extra); exit 3 on any breaks
+    #[arg(long, conflicts_with_all = ["deep", "integrity", "strict"])]
+    pub diff: bool,
 }
 
 /// A backfill task of `corescope backfill`.

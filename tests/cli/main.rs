@@ -29,6 +29,7 @@ mod reliability_read_only;
 mod reliability_safety;
 mod run_lock;
 mod schema;
+mod schema_diff;
 mod snapshots;
 mod synth;
 mod vacuum;
