@@ -10,6 +10,7 @@ mod backfill;
 mod bad_input;
 mod build_edges;
 mod check_jobs;
+mod ci_script;
 mod contrib;
 mod edges_exactly_once;
 mod graph;

@@ -9,8 +9,7 @@ use std::collections::BTreeMap;
 use rusqlite::Connection;
 
 use crate::catalog::{self, Target};
-use crate::commands::schema::{from_catalog, normalise_sql};
-use crate::store::probe;
+use crate::store::probe::{self, normalise_sql};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -141,20 +140,8 @@ fn rebuild_fix(table: &str) -> String {
     )
 }
 
-/// The catalog of `target` as a real (in-memory) schema, so both sides are
-/// read through the same pragmas.
-fn catalog_conn(target: Target) -> anyhow::Result<Connection> {
-    let conn = Connection::open_in_memory()?;
-    let sql: String = from_catalog(target)
-        .iter()
-        .map(|o| format!("{};\n", o.sql))
-        .collect();
-    conn.execute_batch(&sql)?;
-    Ok(conn)
-}
-
 pub fn diff(conn: &Connection, target: Target) -> anyhow::Result<Vec<DiffEntry>> {
-    let want_conn = catalog_conn(target)?;
+    let want_conn = probe::catalog_in_memory(target)?;
     let want = objects(&want_conn)?;
     let have = objects(conn)?;
     let mut out = Vec::new();
@@ -386,7 +373,7 @@ mod tests {
     #[test]
     fn the_catalog_has_no_difference_with_itself() {
         for t in [Target::Seed, Target::Latest] {
-            let conn = catalog_conn(t).unwrap();
+            let conn = probe::catalog_in_memory(t).unwrap();
             assert_eq!(diff(&conn, t).unwrap(), vec![]);
         }
     }
