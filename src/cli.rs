@@ -144,6 +144,11 @@ impl Command {
 
     /// Commands that honour `--metrics-file`; see [`METRICS_COMMANDS`].
     pub fn writes_metrics(&self) -> bool {
+        // `check --diff` reports no readiness, warnings or job state: writing
+        // its (empty) state would replace what the timer's `check` wrote.
+        if matches!(self, Command::Check(a) if a.diff) {
+            return false;
+        }
         self.is_write() || METRICS_COMMANDS.contains(&self.name())
     }
 }

@@ -314,3 +314,31 @@ fn diff_quiet_names_what_breaks_on_stderr() {
         "{err}"
     );
 }
+
+#[test]
+fn diff_leaves_the_metrics_file_of_check_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = created(dir.path());
+    let prom = dir.path().join("corescope.prom");
+    Corescope::new()
+        .db(&db)
+        .arg("check")
+        .arg("--metrics-file")
+        .arg(&prom)
+        .expect_code(0)
+        .run();
+    let before = std::fs::read(&prom).unwrap();
+    assert!(
+        String::from_utf8_lossy(&before).contains("corescope_schema_ready{command=\"check\"} 1")
+    );
+    edit_schema(&db, "nodes", "lat REAL", "lat TEXT");
+    let out = Corescope::new()
+        .db(&db)
+        .args(["check", "--diff"])
+        .arg("--metrics-file")
+        .arg(&prom)
+        .expect_code(3)
+        .run();
+    assert_eq!(std::fs::read(&prom).unwrap(), before);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--metrics-file is ignored by check"));
+}
