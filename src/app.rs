@@ -24,7 +24,7 @@ pub fn run(cli: &Cli) -> i32 {
     let mut metrics_path: Option<&std::path::Path> = None;
     // stdout is the database itself (`>> x.db`): print nothing there.
     let mut stdout_is_db = false;
-    let (db_display, result) = match commands::standalone(&cli.command) {
+    let (db_display, result) = match commands::standalone(&cli.command, cli.busy_timeout) {
         Some(result) => (String::new(), result),
         None => match build_ctx(cli).and_then(|ctx| {
             if outfile::fd_is_database_file(libc::STDERR_FILENO, &ctx.db_path).is_some() {

@@ -101,6 +101,8 @@ pub enum Command {
     Synth(SynthArgs),
     /// A synthetic database run through the whole maintenance cycle, for a first look
     Demo(DemoArgs),
+    /// Read-only: print the catalog of a target, or a database's actual schema (--from-db), as normalised SQL or JSON
+    Schema(SchemaArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout
     Completions(CompletionsArgs),
     /// Generate the man pages (corescope.1 and one per subcommand) into DIR
@@ -122,6 +124,7 @@ impl Command {
             Command::Backfill(_) => "backfill",
             Command::Synth(_) => "synth",
             Command::Demo(_) => "demo",
+            Command::Schema(_) => "schema",
             Command::Completions(_) => "completions",
             Command::GenMan(_) => "gen-man",
             Command::Prune(_) => "prune",
@@ -141,6 +144,11 @@ impl Command {
 
     /// Commands that honour `--metrics-file`; see [`METRICS_COMMANDS`].
     pub fn writes_metrics(&self) -> bool {
+        // `check --diff` reports no readiness, warnings or job state: writing
+        // its (empty) state would replace what the timer's `check` wrote.
+        if matches!(self, Command::Check(a) if a.diff) {
+            return false;
+        }
         self.is_write() || METRICS_COMMANDS.contains(&self.name())
     }
 }
@@ -188,6 +196,29 @@ pub struct WriteOpts {
     pub max_lock_ms: u64,
 }
 
+/// `schema --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaFormat {
+    Sql,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Schema target whose catalog is printed (what `migrate --create` builds)
+    #[arg(long, value_enum, default_value_t = Target::Latest, conflicts_with = "from_db")]
+    pub target: Target,
+
+    /// Print this database's actual schema instead, in the same normalised form (opened read-only)
+    #[arg(long, value_name = "PATH")]
+    pub from_db: Option<PathBuf>,
+
+    /// Output: one normalised statement a line (sql) or a JSON document (json)
+    #[arg(long, value_enum, default_value_t = SchemaFormat::Sql)]
+    pub format: SchemaFormat,
+}
+
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// Schema target
@@ -208,6 +239,8 @@ pub struct MigrateArgs {
 }
 
 #[derive(Debug, Args)]
+// Independent command-line flags, not a state machine.
+#[allow(clippy::struct_excessive_bools)]
 pub struct CheckArgs {
     /// Schema target
     #[arg(long, value_enum, default_value_t = Target::Latest)]
@@ -232,6 +265,10 @@ pub struct CheckArgs {
     /// Warn (edges_lag) when more observations than this wait for build-edges
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub max_edges_lag: i64,
+
+    /// Only compare the schema with the target's catalog, one entry per difference (breaks, drift, extra); exit 3 on any breaks
+    #[arg(long, conflicts_with_all = ["deep", "integrity", "strict"])]
+    pub diff: bool,
 }
 
 /// A backfill task of `corescope backfill`.

@@ -174,6 +174,22 @@ fn strings(v: Option<&Value>) -> Vec<String> {
 /// cron record why: what is missing and the command that fixes it.
 pub fn verdict_line(command: &str, db: &str, out: &Outcome) -> String {
     let j = &out.json;
+    if let Some(diff) = j.get("diff").and_then(|d| d.as_array()) {
+        // check --diff: the objects whose difference breaks CoreScope.
+        let breaks: Vec<String> = diff
+            .iter()
+            .filter(|e| e.get("severity").and_then(|s| s.as_str()) == Some("breaks"))
+            .filter_map(|e| e.get("object").and_then(|o| o.as_str()).map(str::to_string))
+            .collect();
+        return format!(
+            "corescope {command}: schema differs from the catalog: {} difference{} that break{} CoreScope ({}); what to do for each: corescope check --diff --db {}",
+            breaks.len(),
+            if breaks.len() == 1 { "" } else { "s" },
+            if breaks.len() == 1 { "s" } else { "" },
+            some_of(&breaks, 5),
+            shell_word(db)
+        );
+    }
     let missing = strings(j.get("missing"));
     let pending = strings(j.get("pending_migrations"));
     let mut parts = Vec::new();

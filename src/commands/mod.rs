@@ -9,6 +9,7 @@ pub mod graph;
 pub mod man;
 pub mod migrate;
 pub mod prune;
+pub mod schema;
 pub mod synth;
 pub mod vacuum;
 
@@ -27,21 +28,24 @@ pub fn dispatch(ctx: &Ctx, command: &Command) -> anyhow::Result<Outcome> {
         Command::Demo(a) => demo::run(ctx, a),
         Command::Prune(a) => prune::run(ctx, a),
         Command::Vacuum(a) => vacuum::run(ctx, a),
-        Command::Completions(_) | Command::GenMan(_) => match standalone(command) {
-            Some(r) => r,
-            None => Err(anyhow::anyhow!(
-                "internal: {} has no runner",
-                command.name()
-            )),
-        },
+        Command::Completions(_) | Command::GenMan(_) | Command::Schema(_) => {
+            match standalone(command, ctx.busy_timeout_ms) {
+                Some(r) => r,
+                None => Err(anyhow::anyhow!(
+                    "internal: {} has no runner",
+                    command.name()
+                )),
+            }
+        }
     }
 }
 
 /// Commands that need no database: run before the database is resolved.
-pub fn standalone(command: &Command) -> Option<anyhow::Result<Outcome>> {
+pub fn standalone(command: &Command, busy_timeout_ms: u64) -> Option<anyhow::Result<Outcome>> {
     match command {
         Command::Completions(a) => Some(completions::run(a)),
         Command::GenMan(a) => Some(man::run(a)),
+        Command::Schema(a) => Some(schema::run(a, busy_timeout_ms)),
         _ => None,
     }
 }

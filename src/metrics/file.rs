@@ -62,7 +62,7 @@ pub fn after_run(
     if !command.writes_metrics() {
         if std::env::var_os("CORESCOPE_METRICS_FILE").is_none() {
             log::warn!(
-                "--metrics-file is ignored by {} (only write commands and check write metrics)",
+                "--metrics-file is ignored by {} (only write commands and check without --diff write metrics)",
                 command.name()
             );
         }

@@ -448,6 +448,61 @@ pub fn drift_of(nodes: Vec<String>, inactive: Vec<String>) -> Option<NodesDrift>
     (!same).then_some(NodesDrift { nodes, inactive })
 }
 
+/// The catalog of `target` built in a private in-memory database, so a
+/// schema comparison reads both sides through the same pragmas.
+pub fn catalog_in_memory(target: crate::catalog::Target) -> anyhow::Result<Connection> {
+    let conn = Connection::open_in_memory()?;
+    for sql in crate::catalog::create_schema_sql(target) {
+        conn.execute_batch(&sql)?;
+    }
+    Ok(conn)
+}
+
+/// Collapse whitespace runs to one space, drop spaces just inside
+/// parentheses and before commas, and drop `IF NOT EXISTS` after
+/// `CREATE [UNIQUE] TABLE|INDEX|VIEW|TRIGGER` (SQLite stores the statement
+/// without it). String literals are kept as written.
+pub fn normalise_sql(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut in_quote: Option<char> = None;
+    let mut pending_space = false;
+    for ch in sql.trim().chars() {
+        if let Some(q) = in_quote {
+            out.push(ch);
+            if ch == q {
+                in_quote = None;
+            }
+            continue;
+        }
+        if ch.is_whitespace() {
+            pending_space = true;
+            continue;
+        }
+        if pending_space && !out.is_empty() && !out.ends_with('(') && ch != ')' && ch != ',' {
+            out.push(' ');
+        }
+        pending_space = false;
+        if ch == '\'' || ch == '"' || ch == '`' {
+            in_quote = Some(ch);
+        } else if ch == '[' {
+            in_quote = Some(']');
+        }
+        out.push(ch);
+    }
+    strip_if_not_exists(&out)
+}
+
+fn strip_if_not_exists(sql: &str) -> String {
+    for kind in ["TABLE", "UNIQUE INDEX", "INDEX", "VIEW", "TRIGGER"] {
+        let prefix = format!("CREATE {kind} ");
+        let upper = sql.to_ascii_uppercase();
+        if upper.starts_with(&prefix) && upper[prefix.len()..].starts_with("IF NOT EXISTS ") {
+            return format!("{}{}", &sql[..prefix.len()], &sql[prefix.len() + 14..]);
+        }
+    }
+    sql.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

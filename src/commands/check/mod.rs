@@ -8,6 +8,7 @@
 //! whole-table anomaly scans run with `--deep`.
 
 mod anomalies;
+mod diff;
 mod jobs;
 mod newer;
 mod plan;
@@ -76,6 +77,11 @@ pub fn run(ctx: &Ctx, args: &CheckArgs) -> anyhow::Result<Outcome> {
         .into());
     }
     let ro = ReadOnlyDb::open(&ctx.db_path, ctx.busy_timeout_ms)?;
+    if args.diff {
+        let entries = diff::diff(ro.reader(), args.target)?;
+        log::info!("schema differences: {}", entries.len());
+        return Outcome::from_report(&diff::DiffReport::new(args.target, entries));
+    }
     let report = collect(ctx, args, &ro, allow)?;
     if let Some(i) = report.integrity.as_ref().filter(|i| i.corrupt()) {
         return Err(Failure::Fatal(format!(
@@ -286,6 +292,7 @@ mod tests {
             deep,
             allow: vec![],
             max_edges_lag: 100_000,
+            diff: false,
         };
         let mut ro = ReadOnlyDb::open(&path, 1000).unwrap();
         TRACED.with(|t| t.borrow_mut().clear());
