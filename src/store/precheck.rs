@@ -347,15 +347,26 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// Free bytes for unprivileged users on the filesystem holding `path`.
 pub fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    dir_free_bytes(dir).ok()
+}
+
+/// Free bytes for unprivileged users on the filesystem of the directory
+/// `dir` (`statvfs`: available blocks × fragment size).
+#[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+pub fn dir_free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     // SAFETY: statvfs fills a zeroed struct from a NUL-terminated path; read only on success.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a NUL-terminated path that outlives the call; `st` is a valid out-pointer.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }

@@ -9,29 +9,19 @@ use crate::error::Failure;
 pub const FREE_BYTES_ENV: &str = "CORESCOPE_TEST_FREE_BYTES";
 
 /// Free bytes for unprivileged users on the filesystem holding `dir`.
-#[allow(clippy::unnecessary_cast)]
 pub fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
     if let Ok(v) = std::env::var(FREE_BYTES_ENV) {
         return v.trim().parse::<u64>().map_err(|_| {
             Failure::Usage(format!("{FREE_BYTES_ENV}={v} is not a byte count")).into()
         });
     }
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| Failure::Fatal(format!("path {} contains a NUL byte", dir.display())))?;
-    // SAFETY: statvfs only writes into the zeroed struct we pass; the path is NUL-terminated.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a NUL-terminated path that outlives the call; `s` is a valid out-pointer.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(Failure::Fatal(format!(
+    crate::store::precheck::dir_free_bytes(dir).map_err(|e| {
+        Failure::Fatal(format!(
             "cannot read the free space of {}: {e}",
             dir.display()
         ))
-        .into());
-    }
-    Ok((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
+        .into()
+    })
 }
 
 /// Hidden test hook: pretend SQLite's temporary directory is on a
