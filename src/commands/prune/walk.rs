@@ -80,10 +80,8 @@ impl Stats {
     }
 }
 
-/// An SQL identifier in double quotes.
-pub fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
+/// An SQL identifier in double quotes (the catalog's one rule).
+pub use crate::catalog::quote_ident as quote;
 
 /// Walk one selection and act on the due rows. Returns false when stopped
 /// by the deadline.
