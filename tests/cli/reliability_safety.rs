@@ -503,9 +503,9 @@ fn edge_state(db: &Path) -> Vec<Vec<rusqlite::types::Value>> {
     rows.extend(
         dump(&c, "_corescope_state", Some(cols.as_slice()))
             .into_iter()
-            .filter(|r| {
-                !matches!(&r[0], rusqlite::types::Value::Text(k) if k.starts_with("jobs."))
-            }),
+            .filter(
+                |r| !matches!(&r[0], rusqlite::types::Value::Text(k) if k.starts_with("jobs.")),
+            ),
     );
     rows
 }
