@@ -40,7 +40,7 @@ pub fn run(cli: &Cli) -> i32 {
             Ok(ctx)
         }) {
             Ok(ctx) => {
-                let shown = ctx.db_path.display().to_string();
+                let shown = report::display_path(&ctx.db_path);
                 db_path = Some(ctx.db_path.clone());
                 log::info!(
                     "corescope {} {command} on {shown}",
@@ -56,7 +56,7 @@ pub fn run(cli: &Cli) -> i32 {
             Err(e) => (
                 cli.db
                     .as_ref()
-                    .map(|p| p.display().to_string())
+                    .map(|p| report::display_path(p))
                     .unwrap_or_default(),
                 Err(e),
             ),

@@ -31,13 +31,115 @@ fn serialize_auto_vacuum<S: serde::Serializer>(v: &i64, s: S) -> Result<S::Ok, S
 }
 
 /// The sizes of the database file and its `-wal` before and after a
-/// maintenance run (keys of the `prune` and `vacuum` reports).
+/// maintenance run (the file sizes are keys of the `prune` and `vacuum`
+/// reports; the WAL sizes are reported once, by the checkpoint, as
+/// `checkpoint.wal_bytes_before` / `_after`).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct FileSizes {
     pub file_bytes_before: u64,
     pub file_bytes_after: u64,
+    #[serde(skip)]
     pub wal_bytes_before: u64,
+    #[serde(skip)]
     pub wal_bytes_after: u64,
+}
+
+/// Free pages in the database file and what returns them to the filesystem
+/// (the `free_space` object of the `prune`, `vacuum` and `check` reports).
+/// Pragmas only: `freelist_count`, `page_count`, `page_size`, `auto_vacuum`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FreeSpace {
+    pub free_pages: i64,
+    pub free_bytes: i64,
+    pub page_size: i64,
+    /// `page_count` × `page_size`: the file without its `-wal`.
+    pub file_bytes: i64,
+    /// Free bytes as a percentage of `file_bytes`, one decimal.
+    pub free_percent: f64,
+    /// `PRAGMA auto_vacuum` as a name.
+    pub auto_vacuum: &'static str,
+    /// Pages one incremental vacuum returns (`db.incrementalVacuumPages`
+    /// or the command's flag); the shipped timers run one a day.
+    pub pages_per_day: i64,
+    /// Days the daily incremental vacuum needs to return every free page
+    /// (null: auto_vacuum is not INCREMENTAL, it never returns them).
+    pub days_to_return: Option<i64>,
+    /// The command that returns them now (null: nothing is free).
+    pub return_now: Option<String>,
+}
+
+impl FreeSpace {
+    /// Measure with `pragma` (a read of `PRAGMA name` as a number) for the
+    /// database shown as `db`.
+    pub fn measure(
+        pragma: impl Fn(&str) -> anyhow::Result<i64>,
+        pages_per_day: i64,
+        db: &str,
+    ) -> anyhow::Result<FreeSpace> {
+        let free_pages = pragma("freelist_count")?;
+        let page_size = pragma("page_size")?;
+        let page_count = pragma("page_count")?;
+        let av = pragma("auto_vacuum")?;
+        let file_bytes = page_count.saturating_mul(page_size);
+        let free_bytes = free_pages.saturating_mul(page_size);
+        let free_percent = if file_bytes > 0 {
+            (free_bytes as f64 * 1000.0 / file_bytes as f64).round() / 10.0
+        } else {
+            0.0
+        };
+        let days_to_return = (av == 2 && pages_per_day > 0)
+            .then(|| (free_pages + pages_per_day - 1) / pages_per_day);
+        let dbw = crate::report::shell_word(db);
+        let return_now = (free_pages > 0).then(|| {
+            if av == 2 {
+                format!("corescope vacuum --pages {free_pages} --db {dbw}")
+            } else {
+                format!("corescope vacuum --full --db {dbw}")
+            }
+        });
+        Ok(FreeSpace {
+            free_pages,
+            free_bytes,
+            page_size,
+            file_bytes,
+            free_percent,
+            auto_vacuum: auto_vacuum_name(av),
+            pages_per_day,
+            days_to_return,
+            return_now,
+        })
+    }
+
+    /// One line for the human report.
+    pub fn summary(&self) -> String {
+        if self.free_pages <= 0 {
+            return "free space: none (no free pages in the file)".to_string();
+        }
+        let mut s = format!(
+            "free space: {} in {} free pages, {:.1} % of the file",
+            crate::report::bytes_i(self.free_bytes),
+            self.free_pages,
+            self.free_percent
+        );
+        match self.days_to_return {
+            Some(d) => s.push_str(&format!(
+                "; at {} pages a day (one incremental vacuum a day) it is returned in {d} day{}",
+                self.pages_per_day,
+                if d == 1 { "" } else { "s" }
+            )),
+            None => s.push_str(&format!(
+                "; auto_vacuum is {}: the incremental vacuum never returns it",
+                self.auto_vacuum.to_ascii_uppercase()
+            )),
+        }
+        if let Some(cmd) = &self.return_now {
+            s.push_str(&format!("; to return it now: {cmd}"));
+            if self.days_to_return.is_none() {
+                s.push_str(" (rewrites the file, needs about twice its size free)");
+            }
+        }
+        s
+    }
 }
 
 impl FileSizes {
@@ -190,25 +292,38 @@ impl CheckpointResult {
             )
         } else if let (Some(false), Some(why)) = (self.truncated, &self.reason) {
             format!(
-                "WAL checkpoint (truncate): not truncated: {why}; WAL {} -> {} bytes",
-                self.wal_bytes_before, self.wal_bytes_after
+                "WAL checkpoint (truncate): not truncated: {why}; {}",
+                self.wal_sizes()
             )
         } else if self.busy {
             format!(
-                "WAL checkpoint ({}): busy (a reader still uses old frames; a later checkpoint resets the WAL); WAL {} -> {} bytes",
-                self.mode, self.wal_bytes_before, self.wal_bytes_after
+                "WAL checkpoint ({}): busy (a reader still uses old frames; a later checkpoint resets the WAL); {}",
+                self.mode,
+                self.wal_sizes()
             )
         } else {
             format!(
-                "WAL checkpoint ({}): done{}; WAL {} -> {} bytes",
+                "WAL checkpoint ({}): done{}; {}",
                 self.mode,
                 if self.truncated == Some(true) {
                     ", truncated"
                 } else {
                     ""
                 },
-                self.wal_bytes_before,
-                self.wal_bytes_after
+                self.wal_sizes()
+            )
+        }
+    }
+
+    /// `WAL 6.0 MiB (6340712 bytes), unchanged` or `WAL 6.0 MiB (...) -> 0 bytes`.
+    pub fn wal_sizes(&self) -> String {
+        let before = crate::report::bytes(self.wal_bytes_before);
+        if self.wal_bytes_before == self.wal_bytes_after {
+            format!("WAL {before}, unchanged")
+        } else {
+            format!(
+                "WAL {before} -> {}",
+                crate::report::bytes(self.wal_bytes_after)
             )
         }
     }
@@ -377,8 +492,8 @@ mod tests {
         s.measure_after(&p);
         assert_eq!(
             serde_json::to_value(s).unwrap(),
-            json!({"file_bytes_before": 7, "wal_bytes_before": 0,
-                   "file_bytes_after": 7, "wal_bytes_after": 3})
+            json!({"file_bytes_before": 7, "file_bytes_after": 7})
         );
+        assert_eq!((s.wal_bytes_before, s.wal_bytes_after), (0, 3));
     }
 }

@@ -11,15 +11,27 @@ use std::sync::Arc;
 
 use common::*;
 
-/// `name{labels}` → value, from the file (labels as written).
+/// `name{labels}` → value, from the file (labels as written, without the
+/// `db` label, which must be an absolute path).
 fn samples(text: &str) -> BTreeMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
             let (k, v) = l.rsplit_once(' ').unwrap();
-            (k.to_string(), v.parse::<f64>().unwrap())
+            (without_db(k), v.parse::<f64>().unwrap())
         })
         .collect()
+}
+
+/// A series name with its `db="..."` label removed (asserted absolute).
+fn without_db(series: &str) -> String {
+    let Some(at) = series.find(",db=\"") else {
+        return series.to_string();
+    };
+    let rest = &series[at + 5..];
+    let end = rest.find('"').expect("closing quote of the db label");
+    assert!(rest.starts_with('/'), "db label is not absolute: {series}");
+    format!("{}{}", &series[..at], &rest[end + 1..])
 }
 
 fn run(args: &[&str], db: &Path, metrics: &Path) -> i32 {
@@ -100,9 +112,21 @@ fn shared_file_valid_and_failures_keep_last_success() {
 
     // A failed run (not a database) updates the run, keeps the last success
     // and the other command's series.
-    let bad = dir.path().join("bad.db");
-    std::fs::write(&bad, "not a database\n".repeat(20)).unwrap();
-    assert_eq!(run(&["check", "-q"], &bad, &m), 1);
+    // The same database path (series are per database): the file is
+    // moved aside and garbage put in its place for one run.
+    let aside = dir.path().join("aside");
+    std::fs::create_dir(&aside).unwrap();
+    let name = db.file_name().unwrap().to_string_lossy().into_owned();
+    let sidecars = [name.clone(), format!("{name}-wal"), format!("{name}-shm")];
+    for f in &sidecars {
+        let _ = std::fs::rename(dir.path().join(f), aside.join(f));
+    }
+    std::fs::write(&db, "not a database\n".repeat(20)).unwrap();
+    assert_eq!(run(&["check", "-q"], &db, &m), 1);
+    for f in &sidecars {
+        let _ = std::fs::remove_file(dir.path().join(f));
+        let _ = std::fs::rename(aside.join(f), dir.path().join(f));
+    }
     let text = std::fs::read_to_string(&m).unwrap();
     promtool_check(&m);
     let s2 = samples(&text);

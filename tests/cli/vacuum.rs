@@ -146,7 +146,7 @@ fn full_converts_and_the_file_shrinks_after_a_prune() {
         ],
         None,
     );
-    assert_eq!(p["deleted"]["transmissions"], 3000);
+    assert_eq!(p["deleted"]["packets"], 3000);
     assert_eq!(p["vacuumed_pages"], 0);
     assert_eq!(p["vacuum"]["auto_vacuum"], "none");
     assert!(p["vacuum"]["note"]
@@ -205,7 +205,7 @@ fn incremental_vacuum_and_truncate_checkpoint_after_prune() {
     assert_eq!(j["freed_bytes"], 8 * page_size);
     assert_eq!(j["checkpoint"]["mode"], "truncate");
     assert_eq!(j["checkpoint"]["busy"], false);
-    assert_eq!(j["wal_bytes_after"], 0);
+    assert_eq!(j["checkpoint"]["wal_bytes_after"], 0);
 
     // `vacuum` returns the rest (default 1024 pages per call).
     let mut freed = 0;
