@@ -25,6 +25,7 @@ pub fn run(cli: &Cli) -> i32 {
     // stdout is the database itself (`>> x.db`): print nothing there.
     let mut stdout_is_db = false;
     let (db_display, result) = match commands::standalone(&cli.command, cli.busy_timeout) {
+        // Commands that open no database by --db (schema reads --from-db).
         Some(result) => (String::new(), result),
         None => match build_ctx(cli).and_then(|ctx| {
             if outfile::fd_is_database_file(libc::STDERR_FILENO, &ctx.db_path).is_some() {

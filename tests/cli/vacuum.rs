@@ -227,7 +227,7 @@ fn plain_vacuum_on_none_reports_a_conversion_and_busy_checkpoint_is_not_an_error
     let dir = tempfile::tempdir().unwrap();
     let db = build(dir.path(), "n.db", 50, false);
     let j = run_json(&db, &["vacuum"], None);
-    assert_eq!(j["auto_vacuum"], "none");
+    assert_eq!(j["auto_vacuum_after"], "none");
     assert_eq!(j["vacuumed_pages"], 0);
     assert!(j["notes"][0].as_str().unwrap().contains("vacuum --full"));
 

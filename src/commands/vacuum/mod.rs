@@ -85,7 +85,6 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
         free_bytes: checked.as_ref().map(|c| c.free_bytes),
         required_free_bytes: checked.as_ref().map(|c| c.required_free_bytes),
         temp_dir: checked.map(|c| c.temp_dir),
-        auto_vacuum: av_after,
         auto_vacuum_after: av_after,
         vacuumed_pages: vac.vacuumed_pages,
         freed_bytes: vac.freed_bytes,

@@ -13,16 +13,19 @@ pub struct VacuumReport {
     pub auto_vacuum_before: &'static str,
     #[serde(flatten)]
     pub sizes: FileSizes,
-    /// `--full` only: free bytes on the database's filesystem.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `--full` only: free bytes on the database's filesystem (not the
+    /// free pages inside the file: those are `free_space`).
+    #[serde(skip_serializing_if = "Option::is_none", rename = "disk_free_bytes")]
     pub free_bytes: Option<u64>,
     /// `--full` only: twice the database (file + WAL).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        rename = "disk_required_bytes"
+    )]
     pub required_free_bytes: Option<u64>,
     /// `--full` only: SQLite's temporary directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temp_dir: Option<TempDir>,
-    pub auto_vacuum: &'static str,
     pub auto_vacuum_after: &'static str,
     pub vacuumed_pages: i64,
     pub freed_bytes: i64,
