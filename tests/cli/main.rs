@@ -20,6 +20,7 @@ mod man_pages;
 mod metrics_file;
 mod migrate_check;
 mod migrate_repairs;
+mod operator_output;
 mod prune;
 mod reliability_backfill;
 mod reliability_bad_input;

@@ -248,3 +248,81 @@ fn an_unwritable_metrics_path_is_logged_and_keeps_the_exit_code() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("metrics not written"), "{err}");
 }
+
+/// Every series of a file with the `db` label kept (`name{labels}` → value).
+fn raw_samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.parse::<f64>().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn two_databases_share_one_file_and_counters_count_freed_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = fresh_db(dir.path(), "a.db");
+    let b = fresh_db(dir.path(), "b.db");
+    let (ca, cb) = (
+        std::fs::canonicalize(&a).unwrap(),
+        std::fs::canonicalize(&b).unwrap(),
+    );
+    let m = dir.path().join("shared.prom");
+    let ready = |db: &Path| {
+        format!(
+            "corescope_schema_ready{{command=\"check\",db=\"{}\"}}",
+            db.display()
+        )
+    };
+    assert_eq!(run(&["check", "-q"], &a, &m), 0);
+    assert_eq!(run(&["check", "-q"], &b, &m), 0);
+    promtool_check(&m);
+    let s = raw_samples(&std::fs::read_to_string(&m).unwrap());
+    assert_eq!(s.get(&ready(&ca)), Some(&1.0), "{s:#?}");
+    assert_eq!(s.get(&ready(&cb)), Some(&1.0), "{s:#?}");
+    // Every series names its database.
+    assert!(s.keys().all(|k| k.contains(",db=\"/")), "{s:#?}");
+    // A run on a replaces a's series only.
+    let b_before: BTreeMap<String, f64> = s
+        .iter()
+        .filter(|(k, _)| k.contains(&format!("db=\"{}\"", cb.display())))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    assert_eq!(run(&["check", "-q"], &a, &m), 0);
+    let s2 = raw_samples(&std::fs::read_to_string(&m).unwrap());
+    for (k, v) in &b_before {
+        assert_eq!(s2.get(k), Some(v), "{k}");
+    }
+    // a's series are there once each (replaced, not appended).
+    let a_lines = std::fs::read_to_string(&m)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("corescope_schema_ready") && l.contains(&*ca.to_string_lossy()))
+        .count();
+    assert_eq!(a_lines, 1);
+    assert_eq!(s2.len(), s.len());
+
+    // corescope_rows_total{kind="vacuumed_pages"} adds the pages each run
+    // actually freed (here none: nothing is free), never the page budget.
+    for _ in 0..2 {
+        assert_eq!(run(&["vacuum", "-q", "--pages", "500"], &a, &m), 0);
+    }
+    let s3 = raw_samples(&std::fs::read_to_string(&m).unwrap());
+    let key = format!(
+        "corescope_rows_total{{command=\"vacuum\",db=\"{}\",kind=\"vacuumed_pages\"}}",
+        ca.display()
+    );
+    assert_eq!(s3.get(&key), Some(&0.0), "{s3:#?}");
+    assert!(
+        !s3.keys().any(|k| k.contains("kind=\"vacuum_pages\"")),
+        "{s3:#?}"
+    );
+    let free = format!(
+        "corescope_free_pages{{command=\"vacuum\",db=\"{}\"}}",
+        ca.display()
+    );
+    assert_eq!(s3.get(&free), Some(&0.0), "{s3:#?}");
+    promtool_check(&m);
+}
