@@ -62,7 +62,8 @@ pub struct FreeSpace {
     /// or the command's flag); the shipped timers run one a day.
     pub pages_per_day: i64,
     /// Days the daily incremental vacuum needs to return every free page
-    /// (null: auto_vacuum is not INCREMENTAL, it never returns them).
+    /// (null: auto_vacuum is not INCREMENTAL, or the rate is 0: it never
+    /// returns them).
     pub days_to_return: Option<i64>,
     /// The command that returns them now (null: nothing is free).
     pub return_now: Option<String>,
@@ -127,6 +128,9 @@ impl FreeSpace {
                 self.pages_per_day,
                 if d == 1 { "" } else { "s" }
             )),
+            None if self.auto_vacuum == "incremental" => {
+                s.push_str("; the incremental vacuum is off (0 pages a run)");
+            }
             None => s.push_str(&format!(
                 "; auto_vacuum is {}: the incremental vacuum never returns it",
                 self.auto_vacuum.to_ascii_uppercase()
@@ -134,7 +138,7 @@ impl FreeSpace {
         }
         if let Some(cmd) = &self.return_now {
             s.push_str(&format!("; to return it now: {cmd}"));
-            if self.days_to_return.is_none() {
+            if cmd.contains("--full") {
                 s.push_str(" (rewrites the file, needs about twice its size free)");
             }
         }
@@ -480,6 +484,52 @@ mod tests {
                    "reason": "r", "wait_limit_ms": 100, "log_frames": 4, "checkpointed_frames": 4,
                    "wal_bytes_before": 10, "wal_bytes_after": 11})
         );
+    }
+
+    #[test]
+    fn free_space_days_and_the_command_that_returns_it() {
+        let pragmas = |av: i64| {
+            move |name: &str| -> anyhow::Result<i64> {
+                Ok(match name {
+                    "freelist_count" => 2500,
+                    "page_size" => 4096,
+                    "page_count" => 10_000,
+                    "auto_vacuum" => av,
+                    _ => anyhow::bail!("unexpected pragma {name}"),
+                })
+            }
+        };
+        let f = FreeSpace::measure(pragmas(2), 1024, "/d b.db").unwrap();
+        assert_eq!((f.free_bytes, f.file_bytes), (2500 * 4096, 10_000 * 4096));
+        assert!((f.free_percent - 25.0).abs() < f64::EPSILON);
+        assert_eq!(f.days_to_return, Some(3));
+        assert_eq!(
+            f.return_now.as_deref(),
+            Some("corescope vacuum --pages 2500 --db '/d b.db'")
+        );
+        let s = f.summary();
+        assert!(s.starts_with("free space: 9.77 MiB (10240000 bytes) in 2500 free pages, 25.0 % of the file; at 1024 pages a day"), "{s}");
+        assert!(
+            s.contains("returned in 3 days; to return it now: corescope vacuum --pages 2500"),
+            "{s}"
+        );
+        let off = FreeSpace::measure(pragmas(2), 0, "/x.db").unwrap();
+        assert_eq!(off.days_to_return, None);
+        assert!(
+            off.summary().contains("the incremental vacuum is off"),
+            "{}",
+            off.summary()
+        );
+        let none = FreeSpace::measure(pragmas(0), 1024, "/x.db").unwrap();
+        assert_eq!(none.days_to_return, None);
+        assert_eq!(
+            none.return_now.as_deref(),
+            Some("corescope vacuum --full --db /x.db")
+        );
+        assert!(none
+            .summary()
+            .contains("auto_vacuum is NONE: the incremental vacuum never returns it"));
+        assert!(none.summary().contains("needs about twice its size free"));
     }
 
     #[test]

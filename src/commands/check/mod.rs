@@ -234,9 +234,9 @@ fn free_space_warning(f: &FreeSpace) -> Option<Warning> {
     Some(Warning {
         code: "free_space_large",
         message: format!(
-            "{} ({:.1} % of the file) are free pages; at {} pages a day the daily incremental vacuum needs {days} days to return them; return them now with `{}` (short batches under the lock budget), or raise db.incrementalVacuumPages",
-            crate::report::bytes_i(f.free_bytes),
+            "{:.1} % of the file, {}, is free pages; at {} pages a day the daily incremental vacuum needs {days} days to return them; return them now with `{}` (short batches under the lock budget), or raise db.incrementalVacuumPages",
             f.free_percent,
+            crate::report::bytes_i(f.free_bytes),
             f.pages_per_day,
             f.return_now.as_deref().unwrap_or("corescope vacuum")
         ),

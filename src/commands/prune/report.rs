@@ -174,7 +174,7 @@ impl PruneReport {
         if let Some(v) = &self.space.vacuum {
             if v.ran {
                 h.push_str(&format!(
-                    "incremental vacuum: {} pages freed ({})\n",
+                    "incremental vacuum: {} pages freed, {}\n",
                     v.vacuumed_pages,
                     crate::report::bytes_i(v.freed_bytes)
                 ));

@@ -60,7 +60,7 @@ impl Report for VacuumReport {
         ]);
         let mut h = format!("{t}\n");
         h.push_str(&format!(
-            "{}: {} pages freed ({})\n",
+            "{}: {} pages freed, {}\n",
             if self.full {
                 "full vacuum"
             } else {
