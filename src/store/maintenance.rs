@@ -279,7 +279,8 @@ pub struct CheckpointResult {
     pub reason: Option<String>,
     /// TRUNCATE only: the longest it may wait for readers and the writer
     /// (its busy timeout), derived from the lock budget.
-    pub wait_limit_ms: Option<u64>,
+    /// Milliseconds, a number like every `_ms` key of the reports.
+    pub wait_limit_ms: Option<f64>,
     pub log_frames: i64,
     pub checkpointed_frames: i64,
     pub wal_bytes_before: u64,
@@ -409,7 +410,7 @@ pub fn checkpoint(
     }
     let normal = db.busy_timeout_ms();
     let wait = truncate_wait_ms(max_lock_ms, normal);
-    r.wait_limit_ms = Some(wait);
+    r.wait_limit_ms = Some(f64::from(u32::try_from(wait).unwrap_or(u32::MAX)));
     db.conn().busy_timeout(Duration::from_millis(wait))?;
     let t0 = Instant::now();
     let res = run_checkpoint(db, "PRAGMA wal_checkpoint(TRUNCATE)");
@@ -471,7 +472,7 @@ mod tests {
             journal_mode: "wal".into(),
             truncated: Some(false),
             reason: Some("r".into()),
-            wait_limit_ms: Some(100),
+            wait_limit_ms: Some(100.0),
             log_frames: 4,
             checkpointed_frames: 4,
             wal_bytes_before: 10,
@@ -481,7 +482,7 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&c).unwrap(),
             json!({"mode": "truncate", "journal_mode": "wal", "busy": true, "truncated": false,
-                   "reason": "r", "wait_limit_ms": 100, "log_frames": 4, "checkpointed_frames": 4,
+                   "reason": "r", "wait_limit_ms": 100.0, "log_frames": 4, "checkpointed_frames": 4,
                    "wal_bytes_before": 10, "wal_bytes_after": 11})
         );
     }

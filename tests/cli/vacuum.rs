@@ -395,7 +395,7 @@ fn truncate_wal_beside_an_active_reader_waits_a_bounded_time_and_says_why() {
     assert_eq!(ck["mode"], "truncate");
     assert_eq!(ck["truncated"], false, "{ck}");
     assert_eq!(ck["busy"], true);
-    assert_eq!(ck["wait_limit_ms"], 100, "half of vacuum's 200 ms budget");
+    assert_eq!(ck["wait_limit_ms"], 100.0, "half of vacuum's 200 ms budget");
     assert!(
         ck["reason"]
             .as_str()
