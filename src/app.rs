@@ -25,6 +25,7 @@ pub fn run(cli: &Cli) -> i32 {
     // stdout is the database itself (`>> x.db`): print nothing there.
     let mut stdout_is_db = false;
     let (db_display, result) = match commands::standalone(&cli.command, cli.busy_timeout) {
+        // Commands that open no database by --db (schema reads --from-db).
         Some(result) => (String::new(), result),
         None => match build_ctx(cli).and_then(|ctx| {
             if outfile::fd_is_database_file(libc::STDERR_FILENO, &ctx.db_path).is_some() {
@@ -40,7 +41,7 @@ pub fn run(cli: &Cli) -> i32 {
             Ok(ctx)
         }) {
             Ok(ctx) => {
-                let shown = ctx.db_path.display().to_string();
+                let shown = report::display_path(&ctx.db_path);
                 db_path = Some(ctx.db_path.clone());
                 log::info!(
                     "corescope {} {command} on {shown}",
@@ -56,7 +57,7 @@ pub fn run(cli: &Cli) -> i32 {
             Err(e) => (
                 cli.db
                     .as_ref()
-                    .map(|p| p.display().to_string())
+                    .map(|p| report::display_path(p))
                     .unwrap_or_default(),
                 Err(e),
             ),

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::catalog::Target;
 
+pub mod json_doc;
 mod tools;
 pub use tools::{CompletionsArgs, DemoArgs, GenManArgs, SynthArgs};
 

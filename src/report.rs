@@ -127,6 +127,39 @@ pub fn print_report(command: &str, text: &str, code: i32) -> i32 {
     }
 }
 
+/// A byte count for people: `6.0 MiB (6340712 bytes)`, or `512 bytes` below
+/// one KiB (the exact count stays, a script or a careful operator needs it).
+pub fn bytes(n: u64) -> String {
+    if n < 1024 {
+        format!("{n} bytes")
+    } else {
+        format!("{} ({n} bytes)", indicatif::HumanBytes(n))
+    }
+}
+
+/// [`bytes`] of a signed count (negative counts are shown as 0 bytes).
+pub fn bytes_i(n: i64) -> String {
+    bytes(u64::try_from(n).unwrap_or(0))
+}
+
+/// The database path as every report and metric names it: absolute and
+/// canonical (symbolic links and `..` resolved) when the file exists,
+/// else absolute against the current directory (a database `migrate
+/// --create` has not created yet).
+pub fn display_path(p: &std::path::Path) -> String {
+    if p.as_os_str().is_empty() {
+        return String::new();
+    }
+    let abs = std::fs::canonicalize(p).unwrap_or_else(|_| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            std::env::current_dir().map_or_else(|_| p.to_path_buf(), |d| d.join(p))
+        }
+    });
+    abs.display().to_string()
+}
+
 /// Round milliseconds to one decimal for reports.
 pub fn ms(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 10_000.0).round() / 10.0
@@ -329,6 +362,9 @@ mod tests {
             "/var/lib/corescope/a.db"
         );
         assert_eq!(shell_word("it's.db"), "'it'\\''s.db'");
+        assert_eq!(bytes(512), "512 bytes");
+        assert_eq!(bytes(6_340_712), "6.05 MiB (6340712 bytes)");
+        assert_eq!(bytes_i(-1), "0 bytes");
         assert_eq!(shell_word(""), "''");
     }
 }

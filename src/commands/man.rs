@@ -151,6 +151,12 @@ fn render(
         let text = String::from_utf8_lossy(&extra).replacen(".SH EXTRA", ".SH NOTES", 1);
         w.extend_from_slice(text.as_bytes());
     }
+    // JSON OUTPUT: the keys of the command's --json object, from docs/json.md.
+    w.extend_from_slice(
+        crate::cli::json_doc::json_section(&display(cmd))
+            .unwrap_or_default()
+            .as_bytes(),
+    );
     let mut roff = Roff::default();
     exit_status(&mut roff, kind);
     environment(&mut roff);

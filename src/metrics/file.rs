@@ -71,8 +71,10 @@ pub fn after_run(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
+    let shown = db.map(crate::report::display_path).unwrap_or_default();
     let run = RunInfo {
         command: command.name(),
+        db: &shown,
         is_write: command.is_write(),
         exit_code,
         json,
@@ -85,7 +87,8 @@ pub fn after_run(
     }
 }
 
-/// Rewrite this run's series in `path`, keeping other commands' series.
+/// Rewrite this run's series in `path`, keeping the series of other
+/// commands and of other databases.
 /// `path` must pass `outfile::check_output` (never the database, a symlink
 /// or a device); the lock file is opened without following links.
 pub fn write(path: &Path, guard: Guard<'_>, run: &RunInfo<'_>) -> anyhow::Result<()> {
@@ -118,7 +121,7 @@ pub fn write(path: &Path, guard: Guard<'_>, run: &RunInfo<'_>) -> anyhow::Result
     };
     let (mine, mut all): (Vec<Sample>, Vec<Sample>) = parse(&existing)
         .into_iter()
-        .partition(|s| s.command() == Some(run.command));
+        .partition(|s| s.belongs_to(run.command, run.db));
     all.extend(derive(run, &mine));
     let text = render(&all);
 

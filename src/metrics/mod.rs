@@ -1,10 +1,11 @@
 //! `--metrics-file PATH`: Prometheus text-format metrics for node_exporter's
 //! textfile collector (operators' monitoring of the timer runs).
 //!
-//! One file may be shared by all commands (recommended:
+//! One file may be shared by all commands and databases (recommended:
 //! `/var/lib/prometheus/node-exporter/corescope.prom`): every series carries a
-//! `command` label, and a run rewrites only its own command's series, keeping
-//! the other commands' series as they are. Giving each command its own file
+//! `command` label and a `db` label (the database's absolute path), and a run
+//! rewrites only the series of its own command on its own database, keeping
+//! the others as they are. Giving each command its own file
 //! works the same way (the file then only holds that command's series). The
 //! read-modify-write happens under an exclusive flock on a hidden lock file in
 //! the same directory (`.<name>.lock`), and the file is replaced atomically:
@@ -23,24 +24,27 @@
 //! - `pending_backfills` (task → rows) and `tasks.<task>.remaining` →
 //!   `corescope_pending_backfill_rows{task}` (task names as on the command
 //!   line, `from-pubkey`)
+//! - `free_space.free_pages`, `.free_bytes`, `.days_to_return` (prune,
+//!   vacuum, check) → `corescope_free_pages`, `corescope_free_bytes`,
+//!   `corescope_vacuum_runs_to_return`
 //! - `jobs` (check's job state): `jobs.build_edges.lag` →
 //!   `corescope_build_edges_lag_observations`;
 //!   `jobs.backfill.<task>.rows_past_cursor` / `.skipped` →
 //!   `corescope_backfill_rows_past_cursor{task}` /
-//!   `corescope_backfill_rows_skipped{task}`; `jobs.vacuum.free_pages`,
-//!   `.free_bytes`, `.daily_runs_to_return` → `corescope_free_pages`,
-//!   `corescope_free_bytes`, `corescope_vacuum_runs_to_return`;
+//!   `corescope_backfill_rows_skipped{task}`;
 //!   `jobs.prune.kinds.<kind>.due_now` → `corescope_prune_due{kind}`; each
 //!   job's `last_run` / `last_complete` →
 //!   `corescope_job_last_run_timestamp_seconds{job}` /
 //!   `corescope_job_last_run_complete{job}` (a job that never ran: no series)
 //! - rows processed, added to the counter `corescope_rows_total{kind}` (write
 //!   commands only, never for `"dry_run": true`): every integer of
-//!   `deleted.<kind>`; `tasks.<task>.scanned`/`.updated` as kind
+//!   `deleted.<kind>`; every integer of `kinds.<kind>.also_deleted.<table>`
+//!   as kind `<kind>.<table>` (unless `<table>` is a kind in `deleted`:
+//!   counted there); `tasks.<task>.scanned`/`.updated` as kind
 //!   `<task>.scanned`/`<task>.updated`; the length of `applied` as kind
 //!   `applied`; top-level integers whose key ends in one of [`ROW_SUFFIXES`]
-//!   (`observations_scanned`, `edges_upserted`, `edges_new`,
-//!   `vacuumed_pages`, ...), kind = the key.
+//!   (`observations_scanned`, `edges_upserted`, `edges_new`, ...) and the
+//!   pages actually freed ([`PAGE_COUNTS`]: `vacuumed_pages`), kind = the key.
 //!
 //! A failed run (no report) updates the run timestamp, duration and exit code,
 //! keeps `corescope_last_success_timestamp_seconds` (0 if the command never
@@ -67,8 +71,11 @@ pub const ROW_SUFFIXES: &[&str] = &[
     "_updated",
     "_deleted",
     "_moved",
-    "_pages",
 ];
+
+/// Top-level JSON keys that count pages a run gave back to the filesystem
+/// (pages actually freed, never a configured amount).
+pub const PAGE_COUNTS: &[&str] = &["vacuumed_pages"];
 
 const LAST_RUN: &str = "corescope_last_run_timestamp_seconds";
 const LAST_SUCCESS: &str = "corescope_last_success_timestamp_seconds";
@@ -86,7 +93,7 @@ const PAST_CURSOR: &str = "corescope_backfill_rows_past_cursor";
 const SKIPPED: &str = "corescope_backfill_rows_skipped";
 const FREE_PAGES: &str = "corescope_free_pages";
 const FREE_BYTES: &str = "corescope_free_bytes";
-const VACUUM_RUNS: &str = "corescope_vacuum_runs_to_return";
+const FREE_DAYS: &str = "corescope_vacuum_runs_to_return";
 const PRUNE_DUE: &str = "corescope_prune_due";
 const JOB_LAST_RUN: &str = "corescope_job_last_run_timestamp_seconds";
 const JOB_COMPLETE: &str = "corescope_job_last_run_complete";
@@ -154,9 +161,9 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     (FREE_PAGES, "gauge", "Free pages in the database file."),
     (FREE_BYTES, "gauge", "Bytes of free pages in the database file."),
     (
-        VACUUM_RUNS,
+        FREE_DAYS,
         "gauge",
-        "Daily incremental vacuums (db.incrementalVacuumPages each) it takes to return the free pages.",
+        "Daily incremental vacuums (db.incrementalVacuumPages each) it takes to return the free pages; no series when auto_vacuum is not INCREMENTAL.",
     ),
     (
         PRUNE_DUE,
@@ -189,7 +196,7 @@ const STATE_FAMILIES: &[&str] = &[
     SKIPPED,
     FREE_PAGES,
     FREE_BYTES,
-    VACUUM_RUNS,
+    FREE_DAYS,
     PRUNE_DUE,
     JOB_LAST_RUN,
     JOB_COMPLETE,
@@ -199,6 +206,10 @@ const STATE_FAMILIES: &[&str] = &[
 #[derive(Debug)]
 pub struct RunInfo<'a> {
     pub command: &'a str,
+    /// The database as reports name it (absolute): the `db` label of every
+    /// series, so that runs on two databases can share one file. Empty: no
+    /// `db` label.
+    pub db: &'a str,
     /// Write command: its report's row counts feed `corescope_rows_total`.
     pub is_write: bool,
     pub exit_code: i32,
@@ -234,6 +245,17 @@ impl Sample {
     fn command(&self) -> Option<&str> {
         self.labels.get("command").map(String::as_str)
     }
+
+    /// Whether this series belongs to runs of `command` on `db`. A series
+    /// without a `db` label (written before the label existed) belongs to
+    /// every database of the command, so the first run replaces it.
+    pub fn belongs_to(&self, command: &str, db: &str) -> bool {
+        self.command() == Some(command)
+            && self
+                .labels
+                .get("db")
+                .map_or(true, |d| d == db || db.is_empty())
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -268,7 +290,31 @@ pub fn row_counts(json: &Map<String, Value>) -> Vec<(String, u64)> {
                     }
                 }
             }
+            ("kinds", Value::Object(m)) => {
+                // Tables that are a kind of their own are in `deleted`.
+                let counted = json.get("deleted").and_then(Value::as_object);
+                for (kind, k) in m {
+                    for (table, n) in k
+                        .get("also_deleted")
+                        .and_then(Value::as_object)
+                        .into_iter()
+                        .flatten()
+                    {
+                        if counted.is_some_and(|d| d.contains_key(table)) {
+                            continue;
+                        }
+                        if let Some(n) = as_count(n) {
+                            out.push((format!("{kind}.{table}"), n));
+                        }
+                    }
+                }
+            }
             ("applied", Value::Array(a)) => out.push(("applied".to_string(), a.len() as u64)),
+            (k, Value::Number(_)) if PAGE_COUNTS.contains(&k) => {
+                if let Some(n) = as_count(v) {
+                    out.push((k.to_string(), n));
+                }
+            }
             (k, Value::Number(_)) if ROW_SUFFIXES.iter().any(|s| k.ends_with(s)) => {
                 if let Some(n) = as_count(v) {
                     out.push((k.to_string(), n));
@@ -324,6 +370,17 @@ fn state_samples(command: &str, json: &Map<String, Value>) -> Vec<Sample> {
     for (task, n) in pending {
         push(PENDING_BACKFILL, Some(("task", &task)), n as f64);
     }
+    if let Some(f) = json.get("free_space") {
+        for (name, key) in [
+            (FREE_PAGES, "free_pages"),
+            (FREE_BYTES, "free_bytes"),
+            (FREE_DAYS, "days_to_return"),
+        ] {
+            if let Some(n) = f.get(key).and_then(Value::as_f64) {
+                push(name, None, n);
+            }
+        }
+    }
     if let Some(jobs) = json.get("jobs").and_then(Value::as_object) {
         job_samples(jobs, &mut push);
     }
@@ -355,17 +412,6 @@ fn job_samples(jobs: &Map<String, Value>, push: &mut impl FnMut(&str, Option<(&s
             runs.push((format!("backfill.{task}"), t));
         }
     }
-    if let Some(v) = jobs.get("vacuum") {
-        for (name, key) in [
-            (FREE_PAGES, "free_pages"),
-            (FREE_BYTES, "free_bytes"),
-            (VACUUM_RUNS, "daily_runs_to_return"),
-        ] {
-            if let Some(n) = num(v.get(key)) {
-                push(name, None, n);
-            }
-        }
-    }
     if let Some(kinds) = at(&root, &["prune", "kinds"]) {
         for (kind, k) in kinds.as_object().into_iter().flatten() {
             if let Some(b) = k.get("due_now").and_then(Value::as_bool) {
@@ -393,7 +439,7 @@ pub fn derive(run: &RunInfo<'_>, previous: &[Sample]) -> Vec<Sample> {
     let prev_value = |name: &str| {
         previous
             .iter()
-            .find(|s| s.name == name && s.labels.len() == 1)
+            .find(|s| s.name == name && s.labels.keys().all(|k| k == "command" || k == "db"))
             .map(|s| s.value)
     };
     let mut out = vec![
@@ -433,6 +479,7 @@ pub fn derive(run: &RunInfo<'_>, previous: &[Sample]) -> Vec<Sample> {
     if let Some(json) = run.json {
         out.extend(state_samples(cmd, json));
     } else {
+        // Carried over from the previous run (already labelled).
         for s in previous {
             if STATE_FAMILIES.contains(&s.name.as_str()) {
                 let mut s = s.clone();
@@ -444,6 +491,11 @@ pub fn derive(run: &RunInfo<'_>, previous: &[Sample]) -> Vec<Sample> {
         }
         if run.exit_code == crate::error::EXIT_NOT_READY && !out.iter().any(|s| s.name == READY) {
             out.push(Sample::new(READY, cmd, None, 0.0));
+        }
+    }
+    if !run.db.is_empty() {
+        for s in &mut out {
+            s.labels.insert("db".to_string(), run.db.to_string());
         }
     }
     out

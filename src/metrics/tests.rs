@@ -19,6 +19,7 @@ fn obj(v: Value) -> Map<String, Value> {
 fn run<'a>(cmd: &'a str, code: i32, json: Option<&'a Map<String, Value>>) -> RunInfo<'a> {
     RunInfo {
         command: cmd,
+        db: "",
         is_write: cmd != "check",
         exit_code: code,
         json,
@@ -57,13 +58,16 @@ fn pairs(expected: &[(&str, u64)]) -> Vec<(String, u64)> {
 
 #[test]
 fn rows_from_reports() {
-    let prune = json!({"deleted": {"transmissions": 5, "observations": 12},
-        "vacuumed_pages": 3, "max_lock_hold_ms": 12.5, "complete": true});
+    let prune = json!({"deleted": {"packets": 5, "nodes": 0},
+        "kinds": {"packets": {"deleted": 5, "also_deleted": {"observations": 12}}},
+        "vacuumed_pages": 3, "vacuum_pages": 1024, "max_lock_hold_ms": 12.5, "complete": true,
+        "free_space": {"free_pages": 7}});
     assert_eq!(
         rows(prune),
         pairs(&[
-            ("observations", 12),
-            ("transmissions", 5),
+            ("nodes", 0),
+            ("packets", 5),
+            ("packets.observations", 12),
             ("vacuumed_pages", 3)
         ])
     );
@@ -221,4 +225,31 @@ fn shared_file_keeps_other_commands() {
         .collect();
     names.sort();
     assert_eq!(names, vec![".corescope.prom.lock", "corescope.prom"]);
+}
+
+#[test]
+fn every_series_of_a_run_carries_its_db_and_free_space_is_a_gauge() {
+    let j = obj(json!({"complete": true, "vacuumed_pages": 4,
+        "free_space": {"free_pages": 10, "free_bytes": 40960, "days_to_return": 1}}));
+    let mut r = run("vacuum", 0, Some(&j));
+    r.db = "/srv/a.db";
+    let s = derive(&r, &[]);
+    assert!(s
+        .iter()
+        .all(|x| x.labels.get("db").map(String::as_str) == Some("/srv/a.db")));
+    assert!(s.iter().all(|x| x.belongs_to("vacuum", "/srv/a.db")));
+    assert!(!s.iter().any(|x| x.belongs_to("vacuum", "/srv/b.db")));
+    let gauge = |s: &[Sample], n: &str| s.iter().find(|x| x.name == n).map(|x| x.value);
+    assert_eq!(gauge(&s, FREE_PAGES), Some(10.0));
+    assert_eq!(gauge(&s, FREE_DAYS), Some(1.0));
+    // The second run adds the pages it freed, never the free pages.
+    let s2 = derive(&r, &s);
+    assert_eq!(
+        s2.iter()
+            .find(|x| x.name == ROWS
+                && x.labels.get("kind").map(String::as_str) == Some("vacuumed_pages"))
+            .map(|x| x.value),
+        Some(8.0)
+    );
+    assert_eq!(gauge(&s2, FREE_PAGES), Some(10.0));
 }

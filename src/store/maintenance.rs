@@ -31,13 +31,119 @@ fn serialize_auto_vacuum<S: serde::Serializer>(v: &i64, s: S) -> Result<S::Ok, S
 }
 
 /// The sizes of the database file and its `-wal` before and after a
-/// maintenance run (keys of the `prune` and `vacuum` reports).
+/// maintenance run (the file sizes are keys of the `prune` and `vacuum`
+/// reports; the WAL sizes are reported once, by the checkpoint, as
+/// `checkpoint.wal_bytes_before` / `_after`).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct FileSizes {
     pub file_bytes_before: u64,
     pub file_bytes_after: u64,
+    #[serde(skip)]
     pub wal_bytes_before: u64,
+    #[serde(skip)]
     pub wal_bytes_after: u64,
+}
+
+/// Free pages in the database file and what returns them to the filesystem
+/// (the `free_space` object of the `prune`, `vacuum` and `check` reports).
+/// Pragmas only: `freelist_count`, `page_count`, `page_size`, `auto_vacuum`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FreeSpace {
+    pub free_pages: i64,
+    pub free_bytes: i64,
+    pub page_size: i64,
+    /// `page_count` × `page_size`: the file without its `-wal`.
+    pub file_bytes: i64,
+    /// Free bytes as a percentage of `file_bytes`, one decimal.
+    pub free_percent: f64,
+    /// `PRAGMA auto_vacuum` as a name.
+    pub auto_vacuum: &'static str,
+    /// Pages one incremental vacuum returns (`db.incrementalVacuumPages`
+    /// or the command's flag); the shipped timers run one a day.
+    pub pages_per_day: i64,
+    /// Days the daily incremental vacuum needs to return every free page
+    /// (null: auto_vacuum is not INCREMENTAL, or the rate is 0: it never
+    /// returns them).
+    pub days_to_return: Option<i64>,
+    /// The command that returns them now (null: nothing is free).
+    pub return_now: Option<String>,
+}
+
+impl FreeSpace {
+    /// Measure with `pragma` (a read of `PRAGMA name` as a number) for the
+    /// database shown as `db`.
+    pub fn measure(
+        pragma: impl Fn(&str) -> anyhow::Result<i64>,
+        pages_per_day: i64,
+        db: &str,
+    ) -> anyhow::Result<FreeSpace> {
+        let free_pages = pragma("freelist_count")?;
+        let page_size = pragma("page_size")?;
+        let page_count = pragma("page_count")?;
+        let av = pragma("auto_vacuum")?;
+        let file_bytes = page_count.saturating_mul(page_size);
+        let free_bytes = free_pages.saturating_mul(page_size);
+        let free_percent = if file_bytes > 0 {
+            (free_bytes as f64 * 1000.0 / file_bytes as f64).round() / 10.0
+        } else {
+            0.0
+        };
+        let days_to_return = (av == 2 && pages_per_day > 0)
+            .then(|| (free_pages + pages_per_day - 1) / pages_per_day);
+        let dbw = crate::report::shell_word(db);
+        let return_now = (free_pages > 0).then(|| {
+            if av == 2 {
+                format!("corescope vacuum --pages {free_pages} --db {dbw}")
+            } else {
+                format!("corescope vacuum --full --db {dbw}")
+            }
+        });
+        Ok(FreeSpace {
+            free_pages,
+            free_bytes,
+            page_size,
+            file_bytes,
+            free_percent,
+            auto_vacuum: auto_vacuum_name(av),
+            pages_per_day,
+            days_to_return,
+            return_now,
+        })
+    }
+
+    /// One line for the human report.
+    pub fn summary(&self) -> String {
+        if self.free_pages <= 0 {
+            return "free space: none (no free pages in the file)".to_string();
+        }
+        let mut s = format!(
+            "free space: {} in {} free pages, {:.1} % of the file",
+            crate::report::bytes_i(self.free_bytes),
+            self.free_pages,
+            self.free_percent
+        );
+        match self.days_to_return {
+            Some(d) => s.push_str(&format!(
+                "; at {} pages a day (one incremental vacuum a day) it is returned in {d} day{}",
+                self.pages_per_day,
+                if d == 1 { "" } else { "s" }
+            )),
+            None if self.auto_vacuum == "incremental" => {
+                s.push_str("; the incremental vacuum is off (0 pages a run)");
+            }
+            None => s.push_str(&format!(
+                "; auto_vacuum is {}: the incremental vacuum never returns it",
+                self.auto_vacuum.to_ascii_uppercase()
+            )),
+        }
+        if let Some(cmd) = &self.return_now {
+            s.push_str(&format!("; to return it now: {cmd}"));
+            if cmd.contains("--full") {
+                s.push_str(" (rewrites the file, needs about twice its size free)");
+            }
+        }
+        s
+    }
 }
 
 impl FileSizes {
@@ -173,7 +279,8 @@ pub struct CheckpointResult {
     pub reason: Option<String>,
     /// TRUNCATE only: the longest it may wait for readers and the writer
     /// (its busy timeout), derived from the lock budget.
-    pub wait_limit_ms: Option<u64>,
+    /// Milliseconds, a number like every `_ms` key of the reports.
+    pub wait_limit_ms: Option<f64>,
     pub log_frames: i64,
     pub checkpointed_frames: i64,
     pub wal_bytes_before: u64,
@@ -190,25 +297,38 @@ impl CheckpointResult {
             )
         } else if let (Some(false), Some(why)) = (self.truncated, &self.reason) {
             format!(
-                "WAL checkpoint (truncate): not truncated: {why}; WAL {} -> {} bytes",
-                self.wal_bytes_before, self.wal_bytes_after
+                "WAL checkpoint (truncate): not truncated: {why}; {}",
+                self.wal_sizes()
             )
         } else if self.busy {
             format!(
-                "WAL checkpoint ({}): busy (a reader still uses old frames; a later checkpoint resets the WAL); WAL {} -> {} bytes",
-                self.mode, self.wal_bytes_before, self.wal_bytes_after
+                "WAL checkpoint ({}): busy (a reader still uses old frames; a later checkpoint resets the WAL); {}",
+                self.mode,
+                self.wal_sizes()
             )
         } else {
             format!(
-                "WAL checkpoint ({}): done{}; WAL {} -> {} bytes",
+                "WAL checkpoint ({}): done{}; {}",
                 self.mode,
                 if self.truncated == Some(true) {
                     ", truncated"
                 } else {
                     ""
                 },
-                self.wal_bytes_before,
-                self.wal_bytes_after
+                self.wal_sizes()
+            )
+        }
+    }
+
+    /// `WAL 6.0 MiB (6340712 bytes), unchanged` or `WAL 6.0 MiB (...) -> 0 bytes`.
+    pub fn wal_sizes(&self) -> String {
+        let before = crate::report::bytes(self.wal_bytes_before);
+        if self.wal_bytes_before == self.wal_bytes_after {
+            format!("WAL {before}, unchanged")
+        } else {
+            format!(
+                "WAL {before} -> {}",
+                crate::report::bytes(self.wal_bytes_after)
             )
         }
     }
@@ -290,7 +410,7 @@ pub fn checkpoint(
     }
     let normal = db.busy_timeout_ms();
     let wait = truncate_wait_ms(max_lock_ms, normal);
-    r.wait_limit_ms = Some(wait);
+    r.wait_limit_ms = Some(f64::from(u32::try_from(wait).unwrap_or(u32::MAX)));
     db.conn().busy_timeout(Duration::from_millis(wait))?;
     let t0 = Instant::now();
     let res = run_checkpoint(db, "PRAGMA wal_checkpoint(TRUNCATE)");
@@ -352,7 +472,7 @@ mod tests {
             journal_mode: "wal".into(),
             truncated: Some(false),
             reason: Some("r".into()),
-            wait_limit_ms: Some(100),
+            wait_limit_ms: Some(100.0),
             log_frames: 4,
             checkpointed_frames: 4,
             wal_bytes_before: 10,
@@ -362,9 +482,55 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&c).unwrap(),
             json!({"mode": "truncate", "journal_mode": "wal", "busy": true, "truncated": false,
-                   "reason": "r", "wait_limit_ms": 100, "log_frames": 4, "checkpointed_frames": 4,
+                   "reason": "r", "wait_limit_ms": 100.0, "log_frames": 4, "checkpointed_frames": 4,
                    "wal_bytes_before": 10, "wal_bytes_after": 11})
         );
+    }
+
+    #[test]
+    fn free_space_days_and_the_command_that_returns_it() {
+        let pragmas = |av: i64| {
+            move |name: &str| -> anyhow::Result<i64> {
+                Ok(match name {
+                    "freelist_count" => 2500,
+                    "page_size" => 4096,
+                    "page_count" => 10_000,
+                    "auto_vacuum" => av,
+                    _ => anyhow::bail!("unexpected pragma {name}"),
+                })
+            }
+        };
+        let f = FreeSpace::measure(pragmas(2), 1024, "/d b.db").unwrap();
+        assert_eq!((f.free_bytes, f.file_bytes), (2500 * 4096, 10_000 * 4096));
+        assert!((f.free_percent - 25.0).abs() < f64::EPSILON);
+        assert_eq!(f.days_to_return, Some(3));
+        assert_eq!(
+            f.return_now.as_deref(),
+            Some("corescope vacuum --pages 2500 --db '/d b.db'")
+        );
+        let s = f.summary();
+        assert!(s.starts_with("free space: 9.77 MiB (10240000 bytes) in 2500 free pages, 25.0 % of the file; at 1024 pages a day"), "{s}");
+        assert!(
+            s.contains("returned in 3 days; to return it now: corescope vacuum --pages 2500"),
+            "{s}"
+        );
+        let off = FreeSpace::measure(pragmas(2), 0, "/x.db").unwrap();
+        assert_eq!(off.days_to_return, None);
+        assert!(
+            off.summary().contains("the incremental vacuum is off"),
+            "{}",
+            off.summary()
+        );
+        let none = FreeSpace::measure(pragmas(0), 1024, "/x.db").unwrap();
+        assert_eq!(none.days_to_return, None);
+        assert_eq!(
+            none.return_now.as_deref(),
+            Some("corescope vacuum --full --db /x.db")
+        );
+        assert!(none
+            .summary()
+            .contains("auto_vacuum is NONE: the incremental vacuum never returns it"));
+        assert!(none.summary().contains("needs about twice its size free"));
     }
 
     #[test]
@@ -377,8 +543,8 @@ mod tests {
         s.measure_after(&p);
         assert_eq!(
             serde_json::to_value(s).unwrap(),
-            json!({"file_bytes_before": 7, "wal_bytes_before": 0,
-                   "file_bytes_after": 7, "wal_bytes_after": 3})
+            json!({"file_bytes_before": 7, "file_bytes_after": 7})
         );
+        assert_eq!((s.wal_bytes_before, s.wal_bytes_after), (0, 3));
     }
 }

@@ -46,7 +46,8 @@ fn tenths(x: f64) -> f64 {
 impl SynthReport {
     pub fn new(created: String, cfg: &Config, summary: Summary) -> SynthReport {
         SynthReport {
-            created,
+            // Absolute, like `db`.
+            created: crate::report::display_path(std::path::Path::new(&created)),
             schema: cfg.schema.name(),
             seed: cfg.seed,
             start: timeutil::rfc3339(cfg.start()),

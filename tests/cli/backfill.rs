@@ -707,7 +707,7 @@ fn dry_run_writes_nothing_and_max_seconds_zero_resumes() {
     let chk: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         chk["pending_backfills"],
-        serde_json::json!({"from_pubkey": 0, "path_json": 0, "resolved_path": 0})
+        serde_json::json!({"from-pubkey": 0, "path-json": 0, "resolved-path": 0})
     );
     let unresolved: i64 = open(&db)
         .query_row(

@@ -133,8 +133,9 @@ fn build_edges_lag_and_last_run_equal_sql() {
         .run();
     let text = std::fs::read_to_string(&prom).unwrap();
     assert!(
-        text.lines()
-            .any(|l| l == r#"corescope_build_edges_lag_observations{command="check"} 37"#),
+        text.lines().any(|l| l
+            .starts_with(r#"corescope_build_edges_lag_observations{command="check",db="/"#)
+            && l.ends_with("\"} 37")),
         "{text}"
     );
 }
@@ -195,11 +196,11 @@ fn backfill_cursor_and_vacuum_figures_equal_sql() {
     let page = count(&c, "PRAGMA page_size");
     assert!(free > 0, "the prune freed no page");
     let j = check(&db, &[], 0);
-    let v = &j["jobs"]["vacuum"];
+    let v = &j["free_space"];
     assert_eq!(v["free_pages"], free);
     assert_eq!(v["free_bytes"], free * page);
-    assert_eq!(v["pages_per_run"], 1024);
-    assert_eq!(v["daily_runs_to_return"], (free + 1023) / 1024);
+    assert_eq!(v["pages_per_day"], 1024);
+    assert_eq!(v["days_to_return"], (free + 1023) / 1024);
     let p = &j["jobs"]["prune"];
     assert_eq!(
         (p["ran"].as_bool(), p["last_complete"].as_bool()),

@@ -203,8 +203,8 @@ fn interleaving(base: &Path, name: &str, steps: &[Step]) {
     );
     let out = run_ok(&["check", "--deep", "--json"], &db, 0);
     let chk = json_of(out.stdout.as_bytes());
-    assert_eq!(chk["pending_backfills"]["path_json"], 0, "{name}");
-    assert_eq!(chk["pending_backfills"]["from_pubkey"], 0, "{name}");
+    assert_eq!(chk["pending_backfills"]["path-json"], 0, "{name}");
+    assert_eq!(chk["pending_backfills"]["from-pubkey"], 0, "{name}");
     assert_eq!(
         state(&db, "build_edges.needs_rebuild"),
         None,

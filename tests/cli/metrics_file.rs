@@ -11,15 +11,27 @@ use std::sync::Arc;
 
 use common::*;
 
-/// `name{labels}` → value, from the file (labels as written).
+/// `name{labels}` → value, from the file (labels as written, without the
+/// `db` label, which must be an absolute path).
 fn samples(text: &str) -> BTreeMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
             let (k, v) = l.rsplit_once(' ').unwrap();
-            (k.to_string(), v.parse::<f64>().unwrap())
+            (without_db(k), v.parse::<f64>().unwrap())
         })
         .collect()
+}
+
+/// A series name with its `db="..."` label removed (asserted absolute).
+fn without_db(series: &str) -> String {
+    let Some(at) = series.find(",db=\"") else {
+        return series.to_string();
+    };
+    let rest = &series[at + 5..];
+    let end = rest.find('"').expect("closing quote of the db label");
+    assert!(rest.starts_with('/'), "db label is not absolute: {series}");
+    format!("{}{}", &series[..at], &rest[end + 1..])
 }
 
 fn run(args: &[&str], db: &Path, metrics: &Path) -> i32 {
@@ -100,9 +112,21 @@ fn shared_file_valid_and_failures_keep_last_success() {
 
     // A failed run (not a database) updates the run, keeps the last success
     // and the other command's series.
-    let bad = dir.path().join("bad.db");
-    std::fs::write(&bad, "not a database\n".repeat(20)).unwrap();
-    assert_eq!(run(&["check", "-q"], &bad, &m), 1);
+    // The same database path (series are per database): the file is
+    // moved aside and garbage put in its place for one run.
+    let aside = dir.path().join("aside");
+    std::fs::create_dir(&aside).unwrap();
+    let name = db.file_name().unwrap().to_string_lossy().into_owned();
+    let sidecars = [name.clone(), format!("{name}-wal"), format!("{name}-shm")];
+    for f in &sidecars {
+        let _ = std::fs::rename(dir.path().join(f), aside.join(f));
+    }
+    std::fs::write(&db, "not a database\n".repeat(20)).unwrap();
+    assert_eq!(run(&["check", "-q"], &db, &m), 1);
+    for f in &sidecars {
+        let _ = std::fs::remove_file(dir.path().join(f));
+        let _ = std::fs::rename(aside.join(f), dir.path().join(f));
+    }
     let text = std::fs::read_to_string(&m).unwrap();
     promtool_check(&m);
     let s2 = samples(&text);
@@ -223,4 +247,82 @@ fn an_unwritable_metrics_path_is_logged_and_keeps_the_exit_code() {
     assert_eq!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("metrics not written"), "{err}");
+}
+
+/// Every series of a file with the `db` label kept (`name{labels}` → value).
+fn raw_samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.parse::<f64>().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn two_databases_share_one_file_and_counters_count_freed_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = fresh_db(dir.path(), "a.db");
+    let b = fresh_db(dir.path(), "b.db");
+    let (ca, cb) = (
+        std::fs::canonicalize(&a).unwrap(),
+        std::fs::canonicalize(&b).unwrap(),
+    );
+    let m = dir.path().join("shared.prom");
+    let ready = |db: &Path| {
+        format!(
+            "corescope_schema_ready{{command=\"check\",db=\"{}\"}}",
+            db.display()
+        )
+    };
+    assert_eq!(run(&["check", "-q"], &a, &m), 0);
+    assert_eq!(run(&["check", "-q"], &b, &m), 0);
+    promtool_check(&m);
+    let s = raw_samples(&std::fs::read_to_string(&m).unwrap());
+    assert_eq!(s.get(&ready(&ca)), Some(&1.0), "{s:#?}");
+    assert_eq!(s.get(&ready(&cb)), Some(&1.0), "{s:#?}");
+    // Every series names its database.
+    assert!(s.keys().all(|k| k.contains(",db=\"/")), "{s:#?}");
+    // A run on a replaces a's series only.
+    let b_before: BTreeMap<String, f64> = s
+        .iter()
+        .filter(|(k, _)| k.contains(&format!("db=\"{}\"", cb.display())))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    assert_eq!(run(&["check", "-q"], &a, &m), 0);
+    let s2 = raw_samples(&std::fs::read_to_string(&m).unwrap());
+    for (k, v) in &b_before {
+        assert_eq!(s2.get(k), Some(v), "{k}");
+    }
+    // a's series are there once each (replaced, not appended).
+    let a_lines = std::fs::read_to_string(&m)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("corescope_schema_ready") && l.contains(&*ca.to_string_lossy()))
+        .count();
+    assert_eq!(a_lines, 1);
+    assert_eq!(s2.len(), s.len());
+
+    // corescope_rows_total{kind="vacuumed_pages"} adds the pages each run
+    // actually freed (here none: nothing is free), never the page budget.
+    for _ in 0..2 {
+        assert_eq!(run(&["vacuum", "-q", "--pages", "500"], &a, &m), 0);
+    }
+    let s3 = raw_samples(&std::fs::read_to_string(&m).unwrap());
+    let key = format!(
+        "corescope_rows_total{{command=\"vacuum\",db=\"{}\",kind=\"vacuumed_pages\"}}",
+        ca.display()
+    );
+    assert_eq!(s3.get(&key), Some(&0.0), "{s3:#?}");
+    assert!(
+        !s3.keys().any(|k| k.contains("kind=\"vacuum_pages\"")),
+        "{s3:#?}"
+    );
+    let free = format!(
+        "corescope_free_pages{{command=\"vacuum\",db=\"{}\"}}",
+        ca.display()
+    );
+    assert_eq!(s3.get(&free), Some(&0.0), "{s3:#?}");
+    promtool_check(&m);
 }

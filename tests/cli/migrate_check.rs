@@ -307,7 +307,7 @@ fn dry_run_plans_and_changes_nothing() {
         .iter()
         .find(|p| p["name"] == "corescope_observer_idx_rowid_v1")
         .unwrap();
-    assert_eq!(adv["rows"], 500);
+    assert_eq!(adv["rows_estimated"], 500);
     assert!(planned.iter().any(|p| p["name"] == "table:neighbor_edges"));
     assert_eq!(listing(dir.path()), before);
     // --create --dry-run on a new path plans everything and creates nothing.
@@ -379,7 +379,7 @@ fn read_only_commands_beside_a_live_writer_in_wal_mode() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The committed ADVERT is seen (from_pubkey pending), the uncommitted one is not.
-    assert_eq!(json_of(&out.stdout)["pending_backfills"]["from_pubkey"], 1);
+    assert_eq!(json_of(&out.stdout)["pending_backfills"]["from-pubkey"], 1);
     bin()
         .args(["migrate", "--dry-run", "--db"])
         .arg(&db)

@@ -328,7 +328,7 @@ fn merge_acceptance(db: &std::path::Path, groups: i64, surplus: i64, compare: Op
     // --dry-run prints the exact counts and changes nothing.
     if groups > 0 {
         let step = planned_merge(db).expect("merge step planned");
-        assert_eq!(step["rows"], surplus, "{step}");
+        assert_eq!(step["rows_estimated"], surplus, "{step}");
         assert_eq!(step["groups"], groups, "{step}");
         let what = step["what"].as_str().unwrap();
         assert!(
@@ -624,7 +624,7 @@ fn every_fixture_migrates_with_and_without_added_duplicates() {
         // Groups are counted after migrate's observer_idx repair maps text
         // values (the legacy fixture): compare with what the plan counts.
         let step = planned_merge(&db).expect("merge planned");
-        let rows = step["rows"].as_i64().unwrap();
+        let rows = step["rows_estimated"].as_i64().unwrap();
         assert!(rows >= 12 + 6 + 4, "{step}");
         // The plan counts before the observer_idx repair; the repair maps
         // whole groups alike, so the counts hold.
@@ -955,7 +955,7 @@ fn a_drifted_inactive_nodes_is_reported_and_rebuilt_with_its_rows() {
         .find(|s| s["name"] == "rebuild:inactive_nodes")
         .expect("rebuild planned")
         .clone();
-    assert_eq!(step["rows"], 2);
+    assert_eq!(step["rows_estimated"], 2);
     bin()
         .args(["migrate", "-q", "--db"])
         .arg(&db)
@@ -1010,7 +1010,7 @@ fn groups_formed_by_the_observer_idx_repair_are_merged_in_the_same_run() {
     let n = count(&c, "SELECT count(*) FROM observations");
     drop(c);
     let step = planned_merge(&db).expect("merge planned from the mapped keys");
-    assert_eq!(step["rows"], 3, "{step}");
+    assert_eq!(step["rows_estimated"], 3, "{step}");
     assert_eq!(step["groups"], 3, "{step}");
     let out = bin()
         .args(["migrate", "--json", "--db"])

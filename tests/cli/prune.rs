@@ -232,15 +232,21 @@ fn one_second_around_the_cutoff_for_every_kind_and_format() {
         assert_eq!(survivors(&c, kind), expected, "{kind}");
     }
     let d = &real["deleted"];
-    assert_eq!(d["transmissions"], n);
-    assert_eq!(d["observations"], 2 * n);
-    assert_eq!(d["nodes_moved"], n);
-    assert_eq!(d["observers_inactivated"], n);
+    assert_eq!(d["packets"], n);
+    assert_eq!(
+        real["kinds"]["packets"]["also_deleted"]["observations"],
+        2 * n
+    );
+    assert_eq!(d["nodes"], n);
+    assert_eq!(d["observers"], n);
     assert_eq!(d["metrics"], n);
-    assert_eq!(d["dropped_packets"], n);
-    assert_eq!(d["neighbor_edges"], n);
-    assert_eq!(d["client_receptions"], n);
-    assert_eq!(d["client_observers"], n);
+    assert_eq!(d["dropped"], n);
+    assert_eq!(d["edges"], n);
+    assert_eq!(d["clients"], n);
+    assert_eq!(
+        real["kinds"]["clients"]["also_deleted"]["client_observers"],
+        n
+    );
     // Moved nodes are in inactive_nodes, observers kept (soft delete).
     let mut moved: Vec<String> = {
         let mut st = c.prepare("SELECT public_key FROM inactive_nodes").unwrap();
@@ -289,7 +295,7 @@ fn dropped_packets_on_the_cutoff_day_after_the_cutoff_are_kept() {
     }
     let j = prune_json(&db, &["--now", "2026-06-09T12:00:00Z", "--only", "dropped"]);
     assert_eq!(j["cutoffs"]["dropped"], "2026-05-10T12:00:00Z");
-    assert_eq!(j["deleted"]["dropped_packets"], 3);
+    assert_eq!(j["deleted"]["dropped"], 3);
     let c = open(&db);
     assert_eq!(
         survivors(&c, "dropped"),
@@ -353,9 +359,9 @@ fn null_and_unparseable_times_are_kept_and_counted() {
     assert_eq!(dry["deleted"], j["deleted"]);
     assert_eq!(dry["unparseable"], j["unparseable"]);
     let due = odd.iter().filter(|o| o.2).count() as i64;
-    assert_eq!(j["deleted"]["nodes_moved"], due);
-    assert_eq!(j["deleted"]["neighbor_edges"], due);
-    assert_eq!(j["deleted"]["observers_inactivated"], due);
+    assert_eq!(j["deleted"]["nodes"], due);
+    assert_eq!(j["deleted"]["edges"], due);
+    assert_eq!(j["deleted"]["observers"], due);
     for kind in ["nodes", "edges", "observers"] {
         assert_eq!(j["unparseable"][kind], 4, "{kind}: {}", j["unparseable"]);
         assert_eq!(j["null_times"][kind], 1, "{kind}");
@@ -500,7 +506,7 @@ fn node_move_uses_column_names_not_positions() {
     ins("inactive_nodes", &stale);
 
     let j = prune_json(&db, &["--now", NOW, "--only", "nodes"]);
-    assert_eq!(j["deleted"]["nodes_moved"], 1);
+    assert_eq!(j["deleted"]["nodes"], 1);
     for (name, v) in &old {
         let got: Value = c
             .query_row(
@@ -554,7 +560,7 @@ fn observers_soft_deleted_and_metrics_of_inactive_observers_removed() {
         &db,
         &["--now", NOW, "--only", "observers", "--observer-days", "-1"],
     );
-    assert_eq!(j["deleted"]["observers_inactivated"], 0);
+    assert_eq!(j["deleted"]["observers"], 0);
     assert_eq!(j["kinds"]["observers"]["status"], "disabled");
     assert_eq!(count(&c, "SELECT count(*) FROM observer_metrics"), 20);
 
@@ -564,9 +570,9 @@ fn observers_soft_deleted_and_metrics_of_inactive_observers_removed() {
     );
     let j = prune_json(&db, &["--now", NOW, "--only", "observers,metrics"]);
     assert_eq!(dry["deleted"], j["deleted"]);
-    assert_eq!(j["deleted"]["observers_inactivated"], 1);
+    assert_eq!(j["deleted"]["observers"], 1);
     // Metrics of the newly inactive and of the blacklisted observer.
-    assert_eq!(j["deleted"]["metrics_of_inactive_observers"], 10);
+    assert_eq!(j["kinds"]["observers"]["also_deleted"]["metrics"], 10);
     assert_eq!(j["deleted"]["metrics"], 10);
     assert_eq!(
         count(&c, "SELECT count(*) FROM observers WHERE inactive = 1"),
@@ -601,8 +607,8 @@ fn observers_soft_deleted_and_metrics_of_inactive_observers_removed() {
     let dry = prune_json(&db, &["--now", NOW, "--only", "observers", "--dry-run"]);
     let j = prune_json(&db, &["--now", NOW, "--only", "observers"]);
     assert_eq!(dry["deleted"], j["deleted"]);
-    assert_eq!(j["deleted"]["observers_inactivated"], 0);
-    assert_eq!(j["deleted"]["metrics_of_inactive_observers"], 5);
+    assert_eq!(j["deleted"]["observers"], 0);
+    assert_eq!(j["kinds"]["observers"]["also_deleted"]["metrics"], 5);
     assert_eq!(
         count(
             &c,
@@ -670,7 +676,7 @@ fn packets_are_off_by_default_and_max_seconds_stops_cleanly() {
         }
     }
     let j = prune_json(&db, &["--now", NOW]);
-    assert_eq!(j["deleted"]["transmissions"], 0);
+    assert_eq!(j["deleted"]["packets"], 0);
     assert_eq!(j["kinds"]["packets"]["status"], "disabled");
     assert_eq!(j["cutoffs"]["packets"], serde_json::Value::Null);
 
@@ -679,11 +685,11 @@ fn packets_are_off_by_default_and_max_seconds_stops_cleanly() {
         &["--now", NOW, "--packet-days", "30", "--max-seconds", "0"],
     );
     assert_eq!(j["complete"], false);
-    assert_eq!(j["deleted"]["transmissions"], 0);
+    assert_eq!(j["deleted"]["packets"], 0);
     let j = prune_json(&db, &["--now", NOW, "--packet-days", "30"]);
     assert_eq!(j["complete"], true);
-    assert_eq!(j["deleted"]["transmissions"], 50);
-    assert_eq!(j["deleted"]["observations"], 100);
+    assert_eq!(j["deleted"]["packets"], 50);
+    assert_eq!(j["kinds"]["packets"]["also_deleted"]["observations"], 100);
     // Config file values apply; a flag overrides them.
     let cfg = dir.path().join("config.json");
     std::fs::write(&cfg, r#"{"retention":{"nodeDays":1}}"#).unwrap();
@@ -712,7 +718,7 @@ fn packets_are_off_by_default_and_max_seconds_stops_cleanly() {
         .arg(&db)
         .output()
         .unwrap();
-    assert_eq!(json_of(&out.stdout)["deleted"]["nodes_moved"], 1);
+    assert_eq!(json_of(&out.stdout)["deleted"]["nodes"], 1);
     out = bin()
         .args([
             "prune",
@@ -731,7 +737,7 @@ fn packets_are_off_by_default_and_max_seconds_stops_cleanly() {
         .arg(&db)
         .output()
         .unwrap();
-    assert_eq!(json_of(&out.stdout)["deleted"]["nodes_moved"], 0);
+    assert_eq!(json_of(&out.stdout)["deleted"]["nodes"], 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -832,18 +838,19 @@ fn dry_run_counts_equal_the_real_run_and_change_nothing() {
     assert_eq!(dry["deleted"], real["deleted"]);
     assert_eq!(dry["unparseable"], real["unparseable"]);
     assert_eq!(dry["null_times"], real["null_times"]);
+    assert_eq!(dry["kinds"], real["kinds"]);
     let d = real["deleted"].as_object().unwrap();
     for k in [
-        "transmissions",
-        "observations",
-        "nodes_moved",
-        "observers_inactivated",
+        "packets",
+        "nodes",
+        "observers",
         "metrics",
-        "dropped_packets",
-        "neighbor_edges",
+        "dropped",
+        "edges",
     ] {
         assert!(d[k].as_i64().unwrap() > 0, "{k} should have work: {d:?}");
     }
+    assert!(real["kinds"]["packets"]["also_deleted"]["observations"].as_i64() > Some(0));
 }
 
 fn integrity(c: &Connection) {
@@ -982,9 +989,9 @@ fn busy_writer_gives_75_and_a_later_run_completes() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(json_of(&out.stdout)["deleted"]["nodes_moved"], 20);
+    assert_eq!(json_of(&out.stdout)["deleted"]["nodes"], 20);
     holder.execute_batch("ROLLBACK").unwrap();
     let j = prune_json(&db, &["--now", NOW]);
-    assert_eq!(j["deleted"]["nodes_moved"], 20);
+    assert_eq!(j["deleted"]["nodes"], 20);
     integrity(&open(&db));
 }

@@ -126,7 +126,7 @@ fn live_wal_database_every_file_byte_identical_as_root_and_as_nobody() {
         if args.contains(&"--deep") && args[0] == "check" {
             // The committed ADVERT is seen, the uncommitted one is not.
             assert_eq!(
-                json_of(r.stdout.as_bytes())["pending_backfills"]["from_pubkey"],
+                json_of(r.stdout.as_bytes())["pending_backfills"]["from-pubkey"],
                 1
             );
         }

@@ -328,9 +328,11 @@ fn diff_leaves_the_metrics_file_of_check_alone() {
         .expect_code(0)
         .run();
     let before = std::fs::read(&prom).unwrap();
-    assert!(
-        String::from_utf8_lossy(&before).contains("corescope_schema_ready{command=\"check\"} 1")
+    let want = format!(
+        "corescope_schema_ready{{command=\"check\",db=\"{}\"}} 1",
+        std::fs::canonicalize(&db).unwrap().display()
     );
+    assert!(String::from_utf8_lossy(&before).contains(&want));
     edit_schema(&db, "nodes", "lat REAL", "lat TEXT");
     let out = Corescope::new()
         .db(&db)

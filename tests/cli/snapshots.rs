@@ -157,10 +157,18 @@ fn metric_skeleton(text: &str) -> Vec<String> {
         .filter(|l| !l.starts_with("# HELP"))
         .map(|l| match l.strip_prefix('#') {
             Some(_) => l.to_string(),
-            None => l
-                .rsplit_once(' ')
-                .map_or(l, |(series, _value)| series)
-                .to_string(),
+            None => {
+                let series = l.rsplit_once(' ').map_or(l, |(series, _value)| series);
+                // The db label's value is a temporary path: keep the label.
+                match series.find(",db=\"") {
+                    Some(at) => {
+                        let rest = &series[at + 5..];
+                        let end = rest.find('"').map_or(rest.len(), |e| e + 1);
+                        format!("{},db=<db>{}", &series[..at], &rest[end..])
+                    }
+                    None => series.to_string(),
+                }
+            }
         })
         .collect()
 }

@@ -91,17 +91,12 @@ pub struct PruneJob {
     pub kinds: BTreeMap<&'static str, PruneKindState>,
 }
 
+/// The vacuum job: when it last ran (the free space it returns is the
+/// report's top-level `free_space`).
 #[derive(Debug, Serialize)]
 pub struct VacuumJob {
     #[serde(flatten)]
     pub run: RunRecord,
-    pub free_pages: i64,
-    pub free_bytes: i64,
-    /// `db.incrementalVacuumPages`: pages one daily vacuum or prune returns.
-    pub pages_per_run: i64,
-    /// Daily runs it takes to return the free pages (None: auto_vacuum is
-    /// not INCREMENTAL, an incremental vacuum returns nothing).
-    pub daily_runs_to_return: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -193,17 +188,8 @@ pub fn jobs(conn: &Connection, cfg: &Config, now: i64, deep: bool) -> anyhow::Re
         }
         prune.insert(kind, oldest(conn, table, column, days, now, deep)?);
     }
-    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-    let free_pages: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-    let auto_vacuum: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
-    let pages_per_run = cfg.vacuum_pages();
     let vacuum = VacuumJob {
         run: last_run(conn, "vacuum")?,
-        free_pages,
-        free_bytes: free_pages.saturating_mul(page_size),
-        pages_per_run,
-        daily_runs_to_return: (auto_vacuum == 2)
-            .then(|| (free_pages + pages_per_run - 1) / pages_per_run.max(1)),
     };
     Ok(Jobs {
         build_edges,

@@ -18,6 +18,7 @@ use crate::cli::CheckArgs;
 use crate::context::Ctx;
 use crate::error::Failure;
 use crate::report::Outcome;
+use crate::store::maintenance::FreeSpace;
 use crate::store::probe;
 use crate::store::ReadOnlyDb;
 
@@ -123,11 +124,25 @@ fn collect(
     let vacuum_on_startup = ctx.config.db.vacuum_on_startup.unwrap_or(false);
     let mut scans = Scans::new(args.deep, ctx.progress_allowed());
     let mut warnings = anomalies::anomalies(ro, conn, vacuum_on_startup, &mut scans)?;
+    let free_space = FreeSpace::measure(
+        |p| ro.pragma_i64(p),
+        ctx.config.vacuum_pages(),
+        &crate::report::display_path(&ctx.db_path),
+    )?;
+    if let Some(w) = free_space_warning(&free_space) {
+        warnings.push(w);
+    }
     log::info!("data and health checks: {} warnings", warnings.len());
     // The backfill command's own counting (the same selections, after each
     // task's cursor): a scan of every row after the cursor.
     let backfills = if scans.wants("pending_backfill") {
-        let b = crate::store::backfill_state::pending_counts(conn)?;
+        // Keyed by the task's name as on the command line (`from-pubkey`),
+        // like `backfill`'s `tasks` and check's `jobs.backfill`.
+        let b: std::collections::BTreeMap<String, i64> =
+            crate::store::backfill_state::pending_counts(conn)?
+                .into_iter()
+                .map(|(k, n)| (k.replace('_', "-"), n))
+                .collect();
         log::info!("backfill rows pending: {b:?}");
         Some(b)
     } else {
@@ -139,8 +154,7 @@ fn collect(
             warnings.push(Warning {
                 code: "pending_backfill",
                 message: format!(
-                    "{n} rows wait for the {task} backfill; run `corescope backfill {}` (resumable, safe beside the ingestor)",
-                    task.replace('_', "-")
+                    "{n} rows wait for the {task} backfill; run `corescope backfill {task}` (resumable, safe beside the ingestor)"
                 ),
             });
         }
@@ -184,7 +198,7 @@ fn collect(
         .filter(|i| missing.contains(i))
         .collect();
     Ok(CheckReport {
-        database: ctx.db_path.display().to_string(),
+        database: crate::report::display_path(&ctx.db_path),
         strict: args.strict,
         target: args.target.name(),
         ready: missing.is_empty() && pending.is_empty(),
@@ -200,6 +214,32 @@ fn collect(
         warnings,
         allowed_warnings: allowed,
         integrity,
+        free_space,
+    })
+}
+
+/// More than this share of the file free ...
+const LARGE_FREE_PERCENT: f64 = 25.0;
+/// ... and the daily incremental vacuum needs more than this many days.
+const LARGE_FREE_DAYS: i64 = 7;
+
+/// `free_space_large`: a quarter of the file is free pages and the daily
+/// incremental vacuum needs more than a week to return them (a database
+/// not in INCREMENTAL mode has `auto_vacuum_not_incremental` instead).
+fn free_space_warning(f: &FreeSpace) -> Option<Warning> {
+    let days = f.days_to_return?;
+    if f.free_percent <= LARGE_FREE_PERCENT || days <= LARGE_FREE_DAYS {
+        return None;
+    }
+    Some(Warning {
+        code: "free_space_large",
+        message: format!(
+            "{:.1} % of the file, {}, is free pages; at {} pages a day the daily incremental vacuum needs {days} days to return them; return them now with `{}` (short batches under the lock budget), or raise db.incrementalVacuumPages",
+            f.free_percent,
+            crate::report::bytes_i(f.free_bytes),
+            f.pages_per_day,
+            f.return_now.as_deref().unwrap_or("corescope vacuum")
+        ),
     })
 }
 

@@ -8,6 +8,7 @@ use super::anomalies::Warning;
 use super::jobs::{Jobs, RunRecord};
 use crate::error::{EXIT_NOT_READY, EXIT_OK};
 use crate::report::{self, Report};
+use crate::store::maintenance::FreeSpace;
 
 /// What `--integrity` found.
 #[derive(Debug, Serialize)]
@@ -63,6 +64,8 @@ pub struct CheckReport {
     pub allowed_warnings: Vec<Warning>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub integrity: Option<Integrity>,
+    /// Free pages in the file and what returns them.
+    pub free_space: FreeSpace,
 }
 
 /// "never ran", or when the last run ended and whether it was complete.
@@ -134,8 +137,12 @@ impl CheckReport {
         });
         if let Some(i) = &self.integrity {
             t.add_row(vec![
-                "integrity".to_string(),
-                serde_json::to_string(i).unwrap_or_default(),
+                "integrity: quick_check".to_string(),
+                i.quick_check.join("; "),
+            ]);
+            t.add_row(vec![
+                "integrity: foreign_key_violations".to_string(),
+                i.foreign_key_violations.to_string(),
             ]);
         }
         t
@@ -194,22 +201,13 @@ impl CheckReport {
             "prune".to_string(),
             format!("{}; {}", ran(&j.prune.run), kinds.join("; ")),
         ]);
-        let v = &j.vacuum;
+        t.add_row(vec!["vacuum".to_string(), ran(&j.vacuum.run)]);
         t.add_row(vec![
-            "vacuum".to_string(),
-            format!(
-                "{}; {} free pages ({} bytes); {}",
-                ran(&v.run),
-                v.free_pages,
-                v.free_bytes,
-                match v.daily_runs_to_return {
-                    Some(n) => format!(
-                        "{n} daily runs at {} pages (db.incrementalVacuumPages) return them",
-                        v.pages_per_run
-                    ),
-                    None => "auto_vacuum is not INCREMENTAL: only `corescope vacuum --full` returns them".to_string(),
-                }
-            ),
+            "free space".to_string(),
+            self.free_space
+                .summary()
+                .trim_start_matches("free space: ")
+                .to_string(),
         ]);
         t
     }
@@ -264,7 +262,7 @@ mod tests {
             missing: vec![],
             server_missing: vec![],
             pending_migrations: vec!["a_v1".into()],
-            pending_backfills: Some(BTreeMap::from([("from_pubkey".to_string(), 3)])),
+            pending_backfills: Some(BTreeMap::from([("from-pubkey".to_string(), 3)])),
             deep: false,
             scans_run: vec![],
             not_scanned: vec!["zero_timestamp"],
@@ -282,6 +280,7 @@ mod tests {
                 foreign_key_violations: 0,
                 quick_check: vec!["ok".into()],
             }),
+            free_space: FreeSpace::default(),
         }
     }
 
@@ -314,6 +313,7 @@ mod tests {
             vec![
                 "allowed_warnings",
                 "deep",
+                "free_space",
                 "integrity",
                 "jobs",
                 "missing",
@@ -330,11 +330,12 @@ mod tests {
         );
         let h = r.human();
         assert!(
-            h.contains(r#"{"foreign_key_violations":0,"quick_check":["ok"]}"#),
+            h.contains("integrity: quick_check") && h.contains("| ok"),
             "{h}"
         );
+        assert!(h.contains("integrity: foreign_key_violations | 0"), "{h}");
         assert!(
-            h.contains("a_v1") && h.contains("pending backfill from_pubkey"),
+            h.contains("a_v1") && h.contains("pending backfill from-pubkey"),
             "{h}"
         );
         assert!(!r.integrity.as_ref().unwrap().corrupt());

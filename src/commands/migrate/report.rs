@@ -9,6 +9,11 @@ use crate::error::{EXIT_NOT_READY, EXIT_OK};
 use crate::report::{self, Report};
 use crate::store::schema_diff::DiffEntry;
 
+/// The database path as every report shows it (absolute).
+fn shown(path: &str) -> String {
+    report::display_path(std::path::Path::new(path))
+}
+
 /// A step that was applied.
 #[derive(Debug, Serialize)]
 pub struct StepDone {
@@ -105,7 +110,7 @@ impl Report for MigrateReport {
             let _ = writeln!(
                 h,
                 "{}: schema is up to date for target {} ({} named migrations already applied); nothing to do",
-                self.common.path, self.common.target, self.common.already
+                shown(&self.common.path), self.common.target, self.common.already
             );
         } else {
             let mut t = report::table(&["step", "what", "rows changed"]);
@@ -121,7 +126,7 @@ impl Report for MigrateReport {
             let _ = writeln!(
                 h,
                 "{}: applied {} steps for target {} ({} named migrations were already applied); longest write-lock hold {} ms",
-                self.common.path,
+                shown(&self.common.path),
                 self.common.applied.len(),
                 self.common.target,
                 self.common.already,
@@ -179,7 +184,10 @@ fn not_repaired_lines(h: &mut String, entries: &[DiffEntry]) {
 pub struct Planned {
     pub name: String,
     pub what: String,
-    /// Rows a data step would touch (null for schema steps).
+    /// Rows a data step would touch (null for schema steps): an estimate,
+    /// counted on the data as it is before the run, so a step whose rows an
+    /// earlier step creates or changes is counted low.
+    #[serde(rename = "rows_estimated")]
     pub rows: Option<i64>,
     /// Duplicate groups (the merge step only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -200,12 +208,13 @@ impl Report for DryRunReport {
         if self.planned.is_empty() {
             let mut h = format!(
                 "{}: nothing to do for target {} (dry run)\n",
-                self.common.path, self.common.target
+                shown(&self.common.path),
+                self.common.target
             );
             not_repaired_lines(&mut h, &self.common.not_repaired);
             return h;
         }
-        let mut t = report::table(&["step", "what", "rows"]);
+        let mut t = report::table(&["step", "what", "rows (estimate)"]);
         for s in &self.planned {
             t.add_row(vec![
                 s.name.clone(),
@@ -214,8 +223,8 @@ impl Report for DryRunReport {
             ]);
         }
         let mut h = format!(
-            "{t}\n{}: {} steps planned for target {} (dry run: nothing was changed)\n",
-            self.common.path,
+            "{t}\n{}: {} steps planned for target {} (dry run: nothing was changed; row counts are estimates made on the data as it is now, before earlier steps change it)\n",
+            shown(&self.common.path),
             self.planned.len(),
             self.common.target
         );

@@ -33,7 +33,7 @@ use crate::error::Failure;
 use crate::report::{ms, Outcome};
 use crate::retention::cutoff_for;
 use crate::store::engine::{self, Engine, Target};
-use crate::store::maintenance::{checkpoint, incremental, FileSizes, VacuumResult};
+use crate::store::maintenance::{checkpoint, incremental, FileSizes, FreeSpace, VacuumResult};
 use crate::store::{Deadline, ReadOnlyDb, WriteDb};
 use crate::timeutil;
 
@@ -55,6 +55,7 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<Outcome> {
     .map_err(|e| Failure::Usage(format!("--now: {e}")))?;
     let kinds = selected_kinds(&args.only, &args.skip);
     let path = &ctx.db_path;
+    let shown = crate::report::display_path(path);
     let (done, space) = if args.dry_run {
         let db = ReadOnlyDb::open(path, ctx.busy_timeout_ms)?;
         db.require_ready()?;
@@ -64,6 +65,7 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<Outcome> {
         };
         let done = run_kinds(path, Target::DryRun(&db), args, &settings, &kinds, now)?;
         space.sizes.measure_after(path);
+        space.free_space = FreeSpace::measure(|p| db.pragma_i64(p), settings.vacuum_pages, &shown)?;
         (done, space)
     } else {
         let mut db = WriteDb::open(path, &ctx.open_options(false))?;
@@ -80,19 +82,16 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<Outcome> {
             )?),
             max_lock_hold_ms: db.max_lock_hold_ms(),
             sizes,
+            free_space: FreeSpace::measure(
+                |p| crate::store::maintenance::pragma_i64(db.conn(), p),
+                settings.vacuum_pages,
+                &shown,
+            )?,
         };
         space.sizes.measure_after(path);
         (done, space)
     };
-    let report = PruneReport::new(
-        path.display().to_string(),
-        args.dry_run,
-        now,
-        settings.vacuum_pages,
-        done.rows,
-        done.complete,
-        space,
-    );
+    let report = PruneReport::new(shown, args.dry_run, now, done.rows, done.complete, space);
     Outcome::from_report(&report)
 }
 

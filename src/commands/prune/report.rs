@@ -7,24 +7,8 @@ use serde::Serialize;
 use super::kinds::KindReport;
 use crate::cli::PruneKind;
 use crate::report::{table, Report};
-use crate::store::maintenance::{CheckpointResult, FileSizes, VacuumResult};
+use crate::store::maintenance::{CheckpointResult, FileSizes, FreeSpace, VacuumResult};
 use crate::timeutil::rfc3339;
-
-/// Rows deleted (moved, inactivated) per table.
-#[derive(Debug, Default, Serialize)]
-pub struct Deleted {
-    pub transmissions: u64,
-    pub observations: u64,
-    pub nodes_moved: u64,
-    pub observers_inactivated: u64,
-    /// Metrics by age plus the metrics of inactive observers.
-    pub metrics: u64,
-    pub metrics_of_inactive_observers: u64,
-    pub dropped_packets: u64,
-    pub neighbor_edges: u64,
-    pub client_receptions: u64,
-    pub client_observers: u64,
-}
 
 /// One kind in `kinds`.
 #[derive(Debug, Serialize)]
@@ -35,15 +19,21 @@ pub struct KindJson {
     pub days: Option<i64>,
     /// The cutoff instant (RFC 3339), also for kinds that did not run.
     pub cutoff: Option<String>,
-    /// Rows looked at (client observers included).
+    /// Rows of the kind's own table looked at.
     pub examined: u64,
-    /// Rows deleted, moved or inactivated (client observers included).
+    /// Rows of the kind's own table deleted (packets: transmissions),
+    /// moved (nodes) or inactivated (observers); the same as `deleted.<kind>`.
     pub deleted: u64,
+    /// Rows of other tables deleted with them, by table: packets →
+    /// `observations`, observers → `metrics` (of the inactivated observers),
+    /// clients → `client_observers`; empty for the other kinds.
+    pub also_deleted: BTreeMap<&'static str, u64>,
     pub null_times: u64,
     pub unparseable: u64,
 }
 
 /// Space and WAL figures of a run (vacuum and checkpoint on real runs only).
+#[allow(clippy::struct_field_names)] // `free_space` is the key in every report
 #[derive(Debug, Default, Serialize)]
 pub struct Space {
     pub vacuum: Option<VacuumResult>,
@@ -51,13 +41,18 @@ pub struct Space {
     #[serde(flatten)]
     pub sizes: FileSizes,
     pub max_lock_hold_ms: f64,
+    /// Free pages after the run (measured on the same handle).
+    pub free_space: FreeSpace,
 }
 
 #[derive(Debug, Serialize)]
 pub struct PruneReport {
     pub dry_run: bool,
     pub now: String,
-    pub deleted: Deleted,
+    /// Rows gone from each kind's table (deleted, moved or inactivated),
+    /// keyed by the kind's name as `--only` takes it; `metrics` includes
+    /// the metrics of observers the observers kind inactivated.
+    pub deleted: BTreeMap<&'static str, u64>,
     pub cutoffs: BTreeMap<&'static str, Option<String>>,
     pub unparseable: BTreeMap<&'static str, u64>,
     pub null_times: BTreeMap<&'static str, u64>,
@@ -66,7 +61,6 @@ pub struct PruneReport {
     pub freed_bytes: i64,
     #[serde(flatten)]
     pub space: Space,
-    pub vacuum_pages: i64,
     pub complete: bool,
     /// The kinds in CoreScope's order, for the human table.
     #[serde(skip)]
@@ -81,38 +75,14 @@ impl PruneReport {
         db: String,
         dry_run: bool,
         now: i64,
-        vacuum_pages: i64,
         rows: Vec<(PruneKind, KindReport)>,
         complete: bool,
         space: Space,
     ) -> PruneReport {
-        let get = |k: PruneKind| {
-            rows.iter()
-                .find(|(kk, _)| *kk == k)
-                .map(|(_, r)| r.clone())
-                .unwrap_or_default()
-        };
-        let (pk, ob, cl) = (
-            get(PruneKind::Packets),
-            get(PruneKind::Observers),
-            get(PruneKind::Clients),
-        );
-        let deleted = Deleted {
-            transmissions: pk.stats.deleted,
-            observations: pk.stats.secondary,
-            nodes_moved: get(PruneKind::Nodes).stats.deleted,
-            observers_inactivated: ob.stats.deleted,
-            metrics: get(PruneKind::Metrics).stats.deleted + ob.metrics_of_inactive,
-            metrics_of_inactive_observers: ob.metrics_of_inactive,
-            dropped_packets: get(PruneKind::Dropped).stats.deleted,
-            neighbor_edges: get(PruneKind::Edges).stats.deleted,
-            client_receptions: cl.stats.deleted,
-            client_observers: cl.client_observers.deleted,
-        };
         let mut report = PruneReport {
             dry_run,
             now: rfc3339(now),
-            deleted,
+            deleted: BTreeMap::new(),
             cutoffs: BTreeMap::new(),
             unparseable: BTreeMap::new(),
             null_times: BTreeMap::new(),
@@ -120,7 +90,6 @@ impl PruneReport {
             vacuumed_pages: space.vacuum.as_ref().map_or(0, |v| v.vacuumed_pages),
             freed_bytes: space.vacuum.as_ref().map_or(0, |v| v.freed_bytes),
             space,
-            vacuum_pages,
             complete,
             rows: Vec::new(),
             db,
@@ -133,14 +102,29 @@ impl PruneReport {
             report
                 .cutoffs
                 .insert(name, cutoff.clone().filter(|_| r.active()));
+            let also_deleted: BTreeMap<&'static str, u64> = match k {
+                PruneKind::Packets => BTreeMap::from([("observations", r.stats.secondary)]),
+                PruneKind::Observers => BTreeMap::from([("metrics", r.metrics_of_inactive)]),
+                PruneKind::Clients => {
+                    BTreeMap::from([("client_observers", r.client_observers.deleted)])
+                }
+                _ => BTreeMap::new(),
+            };
+            *report.deleted.entry(name).or_insert(0) += r.stats.deleted;
+            if *k == PruneKind::Observers {
+                // Their metrics are gone from the metrics kind's table too.
+                *report.deleted.entry(PruneKind::Metrics.name()).or_insert(0) +=
+                    r.metrics_of_inactive;
+            }
             report.kinds.insert(
                 name,
                 KindJson {
                     status: r.status,
                     days: r.days,
                     cutoff,
-                    examined: r.stats.examined + r.client_observers.examined,
-                    deleted: r.stats.deleted + r.client_observers.deleted,
+                    examined: r.stats.examined,
+                    deleted: r.stats.deleted,
+                    also_deleted,
                     null_times: r.null_times(),
                     unparseable: r.unparseable(),
                 },
@@ -190,8 +174,9 @@ impl PruneReport {
         if let Some(v) = &self.space.vacuum {
             if v.ran {
                 h.push_str(&format!(
-                    "incremental vacuum: {} pages freed ({} bytes)\n",
-                    v.vacuumed_pages, v.freed_bytes
+                    "incremental vacuum: {} pages freed, {}\n",
+                    v.vacuumed_pages,
+                    crate::report::bytes_i(v.freed_bytes)
                 ));
             }
             if let Some(n) = &v.note {
@@ -256,6 +241,8 @@ impl Report for PruneReport {
         } else {
             h.push_str(&self.space_lines());
         }
+        h.push_str(&self.space.free_space.summary());
+        h.push('\n');
         let unp: u64 = self.unparseable.values().sum();
         if unp > 0 {
             h.push_str(&format!(
@@ -291,16 +278,18 @@ mod tests {
             (PruneKind::Metrics, kind("incomplete", 3)),
             (PruneKind::Edges, kind("not reached", 0)),
         ];
-        let r = PruneReport::new("x.db".into(), true, 0, 16, rows, false, Space::default());
+        let r = PruneReport::new("x.db".into(), true, 0, rows, false, Space::default());
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["deleted"]["metrics"], 8);
-        assert_eq!(j["deleted"]["metrics_of_inactive_observers"], 5);
-        assert_eq!(j["deleted"]["transmissions"], 0);
+        assert_eq!(j["kinds"]["metrics"]["deleted"], 3);
+        assert_eq!(j["deleted"]["observers"], 2);
+        assert_eq!(j["kinds"]["observers"]["also_deleted"]["metrics"], 5);
+        assert_eq!(j["deleted"].get("packets"), None);
         assert_eq!(j["cutoffs"]["metrics"], "1970-01-01T00:00:00Z");
         assert_eq!(j["cutoffs"]["edges"], serde_json::Value::Null);
         assert_eq!(j["kinds"]["edges"]["cutoff"], "1970-01-01T00:00:00Z");
         assert_eq!(j["vacuum"], serde_json::Value::Null);
-        assert_eq!(j["wal_bytes_after"], 0);
+        assert_eq!(j.get("wal_bytes_after"), None);
         let h = r.human();
         assert!(
             h.contains("x.db: dry run with now = 1970-01-01T00:00:00Z"),

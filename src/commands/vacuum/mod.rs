@@ -20,7 +20,7 @@ use crate::error::Failure;
 use crate::report::Outcome;
 use crate::store::engine::{self, Engine, Target};
 use crate::store::maintenance::{
-    auto_vacuum_name, checkpoint, incremental, pragma_i64, FileSizes, VacuumResult,
+    auto_vacuum_name, checkpoint, incremental, pragma_i64, FileSizes, FreeSpace, VacuumResult,
 };
 use crate::store::{Deadline, WriteDb};
 
@@ -43,6 +43,7 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
     let path = db.path().to_path_buf();
     let mut sizes = FileSizes::before(&path);
     let av_before = pragma_i64(db.conn(), "auto_vacuum")?;
+    let pages_before = pragma_i64(db.conn(), "page_count")?;
 
     let mut vac = VacuumResult::default();
     let mut notes: Vec<String> = Vec::new();
@@ -68,6 +69,15 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
     let ck = checkpoint(&mut db, args.truncate_wal || args.full, DEFAULT_MAX_LOCK_MS)?;
     let av_after = auto_vacuum_name(pragma_i64(db.conn(), "auto_vacuum")?);
     sizes.measure_after(&path);
+    if args.full {
+        // The pages the rewrite actually gave back (the file shrinks by them
+        // once the checkpoint has copied the WAL back).
+        let page_size = pragma_i64(db.conn(), "page_size")?;
+        vac.vacuumed_pages = (pages_before - pragma_i64(db.conn(), "page_count")?).max(0);
+        vac.freed_bytes = vac.vacuumed_pages.saturating_mul(page_size);
+    }
+    let shown = crate::report::display_path(&path);
+    let free_space = FreeSpace::measure(|p| pragma_i64(db.conn(), p), pages, &shown)?;
     let report = VacuumReport {
         full: args.full,
         auto_vacuum_before: auto_vacuum_name(av_before),
@@ -75,7 +85,6 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
         free_bytes: checked.as_ref().map(|c| c.free_bytes),
         required_free_bytes: checked.as_ref().map(|c| c.required_free_bytes),
         temp_dir: checked.map(|c| c.temp_dir),
-        auto_vacuum: av_after,
         auto_vacuum_after: av_after,
         vacuumed_pages: vac.vacuumed_pages,
         freed_bytes: vac.freed_bytes,
@@ -84,6 +93,7 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
         notes,
         complete: true,
         max_lock_hold_ms: db.max_lock_hold_ms(),
+        free_space,
     };
     Outcome::from_report(&report)
 }

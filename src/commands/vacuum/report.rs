@@ -3,8 +3,9 @@
 use serde::Serialize;
 
 use super::full::TempDir;
+use crate::report::bytes;
 use crate::report::{table, Report};
-use crate::store::maintenance::{CheckpointResult, FileSizes, VacuumResult};
+use crate::store::maintenance::{CheckpointResult, FileSizes, FreeSpace, VacuumResult};
 
 #[derive(Debug, Serialize)]
 pub struct VacuumReport {
@@ -12,16 +13,19 @@ pub struct VacuumReport {
     pub auto_vacuum_before: &'static str,
     #[serde(flatten)]
     pub sizes: FileSizes,
-    /// `--full` only: free bytes on the database's filesystem.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `--full` only: free bytes on the database's filesystem (not the
+    /// free pages inside the file: those are `free_space`).
+    #[serde(skip_serializing_if = "Option::is_none", rename = "disk_free_bytes")]
     pub free_bytes: Option<u64>,
     /// `--full` only: twice the database (file + WAL).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        rename = "disk_required_bytes"
+    )]
     pub required_free_bytes: Option<u64>,
     /// `--full` only: SQLite's temporary directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temp_dir: Option<TempDir>,
-    pub auto_vacuum: &'static str,
     pub auto_vacuum_after: &'static str,
     pub vacuumed_pages: i64,
     pub freed_bytes: i64,
@@ -32,6 +36,8 @@ pub struct VacuumReport {
     pub notes: Vec<String>,
     pub complete: bool,
     pub max_lock_hold_ms: f64,
+    /// Free pages left after the run.
+    pub free_space: FreeSpace,
 }
 
 impl Report for VacuumReport {
@@ -43,23 +49,29 @@ impl Report for VacuumReport {
             self.auto_vacuum_after.to_string(),
         ]);
         t.add_row(vec![
-            "file bytes".to_string(),
-            self.sizes.file_bytes_before.to_string(),
-            self.sizes.file_bytes_after.to_string(),
+            "file size".to_string(),
+            bytes(self.sizes.file_bytes_before),
+            bytes(self.sizes.file_bytes_after),
         ]);
         t.add_row(vec![
-            "WAL bytes".to_string(),
-            self.sizes.wal_bytes_before.to_string(),
-            self.sizes.wal_bytes_after.to_string(),
+            "WAL size (checkpoint)".to_string(),
+            bytes(self.checkpoint.wal_bytes_before),
+            bytes(self.checkpoint.wal_bytes_after),
         ]);
         let mut h = format!("{t}\n");
-        if !self.full {
-            h.push_str(&format!(
-                "incremental vacuum: {} pages freed ({} bytes)\n",
-                self.vacuumed_pages, self.freed_bytes
-            ));
-        }
+        h.push_str(&format!(
+            "{}: {} pages freed, {}\n",
+            if self.full {
+                "full vacuum"
+            } else {
+                "incremental vacuum"
+            },
+            self.vacuumed_pages,
+            crate::report::bytes_i(self.freed_bytes)
+        ));
         h.push_str(&self.checkpoint.summary());
+        h.push('\n');
+        h.push_str(&self.free_space.summary());
         h.push('\n');
         for n in &self.notes {
             h.push_str(&format!("note: {n}\n"));
