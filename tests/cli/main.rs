@@ -14,6 +14,7 @@ mod ci_script;
 mod contrib;
 mod edges_exactly_once;
 mod graph;
+mod help_pages;
 mod logging;
 mod man_pages;
 mod metrics_file;
