@@ -34,4 +34,5 @@ mod schema;
 mod schema_diff;
 mod snapshots;
 mod synth;
+mod terminal;
 mod vacuum;
