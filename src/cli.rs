@@ -641,8 +641,8 @@ pub struct GraphFilterArgs {
     #[arg(long, value_name = "DURATION|TIME")]
     pub since: Option<String>,
 
-    /// Only the neighbourhood of this node (public key or unique prefix)
-    #[arg(long, value_name = "KEY_OR_PREFIX")]
+    /// Only the neighbourhood of this node: its name (exact, any case; nodes, inactive nodes, observers), public key or a unique key prefix; a node without edges gives an empty graph
+    #[arg(long, value_name = "NAME|KEY")]
     pub node: Option<String>,
 
     /// Hops around --node to include

@@ -55,11 +55,11 @@ pub fn of(path: &str) -> &'static [Example] {
             ("corescope vacuum --db meshcore.db --full", "once, in a maintenance window: auto_vacuum NONE to INCREMENTAL with a full VACUUM"),
         ],
         "graph" => &[
-            ("corescope graph dump --db meshcore.db --format dot | neato -n2 -Tsvg > mesh.svg", "a map of the mesh (Graphviz)"),
+            ("corescope graph dump --db meshcore.db --format dot | dot -Tsvg > mesh.svg", "a map of the mesh (Graphviz; the file names its layout engine)"),
             ("corescope graph stats --db meshcore.db", "nodes, edges, components, degrees, hubs"),
         ],
         "graph dump" => &[
-            ("corescope graph dump --db meshcore.db --format dot | neato -n2 -Tsvg > mesh.svg", "a map: nodes at their positions where known (Graphviz neato)"),
+            ("corescope graph dump --db meshcore.db --format dot | dot -Tsvg > mesh.svg", "a map: nodes at their positions from latitude and longitude, the rest beside their neighbours"),
             ("corescope graph dump --db meshcore.db --format graphml -o mesh.graphml", "for Gephi or networkx"),
             ("corescope graph dump --db meshcore.db --format geojson --since 7d -o mesh.geojson", "edges seen in the last week, for a map viewer"),
             ("corescope graph dump --db meshcore.db --format csv --nodes-csv nodes.csv -o edges.csv", "edges and nodes as CSV"),
