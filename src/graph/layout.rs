@@ -57,19 +57,23 @@ pub fn positions(g: &Graph) -> Option<Vec<(f64, f64, Placed)>> {
     // Outward from the placed nodes, one ring of neighbours per round; the
     // positions of a round are computed from the previous rounds only, so
     // the result does not depend on the order within a round.
+    // Each round looks only at the unplaced neighbours of the nodes the
+    // previous round placed (linear in the size of the graph).
+    let mut frontier: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_some()).collect();
     loop {
+        let mut candidates: Vec<usize> = frontier
+            .iter()
+            .flat_map(|&i| adj[i].iter().copied())
+            .filter(|&j| out[j].is_none())
+            .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
         let mut next: Vec<(usize, (f64, f64))> = Vec::new();
-        for (i, p) in out.iter().enumerate() {
-            if p.is_some() {
-                continue;
-            }
+        for i in candidates {
             let placed: Vec<(f64, f64)> = adj[i]
                 .iter()
                 .filter_map(|&j| out[j].map(|(x, y, _)| (x, y)))
                 .collect();
-            if placed.is_empty() {
-                continue;
-            }
             let n = placed.len() as f64;
             let (mx, my) = placed
                 .iter()
@@ -80,6 +84,7 @@ pub fn positions(g: &Graph) -> Option<Vec<(f64, f64, Placed)>> {
         if next.is_empty() {
             break;
         }
+        frontier = next.iter().map(|(i, _)| *i).collect();
         for (i, (x, y)) in next {
             out[i] = Some((x, y, Placed::Neighbours));
         }
