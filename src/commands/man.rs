@@ -266,7 +266,8 @@ pub fn warning_codes() -> Vec<(String, Vec<String>)> {
     out
 }
 
-/// Markdown inline text as plain text: links keep their text, code spans
+/// Markdown inline text as plain text: links keep their text (a link to
+/// another part of docs/database.md also says where that is), code spans
 /// and emphasis lose their marks.
 fn plain(md: &str) -> String {
     let mut s = String::new();
@@ -281,7 +282,15 @@ fn plain(md: &str) -> String {
         match link {
             Some((close, end)) => {
                 s.push_str(&rest[..open]);
-                s.push_str(&after[..close]);
+                let text = &after[..close];
+                if after[close + 2..].starts_with('#') {
+                    match text {
+                        "above" | "below" => s.push_str("see docs/database.md"),
+                        _ => s.push_str(&format!("{text}, in docs/database.md")),
+                    }
+                } else {
+                    s.push_str(text);
+                }
                 rest = &after[end + 1..];
             }
             None => {
@@ -345,7 +354,8 @@ fn exit_codes(page: &Page) -> Vec<(&'static str, String)> {
             .collect();
     }
     let name = page.path;
-    let opens_db = page.has("config");
+    // graph itself only dispatches to dump and stats, which open one.
+    let opens_db = page.has("config") || name == "graph";
     let mut v = Vec::new();
     v.push((
         "0",
