@@ -14,7 +14,8 @@ pub use common::{move_leading_options, DbArgs, MetricsArgs, RunLockArgs, MAX_BUS
 pub use tools::{CompletionsArgs, DemoArgs, GenManArgs, SynthArgs};
 
 const AFTER_HELP: &str = "\
-Database selection: --db PATH, else CORESCOPE_DB, else dbPath from the config file (--config / CORESCOPE_CONFIG).
+Each command takes its own options (corescope COMMAND --help). Commands that open a database take it as --db PATH, \
+else CORESCOPE_DB, else dbPath from the config file (--config / CORESCOPE_CONFIG).
 
 Exit codes: 0 success (also a run stopped by --max-seconds); 1 error (cannot open, not a database, corrupt, I/O, SQL);
 2 usage error; 3 schema not ready or migrations pending (write commands refuse to run); 75 busy, try again next run.";
