@@ -24,8 +24,9 @@ pub fn run(cli: &Cli) -> i32 {
     let mut metrics_path: Option<&std::path::Path> = None;
     // stdout is the database itself (`>> x.db`): print nothing there.
     let mut stdout_is_db = false;
-    let (db_display, result) = match commands::standalone(&cli.command, cli.busy_timeout) {
-        // Commands that open no database by --db (schema reads --from-db).
+    // Commands that open no database by --db (schema reads --from-db).
+    let (db_display, result) = match commands::standalone(&cli.command, cli.command.busy_timeout())
+    {
         Some(result) => (String::new(), result),
         None => match build_ctx(cli).and_then(|ctx| {
             if outfile::fd_is_database_file(libc::STDERR_FILENO, &ctx.db_path).is_some() {
@@ -55,9 +56,9 @@ pub fn run(cli: &Cli) -> i32 {
             }
             Err(e) if e.is::<SilentExit>() => return error::EXIT_USAGE,
             Err(e) => (
-                cli.db
-                    .as_ref()
-                    .map(|p| report::display_path(p))
+                cli.command
+                    .db()
+                    .map(report::display_path)
                     .unwrap_or_default(),
                 Err(e),
             ),
@@ -132,7 +133,7 @@ fn checked_metrics_path<'a>(
     cli: &'a Cli,
     db: &std::path::Path,
 ) -> anyhow::Result<Option<&'a std::path::Path>> {
-    let Some(p) = cli.metrics_file.as_deref() else {
+    let Some(p) = cli.command.metrics_file() else {
         return Ok(None);
     };
     if p.as_os_str().is_empty() || !cli.command.writes_metrics() {
@@ -158,12 +159,12 @@ fn one_line(e: &anyhow::Error) -> String {
 /// Resolve config and database path (`--db`, else `CORESCOPE_DB`, else
 /// `dbPath` of the config).
 fn build_ctx(cli: &Cli) -> anyhow::Result<Ctx> {
-    let config = match &cli.config {
+    let config = match cli.command.config() {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     };
-    let db_path: PathBuf = match (&cli.db, &config.db_path) {
-        (Some(p), _) => p.clone(),
+    let db_path: PathBuf = match (cli.command.db(), &config.db_path) {
+        (Some(p), _) => p.to_path_buf(),
         (None, Some(p)) if !p.trim().is_empty() => PathBuf::from(p),
         _ if !cli.command.needs_db() => PathBuf::new(),
         _ => {
@@ -178,9 +179,13 @@ fn build_ctx(cli: &Cli) -> anyhow::Result<Ctx> {
         db_path,
         json: cli.json,
         quiet: cli.quiet,
-        busy_timeout_ms: cli.busy_timeout,
+        busy_timeout_ms: cli.command.busy_timeout(),
         config,
         // ops: write commands take their run lock when they open the database.
-        run_lock: runlock::Spec::for_command(cli.command.name(), cli.command.is_write(), cli.wait),
+        run_lock: runlock::Spec::for_command(
+            cli.command.name(),
+            cli.command.is_write(),
+            cli.command.wait(),
+        ),
     })
 }

@@ -7,12 +7,16 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::catalog::Target;
 
+mod common;
+pub mod examples;
 pub mod json_doc;
 mod tools;
+pub use common::{move_leading_options, DbArgs, MetricsArgs, RunLockArgs, MAX_BUSY_TIMEOUT_MS};
 pub use tools::{CompletionsArgs, DemoArgs, GenManArgs, SynthArgs};
 
 const AFTER_HELP: &str = "\
-Database selection: --db PATH, else CORESCOPE_DB, else dbPath from the config file (--config / CORESCOPE_CONFIG).
+Each command takes its own options (corescope COMMAND --help). Commands that open a database take it as --db PATH, \
+else CORESCOPE_DB, else dbPath from the config file (--config / CORESCOPE_CONFIG).
 
 Exit codes: 0 success (also a run stopped by --max-seconds); 1 error (cannot open, not a database, corrupt, I/O, SQL);
 2 usage error; 3 schema not ready or migrations pending (write commands refuse to run); 75 busy, try again next run.";
@@ -34,49 +38,45 @@ pub const VERSION: &str = concat!(
     long_about = "Maintenance toolkit for the SQLite database of CoreScope (MeshCore mesh analyzer): schema migrations, \
                   read-only readiness checks, and the maintenance jobs that timers run beside a live ingestor.",
     after_help = AFTER_HELP,
+    after_long_help = examples::help_with(AFTER_HELP, ""),
     propagate_version = true
 )]
 pub struct Cli {
-    /// SQLite database file of CoreScope
-    #[arg(long, global = true, env = "CORESCOPE_DB", value_name = "PATH")]
-    pub db: Option<PathBuf>,
-
-    /// CoreScope config.json (dbPath, retention.*, neighborEdgesMaxAgeDays, db.*, observerBlacklist)
-    #[arg(long, global = true, env = "CORESCOPE_CONFIG", value_name = "PATH")]
-    pub config: Option<PathBuf>,
-
     /// Print exactly one JSON object on stdout instead of the human report
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Output")]
     pub json: bool,
 
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Output")]
     pub verbose: u8,
 
     /// No report and no progress; errors, and a not-ready verdict, as one line on stderr; the exit code carries the result
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
-    pub quiet: bool,
-
-    /// How long to wait for SQLite's write lock before giving up with exit 75 (0 to 2147483647)
-    #[arg(long, global = true, value_name = "MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=MAX_BUSY_TIMEOUT_MS))]
-    pub busy_timeout: u64,
-
-    // ---- operations under timers: run lock and metrics ----
-    /// Write commands: wait for the run lock (up to SECONDS; no value: as long as it takes) instead of exiting 75
-    #[arg(long, global = true, value_name = "SECONDS", num_args = 0..=1)]
-    pub wait: Option<Option<u64>>,
-
-    /// Write commands and check: also write Prometheus metrics to PATH (node_exporter textfile, atomic; shareable)
     #[arg(
+        short,
         long,
         global = true,
-        env = "CORESCOPE_METRICS_FILE",
-        value_name = "PATH"
+        conflicts_with = "verbose",
+        help_heading = "Output"
     )]
-    pub metrics_file: Option<PathBuf>,
-    // ---- end ops ----
+    pub quiet: bool,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parse the process's arguments; options that were global flags once
+    /// may still come before the subcommand ([`move_leading_options`]).
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory, Parser};
+        let root = Cli::command();
+        let nested: Vec<&str> = root
+            .get_subcommands()
+            .filter(|s| s.has_subcommands())
+            .map(clap::Command::get_name)
+            .collect();
+        Cli::parse_from(move_leading_options(std::env::args_os(), &nested))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,27 +84,38 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Bring the schema to the target: tables, columns, indexes, view and named one-shot migrations
+    #[command(after_long_help = examples::help("migrate"))]
     Migrate(MigrateArgs),
     /// Read-only: schema readiness, pending migrations and backfills, data anomalies, vacuum/WAL health
+    #[command(after_long_help = examples::help("check"))]
     Check(CheckArgs),
     /// Resumable data backfills: from-pubkey, path-json, resolved-path, observer-blacklist
+    #[command(after_long_help = examples::help_with(BACKFILL_NOTES, "backfill"))]
     Backfill(BackfillArgs),
     /// Incremental, exactly-once neighbor-edge build from observations not yet counted
+    #[command(after_long_help = examples::help("build-edges"))]
     #[command(name = "build-edges")]
     BuildEdges(BuildEdgesArgs),
     /// Retention: old packets, stale nodes and observers, metrics, dropped packets, old neighbor edges; then incremental vacuum and a WAL checkpoint
+    #[command(after_long_help = examples::help("prune"))]
     Prune(PruneArgs),
     /// Incremental vacuum and WAL checkpoint; --full converts auto_vacuum to INCREMENTAL with a full VACUUM after checking free disk space
+    #[command(after_long_help = examples::help("vacuum"))]
     Vacuum(VacuumArgs),
     /// Read-only: export the neighbor graph (dump) or summarise it (stats)
+    #[command(after_long_help = examples::help("graph"))]
     Graph(GraphArgs),
     /// Create a new, realistic synthetic CoreScope database (demos, tests, benchmarks)
+    #[command(after_long_help = examples::help("synth"))]
     Synth(SynthArgs),
     /// A synthetic database run through the whole maintenance cycle, for a first look
+    #[command(after_long_help = examples::help("demo"))]
     Demo(DemoArgs),
     /// Read-only: print the catalog of a target, or a database's actual schema (--from-db), as normalised SQL or JSON
+    #[command(after_long_help = examples::help("schema"))]
     Schema(SchemaArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout
+    #[command(after_long_help = examples::help("completions"))]
     Completions(CompletionsArgs),
     /// Generate the man pages (corescope.1 and one per subcommand) into DIR
     #[command(hide = true)]
@@ -136,6 +147,76 @@ impl Command {
     /// Commands that work without a database path (they create their own).
     pub fn needs_db(&self) -> bool {
         !matches!(self, Command::Demo(_))
+    }
+
+    /// `--db`, `--config`, `--busy-timeout` of a command that opens a
+    /// CoreScope database (`None` for the others).
+    pub fn database(&self) -> Option<&DbArgs> {
+        match self {
+            Command::Migrate(a) => Some(&a.database),
+            Command::Check(a) => Some(&a.database),
+            Command::Backfill(a) => Some(&a.database),
+            Command::BuildEdges(a) => Some(&a.database),
+            Command::Prune(a) => Some(&a.database),
+            Command::Vacuum(a) => Some(&a.database),
+            Command::Graph(g) => match &g.cmd {
+                GraphCmd::Dump(a) => Some(&a.filter.database),
+                GraphCmd::Stats(a) => Some(&a.filter.database),
+            },
+            Command::Synth(_)
+            | Command::Demo(_)
+            | Command::Schema(_)
+            | Command::Completions(_)
+            | Command::GenMan(_) => None,
+        }
+    }
+
+    /// The database path given on the command line or by `CORESCOPE_DB`
+    /// (`synth` takes only `--db`).
+    pub fn db(&self) -> Option<&std::path::Path> {
+        match self {
+            Command::Synth(a) => a.db.as_deref(),
+            _ => self.database().and_then(|d| d.db.as_deref()),
+        }
+    }
+
+    /// `--config` / `CORESCOPE_CONFIG`.
+    pub fn config(&self) -> Option<&std::path::Path> {
+        self.database().and_then(|d| d.config.as_deref())
+    }
+
+    /// `--busy-timeout` (its default where the command has none).
+    pub fn busy_timeout(&self) -> u64 {
+        match self {
+            Command::Schema(a) => a.busy_timeout,
+            _ => self.database().map_or(5000, |d| d.busy_timeout),
+        }
+    }
+
+    /// `--wait` of a write command.
+    pub fn wait(&self) -> Option<Option<u64>> {
+        match self {
+            Command::Migrate(a) => a.lock.wait,
+            Command::Backfill(a) => a.lock.wait,
+            Command::BuildEdges(a) => a.lock.wait,
+            Command::Prune(a) => a.lock.wait,
+            Command::Vacuum(a) => a.lock.wait,
+            _ => None,
+        }
+    }
+
+    /// `--metrics-file` / `CORESCOPE_METRICS_FILE` of a command that writes metrics.
+    pub fn metrics_file(&self) -> Option<&std::path::Path> {
+        let m = match self {
+            Command::Migrate(a) => &a.metrics,
+            Command::Check(a) => &a.metrics,
+            Command::Backfill(a) => &a.metrics,
+            Command::BuildEdges(a) => &a.metrics,
+            Command::Prune(a) => &a.metrics,
+            Command::Vacuum(a) => &a.metrics,
+            _ => return None,
+        };
+        m.metrics_file.as_deref()
     }
 
     /// Write commands take the per-command run lock (`runlock`); see [`WRITE_COMMANDS`].
@@ -218,6 +299,10 @@ pub struct SchemaArgs {
     /// Output: one normalised statement a line (sql) or a JSON document (json)
     #[arg(long, value_enum, default_value_t = SchemaFormat::Sql)]
     pub format: SchemaFormat,
+
+    /// With --from-db: how long to wait for SQLite's lock before giving up with exit 75 (0 to 2147483647)
+    #[arg(long, value_name = "MS", default_value_t = 5000, requires = "from_db", value_parser = clap::value_parser!(u64).range(0..=MAX_BUSY_TIMEOUT_MS))]
+    pub busy_timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +322,15 @@ pub struct MigrateArgs {
     /// No single write transaction of a data step holds the write lock longer than this (at least 20)
     #[arg(long, value_name = "MS", default_value_t = 200, value_parser = parse_max_lock_ms)]
     pub max_lock_ms: u64,
+
+    #[command(flatten)]
+    pub database: DbArgs,
+
+    #[command(flatten)]
+    pub lock: RunLockArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +364,12 @@ pub struct CheckArgs {
     /// Only compare the schema with the target's catalog, one entry per difference (breaks, drift, extra); exit 3 on any breaks
     #[arg(long, conflicts_with_all = ["deep", "integrity", "strict"])]
     pub diff: bool,
+
+    #[command(flatten)]
+    pub database: DbArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// A backfill task of `corescope backfill`.
@@ -285,12 +385,13 @@ pub enum BackfillTask {
     ObserverBlacklist,
 }
 
-#[derive(Debug, Args)]
-#[command(
-    after_help = "Without TASK all four run, in the order observer-blacklist, from-pubkey, path-json, \
+/// What `backfill --help` says besides its options and examples.
+const BACKFILL_NOTES: &str = "Without TASK all four run, in the order observer-blacklist, from-pubkey, path-json, \
 resolved-path. Each row task keeps a cursor (last row id visited) in corescope's state table, so every run \
-ends and the next one resumes; rows that cannot be filled are not visited again (use --reset to retry)."
-)]
+ends and the next one resumes; rows that cannot be filled are not visited again (use --reset to retry).";
+
+#[derive(Debug, Args)]
+#[command(after_help = BACKFILL_NOTES)]
 pub struct BackfillArgs {
     /// Tasks to run (default: all)
     #[arg(value_enum, value_name = "TASK")]
@@ -318,10 +419,17 @@ pub struct BackfillArgs {
 
     #[command(flatten)]
     pub write: WriteOpts,
+
+    #[command(flatten)]
+    pub database: DbArgs,
+
+    #[command(flatten)]
+    pub lock: RunLockArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
-/// SQLite keeps the busy timeout in a C int of milliseconds.
-pub const MAX_BUSY_TIMEOUT_MS: u64 = i32::MAX as u64;
 /// The longest `--max-seconds`: one year.
 pub const MAX_SECONDS: f64 = 31_536_000.0;
 
@@ -436,6 +544,15 @@ pub struct PruneArgs {
 
     #[command(flatten)]
     pub write: WriteOpts,
+
+    #[command(flatten)]
+    pub database: DbArgs,
+
+    #[command(flatten)]
+    pub lock: RunLockArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -451,6 +568,15 @@ pub struct VacuumArgs {
     /// Checkpoint the WAL with TRUNCATE instead of PASSIVE; waits at most 100 ms (half the 200 ms lock budget) for readers, then reports that it did not truncate and why (a reader is active)
     #[arg(long)]
     pub truncate_wal: bool,
+
+    #[command(flatten)]
+    pub database: DbArgs,
+
+    #[command(flatten)]
+    pub lock: RunLockArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -470,6 +596,15 @@ pub struct BuildEdgesArgs {
 
     #[command(flatten)]
     pub write: WriteOpts,
+
+    #[command(flatten)]
+    pub database: DbArgs,
+
+    #[command(flatten)]
+    pub lock: RunLockArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -481,8 +616,10 @@ pub struct GraphArgs {
 #[derive(Debug, Subcommand)]
 pub enum GraphCmd {
     /// Export nodes and edges (json, dot, csv, graphml, geojson); deterministic order
+    #[command(after_long_help = examples::help("graph dump"))]
     Dump(GraphDumpArgs),
     /// Node and edge counts, components, degree distribution, hubs, edge ages
+    #[command(after_long_help = examples::help("graph stats"))]
     Stats(GraphStatsArgs),
 }
 
@@ -506,8 +643,8 @@ pub struct GraphFilterArgs {
     #[arg(long, value_name = "DURATION|TIME")]
     pub since: Option<String>,
 
-    /// Only the neighbourhood of this node (public key or unique prefix)
-    #[arg(long, value_name = "KEY_OR_PREFIX")]
+    /// Only the neighbourhood of this node: its name (exact, any case; nodes, inactive nodes, observers), public key or a unique key prefix; a node without edges gives an empty graph
+    #[arg(long, value_name = "NAME|KEY")]
     pub node: Option<String>,
 
     /// Hops around --node to include
@@ -521,6 +658,9 @@ pub struct GraphFilterArgs {
     /// Accept a --now before 2020-01-01 or more than a day ahead of the system clock
     #[arg(long, requires = "now")]
     pub allow_any_now: bool,
+
+    #[command(flatten)]
+    pub database: DbArgs,
 }
 
 #[derive(Debug, Args)]

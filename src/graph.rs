@@ -244,21 +244,32 @@ impl Graph {
 /// Why a `--node` selection failed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SelectError {
-    /// The prefix is empty or not hexadecimal.
+    /// No node has this name, and it is not a hex key or prefix.
     Invalid(String),
     /// No node of the graph matches.
     NoMatch(String),
     /// Several nodes match (up to 10 listed).
     Ambiguous(String, Vec<String>),
+    /// Several nodes have this name (up to 10 listed as `name (key)`).
+    AmbiguousName(String, Vec<String>),
 }
 
 impl std::fmt::Display for SelectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SelectError::Invalid(p) => write!(f, "--node {p:?} is not a hex key or prefix"),
+            SelectError::Invalid(p) => write!(
+                f,
+                "--node {p:?}: no node, inactive node or observer has this name, and it is not a hex key or prefix"
+            ),
             SelectError::NoMatch(p) => {
-                write!(f, "--node {p}: no node of the (filtered) graph matches")
+                write!(f, "--node {p}: no node has this name or a key starting with it")
             }
+            SelectError::AmbiguousName(p, c) => write!(
+                f,
+                "--node {p:?}: several nodes have this name: {}{}; give a key prefix instead",
+                c.join(", "),
+                if c.len() >= 10 { ", ..." } else { "" }
+            ),
             SelectError::Ambiguous(p, ids) => write!(
                 f,
                 "--node {p} matches several nodes ({}{}); give a longer prefix",
@@ -279,8 +290,19 @@ pub struct Filter {
     pub node: Option<(String, usize)>,
 }
 
-/// Applies `f` to `edges`.
+/// Applies `f` to `edges`, `--node` resolved among the ids of `edges` only.
 pub fn filter_edges(edges: Vec<Edge>, f: &Filter) -> Result<Vec<Edge>, SelectError> {
+    filter_edges_in(edges, f, &Directory::default())
+}
+
+/// Applies `f` to `edges`; `--node` is resolved by [`resolve_node`] among
+/// the ids of `edges` and of `dir`. A node that resolves but has no edge
+/// left (after the other filters) gives no edges.
+pub fn filter_edges_in(
+    edges: Vec<Edge>,
+    f: &Filter,
+    dir: &Directory,
+) -> Result<Vec<Edge>, SelectError> {
     let mut edges: Vec<Edge> = edges
         .into_iter()
         .filter(|e| f.min_count.map_or(true, |m| e.count >= m))
@@ -289,37 +311,81 @@ pub fn filter_edges(edges: Vec<Edge>, f: &Filter) -> Result<Vec<Edge>, SelectErr
             Some(s) => e.last_seen.is_some_and(|t| t >= s),
         })
         .collect();
-    if let Some((prefix, hops)) = &f.node {
-        let p = prefix.trim().to_ascii_lowercase();
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(SelectError::Invalid(prefix.clone()));
-        }
-        let mut matches: Vec<&str> = edges
-            .iter()
-            .flat_map(|e| [&*e.source, &*e.target])
-            .filter(|id| id.starts_with(&p))
-            .collect();
-        matches.sort_unstable();
-        matches.dedup();
-        // An exact key wins over longer keys sharing it as a prefix.
-        let centre = if matches.contains(&p.as_str()) {
-            p.clone()
-        } else {
-            match matches.as_slice() {
-                [] => return Err(SelectError::NoMatch(prefix.clone())),
-                [one] => one.to_string(),
-                many => {
-                    return Err(SelectError::Ambiguous(
-                        prefix.clone(),
-                        many.iter().take(10).map(|s| s.to_string()).collect(),
-                    ))
-                }
-            }
-        };
+    if let Some((query, hops)) = &f.node {
+        let centre = resolve_node(query, &edges, dir)?;
         let keep = neighbourhood(&edges, &centre, *hops);
         edges.retain(|e| keep.contains(&*e.source) && keep.contains(&*e.target));
     }
     Ok(edges)
+}
+
+/// The node `--node QUERY` means, in this order: a full key (any case);
+/// else the node, inactive node or observer whose name is QUERY (exact,
+/// case-insensitive; several: [`SelectError::AmbiguousName`]); else the one
+/// key starting with QUERY (hex, any case) among the ids of `edges` and
+/// `dir` (several: [`SelectError::Ambiguous`]).
+pub fn resolve_node(query: &str, edges: &[Edge], dir: &Directory) -> Result<String, SelectError> {
+    let p = query.trim().to_ascii_lowercase();
+    let mut ids: Vec<&str> = edges
+        .iter()
+        .flat_map(|e| [&*e.source, &*e.target])
+        .chain(dir.nodes.keys().map(String::as_str))
+        .chain(dir.inactive.keys().map(String::as_str))
+        .chain(dir.observers.keys().map(String::as_str))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if !p.is_empty() && ids.binary_search(&p.as_str()).is_ok() {
+        return Ok(p);
+    }
+    // Names: nodes and inactive nodes, then observers (an observer that is
+    // also a node with the same name counts once).
+    let wanted = query.trim().to_lowercase();
+    let mut named: Vec<(String, &str)> = Vec::new();
+    if !wanted.is_empty() {
+        let rows = dir.nodes.iter().chain(dir.inactive.iter());
+        for (id, row) in rows {
+            if let Some(n) = &row.name {
+                if n.trim().to_lowercase() == wanted {
+                    named.push((n.clone(), id));
+                }
+            }
+        }
+        for (id, name) in &dir.observers {
+            if let Some(n) = name {
+                if n.trim().to_lowercase() == wanted {
+                    named.push((n.clone(), id));
+                }
+            }
+        }
+    }
+    named.sort_by(|a, b| a.1.cmp(b.1));
+    named.dedup_by(|a, b| a.1 == b.1);
+    match named.as_slice() {
+        [(_, id)] => return Ok((*id).to_string()),
+        [] => {}
+        many => {
+            return Err(SelectError::AmbiguousName(
+                query.to_string(),
+                many.iter()
+                    .take(10)
+                    .map(|(n, id)| format!("{n} ({id})"))
+                    .collect(),
+            ))
+        }
+    }
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(SelectError::Invalid(query.to_string()));
+    }
+    let matches: Vec<&str> = ids.into_iter().filter(|id| id.starts_with(&p)).collect();
+    match matches.as_slice() {
+        [] => Err(SelectError::NoMatch(query.to_string())),
+        [one] => Ok((*one).to_string()),
+        many => Err(SelectError::Ambiguous(
+            query.to_string(),
+            many.iter().take(10).map(|s| (*s).to_string()).collect(),
+        )),
+    }
 }
 
 fn adjacency(edges: &[Edge]) -> HashMap<&str, Vec<&str>> {
@@ -489,6 +555,7 @@ pub fn stats(g: &Graph, now: i64, top: usize) -> Stats {
     }
 }
 
+pub mod layout;
 mod render;
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod packet;
+pub mod progress;
 pub mod report;
 pub mod resolve;
 pub mod retention;

@@ -79,20 +79,55 @@ pub fn render(command: &str, db: &str, elapsed_ms: f64, outcome: Outcome, json: 
 }
 
 /// A table for human reports: plain ASCII when NO_COLOR is set or stdout is
-/// not a terminal (cron mail, journald), UTF-8 borders otherwise.
+/// not a terminal (cron mail, journald), UTF-8 borders otherwise; as wide as
+/// [`table_width`] says.
 pub fn table(header: &[&str]) -> comfy_table::Table {
     use std::io::IsTerminal;
     let mut t = comfy_table::Table::new();
-    if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+    let tty = std::io::stdout().is_terminal();
+    // What comfy-table reads from the terminal (None without one).
+    let detected = if tty { t.width() } else { None };
+    if tty && std::env::var_os("NO_COLOR").is_none() {
         t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     } else {
         t.load_preset(comfy_table::presets::ASCII_MARKDOWN);
         t.force_no_tty();
-        t.set_width(120);
     }
+    t.set_width(table_width(
+        std::env::var("COLUMNS").ok().as_deref(),
+        tty,
+        detected,
+    ));
     t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
     t.set_header(header.iter().copied());
     t
+}
+
+/// Narrower than this, a table cannot show its columns: a terminal that
+/// reports less (0×0 under `script`, some `docker exec -t`, CI) reports
+/// nothing useful.
+pub const MIN_TABLE_WIDTH: u16 = 20;
+/// The width on a terminal that reports no usable size.
+pub const FALLBACK_TABLE_WIDTH: u16 = 100;
+/// The width when stdout is not a terminal (cron mail, journald, a file).
+pub const PIPE_TABLE_WIDTH: u16 = 120;
+
+/// The width of human tables: `COLUMNS` when it is a whole number of at
+/// least [`MIN_TABLE_WIDTH`]; else on a terminal its width when it reports
+/// a usable one, [`FALLBACK_TABLE_WIDTH`] when not; else [`PIPE_TABLE_WIDTH`].
+pub fn table_width(columns: Option<&str>, tty: bool, detected: Option<u16>) -> u16 {
+    if let Some(c) = columns.and_then(|c| c.trim().parse::<u16>().ok()) {
+        if c >= MIN_TABLE_WIDTH {
+            return c;
+        }
+    }
+    if !tty {
+        return PIPE_TABLE_WIDTH;
+    }
+    match detected {
+        Some(w) if w >= MIN_TABLE_WIDTH => w,
+        _ => FALLBACK_TABLE_WIDTH,
+    }
 }
 
 /// Write `text` to stdout and flush it.
@@ -353,6 +388,21 @@ mod tests {
         );
         let l = verdict_line("migrate", "/x.db", &o);
         assert!(l.starts_with("corescope migrate: not ready: 1 missing object (index:idx_observations_dedup); skipped index idx_observations_dedup: 2 duplicate groups"), "{l}");
+    }
+
+    #[test]
+    fn table_widths() {
+        // COLUMNS wins wherever it is usable.
+        assert_eq!(table_width(Some("60"), true, Some(200)), 60);
+        assert_eq!(table_width(Some(" 60 "), false, None), 60);
+        // A terminal that reports 0×0, or nothing: the fallback.
+        assert_eq!(table_width(None, true, Some(0)), FALLBACK_TABLE_WIDTH);
+        assert_eq!(table_width(None, true, None), FALLBACK_TABLE_WIDTH);
+        assert_eq!(table_width(Some("0"), true, Some(0)), FALLBACK_TABLE_WIDTH);
+        assert_eq!(table_width(Some("wide"), true, Some(150)), 150);
+        // No terminal: the pipe width.
+        assert_eq!(table_width(None, false, None), PIPE_TABLE_WIDTH);
+        assert_eq!(table_width(Some("5"), false, None), PIPE_TABLE_WIDTH);
     }
 
     #[test]

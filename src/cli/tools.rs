@@ -46,6 +46,10 @@ fn positive_f64(s: &str) -> Result<f64, String> {
 
 #[derive(Debug, Args, Clone)]
 pub struct SynthArgs {
+    /// The new database file to write
+    #[arg(long, env = "CORESCOPE_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
     /// Replace the file if it exists (otherwise synth refuses to touch it)
     #[arg(long)]
     pub force: bool,
@@ -113,7 +117,7 @@ pub struct SynthArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct DemoArgs {
-    /// Directory for the demo database (default: a new directory under the system temp dir); --db is not used
+    /// Directory for the demo database (default: a new directory under the system temp dir)
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 

@@ -90,16 +90,44 @@ pub fn dot_escape(s: &str) -> String {
     out
 }
 
-/// Undirected DOT graph; ids quoted, labels are names.
+/// Undirected DOT graph; ids quoted, labels are names. When any node has a
+/// fix, every node gets a pinned position (`pos="x,y!"` in points, see
+/// [`super::layout`]) and the graph asks for neato, which keeps them; else
+/// it asks for sfdp without overlaps. Either way `dot -Tsvg` draws it with
+/// the engine the graph names (the `layout` attribute), and with positions
+/// `neato -n2 -Tsvg` draws it without any layout work.
 pub fn write_dot(g: &Graph, w: &mut dyn Write, fmt: &dyn Fn(i64) -> String) -> io::Result<()> {
     writeln!(w, "graph corescope {{")?;
-    for n in &g.nodes {
+    let positions = super::layout::positions(g);
+    if positions.is_some() {
+        writeln!(
+            w,
+            "  graph [layout=neato, inputscale=72, overlap=true, splines=false, outputorder=edgesfirst];"
+        )?;
+    } else {
+        writeln!(
+            w,
+            "  graph [layout=sfdp, overlap=prism, splines=false, outputorder=edgesfirst];"
+        )?;
+    }
+    writeln!(
+        w,
+        "  node [shape=box, style=rounded, fontsize=10, margin=\"0.04,0.02\", width=0, height=0];"
+    )?;
+    writeln!(w, "  edge [color=\"#00000060\"];")?;
+    for (i, n) in g.nodes.iter().enumerate() {
         write!(
             w,
             "  \"{}\" [label=\"{}\"",
             dot_escape(&n.id),
             dot_escape(&n.label())
         )?;
+        if let Some((x, y, placed)) = positions.as_ref().and_then(|p| p.get(i)) {
+            write!(w, ", pos=\"{x:.1},{y:.1}!\"")?;
+            if *placed != super::layout::Placed::Geo {
+                write!(w, ", style=\"rounded,dashed\"")?;
+            }
+        }
         if let Some(r) = &n.role {
             write!(w, ", role=\"{}\"", dot_escape(r))?;
         }

@@ -11,7 +11,9 @@
 //!   handle, outside any transaction (SQLite refuses any write there);
 //! - the `--max-seconds` deadline ([`Engine::expired`]);
 //! - the WAL checkpoint policy ([`CHECKPOINT_WAL_GROWTH`]);
-//! - progress reporting ([`progress_bar`]: one style for every command);
+//! - progress reporting ([`Engine::show_progress`] counts the rows of every
+//!   batch; [`progress_bar`] for jobs that count themselves; one style for
+//!   every command, `crate::progress`);
 //! - the stats every write report carries ([`Stats`]).
 
 use std::path::PathBuf;
@@ -108,6 +110,14 @@ pub struct Engine<'a> {
     /// `-wal` size at the last checkpoint (or the start).
     wal_mark: u64,
     transactions: u64,
+    /// Counts the rows of every batch ([`Engine::show_progress`]).
+    progress: Option<indicatif::ProgressBar>,
+}
+
+impl Drop for Engine<'_> {
+    fn drop(&mut self) {
+        self.finish_progress();
+    }
 }
 
 impl<'a> Engine<'a> {
@@ -127,7 +137,35 @@ impl<'a> Engine<'a> {
             deadline: settings.deadline,
             wal,
             transactions: 0,
+            progress: None,
         })
+    }
+
+    /// Count the rows every batch handles on `progress` (a counter or bar of
+    /// `crate::progress`; `None`: no progress, e.g. not on a terminal).
+    pub fn show_progress(&mut self, progress: Option<indicatif::ProgressBar>) {
+        self.finish_progress();
+        self.progress = progress;
+    }
+
+    /// What the job is doing now, shown after the count (a step, a kind).
+    pub fn progress_message(&self, msg: &str) {
+        if let Some(p) = &self.progress {
+            p.set_message(msg.to_string());
+        }
+    }
+
+    /// Remove the progress line (also when the engine is dropped).
+    pub fn finish_progress(&mut self) {
+        if let Some(p) = self.progress.take() {
+            p.finish_and_clear();
+        }
+    }
+
+    fn count_progress(&self, rows: usize) {
+        if let Some(p) = &self.progress {
+            p.inc(rows as u64);
+        }
     }
 
     pub fn target(&self) -> &Target<'a> {
@@ -171,7 +209,8 @@ impl<'a> Engine<'a> {
                 let tx = Transaction::new_unchecked(db.reader(), TransactionBehavior::Deferred)?;
                 let result = f(&tx);
                 tx.rollback()?;
-                let (v, _rows) = result?;
+                let (v, rows) = result?;
+                self.count_progress(rows);
                 Ok(v)
             }
             Target::Write(db) => {
@@ -181,6 +220,7 @@ impl<'a> Engine<'a> {
                 fairness_pause(held);
                 let (v, rows) = result?;
                 self.batcher.observe(rows, held);
+                self.count_progress(rows);
                 self.after_commit();
                 Ok(v)
             }
@@ -221,35 +261,10 @@ impl<'a> Engine<'a> {
 }
 
 /// A progress bar in the one style of all commands (`label` names the job,
-/// `unit` what is counted), with the rate as a whole number per second.
-/// Only call it when progress is allowed (a terminal, not `--json`/`-q`).
+/// `unit` what is counted); see `crate::progress`. Only call it when
+/// progress is allowed (a terminal, not `--json`/`-q`).
 pub fn progress_bar(len: u64, label: &str, unit: &str) -> indicatif::ProgressBar {
-    let p = indicatif::ProgressBar::new(len);
-    let template =
-        format!("{{prefix:>18}} [{{bar:30}}] {{pos}}/{{len}} {unit}  {{rate}}/s  ETA {{eta}}");
-    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
-        p.set_style(
-            style
-                .with_key(
-                    "rate",
-                    |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                        let _ = write!(w, "{}", rate_text(s.per_sec()));
-                    },
-                )
-                .progress_chars("=> "),
-        );
-    }
-    p.set_prefix(label.to_string());
-    p
-}
-
-/// A rate for humans: a whole number (`118136`), never `118,136.6155`.
-pub fn rate_text(per_sec: f64) -> String {
-    if per_sec.is_finite() && per_sec >= 0.0 {
-        format!("{per_sec:.0}")
-    } else {
-        "0".to_string()
-    }
+    crate::progress::bar(len, label, unit)
 }
 
 #[cfg(test)]
@@ -325,13 +340,5 @@ mod tests {
         assert_eq!(e.batch_size(), 500);
         e.restart_batching(20);
         assert_eq!(e.batch_size(), 100);
-    }
-
-    #[test]
-    fn rates_are_whole_numbers() {
-        assert_eq!(rate_text(118_136.615_5), "118137");
-        assert_eq!(rate_text(0.4), "0");
-        assert_eq!(rate_text(f64::NAN), "0");
-        assert_eq!(rate_text(f64::INFINITY), "0");
     }
 }

@@ -273,7 +273,12 @@ fn dot_graph(s: &str) -> (Ids, Names, Edges3) {
     assert!(s.starts_with("graph corescope {"));
     for line in s.lines().skip(1) {
         let l = line.trim();
-        if l == "}" || l.is_empty() {
+        if l == "}"
+            || l.is_empty()
+            || ["graph [", "node [", "edge ["]
+                .iter()
+                .any(|p| l.starts_with(p))
+        {
             continue;
         }
         let (first, rest) = quoted(l).unwrap();
@@ -705,4 +710,217 @@ fn legacy_fixture_rebuild_then_every_format() {
         .flat_map(|e| [e.0.clone(), e.1.clone()])
         .collect();
     assert_eq!(nodes, ends);
+}
+
+/// The value of attribute `name` in a DOT statement (`name="v"` or `name=v`).
+fn dot_attr(line: &str, name: &str) -> Option<String> {
+    let at = line
+        .find(&format!(" {name}="))
+        .or_else(|| line.find(&format!("[{name}=")))?;
+    let rest = &line[at + name.len() + 2..];
+    Some(match rest.strip_prefix('"') {
+        Some(q) => q.split('"').next()?.to_string(),
+        None => rest.split([',', ']']).next()?.trim().to_string(),
+    })
+}
+
+/// Node id → (x, y, pinned) of every node statement with a `pos`.
+fn dot_positions(dot: &str) -> BTreeMap<String, (f64, f64, bool)> {
+    dot.lines()
+        .filter(|l| l.trim_start().starts_with('"') && !l.contains(" -- "))
+        .filter_map(|l| {
+            let id = l.trim_start()[1..].split('"').next()?.to_string();
+            let pos = dot_attr(l, "pos")?;
+            let pinned = pos.ends_with('!');
+            let (x, y) = pos.trim_end_matches('!').split_once(',')?;
+            Some((id, (x.parse().ok()?, y.parse().ok()?, pinned)))
+        })
+        .collect()
+}
+
+/// `tool ARGS` on `input`; None when the tool is not installed.
+fn graphviz(tool: &str, args: &[&str], input: &[u8]) -> Option<std::process::Output> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(tool)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(input).ok()?;
+    child.wait_with_output().ok()
+}
+
+/// (width, height) in points of an SVG Graphviz wrote.
+fn svg_size(svg: &str) -> (f64, f64) {
+    let get = |k: &str| -> f64 {
+        svg.split(&format!("{k}=\""))
+            .nth(1)
+            .and_then(|r| r.split("pt\"").next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in the SVG"))
+    };
+    (get("width"), get("height"))
+}
+
+#[test]
+fn dot_dump_is_a_map_with_nodes_at_their_positions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = graph_db(tmp.path());
+    let o = dump(&g.db, &["--format", "dot"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dot = String::from_utf8(o.stdout).unwrap();
+    // The graph names the engine that keeps pinned positions.
+    let head = dot.lines().nth(1).unwrap();
+    assert_eq!(dot_attr(head, "layout").as_deref(), Some("neato"), "{dot}");
+    assert_eq!(dot_attr(head, "inputscale").as_deref(), Some("72"), "{dot}");
+    let pos = dot_positions(&dot);
+    let (ids, _, _) = dot_graph(&dot);
+    // Every node is placed and pinned; a (37.5, -122.25) and d (38.0,
+    // -121.5, inactive) by their fix, the others beside their neighbours.
+    assert_eq!(pos.keys().cloned().collect::<BTreeSet<_>>(), ids);
+    assert!(pos.values().all(|p| p.2), "{pos:?}");
+    let (a, d) = (pos[&g.a], pos[&g.d]);
+    assert!(d.0 > a.0, "d is east of a: {a:?} {d:?}");
+    assert!(d.1 > a.1, "d is north of a (y grows upwards): {a:?} {d:?}");
+    // Equirectangular around the middle latitude: 0.75° of longitude at
+    // 37.75° against 0.5° of latitude.
+    let want = 0.75 * 37.75_f64.to_radians().cos() / 0.5;
+    let got = (d.0 - a.0) / (d.1 - a.1);
+    assert!((got - want).abs() < 0.01, "aspect {got} (want {want})");
+    // The larger side of the map is 10 inches for a graph this small.
+    assert!(
+        ((d.0 - a.0).max(d.1 - a.1) - 720.0).abs() < 0.2,
+        "{a:?} {d:?}"
+    );
+    // Nodes without a fix ((0, 0) counts as none) are drawn dashed.
+    for line in dot
+        .lines()
+        .filter(|l| l.trim_start().starts_with(&format!("\"{}\" [", g.b)))
+    {
+        assert!(line.contains("dashed"), "{line}");
+    }
+    for line in dot
+        .lines()
+        .filter(|l| l.trim_start().starts_with(&format!("\"{}\" [", g.a)))
+    {
+        assert!(!line.contains("dashed"), "{line}");
+    }
+    // Graphviz draws it (the README's command, and neato -n2) as a picture,
+    // not a strip: both sides within 2x of each other here.
+    for (tool, args) in [("dot", &["-Tsvg"][..]), ("neato", &["-n2", "-Tsvg"][..])] {
+        let Some(out) = graphviz(tool, args, dot.as_bytes()) else {
+            println!("SKIP {tool}: Graphviz is not installed");
+            continue;
+        };
+        assert!(
+            out.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (w, h) = svg_size(&String::from_utf8_lossy(&out.stdout));
+        assert!(
+            w.max(h) / w.min(h) < 2.5 && w.max(h) < 2000.0,
+            "{tool}: {w} x {h} pt"
+        );
+    }
+}
+
+#[test]
+fn dot_dump_without_any_fix_asks_for_a_force_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = graph_db(tmp.path());
+    let conn = Connection::open(&g.db).unwrap();
+    conn.execute_batch("UPDATE nodes SET lat = NULL, lon = NULL; UPDATE inactive_nodes SET lat = NULL, lon = NULL;")
+        .unwrap();
+    drop(conn);
+    let o = dump(&g.db, &["--format", "dot"]);
+    assert!(o.status.success());
+    let dot = String::from_utf8(o.stdout).unwrap();
+    let head = dot.lines().nth(1).unwrap();
+    assert_eq!(dot_attr(head, "layout").as_deref(), Some("sfdp"), "{dot}");
+    assert_eq!(dot_attr(head, "overlap").as_deref(), Some("prism"), "{dot}");
+    assert!(dot_positions(&dot).is_empty(), "{dot}");
+    if let Some(out) = graphviz("dot", &["-Tsvg"], dot.as_bytes()) {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn node_by_name_or_key_prefix_and_a_node_without_edges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = graph_db(tmp.path());
+    let lonely = key("f1");
+    let conn = Connection::open(&g.db).unwrap();
+    add_node(
+        &conn,
+        &lonely,
+        Some("Lonely Hill"),
+        Some(37.0),
+        Some(-122.0),
+    );
+    drop(conn);
+    let graph_of = |args: &[&str]| {
+        let o = dump(&g.db, args);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        json_graph(&serde_json::from_slice(&o.stdout).unwrap())
+    };
+    // By name, any case: the inactive node Delta (edge d–x), the observer.
+    let (n, e) = graph_of(&["--node", "delta"]);
+    assert_eq!(e.len(), 1);
+    assert!(n.contains(&g.d), "{n:?}");
+    let (n, e) = graph_of(&["--node", "OBS <o>"]);
+    assert_eq!(e.len(), 1);
+    assert_eq!(n, [g.b.clone(), g.o.clone()].into_iter().collect());
+    // The same node by name and by key prefix.
+    assert_eq!(
+        graph_of(&["--node", "Delta", "--hops", "2"]),
+        graph_of(&["--node", &g.d[..6], "--hops", "2"])
+    );
+    // A known node without edges: an empty result, by name or by key.
+    for q in ["lonely hill", &lonely[..8], &lonely] {
+        let (n, e) = graph_of(&["--node", q]);
+        assert!(n.is_empty() && e.is_empty(), "{q}: {n:?} {e:?}");
+        let o = bin()
+            .args(["graph", "stats", "--json", "--node", q, "--db"])
+            .arg(&g.db)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{q}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // A node whose edges --since filters away: empty too.
+    let (n, e) = graph_of(&["--node", &g.d[..4], "--since", "2026-05-01T00:00:00Z"]);
+    assert!(n.is_empty() && e.is_empty());
+    // Two nodes of one name: a usage error listing both keys.
+    let conn = Connection::open(&g.db).unwrap();
+    add_node(&conn, &key("f2"), Some("DELTA"), None, None);
+    drop(conn);
+    let o = dump(&g.db, &["--node", "Delta"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&g.d) && err.contains(&key("f2")) && err.contains("key prefix"),
+        "{err}"
+    );
+    // Unknown names and prefixes stay usage errors.
+    for q in ["nobody", "99"] {
+        let o = dump(&g.db, &["--node", q]);
+        assert_eq!(o.status.code(), Some(2), "{q}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--node"), "{q}");
+    }
 }

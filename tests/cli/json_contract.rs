@@ -264,7 +264,12 @@ fn output(db: &Path, r: &Run) -> Value {
     if r.json {
         c = c.arg("--json");
     }
-    c.args(&r.args).db(db).expect_code(r.code).json()
+    c = c.args(&r.args);
+    // `schema` opens no database by --db (it takes --from-db).
+    if r.args.first().map(String::as_str) != Some("schema") {
+        c = c.db(db);
+    }
+    c.expect_code(r.code).json()
 }
 
 /// The outputs of every command, each with its section.

@@ -127,7 +127,9 @@ fn build(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<BuildEdgesReport> {
     }
     let start = start(&mut engine, ctx, rebuild, &stale, &token)?;
     let backlog = (scan::max_observation_id(engine.conn())? - start.watermark).max(0) as u64;
-    let progress = (ctx.progress_allowed() && backlog >= 200_000)
+    // A timer's incremental run of a few batches needs no bar; a rebuild
+    // (all observations) always shows one.
+    let progress = (ctx.progress_allowed() && (rebuild || backlog >= 200_000))
         .then(|| engine::progress_bar(backlog, "build-edges", "observations"));
 
     let mut runner = passes::Run {

@@ -284,7 +284,6 @@ mod tests {
     use std::cell::RefCell;
 
     use super::*;
-    use crate::catalog::Target;
     use crate::config::Config;
 
     thread_local! {
@@ -325,15 +324,16 @@ mod tests {
             config: Config::default(),
             run_lock: None,
         };
-        let args = CheckArgs {
-            target: Target::Latest,
-            strict: false,
-            integrity: false,
-            deep,
-            allow: vec![],
-            max_edges_lag: 100_000,
-            diff: false,
+        let mut args = {
+            use clap::Parser;
+            #[derive(Parser)]
+            struct W {
+                #[command(flatten)]
+                a: CheckArgs,
+            }
+            W::parse_from(["check"]).a
         };
+        args.deep = deep;
         let mut ro = ReadOnlyDb::open(&path, 1000).unwrap();
         TRACED.with(|t| t.borrow_mut().clear());
         ro.reader_mut().trace(Some(trace));

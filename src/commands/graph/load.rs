@@ -139,8 +139,12 @@ pub fn load_graph(ctx: &Ctx, f: &GraphFilterArgs) -> anyhow::Result<(Graph, Norm
     let (filter, now) = parse_filter(f)?;
     let db = ReadOnlyDb::open(&ctx.db_path, ctx.busy_timeout_ms)?;
     let (edges, rep) = load_edges(&db)?;
-    let edges = graph::filter_edges(edges, &filter).map_err(|e| Failure::Usage(e.to_string()))?;
     let dir = load_directory(&db)?;
+    let edges =
+        graph::filter_edges_in(edges, &filter, &dir).map_err(|e| Failure::Usage(e.to_string()))?;
+    if let (Some((query, _)), true) = (&filter.node, edges.is_empty()) {
+        log::warn!("--node {query}: the node has no edges (after --since/--min-count); the result is empty");
+    }
     Ok((
         Graph::from_edges(edges, &dir, &timeutil::parse_instant),
         rep,

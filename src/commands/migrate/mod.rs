@@ -78,6 +78,10 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
             deadline: Deadline::new(None),
         },
     )?;
+    e.show_progress(
+        ctx.progress_allowed()
+            .then(|| crate::progress::counter("migrate", "rows")),
+    );
     let mut rep = MigrateReport {
         common: Common {
             target: args.target.name(),
@@ -102,6 +106,7 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
     for step in &plan {
         apply_one(&mut e, step, &mut rep, &mut merged)?;
     }
+    e.finish_progress();
     finish(&e, args.target, &mut rep, &merged)?;
     let stats = e.stats(true);
     if stats.transactions > 0 {
@@ -119,6 +124,7 @@ fn apply_one(
     merged: &mut MergeStats,
 ) -> anyhow::Result<()> {
     let t0 = Instant::now();
+    e.progress_message(&step.label);
     let res = apply(e, step, &mut rep.done.notes, merged)
         .with_context(|| format!("migration step {}", step.label))?;
     match res {

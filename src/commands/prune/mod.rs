@@ -63,7 +63,15 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<Outcome> {
             sizes: FileSizes::before(path),
             ..Space::default()
         };
-        let done = run_kinds(path, Target::DryRun(&db), args, &settings, &kinds, now)?;
+        let done = run_kinds(
+            path,
+            Target::DryRun(&db),
+            args,
+            &settings,
+            &kinds,
+            now,
+            ctx.progress_allowed(),
+        )?;
         space.sizes.measure_after(path);
         space.free_space = FreeSpace::measure(|p| db.pragma_i64(p), settings.vacuum_pages, &shown)?;
         (done, space)
@@ -71,7 +79,15 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<Outcome> {
         let mut db = WriteDb::open(path, &ctx.open_options(false))?;
         db.require_ready()?;
         let sizes = FileSizes::before(path);
-        let done = run_kinds(path, Target::Write(&mut db), args, &settings, &kinds, now)?;
+        let done = run_kinds(
+            path,
+            Target::Write(&mut db),
+            args,
+            &settings,
+            &kinds,
+            now,
+            ctx.progress_allowed(),
+        )?;
         db.write(|tx| crate::store::state::record_run(tx, "prune", done.complete))?;
         let mut space = Space {
             vacuum: done.vacuum.clone(),
@@ -97,7 +113,10 @@ pub fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<Outcome> {
 
 /// Run every kind in CoreScope's order on one engine: selected kinds with a
 /// retention run until `--max-seconds`; the others are reported with why
-/// they did not run. A real run then vacuums incrementally.
+/// they did not run. A real run then vacuums incrementally. `progress`:
+/// count the rows on stderr (a terminal).
+// One call site per target; a struct for these would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn run_kinds(
     path: &Path,
     target: Target,
@@ -105,6 +124,7 @@ fn run_kinds(
     settings: &Settings,
     kinds: &[PruneKind],
     now: i64,
+    progress: bool,
 ) -> anyhow::Result<KindsDone> {
     let dry = target.is_dry_run();
     let mut eng = Engine::new(
@@ -115,6 +135,11 @@ fn run_kinds(
         },
     )
     .context("preparing prune's connection for batched writes")?;
+    eng.show_progress(
+        progress.then(|| {
+            crate::progress::counter(if dry { "prune --dry-run" } else { "prune" }, "rows")
+        }),
+    );
     let mut runner = Runner {
         budget: Duration::from_micros(args.write.max_lock_ms.saturating_mul(400)),
         dry_excluded_observers: None,
@@ -137,6 +162,7 @@ fn run_kinds(
             None => rep.status = "disabled",
             Some(_) if !done.complete => rep.status = "not reached",
             Some(cutoff) => {
+                eng.progress_message(kind.name());
                 let t0 = Instant::now();
                 let finished = runner
                     .run(&mut eng, kind, cutoff, &mut rep)
@@ -157,6 +183,7 @@ fn run_kinds(
         }
         done.rows.push((kind, rep));
     }
+    eng.finish_progress();
     if !dry {
         done.vacuum = Some(incremental(&mut eng, path, settings.vacuum_pages)?);
     }

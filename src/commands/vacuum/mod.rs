@@ -50,7 +50,15 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
     let mut checked = None;
     if args.full {
         let check = full::check_space(&path, sizes.file_bytes_before + sizes.wal_bytes_before)?;
-        notes.push(full::convert(&mut db, &check.temp_dir)?);
+        // One VACUUM statement reports no progress: a spinner with the time.
+        let spin = ctx.progress_allowed().then(|| {
+            crate::progress::spinner("vacuum --full", "VACUUM: rewriting the whole database")
+        });
+        let converted = full::convert(&mut db, &check.temp_dir);
+        if let Some(s) = spin {
+            s.finish_and_clear();
+        }
+        notes.push(converted?);
         checked = Some(check);
     } else {
         let mut eng = Engine::new(
