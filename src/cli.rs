@@ -7,7 +7,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::catalog::Target;
 
+mod env;
 mod tools;
+pub use env::{parse, From as ArgFrom, Sources};
 pub use tools::{CompletionsArgs, DemoArgs, GenManArgs, SynthArgs};
 
 const AFTER_HELP: &str = "\
@@ -76,6 +78,10 @@ pub struct Cli {
     // ---- end ops ----
     #[command(subcommand)]
     pub command: Command,
+
+    /// Where the path options came from (set by [`parse`]).
+    #[arg(skip)]
+    pub sources: Sources,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,9 +2,7 @@
 //! Parses the command line, runs it (see the library's `app` module) and
 //! exits with the code it returns (the exit codes are listed in the README).
 
-use clap::Parser;
-
 fn main() {
-    let cli = corescope::cli::Cli::parse();
+    let cli = corescope::cli::parse();
     std::process::exit(corescope::app::run(&cli));
 }

@@ -31,6 +31,7 @@ mod reliability_safety;
 mod run_lock;
 mod schema;
 mod schema_diff;
+mod setup;
 mod snapshots;
 mod synth;
 mod vacuum;
