@@ -222,7 +222,7 @@ fn build_ctx(cli: &Cli) -> anyhow::Result<(Ctx, String)> {
             // ops: write commands take their run lock when they open the database.
             run_lock: runlock::Spec::for_command(
                 cli.command.name(),
-                cli.command.is_write(),
+                cli.command.takes_run_lock(),
                 cli.wait,
             ),
         },

@@ -101,6 +101,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// Incremental vacuum and WAL checkpoint; --full converts auto_vacuum to INCREMENTAL with a full VACUUM after checking free disk space
     Vacuum(VacuumArgs),
+    /// A consistent copy of the database while the ingestor writes, checked with quick_check
+    Backup(BackupArgs),
     /// Read-only: export the neighbor graph (dump) or summarise it (stats)
     Graph(GraphArgs),
     /// Create a new, realistic synthetic CoreScope database (demos, tests, benchmarks)
@@ -128,6 +130,7 @@ impl Command {
                 GraphCmd::Stats(_) => "graph stats",
             },
             Command::Backfill(_) => "backfill",
+            Command::Backup(_) => "backup",
             Command::Synth(_) => "synth",
             Command::Demo(_) => "demo",
             Command::Schema(_) => "schema",
@@ -146,6 +149,12 @@ impl Command {
     /// Write commands take the per-command run lock (`runlock`); see [`WRITE_COMMANDS`].
     pub fn is_write(&self) -> bool {
         WRITE_COMMANDS.contains(&self.name())
+    }
+
+    /// Commands that take a run lock: the write commands and `backup`
+    /// (which only reads the database).
+    pub fn takes_run_lock(&self) -> bool {
+        self.is_write() || matches!(self, Command::Backup(_))
     }
 
     /// Commands that honour `--metrics-file`; see [`METRICS_COMMANDS`].
@@ -242,6 +251,10 @@ pub struct MigrateArgs {
     /// No single write transaction of a data step holds the write lock longer than this (at least 20)
     #[arg(long, value_name = "MS", default_value_t = 200, value_parser = parse_max_lock_ms)]
     pub max_lock_ms: u64,
+
+    /// First copy the database to PATH (as `corescope backup PATH`; a new file), then migrate
+    #[arg(long, value_name = "PATH", conflicts_with = "dry_run")]
+    pub backup: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -444,6 +457,30 @@ pub struct PruneArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    long_about = "Copy the database to PATH while the ingestor keeps writing, with SQLite's online backup API. \
+A WAL database (CoreScope's mode) is copied from one read snapshot: the copy is the database as of one instant, and the \
+writer is never blocked (checkpoints wait until the copy is done). A rollback-journal database is copied in steps that \
+hold its lock at most --max-lock-ms each; a commit by another connection restarts the copy (exit 75 after 20 restarts). \
+The copy goes to a temporary file beside PATH, is checked with PRAGMA quick_check and renamed into place. Refused \
+(exit 2) when PATH is the database or one of its -wal/-shm/-journal files, a symlink, a directory, or an existing \
+file without --force; refused (exit 1) when its filesystem has less room than the database needs."
+)]
+pub struct BackupArgs {
+    /// File to write the copy to (new; an existing file only with --force)
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+
+    /// Replace an existing file at PATH (never the database or its -wal/-shm/-journal)
+    #[arg(long)]
+    pub force: bool,
+
+    /// Rollback-journal databases: no step of the copy holds the database's lock longer than this (at least 20)
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = parse_max_lock_ms)]
+    pub max_lock_ms: u64,
+}
+
+#[derive(Debug, Args)]
 pub struct VacuumArgs {
     /// Convert auto_vacuum to INCREMENTAL with a full VACUUM (needs about 2x the database size free; blocks the writer while it runs)
     #[arg(long)]
@@ -453,9 +490,21 @@ pub struct VacuumArgs {
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub pages: Option<i64>,
 
-    /// Checkpoint the WAL with TRUNCATE instead of PASSIVE; waits at most 100 ms (half the 200 ms lock budget) for readers, then reports that it did not truncate and why (a reader is active)
+    /// Checkpoint the WAL with TRUNCATE instead of PASSIVE; waits at most half of --max-lock-ms for readers, then reports that it did not truncate and why (a reader is active)
     #[arg(long)]
     pub truncate_wal: bool,
+
+    /// --full only: first copy the database to PATH (as `corescope backup PATH`; a new file)
+    #[arg(long, value_name = "PATH", requires = "full")]
+    pub backup: Option<PathBuf>,
+
+    /// Incremental vacuum: stop at a batch boundary after S seconds (the next run frees the rest). Refused with --full: one VACUUM cannot be split or stopped
+    #[arg(long, value_name = "S", value_parser = max_seconds, conflicts_with = "full")]
+    pub max_seconds: Option<f64>,
+
+    /// No batch of the incremental vacuum, and no wait of the checkpoint, holds the write lock longer than this (at least 20). Refused with --full: VACUUM holds the lock for its whole run
+    #[arg(long, value_name = "MS", value_parser = parse_max_lock_ms, conflicts_with = "full")]
+    pub max_lock_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -171,7 +171,8 @@ impl Config {
                     path.display(),
                     match from {
                         ConfigFrom::Flag => " (fix the path given with --config)",
-                        ConfigFrom::Env => " (fix CORESCOPE_CONFIG, e.g. in /etc/corescope/corescope.env)",
+                        ConfigFrom::Env =>
+                            " (fix CORESCOPE_CONFIG, e.g. in /etc/corescope/corescope.env)",
                     }
                 ))
                 .into())
@@ -363,19 +364,40 @@ mod tests {
         .unwrap();
         let w = c.warnings.join("\n");
         assert!(w.contains("unknown key retention.nodDays in /etc/corescope/config.json; did you mean nodeDays?"), "{w}");
-        assert!(w.contains("unknown key retention.zzz") && w.contains("reads only nodeDays"), "{w}");
-        assert!(w.contains("unknown key dbpath in") && w.contains("did you mean dbPath?"), "{w}");
-        assert!(w.contains("unknown key DB in") && w.contains("did you mean db?"), "{w}");
-        assert!(w.contains("corescope.checkallow") && w.contains("did you mean checkAllow?"), "{w}");
-        assert!(!w.contains("mqtt") && !w.contains("port") && !w.contains("ui "), "{w}");
+        assert!(
+            w.contains("unknown key retention.zzz") && w.contains("reads only nodeDays"),
+            "{w}"
+        );
+        assert!(
+            w.contains("unknown key dbpath in") && w.contains("did you mean dbPath?"),
+            "{w}"
+        );
+        assert!(
+            w.contains("unknown key DB in") && w.contains("did you mean db?"),
+            "{w}"
+        );
+        assert!(
+            w.contains("corescope.checkallow") && w.contains("did you mean checkAllow?"),
+            "{w}"
+        );
+        assert!(
+            !w.contains("mqtt") && !w.contains("port") && !w.contains("ui "),
+            "{w}"
+        );
         assert_eq!(c.warnings.len(), 5, "{w}");
-        assert!(p(r#"{"retention":{"nodeDays":3},"mqtt":{}}"#).unwrap().warnings.is_empty());
+        assert!(p(r#"{"retention":{"nodeDays":3},"mqtt":{}}"#)
+            .unwrap()
+            .warnings
+            .is_empty());
     }
 
     #[test]
     fn relative_db_path_resolves_against_the_config_directory() {
         let c = p(r#"{"dbPath":"data/m.db"}"#).unwrap();
-        assert_eq!(c.db_path_resolved(), Some(PathBuf::from("/etc/corescope/data/m.db")));
+        assert_eq!(
+            c.db_path_resolved(),
+            Some(PathBuf::from("/etc/corescope/data/m.db"))
+        );
         let c = p(r#"{"dbPath":"/var/lib/m.db"}"#).unwrap();
         assert_eq!(c.db_path_resolved(), Some(PathBuf::from("/var/lib/m.db")));
         let c = Config::parse(r#"{"dbPath":"m.db"}"#, Path::new("config.json")).unwrap();

@@ -7,6 +7,7 @@
 mod harness;
 
 mod backfill;
+mod backup;
 mod bad_input;
 mod build_edges;
 mod check_jobs;

@@ -181,7 +181,14 @@ fn readme_timer_setup_runs_as_written_into_a_temporary_root() {
     assert!(!config.exists());
     std::fs::create_dir_all(metrics.parent().unwrap()).unwrap();
     Corescope::new()
-        .args(["synth", "--transmissions", "400", "--observations", "1600", "-q"])
+        .args([
+            "synth",
+            "--transmissions",
+            "400",
+            "--observations",
+            "1600",
+            "-q",
+        ])
         .db(&db)
         .run();
     for (t, text) in timers.iter().zip(&services) {
@@ -196,7 +203,11 @@ fn readme_timer_setup_runs_as_written_into_a_temporary_root() {
                 .output()
                 .unwrap();
             let success: Vec<i32> = std::iter::once(0)
-                .chain(unit_values(text, "SuccessExitStatus").iter().map(|c| c.parse().unwrap()))
+                .chain(
+                    unit_values(text, "SuccessExitStatus")
+                        .iter()
+                        .map(|c| c.parse().unwrap()),
+                )
                 .collect();
             assert!(
                 success.contains(&out.status.code().unwrap_or(-1)),
@@ -222,7 +233,10 @@ fn readme_timer_setup_runs_as_written_into_a_temporary_root() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert_eq!(std::fs::read_to_string(&envp).unwrap(), "CORESCOPE_DB=/srv/m.db\n");
+    assert_eq!(
+        std::fs::read_to_string(&envp).unwrap(),
+        "CORESCOPE_DB=/srv/m.db\n"
+    );
     assert!(root.join("etc/corescope/corescope.env.new").is_file());
 }
 
@@ -236,7 +250,11 @@ fn missing_config_from_the_environment_is_defaults_but_from_the_flag_an_error() 
         .db(&db)
         .env("CORESCOPE_CONFIG", &missing)
         .run();
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = Corescope::new()
         .args(["check"])
         .db(&db)
@@ -257,7 +275,10 @@ fn missing_config_from_the_environment_is_defaults_but_from_the_flag_an_error() 
         .env("CORESCOPE_CONFIG", &missing)
         .expect_code(1)
         .stderr();
-    assert!(err.contains("invalid config file") && err.contains("line 1"), "{err}");
+    assert!(
+        err.contains("invalid config file") && err.contains("line 1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -270,7 +291,11 @@ fn empty_environment_variables_count_as_unset() {
         .env("CORESCOPE_METRICS_FILE", "")
         .env("CORESCOPE_CONFIG", "")
         .run();
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let files = harness::common::listing(tmp.path());
     assert!(
         files.iter().all(|(name, _, _)| name.starts_with("m.db")),
