@@ -320,3 +320,42 @@ fn migrate_and_vacuum_full_take_the_backup_first() {
         .expect_code(2)
         .run();
 }
+
+/// Every message that tells the operator to restore from a backup says how
+/// to take one.
+#[test]
+fn restore_from_a_backup_messages_name_corescope_backup() {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    let mut found = 0;
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            let t = line.trim_start();
+            if t.starts_with("//") || !t.to_lowercase().contains("from a backup") {
+                continue;
+            }
+            found += 1;
+            assert!(
+                line.contains("`corescope backup"),
+                "{}:{}: a \"from a backup\" message without `corescope backup`: {line}",
+                f.display(),
+                i + 1
+            );
+        }
+    }
+    assert!(found >= 5, "the messages moved? found {found}");
+}
