@@ -359,3 +359,44 @@ fn restore_from_a_backup_messages_name_corescope_backup() {
     }
     assert!(found >= 5, "the messages moved? found {found}");
 }
+
+/// Progress on a terminal (a pseudo-terminal from `script`), none otherwise.
+#[test]
+fn backup_shows_progress_only_on_a_terminal() {
+    let have_script = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let tmp = tempfile::tempdir().unwrap();
+    let db = synth(tmp.path());
+    let out = Corescope::new()
+        .arg("backup")
+        .arg(tmp.path().join("plain.db"))
+        .db(&db)
+        .run();
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !have_script {
+        println!("SKIP progress on a terminal: script(1) not installed (util-linux)");
+        return;
+    }
+    let line = format!(
+        "{} backup --db {} {}",
+        crate::harness::exe().display(),
+        db.display(),
+        tmp.path().join("tty.db").display()
+    );
+    let mut cmd = std::process::Command::new("script");
+    crate::harness::scrub(&mut cmd);
+    let out = cmd.args(["-qec", &line, "/dev/null"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("backup [") && text.contains(" pages "),
+        "{text}"
+    );
+    assert_eq!(quick_check(&tmp.path().join("tty.db")), "ok");
+}

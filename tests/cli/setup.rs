@@ -377,3 +377,33 @@ fn unknown_config_keys_are_warned_about_once_never_an_error() {
         assert!(!err.contains("mqtt") && !err.contains("port"), "{err}");
     }
 }
+
+/// `cargo install` builds the release profile: no debug info, symbols
+/// stripped; the profiling profile is the same with debug info.
+#[test]
+fn release_profile_is_stripped_and_profiling_keeps_debug_info() {
+    let toml = std::fs::read_to_string(manifest().join("Cargo.toml")).unwrap();
+    let section = |name: &str| -> Vec<String> {
+        toml.split(&format!("[profile.{name}]\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no [profile.{name}]"))
+            .lines()
+            .take_while(|l| !l.starts_with('['))
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| l.replace(' ', ""))
+            .collect()
+    };
+    let release = section("release");
+    assert!(release.contains(&"debug=false".to_string()), "{release:?}");
+    assert!(
+        release.contains(&"strip=\"symbols\"".to_string()),
+        "{release:?}"
+    );
+    let profiling = section("profiling");
+    for want in ["inherits=\"release\"", "debug=true", "strip=\"none\""] {
+        assert!(
+            profiling.contains(&want.to_string()),
+            "{want}: {profiling:?}"
+        );
+    }
+}
