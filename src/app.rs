@@ -143,9 +143,13 @@ fn checked_metrics_path<'a>(
         // after_run explains why it is ignored.
         return Ok(Some(p));
     }
+    let flag = match cli.sources.metrics_file {
+        ArgFrom::Env => "CORESCOPE_METRICS_FILE",
+        _ => "--metrics-file",
+    };
     outfile::check_output(
         p,
-        "--metrics-file",
+        flag,
         outfile::Guard {
             db: Some(db),
             force: false,

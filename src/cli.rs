@@ -464,7 +464,8 @@ writer is never blocked (checkpoints wait until the copy is done). A rollback-jo
 hold its lock at most --max-lock-ms each; a commit by another connection restarts the copy (exit 75 after 20 restarts). \
 The copy goes to a temporary file beside PATH, is checked with PRAGMA quick_check and renamed into place. Refused \
 (exit 2) when PATH is the database or one of its -wal/-shm/-journal files, a symlink, a directory, or an existing \
-file without --force; refused (exit 1) when its filesystem has less room than the database needs."
+file without --force; refused (exit 1) when its filesystem has less room than the database needs. \
+Takes the run lock <db>.corescope-backup.lock: a second backup of the same database exits 75 (--wait waits)."
 )]
 pub struct BackupArgs {
     /// File to write the copy to (new; an existing file only with --force)

@@ -308,6 +308,20 @@ fn empty_environment_variables_count_as_unset() {
         .expect_code(2)
         .stderr();
     assert!(err.contains("no database given"), "{err}");
+    // A metrics path from the environment is named as such when refused.
+    let err = Corescope::new()
+        .args(["check"])
+        .db(&db)
+        .env("CORESCOPE_METRICS_FILE", &db)
+        .expect_code(2)
+        .stderr();
+    assert!(
+        err.contains(&format!(
+            "CORESCOPE_METRICS_FILE {}: is the database",
+            db.display()
+        )),
+        "{err}"
+    );
 }
 
 #[test]
