@@ -2,11 +2,11 @@
 //! parsed command, print the report, write metrics and map errors to the exit
 //! codes listed in the README. `main.rs` only parses and exits with the code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::cli::Cli;
-use crate::config::Config;
+use crate::cli::{ArgFrom, Cli};
+use crate::config::{Config, ConfigFrom};
 use crate::context::Ctx;
 use crate::error::{exit_code, Failure};
 use crate::store::{self, outfile, runlock};
@@ -28,7 +28,7 @@ pub fn run(cli: &Cli) -> i32 {
     let (db_display, result) = match commands::standalone(&cli.command, cli.command.busy_timeout())
     {
         Some(result) => (String::new(), result),
-        None => match build_ctx(cli).and_then(|ctx| {
+        None => match build_ctx(cli).and_then(|(ctx, db_from)| {
             if outfile::fd_is_database_file(libc::STDERR_FILENO, &ctx.db_path).is_some() {
                 // stderr is the database (`2>> x.db`): even the error line
                 // would damage it, so exit without a word.
@@ -39,9 +39,9 @@ pub fn run(cli: &Cli) -> i32 {
                 return Err(e.into());
             }
             metrics_path = checked_metrics_path(cli, &ctx.db_path)?;
-            Ok(ctx)
+            Ok((ctx, db_from))
         }) {
-            Ok(ctx) => {
+            Ok((ctx, db_from)) => {
                 let shown = report::display_path(&ctx.db_path);
                 db_path = Some(ctx.db_path.clone());
                 log::info!(
@@ -50,8 +50,13 @@ pub fn run(cli: &Cli) -> i32 {
                 );
                 (
                     shown,
-                    commands::dispatch(&ctx, &cli.command)
-                        .map_err(|e| store::classify_final(&ctx.db_path, e)),
+                    commands::dispatch(&ctx, &cli.command).map_err(|e| {
+                        with_db_source(
+                            store::classify_final(&ctx.db_path, e),
+                            &ctx.db_path,
+                            &db_from,
+                        )
+                    }),
                 )
             }
             Err(e) if e.is::<SilentExit>() => return error::EXIT_USAGE,
@@ -140,9 +145,13 @@ fn checked_metrics_path<'a>(
         // after_run explains why it is ignored.
         return Ok(Some(p));
     }
+    let flag = match cli.sources.metrics_file {
+        ArgFrom::Env => "CORESCOPE_METRICS_FILE",
+        _ => "--metrics-file",
+    };
     outfile::check_output(
         p,
-        "--metrics-file",
+        flag,
         outfile::Guard {
             db: Some(db),
             force: false,
@@ -157,16 +166,49 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 /// Resolve config and database path (`--db`, else `CORESCOPE_DB`, else
-/// `dbPath` of the config).
-fn build_ctx(cli: &Cli) -> anyhow::Result<Ctx> {
+/// `dbPath` of the config); also where the database path came from, for
+/// messages about it.
+fn build_ctx(cli: &Cli) -> anyhow::Result<(Ctx, String)> {
+    for var in &cli.sources.empty_env {
+        log::info!("{var} is set but empty: treated as unset");
+    }
     let config = match cli.command.config() {
-        Some(p) => Config::load(p)?,
+        Some(p) => {
+            let from = match cli.sources.config {
+                ArgFrom::Env => ConfigFrom::Env,
+                _ => ConfigFrom::Flag,
+            };
+            Config::load_from(p, from)?
+        }
         None => Config::default(),
     };
-    let db_path: PathBuf = match (cli.command.db(), &config.db_path) {
-        (Some(p), _) => p.to_path_buf(),
-        (None, Some(p)) if !p.trim().is_empty() => PathBuf::from(p),
-        _ if !cli.command.needs_db() => PathBuf::new(),
+    // Once per run: the config is read once per process.
+    for w in &config.warnings {
+        log::warn!("{w}");
+    }
+    let (db_path, db_from): (PathBuf, String) = match (cli.command.db(), config.db_path_resolved()) {
+        (Some(p), _) => (
+            p.to_path_buf(),
+            match cli.sources.db {
+                ArgFrom::Env => "CORESCOPE_DB".to_string(),
+                _ => "--db".to_string(),
+            },
+        ),
+        (None, Some(p)) => {
+            let file = config
+                .source
+                .as_ref()
+                .map(|s| s.display().to_string())
+                .unwrap_or_default();
+            let raw = config.db_path.clone().unwrap_or_default();
+            let from = if Path::new(&raw).is_absolute() {
+                format!("dbPath in {file}")
+            } else {
+                format!("dbPath \"{raw}\" in {file}, relative to that file's directory")
+            };
+            (p, from)
+        }
+        _ if !cli.command.needs_db() => (PathBuf::new(), String::new()),
         _ => {
             return Err(Failure::Usage(
                 "no database given: use --db PATH, set CORESCOPE_DB, or give a config file with dbPath (--config / CORESCOPE_CONFIG)"
@@ -175,17 +217,40 @@ fn build_ctx(cli: &Cli) -> anyhow::Result<Ctx> {
             .into())
         }
     };
-    Ok(Ctx {
-        db_path,
-        json: cli.json,
-        quiet: cli.quiet,
-        busy_timeout_ms: cli.command.busy_timeout(),
-        config,
-        // ops: write commands take their run lock when they open the database.
-        run_lock: runlock::Spec::for_command(
-            cli.command.name(),
-            cli.command.is_write(),
-            cli.command.wait(),
-        ),
-    })
+    log::debug!("database {} (from {db_from})", db_path.display());
+    Ok((
+        Ctx {
+            db_path,
+            json: cli.json,
+            quiet: cli.quiet,
+            busy_timeout_ms: cli.command.busy_timeout(),
+            config,
+            // ops: write commands take their run lock when they open the database.
+            run_lock: runlock::Spec::for_command(
+                cli.command.name(),
+                cli.command.takes_run_lock(),
+                cli.command.wait(),
+            ),
+        },
+        db_from,
+    ))
+}
+
+/// An error that names the database path says where that path came from
+/// (a flag, an environment variable, or the config file and its key).
+fn with_db_source(e: anyhow::Error, db: &Path, from: &str) -> anyhow::Error {
+    if from.is_empty() || from == "--db" || db.as_os_str().is_empty() {
+        return e;
+    }
+    let shown = db.display().to_string();
+    if !format!("{e:#}").contains(&shown) {
+        return e;
+    }
+    let code = exit_code(&e);
+    let msg = format!("{} [database path from {from}]", one_line(&e));
+    match code {
+        error::EXIT_USAGE => Failure::Usage(msg).into(),
+        error::EXIT_ERROR => Failure::Fatal(msg).into(),
+        _ => e,
+    }
 }

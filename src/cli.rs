@@ -8,10 +8,12 @@ use clap::{Args, Parser, Subcommand};
 use crate::catalog::Target;
 
 mod common;
+mod env;
 pub mod examples;
 pub mod json_doc;
 mod tools;
 pub use common::{move_leading_options, DbArgs, MetricsArgs, RunLockArgs, MAX_BUSY_TIMEOUT_MS};
+pub use env::{parse, From as ArgFrom, Sources};
 pub use tools::{CompletionsArgs, DemoArgs, GenManArgs, SynthArgs};
 
 const AFTER_HELP: &str = "\
@@ -62,20 +64,16 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+
+    /// Where the path options came from (set by [`parse`]).
+    #[arg(skip)]
+    pub sources: Sources,
 }
 
 impl Cli {
-    /// Parse the process's arguments; options that were global flags once
-    /// may still come before the subcommand ([`move_leading_options`]).
+    /// Parse the process's arguments (see [`parse`]).
     pub fn parse_args() -> Cli {
-        use clap::{CommandFactory, Parser};
-        let root = Cli::command();
-        let nested: Vec<&str> = root
-            .get_subcommands()
-            .filter(|s| s.has_subcommands())
-            .map(clap::Command::get_name)
-            .collect();
-        Cli::parse_from(move_leading_options(std::env::args_os(), &nested))
+        parse()
     }
 }
 
@@ -102,6 +100,9 @@ pub enum Command {
     /// Incremental vacuum and WAL checkpoint; --full converts auto_vacuum to INCREMENTAL with a full VACUUM after checking free disk space
     #[command(after_long_help = examples::help("vacuum"))]
     Vacuum(VacuumArgs),
+    /// A consistent copy of the database while the ingestor writes, checked with quick_check
+    #[command(after_long_help = examples::help("backup"))]
+    Backup(BackupArgs),
     /// Read-only: export the neighbor graph (dump) or summarise it (stats)
     #[command(after_long_help = examples::help("graph"))]
     Graph(GraphArgs),
@@ -134,6 +135,7 @@ impl Command {
                 GraphCmd::Stats(_) => "graph stats",
             },
             Command::Backfill(_) => "backfill",
+            Command::Backup(_) => "backup",
             Command::Synth(_) => "synth",
             Command::Demo(_) => "demo",
             Command::Schema(_) => "schema",
@@ -159,6 +161,7 @@ impl Command {
             Command::BuildEdges(a) => Some(&a.database),
             Command::Prune(a) => Some(&a.database),
             Command::Vacuum(a) => Some(&a.database),
+            Command::Backup(a) => Some(&a.database),
             Command::Graph(g) => match &g.cmd {
                 GraphCmd::Dump(a) => Some(&a.filter.database),
                 GraphCmd::Stats(a) => Some(&a.filter.database),
@@ -193,7 +196,7 @@ impl Command {
         }
     }
 
-    /// `--wait` of a write command.
+    /// `--wait` of a command that takes a run lock.
     pub fn wait(&self) -> Option<Option<u64>> {
         match self {
             Command::Migrate(a) => a.lock.wait,
@@ -201,6 +204,7 @@ impl Command {
             Command::BuildEdges(a) => a.lock.wait,
             Command::Prune(a) => a.lock.wait,
             Command::Vacuum(a) => a.lock.wait,
+            Command::Backup(a) => a.lock.wait,
             _ => None,
         }
     }
@@ -222,6 +226,12 @@ impl Command {
     /// Write commands take the per-command run lock (`runlock`); see [`WRITE_COMMANDS`].
     pub fn is_write(&self) -> bool {
         WRITE_COMMANDS.contains(&self.name())
+    }
+
+    /// Commands that take a run lock: the write commands and `backup`
+    /// (which only reads the database).
+    pub fn takes_run_lock(&self) -> bool {
+        self.is_write() || matches!(self, Command::Backup(_))
     }
 
     /// Commands that honour `--metrics-file`; see [`METRICS_COMMANDS`].
@@ -331,6 +341,10 @@ pub struct MigrateArgs {
 
     #[command(flatten)]
     pub metrics: MetricsArgs,
+
+    /// First copy the database to PATH (as `corescope backup PATH`; a new file), then migrate
+    #[arg(long, value_name = "PATH", conflicts_with = "dry_run")]
+    pub backup: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -556,6 +570,37 @@ pub struct PruneArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    long_about = "Copy the database to PATH while the ingestor keeps writing, with SQLite's online backup API. \
+A WAL database (CoreScope's mode) is copied from one read snapshot: the copy is the database as of one instant, and the \
+writer is never blocked (checkpoints wait until the copy is done). A rollback-journal database is copied in steps that \
+hold its lock at most --max-lock-ms each; a commit by another connection restarts the copy (exit 75 after 20 restarts). \
+The copy goes to a temporary file beside PATH, is checked with PRAGMA quick_check and renamed into place. Refused \
+(exit 2) when PATH is the database or one of its -wal/-shm/-journal files, a symlink, a directory, or an existing \
+file without --force; refused (exit 1) when its filesystem has less room than the database needs. \
+Takes the run lock <db>.corescope-backup.lock: a second backup of the same database exits 75 (--wait waits)."
+)]
+pub struct BackupArgs {
+    /// File to write the copy to (new; an existing file only with --force)
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+
+    /// Replace an existing file at PATH (never the database or its -wal/-shm/-journal)
+    #[arg(long)]
+    pub force: bool,
+
+    /// Rollback-journal databases: no step of the copy holds the database's lock longer than this (at least 20)
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = parse_max_lock_ms)]
+    pub max_lock_ms: u64,
+
+    #[command(flatten)]
+    pub database: DbArgs,
+
+    #[command(flatten)]
+    pub lock: RunLockArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct VacuumArgs {
     /// Convert auto_vacuum to INCREMENTAL with a full VACUUM (needs about 2x the database size free; blocks the writer while it runs)
     #[arg(long)]
@@ -565,7 +610,7 @@ pub struct VacuumArgs {
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub pages: Option<i64>,
 
-    /// Checkpoint the WAL with TRUNCATE instead of PASSIVE; waits at most 100 ms (half the 200 ms lock budget) for readers, then reports that it did not truncate and why (a reader is active)
+    /// Checkpoint the WAL with TRUNCATE instead of PASSIVE; waits at most half of --max-lock-ms for readers, then reports that it did not truncate and why (a reader is active)
     #[arg(long)]
     pub truncate_wal: bool,
 
@@ -577,6 +622,18 @@ pub struct VacuumArgs {
 
     #[command(flatten)]
     pub metrics: MetricsArgs,
+
+    /// --full only: first copy the database to PATH (as `corescope backup PATH`; a new file)
+    #[arg(long, value_name = "PATH", requires = "full")]
+    pub backup: Option<PathBuf>,
+
+    /// Incremental vacuum: stop at a batch boundary after S seconds (the next run frees the rest). Refused with --full: one VACUUM cannot be split or stopped
+    #[arg(long, value_name = "S", value_parser = max_seconds, conflicts_with = "full")]
+    pub max_seconds: Option<f64>,
+
+    /// No batch of the incremental vacuum, and no wait of the checkpoint, holds the write lock longer than this (at least 20). Refused with --full: VACUUM holds the lock for its whole run
+    #[arg(long, value_name = "MS", value_parser = parse_max_lock_ms, conflicts_with = "full")]
+    pub max_lock_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]

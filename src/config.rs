@@ -1,5 +1,8 @@
 //! CoreScope's `config.json`: only the keys maintenance needs.
-//! Unknown keys are ignored: the same file configures the ingestor and server.
+//! Unknown top-level keys are ignored (the same file configures the ingestor
+//! and server); an unknown key inside the sections corescope reads
+//! (`retention`, `db`, `corescope`), or a top-level key one typo away from a
+//! known one, is reported in [`Config::warnings`] (logged once per run).
 
 use std::path::{Path, PathBuf};
 
@@ -17,10 +20,101 @@ pub struct Config {
     pub observer_blacklist: Vec<String>,
     /// corescope's own keys (CoreScope ignores them).
     pub corescope: CorescopeCfg,
-    /// Directory of the config file (relative `dbPath` values resolve against
-    /// the working directory, like the ingestor; kept for messages).
+    /// The config file this was read from (for messages, and the directory
+    /// a relative `dbPath` is resolved against).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// Unknown keys, one message each ("did you mean ...").
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+/// Keys corescope reads, per section (`""` is the top level).
+const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    (
+        "",
+        &[
+            "dbPath",
+            "retention",
+            "neighborEdgesMaxAgeDays",
+            "db",
+            "observerBlacklist",
+            "corescope",
+        ],
+    ),
+    (
+        "retention",
+        &[
+            "nodeDays",
+            "observerDays",
+            "metricsDays",
+            "packetDays",
+            "clientRxDays",
+        ],
+    ),
+    ("db", &["incrementalVacuumPages", "vacuumOnStartup"]),
+    ("corescope", &["checkAllow"]),
+];
+
+/// The known key closest to `key`: the same letters in another case, or a
+/// case-insensitive edit distance of at most 2 and under a third of the
+/// key's length (so short keys such as `db` only match their own spelling).
+fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    let lower = key.to_lowercase();
+    known
+        .iter()
+        .map(|k| (strsim::levenshtein(&lower, &k.to_lowercase()), *k))
+        .filter(|(d, k)| *d <= 2 && *d * 3 < k.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Messages for unknown keys of the sections corescope reads; at the top
+/// level (which configures the whole of CoreScope) only for near misses.
+fn unknown_keys(obj: &serde_json::Map<String, serde_json::Value>, path: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for (section, known) in KNOWN_KEYS {
+        let map = if section.is_empty() {
+            Some(obj)
+        } else {
+            obj.get(*section).and_then(|v| v.as_object())
+        };
+        let Some(map) = map else { continue };
+        for key in map.keys() {
+            if known.contains(&key.as_str()) {
+                continue;
+            }
+            let full = if section.is_empty() {
+                key.clone()
+            } else {
+                format!("{section}.{key}")
+            };
+            match closest(key, known) {
+                Some(k) => out.push(format!(
+                    "unknown key {full} in {}; did you mean {k}? (the key is ignored)",
+                    path.display()
+                )),
+                None if !section.is_empty() => out.push(format!(
+                    "unknown key {full} in {}; corescope reads only {} in \"{section}\" (the key is ignored)",
+                    path.display(),
+                    known.join(", ")
+                )),
+                None => {}
+            }
+        }
+    }
+    out
+}
+
+/// Where the config file path came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigFrom {
+    /// `--config PATH`: a missing file is an error (a typo on the command line).
+    Flag,
+    /// `CORESCOPE_CONFIG`: a missing file means all defaults, as CoreScope
+    /// treats a missing config.json (the shipped env file names one that
+    /// may not exist).
+    Env,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -50,6 +144,59 @@ pub struct DbCfg {
 }
 
 impl Config {
+    /// Load the config file named by `--config` or `CORESCOPE_CONFIG`. A file
+    /// that does not exist is all defaults when it came from the environment,
+    /// an error when it came from the flag.
+    pub fn load_from(path: &Path, from: ConfigFrom) -> anyhow::Result<Config> {
+        let name = match from {
+            ConfigFrom::Flag => "--config",
+            ConfigFrom::Env => "CORESCOPE_CONFIG",
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e)
+                if from == ConfigFrom::Env
+                    && e.kind() == std::io::ErrorKind::NotFound
+                    && std::fs::symlink_metadata(path).is_err() =>
+            {
+                log::info!(
+                    "config file {} (from CORESCOPE_CONFIG) does not exist: using CoreScope's defaults",
+                    path.display()
+                );
+                return Ok(Config::default());
+            }
+            Err(e) => {
+                return Err(Failure::Fatal(format!(
+                    "cannot read config file {} (from {name}): {e}{}",
+                    path.display(),
+                    match from {
+                        ConfigFrom::Flag => " (fix the path given with --config)",
+                        ConfigFrom::Env =>
+                            " (fix CORESCOPE_CONFIG, e.g. in /etc/corescope/corescope.env)",
+                    }
+                ))
+                .into())
+            }
+        };
+        Self::parse(&text, path)
+    }
+
+    /// `dbPath` as a path: a relative one is resolved against the directory
+    /// of the config file (CoreScope resolves it against its working
+    /// directory, which is where its config.json lives in CoreScope's
+    /// layout; corescope's own working directory under systemd is `/`).
+    pub fn db_path_resolved(&self) -> Option<PathBuf> {
+        let p = self.db_path.as_deref().filter(|p| !p.trim().is_empty())?;
+        let p = PathBuf::from(p);
+        if p.is_absolute() {
+            return Some(p);
+        }
+        match self.source.as_deref().and_then(Path::parent) {
+            Some(dir) if !dir.as_os_str().is_empty() => Some(dir.join(p)),
+            _ => Some(p),
+        }
+    }
+
     /// Load a config file. A missing, unreadable or malformed file is an
     /// error naming the file (and line/column for JSON errors).
     pub fn load(path: &Path) -> anyhow::Result<Config> {
@@ -66,6 +213,7 @@ impl Config {
         // serde would read a JSON array into a struct field by field (so `[]`
         // would pass as an empty config): the top level and the sections
         // must be objects.
+        let mut warnings = Vec::new();
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
             let not_object = |what: &str, v: &serde_json::Value| {
                 Failure::Fatal(format!(
@@ -85,6 +233,7 @@ impl Config {
                     _ => {}
                 }
             }
+            warnings = unknown_keys(obj, path);
         }
         let mut cfg: Config = serde_json::from_str(text).map_err(|e| {
             Failure::Fatal(format!(
@@ -96,6 +245,7 @@ impl Config {
             ))
         })?;
         cfg.source = Some(path.to_path_buf());
+        cfg.warnings = warnings;
         cfg.observer_blacklist = cfg
             .observer_blacklist
             .iter()
@@ -205,6 +355,54 @@ mod tests {
             c.observer_blacklist,
             vec!["AB".to_string(), "cd".to_string()]
         );
+    }
+
+    #[test]
+    fn unknown_keys_of_read_sections_are_reported_with_a_suggestion() {
+        let c = p(r#"{"retention":{"nodDays":3,"zzz":1},"db":{"incrementalVacuumPages":5},
+                     "mqtt":{},"DB":{},"dbpath":"x","port":80,"ui":1,"corescope":{"checkallow":[]}}"#)
+        .unwrap();
+        let w = c.warnings.join("\n");
+        assert!(w.contains("unknown key retention.nodDays in /etc/corescope/config.json; did you mean nodeDays?"), "{w}");
+        assert!(
+            w.contains("unknown key retention.zzz") && w.contains("reads only nodeDays"),
+            "{w}"
+        );
+        assert!(
+            w.contains("unknown key dbpath in") && w.contains("did you mean dbPath?"),
+            "{w}"
+        );
+        assert!(
+            w.contains("unknown key DB in") && w.contains("did you mean db?"),
+            "{w}"
+        );
+        assert!(
+            w.contains("corescope.checkallow") && w.contains("did you mean checkAllow?"),
+            "{w}"
+        );
+        assert!(
+            !w.contains("mqtt") && !w.contains("port") && !w.contains("ui "),
+            "{w}"
+        );
+        assert_eq!(c.warnings.len(), 5, "{w}");
+        assert!(p(r#"{"retention":{"nodeDays":3},"mqtt":{}}"#)
+            .unwrap()
+            .warnings
+            .is_empty());
+    }
+
+    #[test]
+    fn relative_db_path_resolves_against_the_config_directory() {
+        let c = p(r#"{"dbPath":"data/m.db"}"#).unwrap();
+        assert_eq!(
+            c.db_path_resolved(),
+            Some(PathBuf::from("/etc/corescope/data/m.db"))
+        );
+        let c = p(r#"{"dbPath":"/var/lib/m.db"}"#).unwrap();
+        assert_eq!(c.db_path_resolved(), Some(PathBuf::from("/var/lib/m.db")));
+        let c = Config::parse(r#"{"dbPath":"m.db"}"#, Path::new("config.json")).unwrap();
+        assert_eq!(c.db_path_resolved(), Some(PathBuf::from("m.db")));
+        assert_eq!(p(r#"{"dbPath":"  "}"#).unwrap().db_path_resolved(), None);
     }
 
     #[test]

@@ -3,6 +3,6 @@
 //! exits with the code it returns (the exit codes are listed in the README).
 
 fn main() {
-    let cli = corescope::cli::Cli::parse_args();
+    let cli = corescope::cli::parse();
     std::process::exit(corescope::app::run(&cli));
 }

@@ -52,7 +52,11 @@ pub fn of(path: &str) -> &'static [Example] {
         ],
         "vacuum" => &[
             ("corescope vacuum --db meshcore.db", "incremental vacuum and a WAL checkpoint"),
-            ("corescope vacuum --db meshcore.db --full", "once, in a maintenance window: auto_vacuum NONE to INCREMENTAL with a full VACUUM"),
+            ("corescope vacuum --db meshcore.db --full --backup meshcore-before-vacuum.db", "once, in a maintenance window: a backup, then auto_vacuum NONE to INCREMENTAL with a full VACUUM"),
+        ],
+        "backup" => &[
+            ("corescope backup --db /var/lib/corescope/meshcore.db /var/backups/meshcore-$(date +%F).db", "a consistent copy while the ingestor writes, checked with quick_check"),
+            ("corescope migrate --db meshcore.db --backup meshcore-before-migrate.db", "take the copy first, then migrate (also: vacuum --full --backup PATH)"),
         ],
         "graph" => &[
             ("corescope graph dump --db meshcore.db --format dot | dot -Tsvg > mesh.svg", "a map of the mesh (Graphviz; the file names its layout engine)"),

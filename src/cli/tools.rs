@@ -121,6 +121,10 @@ pub struct DemoArgs {
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 
+    /// Keep the demo database (and a directory the demo created) at the end, to explore it; by default they are removed
+    #[arg(long)]
+    pub keep: bool,
+
     /// Observations in the demo database (for tests)
     #[arg(long, hide = true, default_value_t = 400_000)]
     pub size: u64,

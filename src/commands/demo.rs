@@ -1,6 +1,9 @@
 //! `corescope demo`: a synthetic database (the shape the CoreScope seed ingestor
 //! leaves, with backfill work pending) run through the maintenance cycle a timer
 //! would run, printing each report; then where the database is and what to try.
+//! The database (about 230 MB at the default size) and a directory the demo
+//! created are removed at the end unless `--keep` is given (or a step failed:
+//! then they are kept for a look, and the error says where).
 //!
 //! The cycle is the list [`CYCLE`]; a step whose subcommand is not part of this
 //! build is skipped, so commands join the demo as they land. Each step runs this
@@ -104,7 +107,8 @@ pub fn demo_config(size: u64, now: i64) -> Config {
     }
 }
 
-fn demo_dir(args: &DemoArgs) -> anyhow::Result<PathBuf> {
+/// The demo directory, and whether the demo created it.
+fn demo_dir(args: &DemoArgs) -> anyhow::Result<(PathBuf, bool)> {
     let dir = if let Some(d) = &args.dir {
         d.clone()
     } else {
@@ -113,13 +117,73 @@ fn demo_dir(args: &DemoArgs) -> anyhow::Result<PathBuf> {
             .map_or(0, |d| d.subsec_nanos());
         std::env::temp_dir().join(format!("corescope-demo-{}-{nanos:x}", std::process::id()))
     };
+    let created = !dir.exists();
     std::fs::create_dir_all(&dir)
         .map_err(|e| Failure::Fatal(format!("cannot create {}: {e}", dir.display())))?;
-    Ok(dir)
+    Ok((dir, created))
+}
+
+/// The files of the demo database: the file, SQLite's sidecars and the run
+/// locks of the steps.
+fn demo_files(dir: &Path, db: &Path) -> Vec<PathBuf> {
+    let Some(name) = db.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().is_some_and(|f| {
+                let f = f.to_string_lossy();
+                f == name.as_str()
+                    || ["-wal", "-shm", "-journal"]
+                        .iter()
+                        .any(|s| f == format!("{name}{s}"))
+                    || (f.starts_with(&format!("{name}.corescope-")) && f.ends_with(".lock"))
+            })
+        })
+        .collect()
+}
+
+/// Remove the demo's files, and its directory when the demo created it and
+/// nothing else is in it. Returns whether everything went.
+fn remove_demo(dir: &Path, db: &Path, created_dir: bool) -> bool {
+    let mut ok = true;
+    for f in demo_files(dir, db) {
+        if let Err(e) = std::fs::remove_file(&f) {
+            log::warn!("demo: cannot remove {}: {e}", f.display());
+            ok = false;
+        }
+    }
+    if created_dir {
+        // remove_dir fails on a directory that is not empty: only ours goes.
+        if let Err(e) = std::fs::remove_dir(dir) {
+            log::warn!("demo: cannot remove {}: {e}", dir.display());
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// How to call this binary in a hint: `corescope` when that is what PATH
+/// finds, else its full path (e.g. `target/release/corescope` after `cargo run`).
+fn invocation(exe: &Path) -> String {
+    let me = std::fs::canonicalize(exe).unwrap_or_else(|_| exe.to_path_buf());
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths)
+            .any(|d| std::fs::canonicalize(d.join("corescope")).is_ok_and(|p| p == me))
+    });
+    if on_path {
+        "corescope".to_string()
+    } else {
+        shell_quote(&me.display().to_string())
+    }
 }
 
 pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Outcome> {
-    let dir = demo_dir(args)?;
+    let (dir, created_dir) = demo_dir(args)?;
     let db = dir.join("corescope-demo.db");
     let human = !ctx.json && !ctx.quiet;
     let say = |s: &str| {
@@ -129,6 +193,16 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Outcome> {
         }
     };
 
+    say(&format!(
+        "==> demo files in {} ({}); about {} MB at this size",
+        dir.display(),
+        if args.keep {
+            "kept at the end: --keep"
+        } else {
+            "removed at the end; --keep keeps them"
+        },
+        (args.size * 580).div_ceil(1_000_000)
+    ));
     say(&format!(
         "==> corescope synth: a synthetic mesh of {} observations in {}",
         args.size,
@@ -144,6 +218,7 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Outcome> {
 
     let exe = std::env::current_exe()
         .map_err(|e| Failure::Fatal(format!("cannot find the corescope binary: {e}")))?;
+    let me = invocation(&exe);
     let have = available();
     let mut steps = vec![StepReport {
         command: "synth".into(),
@@ -196,7 +271,7 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Outcome> {
         });
         if !step.expect.contains(&code) {
             return Err(Failure::Fatal(format!(
-                "demo step `corescope {line}` exited {code} (expected {:?}); the database is kept at {}",
+                "demo step `corescope {line}` exited {code} (expected {:?}); the database is kept at {} (remove it when done)",
                 step.expect,
                 db.display()
             ))
@@ -204,11 +279,13 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Outcome> {
         }
     }
 
+    let removed = !args.keep && remove_demo(&dir, &db, created_dir);
     Outcome::from_report(&DemoReport {
         dir: dir.display().to_string(),
         database: db.display().to_string(),
+        kept: !removed,
         steps,
-        explore: explore_text(&db, &have, &skipped),
+        explore: explore_text(&me, &db, &have, &skipped, !removed),
         skipped,
     })
 }
@@ -232,6 +309,8 @@ struct StepReport {
 struct DemoReport {
     dir: String,
     database: String,
+    /// The database is still there (`--keep`, or it could not be removed).
+    kept: bool,
     steps: Vec<StepReport>,
     skipped: Vec<String>,
     /// What to try next (the human text; the steps were printed as they ran).
@@ -245,7 +324,7 @@ impl Report for DemoReport {
     }
 }
 
-fn explore_text(db: &Path, have: &[String], skipped: &[String]) -> String {
+fn explore_text(me: &str, db: &Path, have: &[String], skipped: &[String], kept: bool) -> String {
     let q = shell_quote(&db.display().to_string());
     let mut s = String::new();
     if !skipped.is_empty() {
@@ -254,27 +333,33 @@ fn explore_text(db: &Path, have: &[String], skipped: &[String]) -> String {
             skipped.join(", ")
         ));
     }
-    s.push_str(&format!("\nThe demo database is {q}\nExplore it:\n"));
-    s.push_str(&format!("  corescope --db {q} check\n"));
-    if have.iter().any(|h| h == "graph") {
-        s.push_str(&format!("  corescope --db {q} graph stats\n"));
+    if kept {
         s.push_str(&format!(
-            "  corescope --db {q} graph dump --format dot | dot -Tsvg > mesh.svg\n"
+            "\nThe demo database is {q} (kept; remove it when done)\nExplore it:\n"
+        ));
+    } else {
+        s.push_str(&format!(
+            "\nThe demo database was removed. To explore one, run `{me} demo --keep`, then:\n"
+        ));
+    }
+    s.push_str(&format!("  {me} --db {q} check\n"));
+    if have.iter().any(|h| h == "graph") {
+        s.push_str(&format!("  {me} --db {q} graph stats\n"));
+        s.push_str(&format!(
+            "  {me} --db {q} graph dump --format dot | dot -Tsvg > mesh.svg\n"
         ));
         s.push_str(&format!(
-            "  corescope --db {q} graph dump --format geojson --output mesh.geojson\n"
+            "  {me} --db {q} graph dump --format geojson --output mesh.geojson\n"
         ));
     }
     if have.iter().any(|h| h == "prune") {
-        s.push_str(&format!(
-            "  corescope --db {q} prune --dry-run --node-days 3\n"
-        ));
+        s.push_str(&format!("  {me} --db {q} prune --dry-run --node-days 3\n"));
     }
     s.push_str(&format!(
         "  sqlite3 {q} 'SELECT payload_type, COUNT(*) FROM transmissions GROUP BY 1'\n"
     ));
-    s.push_str(
-        "  corescope --db big.db synth --transmissions 250000 --observations 1000000   # a bigger one\n",
-    );
+    s.push_str(&format!(
+        "  {me} --db big.db synth --transmissions 250000 --observations 1000000   # a bigger one\n"
+    ));
     s
 }

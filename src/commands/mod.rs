@@ -1,6 +1,7 @@
 //! One module per subcommand; `dispatch` maps the parsed command to its `run`.
 
 pub mod backfill;
+pub mod backup;
 pub mod build_edges;
 pub mod check;
 pub mod completions;
@@ -24,6 +25,7 @@ pub fn dispatch(ctx: &Ctx, command: &Command) -> anyhow::Result<Outcome> {
         Command::BuildEdges(a) => build_edges::run(ctx, a),
         Command::Graph(a) => graph::run(ctx, &a.cmd),
         Command::Backfill(a) => backfill::run(ctx, a),
+        Command::Backup(a) => backup::run(ctx, a),
         Command::Synth(a) => synth::run(ctx, a),
         Command::Demo(a) => demo::run(ctx, a),
         Command::Prune(a) => prune::run(ctx, a),

@@ -143,10 +143,10 @@ fn rule(
             "{p} is not a SQLite database (file is encrypted or not a database)"
         )),
         C::NotADatabase => Failure::Fatal(format!(
-            "{p} is not a SQLite database or is damaged ({detail}); restore from a backup"
+            "{p} is not a SQLite database or is damaged ({detail}); restore from a backup (e.g. one taken with `corescope backup`)"
         )),
         C::DatabaseCorrupt => Failure::Fatal(format!(
-            "{p} is corrupt ({detail}); run `corescope check --integrity`, and restore from a backup"
+            "{p} is corrupt ({detail}); run `corescope check --integrity`, and restore from a backup (e.g. one taken with `corescope backup`)"
         )),
         C::DatabaseBusy | C::DatabaseLocked if at_handle => Failure::Busy(format!(
             "{p} is locked by another writer beyond the busy timeout; try again next run (or raise --busy-timeout)"

@@ -19,8 +19,10 @@
 //!   keep in the database, and probes of it (also read by `check`).
 //! - [`maintenance`]: incremental vacuum and WAL checkpoints.
 //! - [`outfile`]: output files (reports, metrics, lock files) and their rules.
+//! - [`backup`]: a consistent online copy of a database (online backup API).
 
 pub mod backfill_state;
+pub mod backup;
 pub mod batch;
 pub mod edge_state;
 pub mod engine;

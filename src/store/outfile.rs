@@ -150,7 +150,7 @@ pub fn check_output(path: &Path, flag: &str, guard: Guard<'_>) -> Result<(), Fai
         ))),
         Ok(_) if !guard.force && is_sqlite_file(path) => Err(refuse(format!(
             "is an existing SQLite database; refusing to replace it ({})",
-            if flag == "--metrics-file" {
+            if flag == "--metrics-file" || flag == "CORESCOPE_METRICS_FILE" {
                 "choose another file"
             } else {
                 "use --force if it really is to be replaced"

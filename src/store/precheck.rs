@@ -226,7 +226,7 @@ pub(super) fn precheck(path: &Path, allow_missing: bool) -> anyhow::Result<bool>
     }
     if h.len < 100 {
         return Err(Failure::Fatal(format!(
-            "{} is a truncated SQLite database ({} bytes; restore it from a backup)",
+            "{} is a truncated SQLite database ({} bytes; restore it from a backup, e.g. one taken with `corescope backup`)",
             path.display(),
             h.size
         ))
@@ -322,7 +322,7 @@ fn short_main_file(path: &Path, f: &mut File, h: &Header) -> anyhow::Result<()> 
     }
     if h.short() {
         return Err(Failure::Fatal(format!(
-            "{} is a truncated or damaged SQLite database ({} bytes, header says {} pages of {}, and no WAL or journal beside it holds the rest; restore it from a backup)",
+            "{} is a truncated or damaged SQLite database ({} bytes, header says {} pages of {}, and no WAL or journal beside it holds the rest; restore it from a backup, e.g. one taken with `corescope backup`)",
             path.display(),
             h.size,
             h.pages(),

@@ -829,3 +829,50 @@ fn kill_nine_then_rerun_equals_one_clean_run() {
     }
     assert_eq!(dump(&killed), want);
 }
+
+#[test]
+fn unmatched_blacklist_id_is_warned_about_once_not_every_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::harness::common::fresh_db(dir.path(), "bl.db");
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, r#"{"observerBlacklist": ["DEADBEEF"]}"#).unwrap();
+    let run = |json: bool| {
+        let mut c = crate::harness::Corescope::new()
+            .args(["backfill", "observer-blacklist"])
+            .db(&db)
+            .arg("--config")
+            .arg(&config);
+        if json {
+            c = c.arg("--json");
+        }
+        let out = c.run();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (out, err) = run(true);
+    assert_eq!(
+        err.matches("id DEADBEEF matches no observer").count(),
+        1,
+        "{err}"
+    );
+    assert!(out.contains(r#""unmatched":["DEADBEEF"]"#), "{out}");
+    // The next runs (an hourly timer) still report it, but warn no more.
+    for json in [true, false] {
+        let (out, err) = run(json);
+        assert!(!err.contains("DEADBEEF"), "json={json}: {err}");
+        assert!(out.contains("DEADBEEF"), "json={json}: {out}");
+    }
+    // A new id is warned about once; the old one stays quiet.
+    std::fs::write(&config, r#"{"observerBlacklist": ["deadbeef", "CAFE"]}"#).unwrap();
+    let (_, err) = run(false);
+    assert_eq!(
+        err.matches("id CAFE matches no observer").count(),
+        1,
+        "{err}"
+    );
+    assert!(!err.contains("deadbeef"), "{err}");
+    let (_, err) = run(false);
+    assert!(!err.contains("matches no observer"), "{err}");
+}

@@ -312,6 +312,13 @@ fn all_outputs(dir: &Path) -> Vec<(String, String, Value)> {
             0,
         ),
     );
+    let (backup_a, backup_b) = (dir.join("copy-a.db"), dir.join("copy-b.db"));
+    let (backup_a, backup_b) = (
+        backup_a.to_str().expect("UTF-8 temp path"),
+        backup_b.to_str().expect("UTF-8 temp path"),
+    );
+    let backup_c = dir.join("copy-c.db");
+    let backup_c = backup_c.to_str().expect("UTF-8 temp path");
     let graph_out = dir.join("graph.json");
     let graph_out = graph_out.to_str().expect("UTF-8 temp path");
     for r in [
@@ -341,6 +348,8 @@ fn all_outputs(dir: &Path) -> Vec<(String, String, Value)> {
         run("check", &["check"], 0),
         run("vacuum", &["vacuum", "--pages", "4"], 0),
         run("vacuum", &["vacuum", "--full", "--truncate-wal"], 0),
+        run("backup", &["backup", backup_a], 0),
+        run("vacuum", &["vacuum", "--full", "--backup", backup_b], 0),
         run("check --diff", &["check", "--diff"], 0),
         run("schema", &["schema"], 0),
         raw(
@@ -365,7 +374,7 @@ fn all_outputs(dir: &Path) -> Vec<(String, String, Value)> {
         run("check --diff", &["check", "--diff"], 3),
         run("check", &["check", "--deep"], 3),
         run("migrate --dry-run", &["migrate", "--dry-run"], 0),
-        run("migrate", &["migrate"], 0),
+        run("migrate", &["migrate", "--backup", backup_c], 0),
         run("backfill", &["backfill"], 0),
         run("build-edges", &["build-edges"], 0),
         run("check", &["check", "--deep", "--integrity"], 0),

@@ -7,6 +7,7 @@
 mod harness;
 
 mod backfill;
+mod backup;
 mod bad_input;
 mod build_edges;
 mod check_jobs;
@@ -35,6 +36,7 @@ mod reliability_safety;
 mod run_lock;
 mod schema;
 mod schema_diff;
+mod setup;
 mod snapshots;
 mod synth;
 mod terminal;

@@ -91,7 +91,12 @@ fn corrupt_data_page_read_only_commands_report_it_and_change_nothing() {
         let r = run(args, &db);
         assert_eq!(r.code, Some(1), "{args:?}: {}", r.stderr);
         one_line_naming(&r.stderr, &db, "is corrupt");
-        assert!(r.stderr.contains("restore from a backup"), "{}", r.stderr);
+        assert!(
+            r.stderr
+                .contains("restore from a backup (e.g. one taken with `corescope backup`)"),
+            "{}",
+            r.stderr
+        );
         assert_eq!(listing(dir.path()), before, "{args:?}");
     }
     // Dry runs read what they need and never write: exit 0 when they did

@@ -226,7 +226,9 @@ fn truly_truncated_files_are_still_refused() {
         assert_eq!(r.code, Some(1), "{args:?}: {}", r.stderr);
         assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
         assert!(
-            r.stderr.contains("is corrupt") && r.stderr.contains("restore from a backup"),
+            r.stderr.contains("is corrupt")
+                && r.stderr
+                    .contains("restore from a backup (e.g. one taken with `corescope backup`)"),
             "{args:?}: {}",
             r.stderr
         );

@@ -241,6 +241,13 @@ fn json_reports_and_metrics_keep_their_shape() {
         }
     }
 
+    let v = Corescope::new()
+        .args(["--json", "backup"])
+        .arg(dir.path().join("snap-copy.db"))
+        .db(&db)
+        .json();
+    case(&mut shapes, "backup", 0, &v);
+
     // graph dump's JSON is the graph itself (no --json needed).
     let out = Corescope::new()
         .args(["graph", "dump", "--format", "json", "--now", NOW])

@@ -543,7 +543,7 @@ fn anomalies_are_present_and_check_survives_them() {
 fn demo_runs_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let out = bin()
-        .args(["demo", "--size", "3000", "--dir"])
+        .args(["demo", "--keep", "--size", "3000", "--dir"])
         .arg(dir.path())
         .assert()
         .success();
@@ -552,8 +552,39 @@ fn demo_runs_end_to_end() {
     assert!(db.exists());
     assert!(text.contains("==> corescope migrate"), "{text}");
     assert!(
-        text.contains(&format!("The demo database is {}", db.display())),
+        text.contains(&format!(
+            "==> demo files in {} (kept at the end: --keep)",
+            dir.path().display()
+        )),
         "{text}"
+    );
+    assert!(
+        text.contains(&format!("The demo database is {} (kept", db.display())),
+        "{text}"
+    );
+    // The hints call this binary by its path (it is not on the test's PATH),
+    // and they work as printed.
+    let exe = std::fs::canonicalize(crate::harness::exe()).unwrap();
+    let hint = text
+        .lines()
+        .find(|l| l.trim_start().ends_with(" check") && l.contains("--db"))
+        .unwrap_or_else(|| panic!("no check hint: {text}"));
+    assert!(
+        hint.trim_start().starts_with(&exe.display().to_string()),
+        "{hint}"
+    );
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(hint.trim())
+        .env_remove("CORESCOPE_DB")
+        .env_remove("CORESCOPE_CONFIG")
+        .env_remove("CORESCOPE_METRICS_FILE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{hint}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     // The database is left ready after the cycle.
     bin()
@@ -572,9 +603,49 @@ fn demo_runs_end_to_end() {
         .success();
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(v["command"], "demo");
+    assert_eq!(v["kept"], false);
     let steps = v["steps"].as_array().unwrap();
     assert_eq!(steps[0]["command"], "synth");
     assert_eq!(steps[1]["command"], "check");
     assert_eq!(steps[1]["exit_code"], 3);
     assert!(steps.iter().any(|s| s["command"] == "migrate"));
+}
+
+#[test]
+fn demo_says_where_its_files_are_and_removes_them() {
+    // A directory the demo creates is removed with the database.
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("demo");
+    let out = bin()
+        .args(["demo", "--size", "2000", "--dir"])
+        .arg(&dir)
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(
+        text.contains(&format!(
+            "==> demo files in {} (removed at the end; --keep keeps them)",
+            dir.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("The demo database was removed. To explore one, run `"),
+        "{text}"
+    );
+    assert!(text.contains(" demo --keep`"), "{text}");
+    assert!(!dir.exists(), "demo directory left behind");
+    // An existing directory stays, with everything that is not the demo's.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mine.txt"), "x").unwrap();
+    bin()
+        .args(["demo", "-q", "--size", "2000", "--dir"])
+        .arg(dir.path())
+        .assert()
+        .success();
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["mine.txt"]);
 }

@@ -434,3 +434,72 @@ fn truncate_wal_beside_an_active_reader_waits_a_bounded_time_and_says_why() {
     assert_eq!(j["checkpoint"]["reason"], serde_json::Value::Null);
     assert_eq!(size(&wal(&db)), 0);
 }
+
+/// A migrated (INCREMENTAL) database with `pages` free pages.
+fn with_free_pages(dir: &Path, pages: i64) -> std::path::PathBuf {
+    let db = fresh_db(dir, "free.db");
+    let c = open(&db);
+    c.execute_batch("CREATE TABLE filler(b BLOB)").unwrap();
+    for _ in 0..pages {
+        c.execute("INSERT INTO filler VALUES (zeroblob(4000))", [])
+            .unwrap();
+    }
+    c.execute_batch("DROP TABLE filler; PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    assert!(pragma(&c, "freelist_count") >= pages);
+    db
+}
+
+#[test]
+fn vacuum_takes_max_seconds_and_max_lock_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_free_pages(dir.path(), 300);
+    let free = pragma(&open(&db), "freelist_count");
+    // --max-seconds 0: stops before the first batch, incomplete, nothing freed.
+    let v = run_json(&db, &["vacuum", "--max-seconds", "0"], None);
+    assert_eq!(v["complete"], false, "{v}");
+    assert_eq!(v["vacuumed_pages"], 0, "{v}");
+    assert_eq!(pragma(&open(&db), "freelist_count"), free);
+    assert!(
+        v["notes"].to_string().contains("stopped by --max-seconds"),
+        "{v}"
+    );
+    // The smallest budget and a generous deadline: everything requested is freed.
+    let v = run_json(
+        &db,
+        &[
+            "vacuum",
+            "--max-seconds",
+            "600",
+            "--max-lock-ms",
+            "20",
+            "--pages",
+            "250",
+        ],
+        None,
+    );
+    assert_eq!(v["complete"], true, "{v}");
+    assert_eq!(v["vacuumed_pages"], 250, "{v}");
+    assert_eq!(pragma(&open(&db), "freelist_count"), free - 250);
+    let v = run_json(&db, &["vacuum"], None);
+    assert_eq!(v["complete"], true, "{v}");
+    assert_eq!(pragma(&open(&db), "freelist_count"), 0);
+
+    // Below the minimum budget: a usage error naming it.
+    let err = crate::harness::Corescope::new()
+        .args(["vacuum", "--max-lock-ms", "5"])
+        .db(&db)
+        .expect_code(2)
+        .stderr();
+    assert!(err.contains("below the minimum of 20 ms"), "{err}");
+    // --full is one VACUUM: neither a deadline nor a lock budget can apply.
+    for flag in [["--max-seconds", "10"], ["--max-lock-ms", "100"]] {
+        let err = crate::harness::Corescope::new()
+            .args(["vacuum", "--full"])
+            .args(flag)
+            .db(&db)
+            .expect_code(2)
+            .stderr();
+        assert!(err.contains("cannot be used with"), "{flag:?}: {err}");
+    }
+}

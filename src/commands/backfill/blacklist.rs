@@ -4,6 +4,7 @@
 use crate::cli::BackfillTask;
 use crate::store::engine::Engine;
 use crate::store::walk::execute_each;
+use crate::store::{state_get, state_set};
 
 use super::report::TaskReport;
 
@@ -18,6 +19,31 @@ pub(super) fn blacklist_ids(cli: &[String], config: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+/// State key: the ids (lower case, sorted, comma-separated) that matched no
+/// observer at the last run, so each is warned about once, not every hour.
+pub(super) const UNMATCHED_KEY: &str = "observer_blacklist.unmatched";
+
+/// The stored form of a set of unmatched ids.
+fn unmatched_value(ids: &[String]) -> String {
+    let mut v: Vec<String> = ids.iter().map(|s| s.to_lowercase()).collect();
+    v.sort();
+    v.dedup();
+    v.join(",")
+}
+
+/// The ids of `now` that were not unmatched at the last run (`before`, the
+/// stored value): they are worth a warning; the others only an info line.
+fn newly_unmatched<'a>(now: &'a [String], before: Option<&str>) -> Vec<&'a String> {
+    let before: std::collections::HashSet<&str> = before
+        .unwrap_or("")
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .collect();
+    now.iter()
+        .filter(|id| !before.contains(id.to_lowercase().as_str()))
+        .collect()
 }
 
 const MARK_INACTIVE: &str =
@@ -58,12 +84,29 @@ pub(super) fn run_blacklist(e: &mut Engine<'_>, ids: &[String]) -> anyhow::Resul
         rep.unmatched = Some(unmatched);
         return Ok(rep);
     }
-    // One transaction for all ids (a handful).
-    let updated = e.batch(|tx| Ok((execute_each(tx, MARK_INACTIVE, ids)?, 0)))?;
+    let before = state_get(e.conn(), UNMATCHED_KEY)?;
+    let value = unmatched_value(&unmatched);
+    let changed = before.as_deref().unwrap_or("") != value;
+    // One transaction for all ids (a handful), with the set of unmatched ids
+    // when it changed.
+    let updated = e.batch(|tx| {
+        let n = execute_each(tx, MARK_INACTIVE, ids)?;
+        if changed {
+            state_set(tx, UNMATCHED_KEY, &value)?;
+        }
+        Ok((n, 0))
+    })?;
     rep.updated = updated as u64;
     rep.skipped = rep.scanned.saturating_sub(rep.updated);
+    let new = newly_unmatched(&unmatched, before.as_deref());
     for id in &unmatched {
-        log::warn!("observer-blacklist: id {id} matches no observer");
+        if new.contains(&id) {
+            log::warn!(
+                "observer-blacklist: id {id} matches no observer (said once; the report lists it every run)"
+            );
+        } else {
+            log::info!("observer-blacklist: id {id} still matches no observer");
+        }
     }
     rep.unmatched = Some(unmatched);
     Ok(rep)
@@ -72,6 +115,16 @@ pub(super) fn run_blacklist(e: &mut Engine<'_>, ids: &[String]) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_ids_new_since_the_last_run_are_warned_about() {
+        let now = vec!["AB".to_string(), "cd".to_string()];
+        assert_eq!(unmatched_value(&now), "ab,cd");
+        assert_eq!(newly_unmatched(&now, None), [&now[0], &now[1]]);
+        assert_eq!(newly_unmatched(&now, Some("ab")), [&now[1]]);
+        assert!(newly_unmatched(&now, Some("ab,cd")).is_empty());
+        assert_eq!(unmatched_value(&[]), "");
+    }
 
     #[test]
     fn blacklist_ids_trim_dedup() {

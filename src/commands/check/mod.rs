@@ -86,7 +86,7 @@ pub fn run(ctx: &Ctx, args: &CheckArgs) -> anyhow::Result<Outcome> {
     let report = collect(ctx, args, &ro, allow)?;
     if let Some(i) = report.integrity.as_ref().filter(|i| i.corrupt()) {
         return Err(Failure::Fatal(format!(
-            "{} failed PRAGMA quick_check: {}; restore from a backup",
+            "{} failed PRAGMA quick_check: {}; restore from a backup (e.g. one taken with `corescope backup`)",
             ctx.db_path.display(),
             i.quick_check
                 .iter()

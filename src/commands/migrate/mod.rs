@@ -45,7 +45,43 @@ use report::{
 };
 use steps::{apply, Applied};
 
+/// `migrate`, after the copy of `--backup PATH` (taken only when the
+/// database exists: a new file has nothing to lose; refused with --dry-run).
 pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
+    let mut taken = None;
+    if let Some(dest) = &args.backup {
+        let s = store::backup::Settings {
+            dest,
+            flag: "--backup",
+            force: false,
+            max_lock_ms: args.max_lock_ms,
+            progress: ctx.progress_allowed(),
+        };
+        store::backup::check_dest(&ctx.db_path, &s)?;
+        if ctx.db_path.exists() && store::file_len(&ctx.db_path) > 0 {
+            taken = Some(store::backup::take(
+                &ctx.db_path,
+                ctx.busy_timeout_ms,
+                ctx.run_lock.as_ref(),
+                &s,
+            )?);
+        } else {
+            log::info!(
+                "--backup: {} is new, nothing to copy",
+                ctx.db_path.display()
+            );
+        }
+    }
+    let mut out = migrate(ctx, args)?;
+    if let Some(b) = taken {
+        out.human
+            .push_str(&format!("{}\n", store::backup::summary(&b)));
+        out.set("backup", serde_json::to_value(&b)?);
+    }
+    Ok(out)
+}
+
+fn migrate(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
     let path = &ctx.db_path;
     // An empty file is as new as a missing one (`--create` fills it).
     let exists = path.exists() && store::file_len(path) > 0;

@@ -116,7 +116,7 @@ pub fn convert(db: &mut WriteDb, tmp: &TempDir) -> anyhow::Result<String> {
     })?;
     if before_ids != observer_rowids(db)? {
         return Err(Failure::Fatal(format!(
-            "VACUUM of {} renumbered observers.rowid, which observations.observer_idx references; restore the database from a backup",
+            "VACUUM of {} renumbered observers.rowid, which observations.observer_idx references; restore the database from a backup (e.g. one taken with `corescope backup`; `vacuum --full --backup PATH` takes one first)",
             path.display()
         ))
         .into());

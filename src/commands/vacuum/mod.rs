@@ -22,12 +22,24 @@ use crate::store::engine::{self, Engine, Target};
 use crate::store::maintenance::{
     auto_vacuum_name, checkpoint, incremental, pragma_i64, FileSizes, FreeSpace, VacuumResult,
 };
-use crate::store::{Deadline, WriteDb};
+use crate::store::{backup, Deadline, WriteDb};
 
 /// Lock budget of the standalone `vacuum` command (the default of `--max-lock-ms`).
 const DEFAULT_MAX_LOCK_MS: u64 = 200;
 
 pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
+    let max_lock_ms = args.max_lock_ms.unwrap_or(DEFAULT_MAX_LOCK_MS);
+    let backup_settings = args.backup.as_deref().map(|dest| backup::Settings {
+        dest,
+        flag: "--backup",
+        force: false,
+        max_lock_ms,
+        progress: ctx.progress_allowed(),
+    });
+    if let Some(s) = &backup_settings {
+        // Refused before anything is opened.
+        backup::check_dest(&ctx.db_path, s)?;
+    }
     let pages = match args.pages {
         Some(p) if p < 0 => {
             return Err(Failure::Usage(format!(
@@ -48,7 +60,15 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
     let mut vac = VacuumResult::default();
     let mut notes: Vec<String> = Vec::new();
     let mut checked = None;
+    let mut complete = true;
+    let mut backup_taken = None;
     if args.full {
+        if let Some(s) = &backup_settings {
+            // The copy first: the VACUUM below rewrites every page.
+            let r = backup::take(&path, ctx.busy_timeout_ms, ctx.run_lock.as_ref(), s)?;
+            notes.push(backup::summary(&r));
+            backup_taken = Some(r);
+        }
         let check = full::check_space(&path, sizes.file_bytes_before + sizes.wal_bytes_before)?;
         // One VACUUM statement reports no progress: a spinner with the time.
         let spin = ctx.progress_allowed().then(|| {
@@ -64,17 +84,23 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
         let mut eng = Engine::new(
             Target::Write(&mut db),
             engine::Settings {
-                max_lock_ms: DEFAULT_MAX_LOCK_MS,
-                deadline: Deadline::new(None),
+                max_lock_ms,
+                deadline: Deadline::new(args.max_seconds),
             },
         )?;
-        vac = incremental(&mut eng, &path, pages)?;
+        (vac, complete) = incremental_until_deadline(&mut eng, &path, pages)?;
         notes.extend(vac.note.clone());
+        if !complete {
+            notes.push(format!(
+                "stopped by --max-seconds with {} free pages left; the next run frees more",
+                vac.freelist_after
+            ));
+        }
     }
-    db.write(|tx| crate::store::state::record_run(tx, "vacuum", true))?;
+    db.write(|tx| crate::store::state::record_run(tx, "vacuum", complete))?;
     // After a full VACUUM in WAL mode the rewritten pages sit in the WAL: only
     // a TRUNCATE checkpoint lets the file shrink and resets the WAL.
-    let ck = checkpoint(&mut db, args.truncate_wal || args.full, DEFAULT_MAX_LOCK_MS)?;
+    let ck = checkpoint(&mut db, args.truncate_wal || args.full, max_lock_ms)?;
     let av_after = auto_vacuum_name(pragma_i64(db.conn(), "auto_vacuum")?);
     sizes.measure_after(&path);
     if args.full {
@@ -99,9 +125,60 @@ pub fn run(ctx: &Ctx, args: &VacuumArgs) -> anyhow::Result<Outcome> {
         vacuum: (!args.full).then_some(vac),
         checkpoint: ck,
         notes,
-        complete: true,
+        backup: backup_taken,
+        complete,
         max_lock_hold_ms: db.max_lock_hold_ms(),
         free_space,
     };
     Outcome::from_report(&report)
+}
+
+/// The incremental vacuum of up to `pages` pages, one engine batch per call
+/// of the store's `incremental`, stopping at a batch boundary once
+/// `--max-seconds` has passed. Returns the summed result and whether it ran
+/// to the end (all pages requested, or the freelist exhausted).
+fn incremental_until_deadline(
+    eng: &mut Engine<'_>,
+    path: &std::path::Path,
+    pages: i64,
+) -> anyhow::Result<(VacuumResult, bool)> {
+    if pages <= 0 {
+        return Ok((incremental(eng, path, pages)?, true));
+    }
+    let mut total: Option<VacuumResult> = None;
+    let mut remaining = pages;
+    loop {
+        if eng.expired() {
+            let mut t = match total {
+                Some(t) => t,
+                None => incremental(eng, path, 0)?,
+            };
+            t.pages_requested = pages;
+            let done = t.freelist_after == 0;
+            return Ok((t, done));
+        }
+        let chunk = i64::try_from(eng.batch_size())
+            .unwrap_or(i64::MAX)
+            .clamp(1, remaining);
+        let r = incremental(eng, path, chunk)?;
+        remaining -= chunk;
+        let last = !r.ran || r.busy || r.vacuumed_pages < chunk || remaining <= 0;
+        total = Some(match total {
+            None => r,
+            Some(mut t) => {
+                t.vacuumed_pages += r.vacuumed_pages;
+                t.freed_bytes += r.freed_bytes;
+                t.freelist_after = r.freelist_after;
+                t.busy |= r.busy;
+                t.ran |= r.ran;
+                t.note = r.note.or(t.note);
+                t
+            }
+        });
+        if last {
+            let mut t = total.unwrap_or_default();
+            t.pages_requested = pages;
+            return Ok((t, true));
+        }
+    }
 }

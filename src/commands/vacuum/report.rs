@@ -34,6 +34,9 @@ pub struct VacuumReport {
     pub vacuum: Option<VacuumResult>,
     pub checkpoint: CheckpointResult,
     pub notes: Vec<String>,
+    /// `--full --backup PATH`: the copy taken before the VACUUM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::store::backup::BackupResult>,
     pub complete: bool,
     pub max_lock_hold_ms: f64,
     /// Free pages left after the run.
