@@ -30,7 +30,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::batch::Deadline;
 use super::engine::Engine;
-use super::state::{state_delete, state_get, state_set, state_table_sql};
+use super::state::{state_get, state_set, state_table_sql};
 use super::{object_exists, table_exists};
 use crate::catalog::quote_ident;
 
@@ -602,15 +602,22 @@ fn swap(e: &mut Engine<'_>, table: &str) -> anyhow::Result<bool> {
         for (_, _, sql) in &deps {
             tx.execute_batch(sql)?;
         }
-        state_delete(tx, &cursor_key(&table))?;
-        state_delete(tx, &sql_key(&table))?;
-        tx.execute(
-            "DELETE FROM _corescope_state WHERE key LIKE ?1",
-            [format!("online_build.{table}.index.%")],
-        )?;
+        clear_state(tx, &table)?;
         log::info!("online build of {table}: swapped; {old} is removed in batches");
         Ok((true, 0))
     })
+}
+
+/// Remove every state key of the build of `table`.
+fn clear_state(tx: &Connection, table: &str) -> anyhow::Result<()> {
+    if table_exists(tx, super::STATE_TABLE)? {
+        let prefix = format!("online_build.{table}.");
+        tx.execute(
+            "DELETE FROM _corescope_state WHERE substr(key, 1, length(?1)) = ?1",
+            [prefix],
+        )?;
+    }
+    Ok(())
 }
 
 /// Empty `table` in rowid batches, then drop it (empty, so the drop frees
@@ -664,8 +671,7 @@ pub fn abandon(e: &mut Engine<'_>, table: &str, deadline: &Deadline) -> anyhow::
         for t in trigger_names(&table_s) {
             tx.execute_batch(&format!("DROP TRIGGER IF EXISTS {}", quote_ident(&t)))?;
         }
-        state_delete(tx, &cursor_key(&table_s))?;
-        state_delete(tx, &sql_key(&table_s))?;
+        clear_state(tx, &table_s)?;
         Ok(((), 0))
     })?;
     let mut removed = 0;

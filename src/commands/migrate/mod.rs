@@ -108,7 +108,7 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
     // A data step, once started, runs to its end; `--max-seconds` stops
     // between steps and between the batches of an online build.
     for step in &plan {
-        if deadline.expired() || online.before_step(&mut e, step)? == Phase::Stopped {
+        if online.before_step(&mut e, step)? == Phase::Stopped || deadline.expired() {
             rep.stopped = true;
             break;
         }
