@@ -472,6 +472,10 @@ fn copy(
         }
         let span = i64::try_from(e.batch_size()).unwrap_or(i64::MAX);
         let (done, n) = e.batch(|tx| {
+            if !table_exists(tx, &shadow)? {
+                // Swapped meanwhile by an overlapping run (without the run lock).
+                return Ok(((true, 0), 0));
+            }
             let cursor: i64 = state_get(tx, &cursor_key(table))?
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(i64::MIN);
@@ -511,6 +515,10 @@ fn swap(e: &mut Engine<'_>, table: &str) -> anyhow::Result<bool> {
     e.batch(|tx| {
         let shadow = shadow_name(&table);
         let old = old_name(&table);
+        if !table_exists(tx, &shadow)? {
+            // Swapped meanwhile by an overlapping run (without the run lock).
+            return Ok((true, 0));
+        }
         let sql = super::probe::stored_sql(tx, "table", &table)?
             .ok_or_else(|| anyhow::anyhow!("table {table} does not exist"))?;
         if state_get(tx, &sql_key(&table))?.as_deref() != Some(sql.as_str()) {
