@@ -31,7 +31,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::batch::Deadline;
 use super::engine::Engine;
 use super::state::{state_get, state_set, state_table_sql};
-use super::{object_exists, table_exists};
+use super::table_exists;
 use crate::catalog::quote_ident;
 
 /// Prefix of a shadow table, its indexes and its triggers.
@@ -288,15 +288,23 @@ fn triggers_sql(table: &str, shadow: &str, cols: &[String], replace: bool) -> St
 }
 
 /// The shadow's final index set: the live table's named indexes, then the
-/// new ones it does not have yet.
+/// new ones; a new index with the name of a live one replaces its
+/// definition (a repair of a wrong index).
 fn wanted(conn: &Connection, table: &str, new: &[NamedIndex]) -> anyhow::Result<Vec<NamedIndex>> {
-    let mut v = named_indexes(conn, table)?;
-    for n in new {
-        if !v.iter().any(|x| x.name == n.name) {
-            v.push(n.clone());
-        }
-    }
+    let mut v: Vec<NamedIndex> = named_indexes(conn, table)?
+        .into_iter()
+        .filter(|l| !new.iter().any(|n| n.name == l.name))
+        .collect();
+    v.extend(new.iter().cloned());
     Ok(v)
+}
+
+/// The same key, uniqueness and `WHERE` (names aside).
+fn same_definition(a: &str, b: &str) -> bool {
+    match (index_sql_for(a, "i", "t"), index_sql_for(b, "i", "t")) {
+        (Ok(x), Ok(y)) => x.split_whitespace().eq(y.split_whitespace()),
+        _ => false,
+    }
 }
 
 /// Final names of the indexes the shadow of `table` carries.
@@ -424,10 +432,17 @@ fn start(e: &mut Engine<'_>, table: &str, new: &[NamedIndex]) -> anyhow::Result<
             );
         }
         tx.execute_batch(&table_sql_for(&sql, &shadow)?)?;
+        // A UNIQUE index of the shadow that the live table lacks (or has
+        // with another definition) makes the triggers insert plainly.
+        let live = named_indexes(tx, &table)?;
         let mut uniques_new = false;
         for i in wanted(tx, &table, &new)? {
             let s = index_sql_for(&i.sql, &format!("{PREFIX}{}", i.name), &shadow)?;
-            if s.starts_with("CREATE UNIQUE") && !object_exists(tx, "index", &i.name)? {
+            if s.starts_with("CREATE UNIQUE")
+                && !live
+                    .iter()
+                    .any(|l| l.name == i.name && same_definition(&l.sql, &i.sql))
+            {
                 uniques_new = true;
             }
             tx.execute_batch(&s)?;
@@ -589,10 +604,14 @@ fn swap(e: &mut Engine<'_>, table: &str) -> anyhow::Result<bool> {
             let Some(name) = si.name.strip_prefix(PREFIX) else {
                 continue;
             };
-            let final_sql = match live.iter().find(|l| l.name == name) {
-                Some(l) => l.sql.clone(),
-                None => state_get(tx, &format!("online_build.{table}.index.{name}"))?
-                    .unwrap_or(index_sql_for(&si.sql, name, &table)?),
+            // A new (or repaired) index: the statement stored at the start;
+            // one the live table had: its own text.
+            let final_sql = match state_get(tx, &format!("online_build.{table}.index.{name}"))? {
+                Some(s) => s,
+                None => match live.iter().find(|l| l.name == name) {
+                    Some(l) => l.sql.clone(),
+                    None => index_sql_for(&si.sql, name, &table)?,
+                },
             };
             tx.execute(
                 "UPDATE sqlite_master SET name = ?1, sql = ?2 WHERE type = 'index' AND name = ?3",
