@@ -54,6 +54,11 @@ pub const CYCLE: &[Step] = &[
         why: "build the neighbor graph from the observations",
     },
     Step {
+        args: &["backfill", "resolved-path"],
+        expect: &[0],
+        why: "resolve hop prefixes against the graph build-edges has just built",
+    },
+    Step {
         args: &["prune", "--dry-run"],
         expect: &[0],
         why: "what daily retention would delete",

@@ -123,6 +123,25 @@ pub fn edges_waiting(conn: &Connection, after: i64) -> anyhow::Result<Waiting> {
 /// summed over its batches since the last `--reset` (kept in the batch's
 /// own transaction, so a killed run counts exactly what it committed; a
 /// row visited again after its cursor was lowered counts again).
+/// The highest observation id resolved-path may resolve now: the
+/// build-edges watermark, because the neighbor graph decides ambiguous hops
+/// and an observation resolved before build-edges counted it (and its
+/// neighbours) is resolved against a graph that lacks it, then left behind
+/// the cursor. `None` when there is no limit: build-edges never ran here but
+/// `neighbor_edges` has rows (built by CoreScope itself). `Some(0)` when
+/// there is no graph at all.
+pub fn resolve_ceiling(conn: &Connection) -> anyhow::Result<Option<i64>> {
+    if let Some(w) = super::edge_state::read_watermark(conn, super::edge_state::WATERMARK_KEY)? {
+        return Ok(Some(w));
+    }
+    let has_edges = table_exists(conn, "neighbor_edges")?
+        && conn.query_row("SELECT EXISTS (SELECT 1 FROM neighbor_edges)", [], |r| {
+            r.get::<_, bool>(0)
+        })?;
+    Ok((!has_edges).then_some(0))
+}
+
+/// State key of a task's count of visited rows given no value.
 pub fn skipped_key(task: &str) -> String {
     format!("jobs.backfill.{task}.skipped")
 }

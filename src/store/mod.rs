@@ -7,6 +7,7 @@
 //! - [`error`]: the one classification of SQLite errors into messages.
 //! - [`state`]: the `_corescope_state` table.
 //! - [`probe`]: schema probes against the catalog.
+//! - [`schema_diff`]: every difference between a schema and the catalog.
 //! - [`engine`]: the batch engine of write commands (transaction under the
 //!   lock budget, fairness pause, dry run, deadline, checkpoints, progress).
 //! - [`batch`]: batch sizing under the lock budget and the deadline.
@@ -31,6 +32,7 @@ pub mod outfile;
 pub mod precheck;
 pub mod probe;
 pub mod runlock;
+pub mod schema_diff;
 pub mod shadow;
 pub mod state;
 pub mod values;

@@ -264,7 +264,9 @@ pub fn index_missing(conn: &Connection, i: &catalog::IndexDef) -> rusqlite::Resu
 pub fn missing_objects(conn: &Connection, target: Target) -> rusqlite::Result<Vec<String>> {
     let mut missing = missing_structure(conn, target)?;
     for i in catalog::INDEXES.iter().filter(|i| target.includes(i.since)) {
-        if index_missing(conn, i)? {
+        // A UNIQUE index the ingestor's UPSERT names (the dedup index) with
+        // another definition stops the ingestor as surely as a missing one.
+        if index_missing(conn, i)? || (i.unique_check.is_some() && index_breaks(conn, i)?) {
             missing.push(format!("index:{}", i.name));
         }
     }
@@ -492,6 +494,64 @@ pub fn normalise_sql(sql: &str) -> String {
     strip_if_not_exists(&out)
 }
 
+/// How an existing index differs from the catalog's definition of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexDiff {
+    /// The same statement (whitespace, case and `IF NOT EXISTS` aside).
+    Same,
+    /// Different text, same behaviour for every CoreScope statement.
+    Harmless,
+    /// A CoreScope statement would fail or behave differently: UNIQUE
+    /// added or missing, another table, a partial index without its
+    /// `WHERE`, or the dedup index on other keys than the ingestor's
+    /// UPSERT names in its `ON CONFLICT` target.
+    Breaks,
+}
+
+/// The one rule deciding whether a stored index is the catalog's, used by
+/// `check --diff`, `check`'s readiness and `migrate`'s repair.
+pub fn index_diff(name: &str, want_sql: &str, have_sql: &str) -> IndexDiff {
+    let (w, h) = (
+        normalise_sql(want_sql).to_ascii_lowercase(),
+        normalise_sql(have_sql).to_ascii_lowercase(),
+    );
+    if w == h {
+        return IndexDiff::Same;
+    }
+    let unique = |s: &str| s.starts_with("create unique ");
+    let where_of = |s: &str| s.find(" where ").map(|i| s[i..].replace(' ', ""));
+    let end_of_keys = |s: &str| s.find(" where ").unwrap_or(s.len());
+    let keys_of = |s: &str| {
+        let end = end_of_keys(s);
+        let start = s.find('(').unwrap_or(end).min(end);
+        s[start..end].replace(' ', "")
+    };
+    let table_of = |s: &str| {
+        let start = s.find(" on ").map_or(0, |i| i + 4);
+        let end = s.find('(').unwrap_or(s.len()).max(start);
+        s[start..end]
+            .trim()
+            .trim_matches(['"', '`', '[', ']'])
+            .to_string()
+    };
+    if unique(&w) != unique(&h)
+        || table_of(&w) != table_of(&h)
+        || (where_of(&w).is_some() && where_of(&w) != where_of(&h))
+        || (name == catalog::DEDUP_INDEX && keys_of(&w) != keys_of(&h))
+    {
+        IndexDiff::Breaks
+    } else {
+        IndexDiff::Harmless
+    }
+}
+
+/// Does the catalog index exist under its name with a definition that
+/// breaks a CoreScope statement (see [`index_diff`])?
+pub fn index_breaks(conn: &Connection, i: &catalog::IndexDef) -> rusqlite::Result<bool> {
+    Ok(stored_sql(conn, "index", i.name)?
+        .is_some_and(|have| index_diff(i.name, i.sql, &have) == IndexDiff::Breaks))
+}
+
 fn strip_if_not_exists(sql: &str) -> String {
     for kind in ["TABLE", "UNIQUE INDEX", "INDEX", "VIEW", "TRIGGER"] {
         let prefix = format!("CREATE {kind} ");
@@ -506,6 +566,26 @@ fn strip_if_not_exists(sql: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_diff_tells_breaking_from_harmless() {
+        let dedup = "CREATE UNIQUE INDEX IF NOT EXISTS idx_observations_dedup ON observations(transmission_id, observer_idx, COALESCE(path_json, ''))";
+        let d = |have: &str| index_diff(catalog::DEDUP_INDEX, dedup, have);
+        assert_eq!(d("CREATE UNIQUE INDEX idx_observations_dedup ON observations(transmission_id,observer_idx,COALESCE(path_json,''))"), IndexDiff::Harmless);
+        assert_eq!(d("CREATE UNIQUE INDEX idx_observations_dedup ON observations(transmission_id, observer_idx, COALESCE(path_json, ''))"), IndexDiff::Same);
+        assert_eq!(d("CREATE UNIQUE INDEX idx_observations_dedup ON observations(transmission_id, observer_idx, path_json)"), IndexDiff::Breaks);
+        assert_eq!(d("CREATE INDEX idx_observations_dedup ON observations(transmission_id, observer_idx, COALESCE(path_json, ''))"), IndexDiff::Breaks);
+        assert_eq!(d("CREATE UNIQUE INDEX idx_observations_dedup ON obs2(transmission_id, observer_idx, COALESCE(path_json, ''))"), IndexDiff::Breaks);
+        let partial = "CREATE INDEX IF NOT EXISTS idx_tx_channel_hash ON transmissions(channel_hash) WHERE payload_type = 5";
+        let p = |have: &str| index_diff("idx_tx_channel_hash", partial, have);
+        assert_eq!(p("CREATE INDEX idx_tx_channel_hash ON transmissions(channel_hash) WHERE payload_type=5"), IndexDiff::Harmless);
+        assert_eq!(
+            p("CREATE INDEX idx_tx_channel_hash ON transmissions(channel_hash)"),
+            IndexDiff::Breaks
+        );
+        assert_eq!(p("CREATE INDEX idx_tx_channel_hash ON transmissions(channel_hash) WHERE payload_type = 4"), IndexDiff::Breaks);
+        assert_eq!(p("CREATE INDEX idx_tx_channel_hash ON transmissions(payload_type, channel_hash) WHERE payload_type = 5"), IndexDiff::Harmless);
+    }
 
     fn v(s: &[&str]) -> Vec<String> {
         s.iter().map(|x| (*x).to_string()).collect()

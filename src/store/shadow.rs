@@ -556,6 +556,17 @@ fn swap(e: &mut Engine<'_>, table: &str) -> anyhow::Result<bool> {
         if live.iter().any(|i| !have.contains(&i.name)) {
             return Ok((false, 0));
         }
+        // A final name must be free once the live table's indexes move away.
+        for name in &have {
+            let taken: i64 = tx.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = ?1 AND NOT (type = 'index' AND tbl_name = ?2)",
+                rusqlite::params![name, table],
+                |r| r.get(0),
+            )?;
+            if taken > 0 {
+                return Ok((false, 0));
+            }
+        }
         // Every live row is in the shadow (the copy reached the end).
         if state_get(tx, &cursor_key(&table))?.as_deref() != Some(i64::MAX.to_string().as_str()) {
             anyhow::bail!("internal error: swap of {table} before its copy ended");

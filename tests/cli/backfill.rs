@@ -572,6 +572,14 @@ fn path_json_hops_reopen_resolved_path_cursor() {
     insert_tx(&c, 1, EX_B, 5, None);
     insert_obs(&c, 1, 1, 1, None, Some(EX_B));
     insert_obs(&c, 2, 1, 2, Some(r#"["59"]"#), None);
+    // A graph CoreScope built itself (no build-edges watermark): resolved-path
+    // runs without waiting, so its cursor can pass a row path-json fills later.
+    c.execute_batch(&format!(
+        "INSERT INTO neighbor_edges (node_a, node_b, count, last_seen) VALUES ('{}', '{}', 1, '2026-01-01T00:00:00Z')",
+        key("59"),
+        key("60")
+    ))
+    .unwrap();
     drop(c);
     // resolved-path first: only row 2 has hops.
     let v = run_json(&db, &["resolved-path"]);
@@ -668,6 +676,27 @@ fn dry_run_writes_nothing_and_max_seconds_zero_resumes() {
     let v = run_json(&db, &[]);
     assert_eq!(v["complete"], true);
     assert_eq!(n(&v, "from-pubkey", "updated"), fp);
+    // No neighbor graph yet: resolved-path resolves nothing, every candidate
+    // waits for build-edges and stays pending.
+    let waiting = &v["tasks"]["resolved-path"]["waiting_for_edges"];
+    assert_eq!(waiting["edges_upto"], 0);
+    assert!(waiting["rows"].as_i64().unwrap() > 0);
+    assert_eq!(n(&v, "resolved-path", "scanned"), 0);
+    assert_eq!(waiting["rows"], v["tasks"]["resolved-path"]["remaining"]);
+    bin()
+        .args(["-q", "build-edges", "--db"])
+        .arg(&db)
+        .assert()
+        .code(0);
+    let after = run_json(&db, &["resolved-path"]);
+    assert_eq!(after["complete"], true);
+    assert!(
+        after["tasks"]["resolved-path"]
+            .get("waiting_for_edges")
+            .is_none(),
+        "{after}"
+    );
+    assert!(n(&after, "resolved-path", "updated") > 0);
     // check counts with the same code: nothing pending after a full run,
     // although unresolvable paths stay NULL.
     let out = bin()

@@ -18,6 +18,7 @@ mod logging;
 mod man_pages;
 mod metrics_file;
 mod migrate_check;
+mod migrate_index_repairs;
 mod migrate_online;
 mod migrate_repairs;
 mod prune;

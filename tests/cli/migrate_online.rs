@@ -581,3 +581,62 @@ fn online_migrate_converges_after_kills() {
     });
     assert_eq!(rep.converged, rep.trials);
 }
+
+/// Indexes with a definition that breaks CoreScope (a UNIQUE dedup index on
+/// the wrong key, a partial index without its WHERE) are replaced through
+/// the online path on a large table: the result equals an `--offline`
+/// migrate (direct DROP + CREATE), and the ingestor's UPSERT works.
+#[test]
+fn wrong_indexes_are_repaired_online_like_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = one_index_missing(dir.path());
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "DROP INDEX idx_observations_dedup;
+             CREATE UNIQUE INDEX idx_observations_dedup ON observations(transmission_id, observer_idx, path_json);
+             DROP INDEX idx_tx_channel_hash; CREATE INDEX idx_tx_channel_hash ON transmissions(channel_hash);",
+        )
+        .unwrap();
+    let offline = dir.path().join("offline.db");
+    copy_db(&db, &offline);
+    let j = json_of(
+        run_ok(&["migrate", "--json", FORCE, "100"], &db, 0)
+            .stdout
+            .as_bytes(),
+    );
+    let built: Vec<String> = j["online_builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| {
+            b["indexes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_str().unwrap().to_string())
+        })
+        .collect();
+    for want in [
+        "idx_observations_dedup",
+        "idx_tx_channel_hash",
+        "idx_observations_tx_ts",
+    ] {
+        assert!(
+            built.iter().any(|b| b == want),
+            "{want} not built online: {built:?}"
+        );
+    }
+    integrity(&db).unwrap();
+    no_leftovers(&db);
+    run_ok(&["migrate", "-q", "--offline"], &offline, 0);
+    if let Some(d) = first_difference(&snapshot(&db), &snapshot(&offline)) {
+        panic!("online repair differs from offline: {d}");
+    }
+    run_ok(&["check", "-q"], &db, 0);
+    let ops = script(&db, 8);
+    let c = writer_conn(&db);
+    for op in &ops {
+        apply(&c, op).unwrap();
+    }
+}

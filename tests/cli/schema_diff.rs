@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::harness::{Corescope, Fixture};
 
-fn created(dir: &Path) -> PathBuf {
+pub(crate) fn created(dir: &Path) -> PathBuf {
     let db = dir.join("d.db");
     Corescope::new()
         .db(&db)
@@ -17,14 +17,14 @@ fn created(dir: &Path) -> PathBuf {
     db
 }
 
-fn alter(db: &Path, sql: &str) {
+pub(crate) fn alter(db: &Path, sql: &str) {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.execute_batch(sql).unwrap();
 }
 
 /// Change a stored CREATE statement in place (SQLite cannot alter a
 /// column's type or constraints).
-fn edit_schema(db: &Path, name: &str, from: &str, to: &str) {
+pub(crate) fn edit_schema(db: &Path, name: &str, from: &str, to: &str) {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.execute_batch("PRAGMA writable_schema = ON").unwrap();
     let n = conn
@@ -44,7 +44,7 @@ fn edit_schema(db: &Path, name: &str, from: &str, to: &str) {
 }
 
 /// `check --diff --json` with the expected exit code: its `diff` entries.
-fn diff(db: &Path, code: i32) -> Vec<Value> {
+pub(crate) fn diff(db: &Path, code: i32) -> Vec<Value> {
     let before = std::fs::read(db).unwrap();
     let j = Corescope::new()
         .db(db)
@@ -209,7 +209,7 @@ fn diff_dedup_index_without_coalesce_breaks() {
     assert!(d[0]["fix"]
         .as_str()
         .unwrap()
-        .starts_with("DROP INDEX idx_observations_dedup; then run `corescope migrate`"));
+        .starts_with("run `corescope migrate` (it drops and re-creates idx_observations_dedup"));
 }
 
 #[test]

@@ -31,12 +31,25 @@ pub struct TaskReport {
     /// their own (never derived, see docs/backfill.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub without_raw_hex: Option<i64>,
+    /// resolved-path: candidates left for a later run because build-edges
+    /// has not counted them yet (null when none wait).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for_edges: Option<WaitingForEdges>,
     /// observer-blacklist: ids that matched no observer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unmatched: Option<Vec<String>>,
     /// The task started (not skipped by --max-seconds).
     #[serde(skip)]
     pub ran: bool,
+}
+
+/// resolved-path rows that wait for build-edges.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct WaitingForEdges {
+    /// Candidates above the build-edges watermark.
+    pub rows: i64,
+    /// The build-edges watermark (0: no neighbor graph yet).
+    pub edges_upto: i64,
 }
 
 impl TaskReport {
@@ -111,6 +124,21 @@ impl Report for BackfillReport {
                     human,
                     "observer ids matching no observer: {}",
                     unmatched.join(", ")
+                );
+            }
+            if let Some(w) = r.waiting_for_edges {
+                let graph = if w.edges_upto == 0 {
+                    "build-edges has not counted any observation yet".to_string()
+                } else {
+                    format!(
+                        "build-edges has counted observations up to id {}",
+                        w.edges_upto
+                    )
+                };
+                let _ = writeln!(
+                    human,
+                    "resolved-path: {} rows wait for the neighbor graph ({graph}); it decides ambiguous hops, so run `corescope build-edges` and they are resolved by the next backfill",
+                    w.rows
                 );
             }
             if let Some(c) = r.conflicts.filter(|c| *c > 0) {

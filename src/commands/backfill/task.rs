@@ -19,7 +19,7 @@ use crate::store::edge_state::{
 use crate::store::engine::{self, Engine};
 use crate::store::{self, table_exists};
 
-use super::report::TaskReport;
+use super::report::{TaskReport, WaitingForEdges};
 use super::rows::{derive_row, fetch, load_resolve_ctx, write_row, Row};
 
 /// Reason recorded with the build-edges marker when this task gives hops to
@@ -150,11 +150,27 @@ pub(super) fn run_row_task(
     } else {
         read_cursor(e.conn(), task)?
     };
-    let upto: i64 = e.conn().query_row(
+    let mut upto: i64 = e.conn().query_row(
         &format!("SELECT COALESCE(MAX(id), 0) FROM {table}"),
         [],
         |r| r.get(0),
     )?;
+    if task == BackfillTask::ResolvedPath {
+        // Rows build-edges has not counted yet wait for it (see
+        // `resolve_ceiling`); they stay candidates after the cursor.
+        if let Some(ceiling) = crate::store::backfill_state::resolve_ceiling(e.conn())? {
+            if ceiling < upto {
+                let waiting: i64 =
+                    e.conn()
+                        .query_row(&total_sql, params![cursor.max(ceiling), upto], |r| r.get(0))?;
+                rep.waiting_for_edges = Some(WaitingForEdges {
+                    rows: waiting,
+                    edges_upto: ceiling,
+                });
+                upto = ceiling.max(cursor);
+            }
+        }
+    }
     let total: i64 = e
         .conn()
         .query_row(&total_sql, params![cursor, upto], |r| r.get(0))?;

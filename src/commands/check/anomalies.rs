@@ -249,10 +249,13 @@ fn data_anomalies(conn: &Connection, s: &mut Scans, w: &mut Vec<Warning>) -> any
 fn repair_anomalies(conn: &Connection, s: &mut Scans, w: &mut Vec<Warning>) -> anyhow::Result<()> {
     let ocols = store::columns(conn, "observations")?;
     let has_o = |c: &str| ocols.iter().any(|x| x == c);
-    // While the UNIQUE index exists there can be no duplicates: not scanned for.
-    if !store::object_exists(conn, "index", crate::catalog::DEDUP_INDEX)?
-        && s.wants("duplicate_dedup_keys")
-    {
+    // While the UNIQUE index exists there can be no duplicates: not scanned
+    // for (an index of that name with another definition does not count).
+    let dedup_holds = match crate::catalog::index(crate::catalog::DEDUP_INDEX) {
+        Some(i) => !probe::index_missing(conn, i)? && !probe::index_breaks(conn, i)?,
+        None => false,
+    };
+    if !dedup_holds && s.wants("duplicate_dedup_keys") {
         let (groups, surplus) = probe::duplicate_dedup_groups(conn)?;
         if groups > 0 {
             let sample = probe::duplicate_dedup_sample(conn, 3)?;

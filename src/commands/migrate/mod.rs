@@ -90,6 +90,7 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
             already,
             complete: false,
             max_lock_hold_ms: 0.0,
+            not_repaired: Vec::new(),
             path: path.display().to_string(),
         },
         done: Done::default(),
@@ -187,6 +188,7 @@ fn finish(
             .map(|m| m.name.to_string())
             .collect(),
     );
+    rep.common.not_repaired = store::schema_diff::not_repaired_by_migrate(conn, target)?;
     let (text_total, _) = probe::text_observer_idx(conn)?;
     if text_total > 0 {
         rep.done.notes.push(format!(
@@ -247,16 +249,17 @@ fn finish(
 }
 
 fn dry_run(ctx: &Ctx, args: &MigrateArgs, exists: bool) -> anyhow::Result<DryRunReport> {
-    let (plan, already) = if !exists && args.create {
+    let (plan, already, not_repaired) = if !exists && args.create {
         // Plan against an empty schema; nothing is created.
         let conn = Connection::open_in_memory()?;
-        (plan(&conn, args.target, true)?, 0)
+        (plan(&conn, args.target, true)?, 0, Vec::new())
     } else {
         let ro = ReadOnlyDb::open(&ctx.db_path, ctx.busy_timeout_ms)?;
         refuse_v2(ro.reader(), &ctx.db_path)?;
         (
             plan(ro.reader(), args.target, true)?,
             count_already(ro.reader(), args.target)?,
+            store::schema_diff::not_repaired_by_migrate(ro.reader(), args.target)?,
         )
     };
     let mut plan = plan;
@@ -298,6 +301,7 @@ fn dry_run(ctx: &Ctx, args: &MigrateArgs, exists: bool) -> anyhow::Result<DryRun
             already,
             complete: true,
             max_lock_hold_ms: 0.0,
+            not_repaired,
             path: ctx.db_path.display().to_string(),
         },
         planned,

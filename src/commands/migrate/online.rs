@@ -95,7 +95,7 @@ impl Online {
         };
         let mut missing: Vec<&'static IndexDef> = Vec::new();
         for i in step_idx {
-            if probe::index_missing(conn, i)? && store::table_exists(conn, i.table)? {
+            if needed(conn, i)? && store::table_exists(conn, i.table)? {
                 missing.push(i);
             }
         }
@@ -129,7 +129,7 @@ impl Online {
         {
             if i.unique_check.is_none()
                 && !all.iter().any(|x| x.name == i.name)
-                && probe::index_missing(conn, i)?
+                && needed(conn, i)?
                 && has(i)
             {
                 all.push(i);
@@ -202,7 +202,7 @@ impl Online {
     ) -> anyhow::Result<bool> {
         for n in m.indexes {
             let Some(i) = catalog::index(n) else { continue };
-            if !probe::index_missing(conn, i)? {
+            if !needed(conn, i)? {
                 continue;
             }
             let cols = store::columns(conn, i.table)?;
@@ -228,7 +228,7 @@ impl Online {
                     .indexes
                     .iter()
                     .filter_map(|n| catalog::index(n))
-                    .filter(|i| probe::index_missing(conn, i).unwrap_or(false))
+                    .filter(|i| needed(conn, i).unwrap_or(false))
                     .collect();
                 match idx.first() {
                     Some(i) if self.large(conn, i.table)? => (i.table, idx),
@@ -254,6 +254,22 @@ impl Online {
         step.rows = Some(rows);
         Ok(true)
     }
+}
+
+/// Missing, or there with a definition that breaks a CoreScope statement
+/// (rebuilt with the catalog's definition under the same name) — unless
+/// an index of that name belongs to another table: that one is replaced
+/// by the step's direct `DROP INDEX` + `CREATE INDEX`.
+fn needed(conn: &Connection, i: &IndexDef) -> anyhow::Result<bool> {
+    if probe::index_missing(conn, i)? {
+        return Ok(true);
+    }
+    let on_table: bool = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?1 AND tbl_name = ?2",
+        [i.name, i.table],
+        |r| r.get::<_, i64>(0),
+    )? > 0;
+    Ok(on_table && probe::index_breaks(conn, i)?)
 }
 
 /// Add the columns `m` declares that are missing (one transaction).

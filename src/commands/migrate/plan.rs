@@ -142,18 +142,32 @@ impl Planner<'_> {
                 .is_some_and(|v| v.iter().any(|x| x == c))
     }
 
+    /// Missing, or there under its name with a definition that breaks a
+    /// CoreScope statement (then it is dropped and re-created).
     fn index_missing(&self, i: &IndexDef) -> anyhow::Result<bool> {
-        Ok(self.new_tables.contains(&i.table) || probe::index_missing(self.conn, i)?)
+        Ok(self.new_tables.contains(&i.table)
+            || probe::index_missing(self.conn, i)?
+            || self.index_breaks(i)?)
     }
 
-    fn create_index(&mut self, i: &'static IndexDef) {
+    fn index_breaks(&self, i: &IndexDef) -> anyhow::Result<bool> {
+        Ok(!self.new_tables.contains(&i.table) && probe::index_breaks(self.conn, i)?)
+    }
+
+    fn create_index(&mut self, i: &'static IndexDef) -> anyhow::Result<()> {
         self.planned_idx.push(i.name);
+        let detail = if self.index_breaks(i)? {
+            replace_detail(i)
+        } else {
+            format!("create index {} on {}", i.name, i.table)
+        };
         self.push(
             Action::CreateIndex(i),
             format!("index:{}", i.name),
-            format!("create index {} on {}", i.name, i.table),
+            detail,
             None,
         );
+        Ok(())
     }
 
     /// Phase 1: missing tables.
@@ -207,7 +221,7 @@ impl Planner<'_> {
                 .iter()
                 .all(|c| self.has_col(i.table, c))
             {
-                self.create_index(i);
+                self.create_index(i)?;
             }
         }
         Ok(())
@@ -226,7 +240,10 @@ impl Planner<'_> {
             }
             for i in m.indexes {
                 if let Some(def) = catalog::index(i) {
-                    if self.index_missing(def)? {
+                    if self.index_breaks(def)? {
+                        what.push(replace_detail(def));
+                        self.planned_idx.push(def.name);
+                    } else if self.index_missing(def)? {
                         what.push(format!("index {i}"));
                         self.planned_idx.push(def.name);
                     }
@@ -319,17 +336,22 @@ impl Planner<'_> {
                 continue;
             }
             if i.unique_check.is_none() {
-                self.create_index(i);
+                self.create_index(i)?;
                 continue;
             }
             self.merge_duplicates(i)?;
-            self.push(
-                Action::DedupIndex,
-                format!("index:{}", i.name),
+            let detail = if self.index_breaks(i)? {
+                format!("{} (after checking for duplicate keys)", replace_detail(i))
+            } else {
                 format!(
                     "create unique index {} (after checking for duplicate keys)",
                     i.name
-                ),
+                )
+            };
+            self.push(
+                Action::DedupIndex,
+                format!("index:{}", i.name),
+                detail,
                 None,
             );
         }
@@ -400,6 +422,14 @@ impl Planner<'_> {
         }
         Ok(())
     }
+}
+
+/// What a step that replaces a wrong index does.
+fn replace_detail(i: &IndexDef) -> String {
+    format!(
+        "drop and re-create index {} on {} (its definition breaks a CoreScope statement; `corescope check --diff` shows it)",
+        i.name, i.table
+    )
 }
 
 /// Label of the duplicate-observation merge step.

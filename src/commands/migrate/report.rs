@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::error::{EXIT_NOT_READY, EXIT_OK};
 use crate::report::{self, Report};
+use crate::store::schema_diff::DiffEntry;
 
 /// A step that was applied.
 #[derive(Debug, Serialize)]
@@ -47,6 +48,10 @@ pub struct Common {
     pub already: i64,
     pub complete: bool,
     pub max_lock_hold_ms: f64,
+    /// Differences that break CoreScope statements and that `migrate`
+    /// does not repair (a column of the wrong type), each with its manual
+    /// procedure; also in `check --diff`.
+    pub not_repaired: Vec<DiffEntry>,
     /// The database path as shown to humans.
     #[serde(skip)]
     pub path: String,
@@ -135,6 +140,7 @@ impl Report for MigrateReport {
         for n in &self.done.notes {
             let _ = writeln!(h, "note: {n}");
         }
+        not_repaired_lines(&mut h, &self.common.not_repaired);
         if !self.verdict.ready {
             let missing = if self.verdict.missing.is_empty() {
                 "nothing".to_string()
@@ -160,6 +166,17 @@ impl Report for MigrateReport {
         } else {
             EXIT_NOT_READY
         }
+    }
+}
+
+/// The human lines of the differences migrate leaves to the operator.
+fn not_repaired_lines(h: &mut String, entries: &[DiffEntry]) {
+    for e in entries {
+        let _ = writeln!(
+            h,
+            "NOT REPAIRED {}: the database has {}, the catalog wants {}; {}",
+            e.object, e.actual, e.expected, e.fix
+        );
     }
 }
 
@@ -190,10 +207,12 @@ pub struct DryRunReport {
 impl Report for DryRunReport {
     fn human(&self) -> String {
         if self.planned.is_empty() {
-            return format!(
+            let mut h = format!(
                 "{}: nothing to do for target {} (dry run)\n",
                 self.common.path, self.common.target
             );
+            not_repaired_lines(&mut h, &self.common.not_repaired);
+            return h;
         }
         let mut t = report::table(&["step", "what", "rows"]);
         for s in &self.planned {
@@ -203,11 +222,13 @@ impl Report for DryRunReport {
                 s.rows.map(|r| r.to_string()).unwrap_or_default(),
             ]);
         }
-        format!(
+        let mut h = format!(
             "{t}\n{}: {} steps planned for target {} (dry run: nothing was changed)\n",
             self.common.path,
             self.planned.len(),
             self.common.target
-        )
+        );
+        not_repaired_lines(&mut h, &self.common.not_repaired);
+        h
     }
 }

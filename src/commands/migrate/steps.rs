@@ -76,7 +76,15 @@ fn create_index(e: &mut Engine<'_>, i: &IndexDef) -> anyhow::Result<Applied> {
             needed.join(", ")
         )));
     }
-    ddl(e, i.sql)
+    once(e, |tx| {
+        // Decided again inside the transaction (an overlapping run may have
+        // done it).
+        if let Some(sql) = index_ddl(tx, i)? {
+            tx.execute_batch(&sql)?;
+        }
+        Ok(())
+    })?;
+    Ok(Applied::Done(0))
 }
 
 fn add_column(e: &mut Engine<'_>, table: &str, c: &ColumnDef) -> anyhow::Result<Applied> {
@@ -110,10 +118,13 @@ fn dedup_index(e: &mut Engine<'_>, notes: &mut Vec<String>) -> anyhow::Result<Ap
              ingestor cannot start without it: run `corescope migrate` again to merge them"
         )));
     }
-    let sql = catalog::index(catalog::DEDUP_INDEX)
-        .map(|i| i.sql)
-        .unwrap_or_default();
-    ddl(e, sql)
+    let Some(i) = catalog::index(catalog::DEDUP_INDEX) else {
+        return Ok(Applied::Skipped(format!(
+            "{} is not in the catalog",
+            catalog::DEDUP_INDEX
+        )));
+    };
+    create_index(e, i)
 }
 
 fn view(e: &mut Engine<'_>, v: &ViewDef) -> anyhow::Result<Applied> {
@@ -176,12 +187,25 @@ fn migration_ddl(conn: &Connection, m: &'static MigrationDef) -> anyhow::Result<
     }
     for i in m.indexes {
         if let Some(def) = catalog::index(i) {
-            if probe::index_missing(conn, def)? {
-                ddl.push(def.sql.to_string());
-            }
+            ddl.extend(index_ddl(conn, def)?);
         }
     }
     Ok(ddl)
+}
+
+/// The statement that gives the database the catalog's index `i`: create it
+/// when missing; drop and re-create it (in the same transaction) when an
+/// index of that name breaks a CoreScope statement; nothing when it is fine
+/// or its table does not want it.
+fn index_ddl(conn: &Connection, i: &IndexDef) -> anyhow::Result<Option<String>> {
+    if probe::index_breaks(conn, i)? {
+        return Ok(Some(format!(
+            "DROP INDEX {};\n{}",
+            catalog::quote_ident(i.name),
+            i.sql
+        )));
+    }
+    Ok(probe::index_missing(conn, i)?.then(|| i.sql.to_string()))
 }
 
 fn record(tx: &Connection, m: &MigrationDef) -> anyhow::Result<()> {
