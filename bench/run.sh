@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # corescope benchmark harness (run by hand, not in CI). See bench/README.md.
 #
-#   bench/run.sh [--sizes "1M 10M"] [--runs 3] [--no-probe] [--out FILE]
+#   bench/run.sh [--sizes "1M 10M"] [--runs 3] [--no-probe] [--only "migrate check"] [--out FILE]
 #   (CORESCOPE_BIN=path benchmarks that binary instead of building this checkout)
 #
 # For each size: creates (once, cached in bench/cache/) synthetic databases with
@@ -18,12 +18,14 @@ SIZES="1M"
 RUNS=3
 PROBE=1
 OUT=""
+ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --sizes) SIZES="$2"; shift 2 ;;
         --runs) RUNS="$2"; shift 2 ;;
         --no-probe) PROBE=0; shift ;;
         --out) OUT="$2"; shift 2 ;;
+        --only) ONLY="$2"; shift 2 ;;
         -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
@@ -59,7 +61,7 @@ sqlcutoff() { date -u -d "@$((END_EPOCH - $1 * 86400))" '+%Y-%m-%d %H:%M:%S'; }
 
 # Subcommands of this build (clap's "Commands:" section).
 COMMANDS=$("$BIN" --help | awk '/^Commands:/{on=1;next} on&&/^[^ ]/{on=0} on&&/^  [a-z]/{print $1}')
-have() { grep -qx "$1" <<<"$COMMANDS"; }
+have() { grep -qx "$1" <<<"$COMMANDS" && { [ -z "$ONLY" ] || grep -qw -- "$1" <<<"$ONLY"; }; }
 echo "== commands in this build: $(echo $COMMANDS)" >&2
 
 size_args() {
@@ -170,6 +172,7 @@ run_size() {
         fi
         if have migrate; then
             copy_db "$seed" "$w"; measure "$size" "migrate (seed → latest)" corescope "$run" -- "$BIN" --db "$w" --json migrate
+            copy_db "$seed" "$w"; measure "$size" "migrate --offline (seed → latest)" corescope "$run" -- "$BIN" --db "$w" --json migrate --offline
         fi
         if have build-edges; then
             # As the README's cadence does: the path-json backfill runs before
@@ -200,6 +203,8 @@ run_size() {
     if have migrate; then
         copy_db "$seed" "$w"; sqlite3 "$w" "PRAGMA journal_mode=WAL" >/dev/null
         probe "$size" "migrate (seed → latest)" corescope "$w" -- "$BIN" --db "$w" -q migrate
+        copy_db "$seed" "$w"; sqlite3 "$w" "PRAGMA journal_mode=WAL" >/dev/null
+        probe "$size" "migrate --offline (seed → latest)" corescope "$w" -- "$BIN" --db "$w" -q migrate --offline
     fi
     if have build-edges; then
         copy_db "$base" "$w"; probe "$size" "build-edges --rebuild" corescope "$w" -- "$BIN" --db "$w" -q build-edges --rebuild

@@ -329,7 +329,7 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub create: bool,
 
-    /// No single write transaction of a data step holds the write lock longer than this (at least 20)
+    /// No single write transaction holds the write lock longer than this, index builds on large tables included (at least 20)
     #[arg(long, value_name = "MS", default_value_t = 200, value_parser = parse_max_lock_ms)]
     pub max_lock_ms: u64,
 
@@ -345,6 +345,17 @@ pub struct MigrateArgs {
     /// First copy the database to PATH (as `corescope backup PATH`; a new file), then migrate
     #[arg(long, value_name = "PATH", conflicts_with = "dry_run")]
     pub backup: Option<PathBuf>,
+    /// The ingestor is stopped: build each missing index with one CREATE INDEX (faster; holds the write lock for the whole build)
+    #[arg(long)]
+    pub offline: bool,
+
+    /// Stop cleanly at a batch boundary after S seconds (0 to 31536000, fractions allowed); the next run resumes
+    #[arg(long, value_name = "S", value_parser = max_seconds)]
+    pub max_seconds: Option<f64>,
+
+    /// Build indexes online on tables with at least N rows (default: 500 per ms of --max-lock-ms) (testing, tuning)
+    #[arg(long, value_name = "N", hide = true)]
+    pub online_min_rows: Option<u64>,
 }
 
 #[derive(Debug, Args)]

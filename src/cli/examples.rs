@@ -19,6 +19,8 @@ pub fn of(path: &str) -> &'static [Example] {
         "migrate" => &[
             ("corescope migrate --db /var/lib/corescope/meshcore.db", "bring the schema to the target 'latest' (the default)"),
             ("corescope migrate --db meshcore.db --dry-run", "the plan, with the rows each data step would touch; changes nothing"),
+            ("corescope migrate --db meshcore.db --max-seconds 600", "beside the running ingestor: large indexes are built online; stops after 10 minutes, the next run goes on"),
+            ("corescope migrate --db meshcore.db --offline", "the ingestor is stopped: build each index with one statement (several times faster)"),
             ("corescope migrate --db meshcore.db --target seed", "only what the CoreScope server of the seed version asserts"),
             ("corescope migrate --db /var/lib/corescope/new.db --create", "a new database: auto_vacuum=INCREMENTAL, WAL, the full schema"),
         ],

@@ -15,6 +15,7 @@
 //! - [`walk`]: generic batched walks on the engine (key cursor, rowid ranges,
 //!   repeat-until-short, key chunks).
 //! - [`runlock`]: the per-command run lock of write commands.
+//! - [`shadow`]: online table rebuilds (new indexes beside a live writer).
 //! - [`edge_state`], [`backfill_state`]: what `build-edges` and `backfill`
 //!   keep in the database, and probes of it (also read by `check`).
 //! - [`maintenance`]: incremental vacuum and WAL checkpoints.
@@ -34,6 +35,7 @@ pub mod precheck;
 pub mod probe;
 pub mod runlock;
 pub mod schema_diff;
+pub mod shadow;
 pub mod state;
 pub mod values;
 pub mod walk;

@@ -425,6 +425,26 @@ fn all_outputs(dir: &Path) -> Vec<(String, String, Value)> {
     }
     push(&n, run("migrate --dry-run", &["migrate", "--dry-run"], 0));
     push(&n, run("migrate", &["migrate"], 0));
+    // An index built online (forced on a small table).
+    {
+        let c = rusqlite::Connection::open(&n).expect("open new.db");
+        c.execute_batch(
+            "INSERT INTO transmissions (id, raw_hex, hash, first_seen) VALUES (1, '00', 'h1', '2026-01-01T00:00:00Z');
+             INSERT INTO observations (transmission_id, observer_idx, timestamp) VALUES (1, 1, 1767225600), (1, 2, 1767225601);
+             DROP INDEX idx_observations_transmission_id;",
+        )
+        .expect("drop an index");
+    }
+    let online = ["--online-min-rows", "1"];
+    push(
+        &n,
+        run(
+            "migrate --dry-run",
+            &["migrate", "--dry-run", online[0], online[1]],
+            0,
+        ),
+    );
+    push(&n, run("migrate", &["migrate", online[0], online[1]], 0));
     push(&dir.join("missing.db"), run(json_doc::ERROR, &["check"], 1));
     out
 }

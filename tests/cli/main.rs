@@ -22,6 +22,7 @@ mod man_pages;
 mod metrics_file;
 mod migrate_check;
 mod migrate_index_repairs;
+mod migrate_online;
 mod migrate_repairs;
 mod operator_output;
 mod prune;

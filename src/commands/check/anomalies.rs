@@ -276,6 +276,22 @@ fn repair_anomalies(conn: &Connection, s: &mut Scans, w: &mut Vec<Warning>) -> a
             ),
         });
     }
+    for p in crate::store::shadow::pending(conn)? {
+        w.push(Warning {
+            code: "online_build_pending",
+            message: if p.phase == "copy" {
+                format!(
+                    "an online index build of {} is pending (table {}, with triggers that copy every write to {} into it, which slows the ingestor's writes): `corescope migrate` finishes it, or removes it when it is no longer needed",
+                    p.table, p.object, p.table
+                )
+            } else {
+                format!(
+                    "the table {} that an online index build of {} replaced is still being removed: `corescope migrate` finishes it",
+                    p.object, p.table
+                )
+            },
+        });
+    }
     let stale = crate::store::edge_state::rebuild_reasons(conn)?;
     if !stale.is_empty() {
         w.push(Warning {

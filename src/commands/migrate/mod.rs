@@ -6,6 +6,7 @@
 //!   migrations);
 //! - [`data`]: the data steps of named migrations, in batches;
 //! - [`repairs`]: text `observer_idx`, the duplicate merge, `inactive_nodes`;
+//! - [`online`]: which index builds run online, beside a live ingestor;
 //! - [`report`]: the reports of a run and a dry run.
 //!
 //! Every write goes through the batch engine. Its tuning for batch jobs
@@ -18,6 +19,7 @@
 //! transaction at all.
 
 mod data;
+mod online;
 mod plan;
 mod repairs;
 mod report;
@@ -36,6 +38,7 @@ use crate::report::{ms, Outcome};
 use crate::store::edge_state::NEEDS_REBUILD_KEY;
 use crate::store::engine::{self, Engine};
 use crate::store::probe::{self, ObsShape};
+use crate::store::shadow::{self, Phase};
 use crate::store::{self, Deadline, ReadOnlyDb, WriteDb};
 
 use plan::{plan, Action, Step};
@@ -105,8 +108,10 @@ fn migrate(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
         );
     }
     refuse_v2(db.conn(), path)?;
+    let deadline = Deadline::new(args.max_seconds);
     let already = count_already(db.conn(), args.target)?;
     let plan = plan(db.conn(), args.target, false)?;
+    let mut online = online::Online::new(args, deadline);
     let mut e = Engine::new(
         engine::Target::Write(&mut db),
         engine::Settings {
@@ -137,12 +142,26 @@ fn migrate(ctx: &Ctx, args: &MigrateArgs) -> anyhow::Result<Outcome> {
         },
         build_edges_rebuild_needed: false,
         created,
+        online_builds: Vec::new(),
+        stopped: false,
     };
     let mut merged = MergeStats::default();
+    // A data step, once started, runs to its end; `--max-seconds` stops
+    // between steps and between the batches of an online build.
     for step in &plan {
+        if online.before_step(&mut e, step)? == Phase::Stopped || deadline.expired() {
+            rep.stopped = true;
+            break;
+        }
         apply_one(&mut e, step, &mut rep, &mut merged)?;
     }
+    // Builds no step of this run wanted (the index was created otherwise)
+    // are removed, and an old table left by a swap is finished.
+    if !rep.stopped && shadow::clean_up(&mut e, online.budget)? == Phase::Stopped {
+        rep.stopped = true;
+    }
     e.finish_progress();
+    rep.online_builds = std::mem::take(&mut online.builds);
     finish(&e, args.target, &mut rep, &merged)?;
     let stats = e.stats(true);
     if stats.transactions > 0 {
@@ -247,7 +266,27 @@ fn finish(
     rep.merged_observations.groups = merged.groups;
     rep.merged_observations.rows = merged.rows;
     rep.build_edges_rebuild_needed = needs_rebuild;
-    rep.common.complete = rep.verdict.ready;
+    if rep.stopped {
+        rep.done.notes.push(
+            "stopped by --max-seconds at a batch boundary; the next `corescope migrate` goes on where this one stopped"
+                .into(),
+        );
+    }
+    for b in &rep.online_builds {
+        rep.done.notes.push(format!(
+            "{}: {} built online ({} rows copied, {} rows of the replaced table removed){}",
+            b.table,
+            b.indexes.join(", "),
+            b.rows_copied,
+            b.old_rows_removed,
+            if b.complete {
+                ""
+            } else {
+                "; not finished, the next run goes on"
+            }
+        ));
+    }
+    rep.common.complete = rep.verdict.ready && !rep.stopped;
     Ok(())
 }
 
@@ -265,9 +304,29 @@ fn dry_run(ctx: &Ctx, args: &MigrateArgs, exists: bool) -> anyhow::Result<DryRun
             store::schema_diff::not_repaired_by_migrate(ro.reader(), args.target)?,
         )
     };
+    let mut plan = plan;
+    let mut online_steps = Vec::with_capacity(plan.len());
+    {
+        let ro;
+        let conn = if exists {
+            ro = ReadOnlyDb::open(&ctx.db_path, ctx.busy_timeout_ms)?;
+            Some(ro.reader())
+        } else {
+            None
+        };
+        let on = online::Online::new(args, Deadline::new(None));
+        for s in &mut plan {
+            online_steps.push(match conn {
+                Some(c) => on.annotate(c, s)?,
+                None => false,
+            });
+        }
+    }
     let planned = plan
         .into_iter()
-        .map(|s| Planned {
+        .zip(online_steps)
+        .map(|(s, online)| Planned {
+            online,
             groups: match s.action {
                 Action::MergeDuplicates { groups } => Some(groups),
                 _ => None,

@@ -101,6 +101,12 @@ pub struct MigrateReport {
     pub merged_observations: Merged,
     pub build_edges_rebuild_needed: bool,
     pub created: bool,
+    /// Index builds that ran online (absent when none did).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub online_builds: Vec<super::online::OnlineBuild>,
+    /// Stopped by `--max-seconds` (exit 0, `complete: false`).
+    #[serde(skip)]
+    pub stopped: bool,
 }
 
 impl Report for MigrateReport {
@@ -160,7 +166,7 @@ impl Report for MigrateReport {
     }
 
     fn exit_code(&self) -> i32 {
-        if self.verdict.ready {
+        if self.verdict.ready || self.stopped {
             EXIT_OK
         } else {
             EXIT_NOT_READY
@@ -192,6 +198,9 @@ pub struct Planned {
     /// Duplicate groups (the merge step only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub groups: Option<i64>,
+    /// The step builds its indexes online (`rows`: the table's rows).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub online: bool,
 }
 
 /// The report of a dry run.
