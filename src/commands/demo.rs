@@ -342,24 +342,24 @@ fn explore_text(me: &str, db: &Path, have: &[String], skipped: &[String], kept: 
             "\nThe demo database was removed. To explore one, run `{me} demo --keep`, then:\n"
         ));
     }
-    s.push_str(&format!("  {me} --db {q} check\n"));
+    s.push_str(&format!("  {me} check --db {q}\n"));
     if have.iter().any(|h| h == "graph") {
-        s.push_str(&format!("  {me} --db {q} graph stats\n"));
+        s.push_str(&format!("  {me} graph stats --db {q}\n"));
         s.push_str(&format!(
-            "  {me} --db {q} graph dump --format dot | dot -Tsvg > mesh.svg\n"
+            "  {me} graph dump --db {q} --format dot | dot -Tsvg > mesh.svg\n"
         ));
         s.push_str(&format!(
-            "  {me} --db {q} graph dump --format geojson --output mesh.geojson\n"
+            "  {me} graph dump --db {q} --format geojson --output mesh.geojson\n"
         ));
     }
     if have.iter().any(|h| h == "prune") {
-        s.push_str(&format!("  {me} --db {q} prune --dry-run --node-days 3\n"));
+        s.push_str(&format!("  {me} prune --db {q} --dry-run --node-days 3\n"));
     }
     s.push_str(&format!(
         "  sqlite3 {q} 'SELECT payload_type, COUNT(*) FROM transmissions GROUP BY 1'\n"
     ));
     s.push_str(&format!(
-        "  {me} --db big.db synth --transmissions 250000 --observations 1000000   # a bigger one\n"
+        "  {me} synth --db big.db --transmissions 250000 --observations 1000000   # a bigger one\n"
     ));
     s
 }

@@ -567,7 +567,7 @@ fn demo_runs_end_to_end() {
     let exe = std::fs::canonicalize(crate::harness::exe()).unwrap();
     let hint = text
         .lines()
-        .find(|l| l.trim_start().ends_with(" check") && l.contains("--db"))
+        .find(|l| l.contains(" check --db "))
         .unwrap_or_else(|| panic!("no check hint: {text}"));
     assert!(
         hint.trim_start().starts_with(&exe.display().to_string()),
