@@ -10,6 +10,7 @@
 //!   whose lock hold time is measured (`max_lock_hold_ms`).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, Params, Row, Statement, Transaction};
@@ -226,6 +227,29 @@ pub struct WriteDb {
     last_hold: Duration,
     transactions: u64,
     busy_timeout_ms: u64,
+    /// Frames in the WAL after this connection's last commit, set by the
+    /// WAL hook [`WriteDb::tune_for_batches`] installs. Boxed so that its
+    /// address (the hook's argument) never moves; declared after `conn`,
+    /// so the connection (and its hook) is dropped first.
+    wal_frames: Box<AtomicU32>,
+}
+
+/// SQLite's WAL hook: called after each commit of the connection with the
+/// number of frames in the WAL; stores it for [`WriteDb::wal_frames`].
+/// Replaces the connection's auto-checkpoint (which is this same hook with
+/// a checkpoint inside it): the batch engine decides when to checkpoint.
+unsafe extern "C" fn record_wal_frames(
+    arg: *mut std::os::raw::c_void,
+    _db: *mut rusqlite::ffi::sqlite3,
+    _name: *const std::os::raw::c_char,
+    frames: std::os::raw::c_int,
+) -> std::os::raw::c_int {
+    // SAFETY: `arg` is the address of the `AtomicU32` boxed in the WriteDb
+    // that owns the connection; the box is dropped only after the
+    // connection is closed, so it is valid whenever SQLite calls the hook.
+    let cell = unsafe { &*arg.cast::<AtomicU32>() };
+    cell.store(u32::try_from(frames).unwrap_or(0), Ordering::Relaxed);
+    rusqlite::ffi::SQLITE_OK
 }
 
 impl WriteDb {
@@ -267,6 +291,7 @@ impl WriteDb {
             last_hold: Duration::ZERO,
             transactions: 0,
             busy_timeout_ms: opts.busy_timeout_ms,
+            wal_frames: Box::new(AtomicU32::new(0)),
         })
     }
 
@@ -291,13 +316,14 @@ impl WriteDb {
     /// Run `f` inside one `BEGIN IMMEDIATE` transaction: commit on Ok, roll
     /// back on Err. The time from acquiring the write lock to commit/rollback
     /// is recorded as a lock hold. Afterwards the lock is left free for as
-    /// long as it was held ([`super::engine::fairness_pause`]).
+    /// long as a writer waiting in SQLite's busy handler may sleep before
+    /// its next retry ([`super::engine::fairness_pause`]).
     pub fn write<T>(
         &mut self,
         f: impl FnOnce(&Transaction<'_>) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
         let outcome = self.write_unpaused(f);
-        super::engine::fairness_pause(self.last_hold);
+        std::thread::sleep(super::engine::fairness_pause(self.last_hold));
         outcome
     }
 
@@ -375,9 +401,14 @@ impl WriteDb {
     /// Prepare the connection for a long run of batched write transactions:
     /// in WAL mode `synchronous = NORMAL` (each commit stays atomic; a power
     /// loss can only drop the latest batches, which carry their own cursor or
-    /// watermark) and no automatic checkpoint inside our commits (it would
-    /// lengthen a lock hold; call [`WriteDb::checkpoint_passive`] between
-    /// transactions instead). Returns whether the database is in WAL mode.
+    /// watermark), statement journals in memory (`temp_store = MEMORY`: a
+    /// multi-row DELETE or UPDATE inside a transaction journals the pages
+    /// it changes; a temp file cost a write per page, seen in prune's
+    /// profile) and, instead of SQLite's automatic checkpoint inside our
+    /// `COMMIT`, a WAL hook that records the WAL's frame count after each
+    /// commit ([`WriteDb::wal_frames`]), so that the batch engine runs the
+    /// checkpoint itself after the commit (outside the measured lock hold).
+    /// Returns whether the database is in WAL mode.
     pub fn tune_for_batches(&self) -> anyhow::Result<bool> {
         let mode: String = self
             .conn
@@ -386,20 +417,77 @@ impl WriteDb {
         let wal = mode.eq_ignore_ascii_case("wal");
         if wal {
             self.conn
-                .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")
+                .execute_batch(
+                    "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY;",
+                )
                 .map_err(|e| classify(&self.path, e, true))?;
+            let arg: *const AtomicU32 = &*self.wal_frames;
+            // SAFETY: the handle is this open connection's; the argument
+            // points into `self.wal_frames`, which outlives the connection
+            // (see the field), and `record_wal_frames` only stores into it.
+            // Registering replaces the auto-checkpoint hook turned off above.
+            unsafe {
+                rusqlite::ffi::sqlite3_wal_hook(
+                    self.conn.handle(),
+                    Some(record_wal_frames),
+                    arg.cast_mut().cast(),
+                );
+            }
         }
         Ok(wal)
     }
 
-    /// `PRAGMA wal_checkpoint(PASSIVE)` outside any transaction: waits for
-    /// nobody, never fails the run (a problem is logged).
-    pub fn checkpoint_passive(&self) {
-        if let Err(e) = self
+    /// `PRAGMA data_version`: changes whenever another connection commits
+    /// (this connection's own commits leave it alone). None on an error.
+    pub fn data_version(&self) -> Option<i64> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .ok()
+    }
+
+    /// True when no other connection holds the write lock right now: a
+    /// `BEGIN IMMEDIATE` that does not wait (busy timeout 0 for that one
+    /// statement), rolled back at once. Any error other than "busy" counts
+    /// as free, so that the real transaction reports it.
+    pub fn write_lock_free(&self) -> bool {
+        if self.conn.busy_timeout(Duration::ZERO).is_err() {
+            return true;
+        }
+        let begun = self.conn.execute_batch("BEGIN IMMEDIATE");
+        let _ = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        {
-            log::debug!("passive checkpoint of {}: {e}", self.path.display());
+            .busy_timeout(Duration::from_millis(self.busy_timeout_ms));
+        match begun {
+            Ok(()) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                true
+            }
+            Err(e) => e.sqlite_error_code() != Some(rusqlite::ErrorCode::DatabaseBusy),
+        }
+    }
+
+    /// Frames in the WAL after this connection's last commit (0 until
+    /// [`WriteDb::tune_for_batches`] installed the hook, or when not in WAL
+    /// mode). SQLite's auto-checkpoint compares the same number with
+    /// `wal_autocheckpoint` (1000 by default, the ingestor's setting).
+    pub fn wal_frames(&self) -> u32 {
+        self.wal_frames.load(Ordering::Relaxed)
+    }
+
+    /// `PRAGMA wal_checkpoint(PASSIVE)` outside any transaction: waits for
+    /// nobody, never fails the run (a problem is logged). Returns the
+    /// frames in the WAL and the frames checkpointed (None on an error).
+    pub fn checkpoint_passive(&self) -> Option<(i64, i64)> {
+        match self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            }) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                log::debug!("passive checkpoint of {}: {e}", self.path.display());
+                None
+            }
         }
     }
 

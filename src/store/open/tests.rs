@@ -78,8 +78,12 @@ fn last_hold_is_the_transaction_not_the_pause_after_it() {
     let wall = t0.elapsed();
     let held = db.last_hold();
     assert!(held >= Duration::from_millis(30));
-    // write() pauses as long as it held the lock after the commit.
-    assert!(wall >= held * 2, "{wall:?} vs {held:?}");
+    // write() pauses after the commit for one step of SQLite's busy
+    // handler at that hold (15 ms at 30 ms) plus the slack; last_hold
+    // counts only the transaction.
+    let pause = crate::store::engine::fairness_pause(held);
+    assert!(pause >= Duration::from_millis(18), "{pause:?}");
+    assert!(wall >= held + pause, "{wall:?} vs {held:?} + {pause:?}");
 }
 
 #[test]
