@@ -186,7 +186,11 @@ fn decoded_pubkey_matches_the_full_parse_on_edge_cases() {
         assert_eq!(decoded_pubkey(c), full_parse_pubkey(c), "{c:?}");
     }
     // Nesting deeper than serde_json's limit fails in both.
-    let deep = format!(r#"{{"pubKey":"ab","x":{}{}}}"#, "[".repeat(200), "]".repeat(200));
+    let deep = format!(
+        r#"{{"pubKey":"ab","x":{}{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
     assert_eq!(decoded_pubkey(&deep), full_parse_pubkey(&deep));
     assert_eq!(decoded_pubkey(&deep), None);
 }
@@ -195,13 +199,13 @@ fn decoded_pubkey_matches_the_full_parse_on_edge_cases() {
 fn decoded_pubkey_matches_the_full_parse_on_every_fixture_row() {
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/fixtures/legacy-2026-03.db");
-    let c = rusqlite::Connection::open_with_flags(
-        &fixture,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let c =
+        rusqlite::Connection::open_with_flags(&fixture, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
     let mut st = c
-        .prepare("SELECT payload_type, decoded_json FROM transmissions WHERE decoded_json IS NOT NULL")
+        .prepare(
+            "SELECT payload_type, decoded_json FROM transmissions WHERE decoded_json IS NOT NULL",
+        )
         .unwrap();
     let rows: Vec<(Option<i64>, String)> = st
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -217,7 +221,10 @@ fn decoded_pubkey_matches_the_full_parse_on_every_fixture_row() {
             adverts_with_key += 1;
         }
     }
-    assert!(adverts_with_key > 0, "the fixture has ADVERTs with a pubKey");
+    assert!(
+        adverts_with_key > 0,
+        "the fixture has ADVERTs with a pubKey"
+    );
 }
 
 struct World {

@@ -6,8 +6,9 @@
 //!   transaction on the write handle (commit on `Ok`, roll back on `Err`),
 //!   its lock hold measured; the [`Batcher`] is fed that hold, not the wall
 //!   time around it;
-//! - the fairness pause after each transaction ([`fairness_pause`], derived
-//!   from SQLite's busy-handler schedule);
+//! - the fairness pause between transactions ([`fairness_pause`], derived
+//!   from SQLite's busy-handler schedule, applied by the write handle before
+//!   its next transaction, then [`yield_to_other_writers`]);
 //! - a dry run: on [`Target::DryRun`] the same closure runs on the read-only
 //!   handle, outside any transaction (SQLite refuses any write there);
 //! - the `--max-seconds` deadline ([`Engine::expired`]);
@@ -119,7 +120,11 @@ pub const YIELD_CAP: Duration = Duration::from_secs(1);
 /// starting from `seen`, read right after corescope's commit) and the
 /// write lock is free, or after [`YIELD_CAP`] from `since`. Returns how
 /// long it waited.
-fn yield_to_other_writers(db: &WriteDb, mut seen: Option<i64>, since: Instant) -> Duration {
+pub(super) fn yield_to_other_writers(
+    db: &WriteDb,
+    mut seen: Option<i64>,
+    since: Instant,
+) -> Duration {
     let start = Instant::now();
     loop {
         let now = db.data_version();
@@ -179,6 +184,8 @@ pub struct Engine<'a> {
     deadline: Deadline,
     /// WAL mode on the write handle (checkpoints only then).
     wal: bool,
+    /// A commit since the last checkpoint (nothing to copy otherwise).
+    dirty: bool,
     transactions: u64,
 }
 
@@ -208,6 +215,7 @@ impl<'a> Engine<'a> {
             batcher: Batcher::new(settings.max_lock_ms),
             deadline: settings.deadline,
             wal,
+            dirty: false,
             transactions: 0,
         })
     }
@@ -242,9 +250,9 @@ impl<'a> Engine<'a> {
     /// on a dry run a read transaction on the read-only handle, always
     /// rolled back) and returns its result and the number of rows it
     /// handled, which with the measured lock hold sizes the next batch.
-    /// After the transaction the engine applies the checkpoint policy (on
-    /// a commit) and pauses for fairness; the checkpoint's time counts as
-    /// part of the pause (the write lock is free while it runs).
+    /// After a commit the engine applies the checkpoint policy; the write
+    /// handle leaves the lock free before its next transaction (the
+    /// checkpoint's time, and the caller's work in between, count).
     pub fn batch<T>(
         &mut self,
         f: impl FnOnce(&Transaction<'_>) -> anyhow::Result<(T, usize)>,
@@ -260,22 +268,14 @@ impl<'a> Engine<'a> {
             Target::Write(db) => {
                 let result = db.write_unpaused(f);
                 let held = db.last_hold();
-                let seen = db.data_version();
                 self.transactions += 1;
-                let free_since = Instant::now();
+                // The checkpoint runs while the lock is free anyway: the
+                // pause before the next transaction counts it.
+                self.dirty |= result.is_ok();
                 if result.is_ok() && self.wal && db.wal_frames() >= CHECKPOINT_FRAMES {
                     checkpoint_now(db);
+                    self.dirty = false;
                 }
-                let pause = fairness_pause(held);
-                std::thread::sleep(pause.saturating_sub(free_since.elapsed()));
-                let yielded = yield_to_other_writers(db, seen, free_since);
-                log::trace!(
-                    "lock left free for {:.1} ms after a hold of {:.1} ms (pause {:.0} ms, then {:.1} ms yielding to another writer)",
-                    free_since.elapsed().as_secs_f64() * 1000.0,
-                    held.as_secs_f64() * 1000.0,
-                    pause.as_secs_f64() * 1000.0,
-                    yielded.as_secs_f64() * 1000.0,
-                );
                 let (v, rows) = result?;
                 self.batcher.observe(rows, held);
                 Ok(v)
@@ -283,11 +283,12 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// A PASSIVE checkpoint now (WAL mode, write handle only); jobs call it
-    /// once at their end.
-    pub fn checkpoint(&self) {
-        if let (true, Target::Write(db)) = (self.wal, &self.target) {
+    /// A PASSIVE checkpoint now (WAL mode, write handle only) when the
+    /// engine committed since its last one; jobs call it at their end.
+    pub fn checkpoint(&mut self) {
+        if let (true, true, Target::Write(db)) = (self.wal, self.dirty, &self.target) {
             checkpoint_now(db);
+            self.dirty = false;
         }
     }
 

@@ -232,6 +232,11 @@ pub struct WriteDb {
     /// address (the hook's argument) never moves; declared after `conn`,
     /// so the connection (and its hook) is dropped first.
     wal_frames: Box<AtomicU32>,
+    /// After a transaction: when the lock became free, how long to leave
+    /// it free, and `data_version` then. The next transaction waits for
+    /// its turn ([`WriteDb::wait_for_turn`]); the last one of a run never
+    /// waits for nothing.
+    turn: Option<(Instant, Duration, Option<i64>)>,
 }
 
 /// SQLite's WAL hook: called after each commit of the connection with the
@@ -292,6 +297,7 @@ impl WriteDb {
             transactions: 0,
             busy_timeout_ms: opts.busy_timeout_ms,
             wal_frames: Box::new(AtomicU32::new(0)),
+            turn: None,
         })
     }
 
@@ -315,24 +321,40 @@ impl WriteDb {
 
     /// Run `f` inside one `BEGIN IMMEDIATE` transaction: commit on Ok, roll
     /// back on Err. The time from acquiring the write lock to commit/rollback
-    /// is recorded as a lock hold. Afterwards the lock is left free for as
-    /// long as a writer waiting in SQLite's busy handler may sleep before
-    /// its next retry ([`super::engine::fairness_pause`]).
+    /// is recorded as a lock hold. The lock is then left free for others
+    /// before corescope's next transaction ([`WriteDb::wait_for_turn`]).
     pub fn write<T>(
         &mut self,
         f: impl FnOnce(&Transaction<'_>) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let outcome = self.write_unpaused(f);
-        std::thread::sleep(super::engine::fairness_pause(self.last_hold));
-        outcome
+        self.write_unpaused(f)
     }
 
-    /// [`WriteDb::write`] without the pause after it: for the batch engine,
-    /// which pauses itself.
+    /// Before a transaction: leave the write lock free until the pause
+    /// after the previous one has passed ([`super::engine::fairness_pause`]:
+    /// long enough for a writer waiting in SQLite's busy handler to retry;
+    /// whatever corescope did in between counts), then while another
+    /// connection keeps writing ([`super::engine::yield_to_other_writers`]).
+    fn wait_for_turn(&mut self) {
+        let Some((free_since, pause, seen)) = self.turn.take() else {
+            return;
+        };
+        std::thread::sleep(pause.saturating_sub(free_since.elapsed()));
+        let yielded = super::engine::yield_to_other_writers(self, seen, free_since);
+        log::trace!(
+            "lock left free for {:.1} ms (pause {:.0} ms, then {:.1} ms yielding to another writer)",
+            free_since.elapsed().as_secs_f64() * 1000.0,
+            pause.as_secs_f64() * 1000.0,
+            yielded.as_secs_f64() * 1000.0,
+        );
+    }
+
+    /// [`WriteDb::write`] (the same; kept for the batch engine).
     pub(super) fn write_unpaused<T>(
         &mut self,
         f: impl FnOnce(&Transaction<'_>) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
+        self.wait_for_turn();
         let path = self.path.clone();
         let tx = Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| classify(&path, e, true))?;
@@ -350,6 +372,11 @@ impl WriteDb {
             }
         };
         let held = start.elapsed();
+        self.turn = Some((
+            Instant::now(),
+            super::engine::fairness_pause(held),
+            self.data_version(),
+        ));
         self.transactions += 1;
         self.last_hold = held;
         if held > self.max_hold {
