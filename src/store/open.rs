@@ -428,10 +428,7 @@ impl WriteDb {
     /// Prepare the connection for a long run of batched write transactions:
     /// in WAL mode `synchronous = NORMAL` (each commit stays atomic; a power
     /// loss can only drop the latest batches, which carry their own cursor or
-    /// watermark), statement journals in memory (`temp_store = MEMORY`: a
-    /// multi-row DELETE or UPDATE inside a transaction journals the pages
-    /// it changes; a temp file cost a write per page, seen in prune's
-    /// profile) and, instead of SQLite's automatic checkpoint inside our
+    /// watermark) and, instead of SQLite's automatic checkpoint inside our
     /// `COMMIT`, a WAL hook that records the WAL's frame count after each
     /// commit ([`WriteDb::wal_frames`]), so that the batch engine runs the
     /// checkpoint itself after the commit (outside the measured lock hold).
@@ -444,9 +441,7 @@ impl WriteDb {
         let wal = mode.eq_ignore_ascii_case("wal");
         if wal {
             self.conn
-                .execute_batch(
-                    "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY;",
-                )
+                .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")
                 .map_err(|e| classify(&self.path, e, true))?;
             let arg: *const AtomicU32 = &*self.wal_frames;
             // SAFETY: the handle is this open connection's; the argument
