@@ -497,13 +497,18 @@ impl WriteDb {
     }
 
     /// `PRAGMA wal_checkpoint(PASSIVE)` outside any transaction: waits for
-    /// nobody, never fails the run (a problem is logged). Returns the
+    /// nobody, never fails the run (a problem is logged). Returns whether
+    /// another connection's checkpoint was running (SQLite's `busy`), the
     /// frames in the WAL and the frames checkpointed (None on an error).
-    pub fn checkpoint_passive(&self) -> Option<(i64, i64)> {
+    pub fn checkpoint_passive(&self) -> Option<(bool, i64, i64)> {
         match self
             .conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                Ok((
+                    r.get::<_, i64>(0)? != 0,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             }) {
             Ok(v) => Some(v),
             Err(e) => {
