@@ -93,6 +93,9 @@ cached_db() { # size kind(latest|seed) -> path
 copy_db() { # src dst
     rm -f "$2" "$2-wal" "$2-shm" "$2.lock"
     cp --reflink=auto "$1" "$2"
+    # Flush the copy: otherwise its write-back stalls the next fsync (the
+    # probe's first commits waited up to 250 ms before the command started).
+    sync "$2" 2>/dev/null || sync
 }
 
 # Run a command under /usr/bin/time; record seconds, RSS and (corescope) max_lock_hold_ms.

@@ -135,8 +135,9 @@ fn other_checkpoint_running(db: &WriteDb) -> bool {
 /// starting from `seen`, read right after corescope's commit), no other
 /// connection is checkpointing (the ingestor's auto-checkpoint runs inside
 /// its `COMMIT` statement after the lock is released: its next packet is
-/// due right after it) and the write lock is free, twice in a row
-/// [`CONFIRM_STEP`] apart, or after [`YIELD_CAP`] from `since`. Returns how
+/// due right after it) and the write lock is free — twice in a row
+/// [`CONFIRM_STEP`] apart once another connection has committed since
+/// corescope's commit — or after [`YIELD_CAP`] from `since`. Returns how
 /// long it waited.
 pub(super) fn yield_to_other_writers(
     db: &WriteDb,
@@ -144,10 +145,18 @@ pub(super) fn yield_to_other_writers(
     since: Instant,
 ) -> Duration {
     let start = Instant::now();
-    let mut quiet_before = false;
+    // Nobody committed since corescope's commit: no writer is catching up
+    // (a writer that got in during the pause has committed), so one quiet
+    // check is enough.
+    // Only then can another connection's checkpoint be running (the
+    // ingestor's runs after its commit), so only then is it looked for.
+    let mut active = db.data_version() != seen;
+    let mut quiet_before = !active;
     loop {
         let now = db.data_version();
-        let quiet = now == seen && !other_checkpoint_running(db) && db.write_lock_free();
+        active |= now != seen;
+        let quiet =
+            now == seen && !(active && other_checkpoint_running(db)) && db.write_lock_free();
         if quiet && quiet_before {
             break;
         }
