@@ -7,8 +7,10 @@
 # For each size: creates (once, cached in bench/cache/) synthetic databases with
 # `corescope synth`, then for every command this build has, alternating run by
 # run: corescope's time vs the sqlite3 CLI doing the equivalent SQL, their ratio,
-# peak RSS (/usr/bin/time), max_lock_hold_ms (--json), and a live-writer probe
-# (bench/live_writer.py, 100 inserts/s, busy_timeout 5000) while each one runs.
+# peak RSS (/usr/bin/time), max_lock_hold_ms (--json), the 1-minute load average
+# at each run, and a live-writer probe (bench/live_writer.py: packets arriving
+# at 100/s into a queue written one transaction each, busy_timeout 5000) while
+# each one runs; per-packet traces in bench/cache/traces/.
 # Prints a markdown report and writes it to bench/results-<date>.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +50,7 @@ SYNTH_BIN="$WORK/corescope-synth"
 cp "$ROOT/target/release/corescope" "$SYNTH_BIN"
 BIN="$WORK/corescope"
 cp "${CORESCOPE_BIN:-$ROOT/target/release/corescope}" "$BIN"
-RAW="$WORK/raw.tsv"      # size cmd side run seconds rss_kb lock_ms
+RAW="$WORK/raw.tsv"      # size cmd side run seconds rss_kb lock_ms load1
 PROBES="$WORK/probe.tsv" # size cmd side json
 SYNTH="$WORK/synth.tsv"  # size kind seconds bytes
 : >"$RAW"; : >"$PROBES"; : >"$SYNTH"
@@ -93,6 +95,9 @@ cached_db() { # size kind(latest|seed) -> path
 copy_db() { # src dst
     rm -f "$2" "$2-wal" "$2-shm" "$2.lock"
     cp --reflink=auto "$1" "$2"
+    # Flush the copy: otherwise its write-back stalls the next fsync (the
+    # probe's first commits waited up to 250 ms before the command started).
+    sync "$2" 2>/dev/null || sync
 }
 
 # Run a command under /usr/bin/time; record seconds, RSS and (corescope) max_lock_hold_ms.
@@ -108,15 +113,18 @@ measure() { # size cmd side run -- command...
     if [ "$side" = corescope ]; then
         lock=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d.get("max_lock_hold_ms",""))' "$out" 2>/dev/null || true)
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$size" "$cmd" "$side" "$run" "$secs" "$rss" "$lock" >>"$RAW"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$size" "$cmd" "$side" "$run" "$secs" "$rss" "$lock" "$(cut -d' ' -f1 /proc/loadavg)" >>"$RAW"
 }
 
 # Run a command while the live-writer probe inserts; record the probe's figures.
+TRACES="$CACHE/traces"
+mkdir -p "$TRACES"
 probe() { # size cmd side db -- command...
     local size=$1 cmd=$2 side=$3 db=$4; shift 5
     rm -f "$WORK/ready" "$WORK/probe.json"
+    local trace="$TRACES/$size-$(tr -c 'a-zA-Z0-9-' '_' <<<"$cmd")-$side.csv"
     python3 "$ROOT/bench/live_writer.py" --db "$db" --rate 100 --start-epoch $((END_EPOCH + 3600)) \
-        --out "$WORK/probe.json" --ready "$WORK/ready" &
+        --out "$WORK/probe.json" --ready "$WORK/ready" --trace "$trace" &
     local pid=$!
     for _ in $(seq 100); do [ -f "$WORK/ready" ] && break; sleep 0.05; done
     sleep 1
@@ -183,6 +191,10 @@ run_size() {
             # tick: everything counted, then 1 000 new observations
             SQL "$w" "$TICK_SQL"
             measure "$size" "build-edges (tick, 1 000 new)" corescope "$run" -- "$BIN" --db "$w" --json build-edges
+            if have graph; then
+                measure "$size" "graph stats" corescope "$run" -- "$BIN" --db "$w" --json graph stats
+                measure "$size" "graph dump" corescope "$run" -- "$BIN" --db "$w" graph dump --format json
+            fi
         fi
         if have backfill; then
             copy_db "$base" "$w"; measure "$size" "backfill from-pubkey" corescope "$run" -- "$BIN" --db "$w" --json backfill from-pubkey
@@ -196,6 +208,11 @@ run_size() {
         if have prune; then
             copy_db "$base" "$w"; measure "$size" prune corescope "$run" -- "$BIN" --db "$w" --json "${PRUNE_ARGS[@]}"
             copy_db "$base" "$w"; measure "$size" prune sqlite3 "$run" -- sqlite3 -bail -cmd ".timeout 5000" "$w" "$(prune_sql)"
+            if have vacuum; then
+                # after a prune: pages to free (the corescope prune's copy)
+                copy_db "$base" "$w"; "$BIN" --db "$w" -q "${PRUNE_ARGS[@]}" --vacuum-pages 0
+                measure "$size" vacuum corescope "$run" -- "$BIN" --db "$w" --json vacuum
+            fi
         fi
     done
     [ "$PROBE" = 1 ] || return 0
@@ -207,13 +224,18 @@ run_size() {
         probe "$size" "migrate --offline (seed → latest)" corescope "$w" -- "$BIN" --db "$w" -q migrate --offline
     fi
     if have build-edges; then
-        copy_db "$base" "$w"; probe "$size" "build-edges --rebuild" corescope "$w" -- "$BIN" --db "$w" -q build-edges --rebuild
+        copy_db "$base" "$w"; "$BIN" --db "$w" -q backfill path-json
+        probe "$size" "build-edges --rebuild" corescope "$w" -- "$BIN" --db "$w" -q build-edges --rebuild
         copy_db "$base" "$w"; probe "$size" "build-edges --rebuild" sqlite3 "$w" -- sqlite3 -bail -cmd ".timeout 5000" "$w" "BEGIN IMMEDIATE; $SCAN_SQL COMMIT;"
     fi
     if have backfill; then
         copy_db "$base" "$w"; probe "$size" "backfill from-pubkey" corescope "$w" -- "$BIN" --db "$w" -q backfill from-pubkey
         copy_db "$base" "$w"; probe "$size" "backfill from-pubkey" sqlite3 "$w" -- sqlite3 -bail -cmd ".timeout 5000" "$w" "$PUBKEY_SQL"
         copy_db "$base" "$w"; probe "$size" "backfill path-json" corescope "$w" -- "$BIN" --db "$w" -q backfill path-json
+        if have build-edges; then
+            copy_db "$base" "$w"; "$BIN" --db "$w" -q build-edges
+            probe "$size" "backfill resolved-path" corescope "$w" -- "$BIN" --db "$w" -q backfill resolved-path
+        fi
     fi
     if have prune; then
         copy_db "$base" "$w"; probe "$size" prune corescope "$w" -- "$BIN" --db "$w" -q "${PRUNE_ARGS[@]}"

@@ -287,10 +287,187 @@ pub fn path_ends(s: &str) -> Option<(Cow<'_, str>, Cow<'_, str>)> {
     }
 }
 
-/// `decoded_json.pubKey` when it is a JSON string, else `None`.
+/// `decoded_json.pubKey` when it is a JSON string, else `None`: exactly
+/// what parsing the whole text into a `serde_json::Value` and reading
+/// `v.get("pubKey")?.as_str()` gives (invalid JSON, a non-object, a
+/// missing or non-string `pubKey` → `None`; of duplicate keys the last
+/// wins), without building the value: the document is walked by
+/// `deserialize_any` like `Value` does (same number, string and escape
+/// checks, same depth limit), but only the `pubKey` string is kept.
+/// build-edges calls this for every ADVERT row whose `from_pubkey` is not
+/// filled yet; the full parse was most of the scan's time then.
 pub fn decoded_pubkey(decoded_json: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(decoded_json).ok()?;
-    v.get("pubKey")?.as_str().map(|s| s.to_string())
+    let mut de = serde_json::Deserializer::from_str(decoded_json);
+    let found = serde::Deserializer::deserialize_any(&mut de, pubkey::TopLevel).ok()?;
+    de.end().ok()?;
+    found
+}
+
+/// The visitors of [`decoded_pubkey`].
+mod pubkey {
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    /// Accepts any JSON value and keeps nothing (parsed as `Value` would be).
+    pub struct Skip;
+
+    impl<'de> de::Deserialize<'de> for Skip {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
+            d.deserialize_any(SkipVisitor)
+        }
+    }
+
+    struct SkipVisitor;
+
+    impl<'de> Visitor<'de> for SkipVisitor {
+        type Value = Skip;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_unit<E>(self) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_none<E>(self) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Skip, D::Error> {
+            d.deserialize_any(SkipVisitor)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+            while seq.next_element::<Skip>()?.is_some() {}
+            Ok(Skip)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+            while map.next_entry::<Skip, Skip>()?.is_some() {}
+            Ok(Skip)
+        }
+    }
+
+    /// A value kept only when it is a string.
+    struct MaybeString;
+
+    impl<'de> DeserializeSeed<'de> for MaybeString {
+        type Value = Option<String>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for MaybeString {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Option<String>, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Option<String>, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Option<String>, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Option<String>, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Option<String>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Option<String>, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Option<String>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<String>, A::Error> {
+            SkipVisitor.visit_seq(seq).map(|_| None)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Option<String>, A::Error> {
+            SkipVisitor.visit_map(map).map(|_| None)
+        }
+    }
+
+    /// A key, compared after unescaping (as `Value`'s map keys are).
+    struct IsPubKey;
+
+    impl<'de> DeserializeSeed<'de> for IsPubKey {
+        type Value = bool;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl Visitor<'_> for IsPubKey {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a key")
+        }
+        fn visit_str<E>(self, v: &str) -> Result<bool, E> {
+            Ok(v == "pubKey")
+        }
+    }
+
+    /// The document: `pubKey` of a top-level object (the last one when the
+    /// key repeats); any other document is parsed through and gives None.
+    pub struct TopLevel;
+
+    impl<'de> Visitor<'de> for TopLevel {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
+            let mut found = None;
+            while let Some(is_pubkey) = map.next_key_seed(IsPubKey)? {
+                if is_pubkey {
+                    found = map.next_value_seed(MaybeString)?;
+                } else {
+                    map.next_value::<Skip>()?;
+                }
+            }
+            Ok(found)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<String>, A::Error> {
+            SkipVisitor.visit_seq(seq).map(|_| None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Option<String>, E> {
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Option<String>, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Option<String>, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Option<String>, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Option<String>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Option<String>, E> {
+            Ok(None)
+        }
+    }
 }
 
 /// The columns of one observation (joined to its transmission and observer)

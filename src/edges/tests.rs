@@ -142,6 +142,91 @@ fn decoded_pubkey_tolerant() {
     assert_eq!(decoded_pubkey("[]"), None);
 }
 
+/// The extraction as it was: a full `serde_json::Value`.
+fn full_parse_pubkey(decoded_json: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(decoded_json).ok()?;
+    v.get("pubKey")?.as_str().map(|s| s.to_string())
+}
+
+#[test]
+fn decoded_pubkey_matches_the_full_parse_on_edge_cases() {
+    let cases = [
+        r#"{"pubKey":"ab"}"#,
+        r#"{"type":"ADVERT","pubKey":"AbCd","flags":{"raw":145,"chat":true},"lat":1.5e3,"name":"x\u00e9\n"}"#,
+        r#"{"pubKey":"a","pubKey":"b"}"#,
+        r#"{"pubKey":"a","pubKey":1}"#,
+        r#"{"pubKey":1,"pubKey":"b"}"#,
+        r#"{"pubKey":null}"#,
+        r#"{"pubKey":["ab"]}"#,
+        r#"{"pubKey":{"pubKey":"ab"}}"#,
+        r#"{"inner":{"pubKey":"ab"}}"#,
+        r#"{"pub\u004bey":"escaped key"}"#,
+        r#"{"pubKey":"esc\"aped\u0041"}"#,
+        r#"{"pubKey":"ab"} "#,
+        r#"{"pubKey":"ab"} x"#,
+        r#"{"pubKey":"ab"}{"pubKey":"cd"}"#,
+        r#"{"pubKey":"ab","big":1e999}"#,
+        r#"{"pubKey":"ab","neg":-0,"n":18446744073709551616}"#,
+        r#"{"pubKey":"ab","s":"\ud800"}"#,
+        r#"{"pubKey":"ab","s":"\ud83d\ude00"}"#,
+        r#"{"pubKey":"ab","ctl":"a	b"}"#,
+        r#"{"pubKey":"ab",}"#,
+        r#"{"pubKey":"ab""#,
+        r#"["pubKey","ab"]"#,
+        r#""pubKey""#,
+        "123",
+        "null",
+        "true",
+        "",
+        "   ",
+        "{broken",
+        r#"{"pubKey":"","x":[[[[]]]]}"#,
+    ];
+    for c in cases {
+        assert_eq!(decoded_pubkey(c), full_parse_pubkey(c), "{c:?}");
+    }
+    // Nesting deeper than serde_json's limit fails in both.
+    let deep = format!(
+        r#"{{"pubKey":"ab","x":{}{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    assert_eq!(decoded_pubkey(&deep), full_parse_pubkey(&deep));
+    assert_eq!(decoded_pubkey(&deep), None);
+}
+
+#[test]
+fn decoded_pubkey_matches_the_full_parse_on_every_fixture_row() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/legacy-2026-03.db");
+    let c =
+        rusqlite::Connection::open_with_flags(&fixture, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut st = c
+        .prepare(
+            "SELECT payload_type, decoded_json FROM transmissions WHERE decoded_json IS NOT NULL",
+        )
+        .unwrap();
+    let rows: Vec<(Option<i64>, String)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert!(!rows.is_empty());
+    let mut adverts_with_key = 0;
+    for (pt, dj) in &rows {
+        let got = decoded_pubkey(dj);
+        assert_eq!(got, full_parse_pubkey(dj), "{dj}");
+        if *pt == Some(4) && got.is_some() {
+            adverts_with_key += 1;
+        }
+    }
+    assert!(
+        adverts_with_key > 0,
+        "the fixture has ADVERTs with a pubKey"
+    );
+}
+
 struct World {
     f: String,
     o: String,

@@ -6,23 +6,24 @@
 //!   transaction on the write handle (commit on `Ok`, roll back on `Err`),
 //!   its lock hold measured; the [`Batcher`] is fed that hold, not the wall
 //!   time around it;
-//! - the fairness pause after each transaction ([`fairness_pause`]);
+//! - the fairness pause between transactions ([`fairness_pause`], derived
+//!   from SQLite's busy-handler schedule, applied by the write handle before
+//!   its next transaction, then [`yield_to_other_writers`]);
 //! - a dry run: on [`Target::DryRun`] the same closure runs on the read-only
 //!   handle, outside any transaction (SQLite refuses any write there);
 //! - the `--max-seconds` deadline ([`Engine::expired`]);
-//! - the WAL checkpoint policy ([`CHECKPOINT_WAL_GROWTH`]);
+//! - the WAL checkpoint policy ([`CHECKPOINT_FRAMES`]: corescope checkpoints
+//!   its own pages, after its commit, before the ingestor's commit would);
 //! - progress reporting ([`Engine::show_progress`] counts the rows of every
 //!   batch; [`progress_bar`] for jobs that count themselves; one style for
 //!   every command, `crate::progress`);
 //! - the stats every write report carries ([`Stats`]).
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::batch::{Batcher, Deadline};
-use super::open::{file_len, wal_path};
 use super::{ReadOnlyDb, WriteDb};
 
 /// Where a job's batches go: the write handle, or (dry run) the read-only
@@ -58,27 +59,136 @@ impl Target<'_> {
     }
 }
 
-/// Leave the write lock free for as long as a transaction held it (at least
-/// 2 ms) before taking it again. A waiting writer (the ingestor) retries
-/// from SQLite's busy handler, which sleeps between attempts; back-to-back
-/// transactions leave it no window, and it would wait out whole
-/// multi-second data steps (measured against a live writer: waits of
-/// 330-1640 ms with 40-300 ms holds; with this pause about 40 ms). Costs at
-/// most twice the run time of a write phase.
-pub fn fairness_pause(held: Duration) {
-    std::thread::sleep(held.max(Duration::from_millis(2)));
+/// The sleeps of SQLite's default busy handler (`sqliteDefaultBusyCallback`,
+/// used whenever a busy timeout is set: by the CoreScope ingestor's driver,
+/// Python's `sqlite3` and the sqlite3 CLI), in milliseconds: before the
+/// first retry 1 ms, then 2, 5, ... and from the twelfth retry on 100 ms
+/// each time.
+pub const BUSY_HANDLER_SLEEPS_MS: [u64; 12] = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100];
+
+/// Added to the busy handler's step in [`fairness_pause`]: a sleeping
+/// waiter wakes a little late (timer slack, a loaded machine) and then
+/// needs to take the lock.
+pub const PAUSE_SLACK: Duration = Duration::from_millis(3);
+
+/// How long a writer that has been waiting in SQLite's busy handler for
+/// `waited` may sleep before its next retry: the step of
+/// [`BUSY_HANDLER_SLEEPS_MS`] it is in (100 ms once it waited 228 ms).
+pub fn busy_handler_step(waited: Duration) -> Duration {
+    let waited = waited.as_millis();
+    let mut total: u128 = 0;
+    for ms in BUSY_HANDLER_SLEEPS_MS {
+        total += u128::from(ms);
+        if waited < total {
+            return Duration::from_millis(ms);
+        }
+    }
+    Duration::from_millis(100)
 }
 
-/// The checkpoint policy: after a commit, a PASSIVE checkpoint (outside any
-/// transaction; it waits for nobody and never fails the run) when the
-/// `-wal` file has grown by this much since the last checkpoint (or since
-/// the job started). 4 MiB is SQLite's own auto-checkpoint threshold (1000
-/// pages of 4 KiB), which batch jobs turn off on their connection
-/// ([`WriteDb::tune_for_batches`]) because it would run inside a commit and
-/// lengthen the lock hold. The file's size is a high-water mark (a
-/// checkpoint lets SQLite reuse the file from its start without shrinking
-/// it), so the WAL never grows more than this past its largest size.
-pub const CHECKPOINT_WAL_GROWTH: u64 = 4 << 20;
+/// How long to leave the write lock free after a transaction that held it
+/// for `held`, so that a writer (the ingestor) blocked in its busy handler
+/// gets in before corescope's next transaction. Such a writer started
+/// waiting during the hold, so it has waited at most `held`, and its next
+/// retry comes at most one busy-handler step later
+/// ([`busy_handler_step`]): the pause is that step plus [`PAUSE_SLACK`] —
+/// 4 ms after a 1 ms hold, 28 ms after 100 ms, 53 ms after 200 ms, never
+/// more than 103 ms. (It used to be as long as the hold: longer than needed
+/// once holds exceed ~100 ms, and the time of a batch job doubled.)
+/// Once the writer is in, it keeps the lock for its whole backlog (each of
+/// its transactions starts right after the previous one, while corescope
+/// retries from its own busy handler), so its queue drains.
+pub fn fairness_pause(held: Duration) -> Duration {
+    busy_handler_step(held) + PAUSE_SLACK
+}
+
+/// After the pause, while another connection keeps committing (the
+/// ingestor draining the packets that queued up during corescope's
+/// transaction), corescope waits in steps of this length and takes the lock
+/// only after a step in which nobody committed and the lock is free
+/// ([`yield_to_other_writers`]). Without it corescope's own busy handler
+/// retried into the sub-millisecond gap between two of the ingestor's
+/// transactions and cut its catch-up short (probe traces: a packet written,
+/// then 80 ms waiting again).
+pub const YIELD_STEP: Duration = Duration::from_millis(5);
+
+/// A quiet check (nobody committed, no checkpoint running, lock free) is
+/// confirmed by a second one this much later before corescope takes the
+/// lock: a single check could fall into the sub-millisecond gap between two
+/// of the ingestor's transactions (probe traces: after a long commit of
+/// packet N, packet N+1 waited a whole corescope transaction).
+pub const CONFIRM_STEP: Duration = Duration::from_millis(2);
+
+/// The longest corescope yields to another writer after one transaction,
+/// so that a writer that never stops (or a busy server) cannot stall a job:
+/// after this, the next transaction waits for the lock as usual.
+pub const YIELD_CAP: Duration = Duration::from_secs(1);
+
+/// True when another connection is running a checkpoint: a PASSIVE
+/// checkpoint of ours reports `busy` (else it copies what the WAL has
+/// beyond the last checkpoint, usually nothing or the ingestor's last
+/// few pages, and waits for nobody).
+fn other_checkpoint_running(db: &WriteDb) -> bool {
+    matches!(db.checkpoint_passive(), Some((true, _, _)))
+}
+
+/// Wait while another connection is writing: return once a check finds
+/// that nobody committed since the last one (`PRAGMA data_version`,
+/// starting from `seen`, read right after corescope's commit), no other
+/// connection is checkpointing (the ingestor's auto-checkpoint runs inside
+/// its `COMMIT` statement after the lock is released: its next packet is
+/// due right after it) and the write lock is free — twice in a row
+/// [`CONFIRM_STEP`] apart once another connection has committed since
+/// corescope's commit — or after [`YIELD_CAP`] from `since`. Returns how
+/// long it waited.
+pub(super) fn yield_to_other_writers(
+    db: &WriteDb,
+    mut seen: Option<i64>,
+    since: Instant,
+) -> Duration {
+    let start = Instant::now();
+    // Nobody committed since corescope's commit: no writer is catching up
+    // (a writer that got in during the pause has committed), so one quiet
+    // check is enough.
+    // Only then can another connection's checkpoint be running (the
+    // ingestor's runs after its commit), so only then is it looked for.
+    let mut active = db.data_version() != seen;
+    let mut quiet_before = !active;
+    loop {
+        let now = db.data_version();
+        active |= now != seen;
+        let quiet =
+            now == seen && !(active && other_checkpoint_running(db)) && db.write_lock_free();
+        if quiet && quiet_before {
+            break;
+        }
+        if since.elapsed() >= YIELD_CAP {
+            break;
+        }
+        seen = now;
+        std::thread::sleep(if quiet { CONFIRM_STEP } else { YIELD_STEP });
+        quiet_before = quiet;
+    }
+    start.elapsed()
+}
+
+/// The checkpoint policy: after a commit that leaves at least this many
+/// frames (pages) in the WAL, the engine runs a PASSIVE checkpoint itself
+/// (outside the transaction, during the fairness pause; it waits for
+/// nobody and never fails the run).
+///
+/// Why: SQLite's auto-checkpoint runs inside the `COMMIT` of whichever
+/// connection's commit leaves 1000 frames or more in the WAL (the default
+/// `wal_autocheckpoint`, the ingestor's). If corescope's batches filled the
+/// WAL and stopped short of that, the ingestor's next one-packet commit
+/// would copy all of corescope's pages into the database — a latency spike
+/// for that packet. With corescope's own threshold well below 1000, a
+/// corescope commit checkpoints first; a fully checkpointed WAL is then
+/// restarted from its beginning by the next writer, so the ingestor's own
+/// commits stay far from 1000 frames. Batch jobs turn the auto-checkpoint
+/// off on their own connection ([`WriteDb::tune_for_batches`]), because it
+/// would run inside corescope's `COMMIT` and count as lock hold.
+pub const CHECKPOINT_FRAMES: u32 = 250;
 
 /// Settings of one job (from `--max-lock-ms`, `--max-seconds`).
 #[derive(Debug, Clone, Copy)]
@@ -106,9 +216,8 @@ pub struct Engine<'a> {
     deadline: Deadline,
     /// WAL mode on the write handle (checkpoints only then).
     wal: bool,
-    wal_path: PathBuf,
-    /// `-wal` size at the last checkpoint (or the start).
-    wal_mark: u64,
+    /// A commit since the last checkpoint (nothing to copy otherwise).
+    dirty: bool,
     transactions: u64,
     /// Counts the rows of every batch ([`Engine::show_progress`]).
     progress: Option<indicatif::ProgressBar>,
@@ -120,22 +229,34 @@ impl Drop for Engine<'_> {
     }
 }
 
+/// A PASSIVE checkpoint on `db`, logged with the frames it found and the
+/// time it took.
+fn checkpoint_now(db: &WriteDb) {
+    let start = Instant::now();
+    let frames = db.wal_frames();
+    if let Some((busy, log, done)) = db.checkpoint_passive() {
+        log::debug!(
+            "checkpoint (passive) after a commit left {frames} WAL frames: {done} of {log} copied in {:.1} ms{}",
+            start.elapsed().as_secs_f64() * 1000.0,
+            if busy { " (another connection was checkpointing)" } else { "" }
+        );
+    }
+}
+
 impl<'a> Engine<'a> {
     /// An engine for `target`. On a write handle it tunes the connection for
     /// batches (`synchronous = NORMAL` and no auto-checkpoint in WAL mode).
     pub fn new(target: Target<'a>, settings: Settings) -> anyhow::Result<Engine<'a>> {
-        let (wal, path) = match &target {
-            Target::Write(db) => (db.tune_for_batches()?, db.path().to_path_buf()),
-            Target::DryRun(db) => (false, db.path().to_path_buf()),
+        let wal = match &target {
+            Target::Write(db) => db.tune_for_batches()?,
+            Target::DryRun(_) => false,
         };
-        let wal_path = wal_path(&path);
         Ok(Engine {
-            wal_mark: file_len(&wal_path),
-            wal_path,
             target,
             batcher: Batcher::new(settings.max_lock_ms),
             deadline: settings.deadline,
             wal,
+            dirty: false,
             transactions: 0,
             progress: None,
         })
@@ -198,8 +319,9 @@ impl<'a> Engine<'a> {
     /// on a dry run a read transaction on the read-only handle, always
     /// rolled back) and returns its result and the number of rows it
     /// handled, which with the measured lock hold sizes the next batch.
-    /// After a commit the engine pauses for fairness and applies the
-    /// checkpoint policy.
+    /// After a commit the engine applies the checkpoint policy; the write
+    /// handle leaves the lock free before its next transaction (the
+    /// checkpoint's time, and the caller's work in between, count).
     pub fn batch<T>(
         &mut self,
         f: impl FnOnce(&Transaction<'_>) -> anyhow::Result<(T, usize)>,
@@ -217,33 +339,27 @@ impl<'a> Engine<'a> {
                 let result = db.write_unpaused(f);
                 let held = db.last_hold();
                 self.transactions += 1;
-                fairness_pause(held);
+                // The checkpoint runs while the lock is free anyway: the
+                // pause before the next transaction counts it.
+                self.dirty |= result.is_ok();
+                if result.is_ok() && self.wal && db.wal_frames() >= CHECKPOINT_FRAMES {
+                    checkpoint_now(db);
+                    self.dirty = false;
+                }
                 let (v, rows) = result?;
                 self.batcher.observe(rows, held);
                 self.count_progress(rows);
-                self.after_commit();
                 Ok(v)
             }
         }
     }
 
-    /// The checkpoint policy ([`CHECKPOINT_WAL_GROWTH`]).
-    fn after_commit(&mut self) {
-        if !self.wal {
-            return;
-        }
-        let size = file_len(&self.wal_path);
-        if size >= self.wal_mark.saturating_add(CHECKPOINT_WAL_GROWTH) {
-            self.checkpoint();
-            self.wal_mark = size;
-        }
-    }
-
-    /// A PASSIVE checkpoint now (WAL mode, write handle only); jobs call it
-    /// once at their end.
-    pub fn checkpoint(&self) {
-        if let (true, Target::Write(db)) = (self.wal, &self.target) {
-            db.checkpoint_passive();
+    /// A PASSIVE checkpoint now (WAL mode, write handle only) when the
+    /// engine committed since its last one; jobs call it at their end.
+    pub fn checkpoint(&mut self) {
+        if let (true, true, Target::Write(db)) = (self.wal, self.dirty, &self.target) {
+            checkpoint_now(db);
+            self.dirty = false;
         }
     }
 
@@ -272,6 +388,7 @@ mod tests {
     use super::*;
     use crate::store::open::tests::tmpdb;
     use crate::store::OpenOptions;
+    use rusqlite::Connection;
 
     #[test]
     fn batches_commit_roll_back_and_count() {
@@ -340,5 +457,173 @@ mod tests {
         assert_eq!(e.batch_size(), 500);
         e.restart_batching(20);
         assert_eq!(e.batch_size(), 100);
+    }
+
+    #[test]
+    fn the_pause_follows_the_busy_handler_schedule() {
+        let ms = Duration::from_millis;
+        // Waited 0 ms: sleeping 1 ms; 1-2: 2 ms; 3-7: 5 ms; ... 178-227: 50 ms.
+        for (waited, step) in [
+            (0, 1),
+            (1, 2),
+            (2, 2),
+            (3, 5),
+            (7, 5),
+            (8, 10),
+            (17, 10),
+            (18, 15),
+            (33, 20),
+            (53, 25),
+            (102, 25),
+            (127, 25),
+            (128, 50),
+            (227, 50),
+            (228, 100),
+            (5_000, 100),
+        ] {
+            assert_eq!(
+                busy_handler_step(ms(waited)),
+                ms(step),
+                "waited {waited} ms"
+            );
+        }
+        assert_eq!(fairness_pause(ms(100)), ms(25) + PAUSE_SLACK);
+        assert_eq!(fairness_pause(ms(150)), ms(50) + PAUSE_SLACK);
+        // Never more than the busy handler's longest sleep (plus slack),
+        // however long the hold: the old rule paused as long as the hold.
+        assert_eq!(fairness_pause(ms(10_000)), ms(100) + PAUSE_SLACK);
+    }
+
+    /// A WAL database with a `seq` table both writers append to.
+    fn wal_db_with_seq() -> (tempfile::TempDir, std::path::PathBuf) {
+        let (d, p) = tmpdb();
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE seq(n INTEGER PRIMARY KEY, who TEXT NOT NULL, blob BLOB);",
+        )
+        .unwrap();
+        (d, p)
+    }
+
+    fn seq(p: &std::path::Path) -> Vec<String> {
+        let c = Connection::open(p).unwrap();
+        let mut st = c.prepare("SELECT who FROM seq ORDER BY n").unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    /// The ingestor's case: a writer that starts waiting (BEGIN IMMEDIATE
+    /// with a busy timeout, SQLite's default busy handler) while a corescope
+    /// batch holds the lock commits before corescope's next batch begins.
+    /// Ordering is read from the rows both append to one table.
+    #[test]
+    fn a_writer_blocked_during_a_batch_gets_in_before_the_next_batch() {
+        let (_d, p) = wal_db_with_seq();
+        let mut db = WriteDb::open(&p, &OpenOptions::default()).unwrap();
+        let mut e = Engine::new(
+            Target::Write(&mut db),
+            Settings {
+                max_lock_ms: 200,
+                deadline: Deadline::new(None),
+            },
+        )
+        .unwrap();
+        // Holds that end in different steps of the busy handler's schedule
+        // (5, 15, 25, 50 and 100 ms sleeps).
+        let holds = [5u64, 25, 90, 150, 260];
+        for hold in holds {
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+            let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+            let wp = p.clone();
+            let writer = std::thread::spawn(move || {
+                let c = Connection::open(&wp).unwrap();
+                c.busy_timeout(Duration::from_secs(5)).unwrap();
+                go_rx.recv().unwrap();
+                ready_tx.send(()).unwrap();
+                c.execute_batch("BEGIN IMMEDIATE; INSERT INTO seq(who) VALUES ('writer'); COMMIT;")
+                    .unwrap();
+            });
+            e.batch(|tx| {
+                tx.execute("INSERT INTO seq(who) VALUES ('corescope')", [])?;
+                go_tx.send(())?;
+                ready_rx.recv()?;
+                // The writer is now waiting in its busy handler.
+                std::thread::sleep(Duration::from_millis(hold));
+                Ok(((), 1))
+            })
+            .unwrap();
+            e.batch(|tx| {
+                tx.execute("INSERT INTO seq(who) VALUES ('corescope next')", [])?;
+                Ok(((), 1))
+            })
+            .unwrap();
+            writer.join().unwrap();
+        }
+        let want: Vec<String> = holds
+            .iter()
+            .flat_map(|_| ["corescope", "writer", "corescope next"])
+            .map(String::from)
+            .collect();
+        assert_eq!(seq(&p), want);
+    }
+
+    /// `mxFrame` (frames in the WAL) and `nBackfill` (frames already copied
+    /// into the database) from the `-shm` wal-index header (native byte
+    /// order; offsets 16 and 96 of SQLite's WAL-index format).
+    fn wal_index(p: &std::path::Path) -> (u32, u32) {
+        let shm = std::fs::read(crate::store::open::sidecar(p, "-shm")).unwrap();
+        let at = |o: usize| u32::from_ne_bytes(shm[o..o + 4].try_into().unwrap());
+        (at(16), at(96))
+    }
+
+    /// corescope checkpoints its own pages: after each of its commits, a WAL
+    /// of CHECKPOINT_FRAMES frames or more is completely copied into the
+    /// database before `batch` returns, so another writer's next commit (whose auto-checkpoint
+    /// fires at 1000 frames) restarts the WAL instead of checkpointing
+    /// corescope's pages inside its own COMMIT.
+    #[test]
+    fn corescope_checkpoints_its_own_pages_after_its_commit() {
+        let (_d, p) = wal_db_with_seq();
+        // A reader connection keeps the WAL and -shm files (the last close
+        // would checkpoint and delete them).
+        let keep = Connection::open(&p).unwrap();
+        keep.query_row("SELECT count(*) FROM seq", [], |r| r.get::<_, i64>(0))
+            .unwrap();
+        let mut db = WriteDb::open(&p, &OpenOptions::default()).unwrap();
+        let mut e = Engine::new(
+            Target::Write(&mut db),
+            Settings {
+                max_lock_ms: 200,
+                deadline: Deadline::new(None),
+            },
+        )
+        .unwrap();
+        let mut checkpointed = 0;
+        for _ in 0..6 {
+            // About 300 pages per batch: each commit leaves more than
+            // CHECKPOINT_FRAMES frames (the WAL restarts at each batch, as
+            // the previous one was copied).
+            e.batch(|tx| {
+                for _ in 0..300 {
+                    tx.execute(
+                        "INSERT INTO seq(who, blob) VALUES ('corescope', zeroblob(4000))",
+                        [],
+                    )?;
+                }
+                Ok(((), 300))
+            })
+            .unwrap();
+            let (frames, backfilled) = wal_index(&p);
+            if frames >= CHECKPOINT_FRAMES {
+                assert_eq!(backfilled, frames, "un-checkpointed frames left in the WAL");
+                checkpointed += 1;
+            }
+            assert!(frames < 1000, "{frames} frames in the WAL");
+        }
+        assert_eq!(checkpointed, 6);
+        drop(keep);
     }
 }

@@ -10,6 +10,7 @@
 //!   whose lock hold time is measured (`max_lock_hold_ms`).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, Params, Row, Statement, Transaction};
@@ -226,6 +227,34 @@ pub struct WriteDb {
     last_hold: Duration,
     transactions: u64,
     busy_timeout_ms: u64,
+    /// Frames in the WAL after this connection's last commit, set by the
+    /// WAL hook [`WriteDb::tune_for_batches`] installs. Boxed so that its
+    /// address (the hook's argument) never moves; declared after `conn`,
+    /// so the connection (and its hook) is dropped first.
+    wal_frames: Box<AtomicU32>,
+    /// After a transaction: when the lock became free, how long to leave
+    /// it free, and `data_version` then. The next transaction waits for
+    /// its turn ([`WriteDb::wait_for_turn`]); the last one of a run never
+    /// waits for nothing.
+    turn: Option<(Instant, Duration, Option<i64>)>,
+}
+
+/// SQLite's WAL hook: called after each commit of the connection with the
+/// number of frames in the WAL; stores it for [`WriteDb::wal_frames`].
+/// Replaces the connection's auto-checkpoint (which is this same hook with
+/// a checkpoint inside it): the batch engine decides when to checkpoint.
+unsafe extern "C" fn record_wal_frames(
+    arg: *mut std::os::raw::c_void,
+    _db: *mut rusqlite::ffi::sqlite3,
+    _name: *const std::os::raw::c_char,
+    frames: std::os::raw::c_int,
+) -> std::os::raw::c_int {
+    // SAFETY: `arg` is the address of the `AtomicU32` boxed in the WriteDb
+    // that owns the connection; the box is dropped only after the
+    // connection is closed, so it is valid whenever SQLite calls the hook.
+    let cell = unsafe { &*arg.cast::<AtomicU32>() };
+    cell.store(u32::try_from(frames).unwrap_or(0), Ordering::Relaxed);
+    rusqlite::ffi::SQLITE_OK
 }
 
 impl WriteDb {
@@ -267,6 +296,8 @@ impl WriteDb {
             last_hold: Duration::ZERO,
             transactions: 0,
             busy_timeout_ms: opts.busy_timeout_ms,
+            wal_frames: Box::new(AtomicU32::new(0)),
+            turn: None,
         })
     }
 
@@ -290,23 +321,40 @@ impl WriteDb {
 
     /// Run `f` inside one `BEGIN IMMEDIATE` transaction: commit on Ok, roll
     /// back on Err. The time from acquiring the write lock to commit/rollback
-    /// is recorded as a lock hold. Afterwards the lock is left free for as
-    /// long as it was held ([`super::engine::fairness_pause`]).
+    /// is recorded as a lock hold. The lock is then left free for others
+    /// before corescope's next transaction ([`WriteDb::wait_for_turn`]).
     pub fn write<T>(
         &mut self,
         f: impl FnOnce(&Transaction<'_>) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let outcome = self.write_unpaused(f);
-        super::engine::fairness_pause(self.last_hold);
-        outcome
+        self.write_unpaused(f)
     }
 
-    /// [`WriteDb::write`] without the pause after it: for the batch engine,
-    /// which pauses itself.
+    /// Before a transaction: leave the write lock free until the pause
+    /// after the previous one has passed ([`super::engine::fairness_pause`]:
+    /// long enough for a writer waiting in SQLite's busy handler to retry;
+    /// whatever corescope did in between counts), then while another
+    /// connection keeps writing ([`super::engine::yield_to_other_writers`]).
+    fn wait_for_turn(&mut self) {
+        let Some((free_since, pause, seen)) = self.turn.take() else {
+            return;
+        };
+        std::thread::sleep(pause.saturating_sub(free_since.elapsed()));
+        let yielded = super::engine::yield_to_other_writers(self, seen, free_since);
+        log::trace!(
+            "lock left free for {:.1} ms (pause {:.0} ms, then {:.1} ms yielding to another writer)",
+            free_since.elapsed().as_secs_f64() * 1000.0,
+            pause.as_secs_f64() * 1000.0,
+            yielded.as_secs_f64() * 1000.0,
+        );
+    }
+
+    /// [`WriteDb::write`] (the same; kept for the batch engine).
     pub(super) fn write_unpaused<T>(
         &mut self,
         f: impl FnOnce(&Transaction<'_>) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
+        self.wait_for_turn();
         let path = self.path.clone();
         let tx = Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| classify(&path, e, true))?;
@@ -324,6 +372,11 @@ impl WriteDb {
             }
         };
         let held = start.elapsed();
+        self.turn = Some((
+            Instant::now(),
+            super::engine::fairness_pause(held),
+            self.data_version(),
+        ));
         self.transactions += 1;
         self.last_hold = held;
         if held > self.max_hold {
@@ -375,9 +428,11 @@ impl WriteDb {
     /// Prepare the connection for a long run of batched write transactions:
     /// in WAL mode `synchronous = NORMAL` (each commit stays atomic; a power
     /// loss can only drop the latest batches, which carry their own cursor or
-    /// watermark) and no automatic checkpoint inside our commits (it would
-    /// lengthen a lock hold; call [`WriteDb::checkpoint_passive`] between
-    /// transactions instead). Returns whether the database is in WAL mode.
+    /// watermark) and, instead of SQLite's automatic checkpoint inside our
+    /// `COMMIT`, a WAL hook that records the WAL's frame count after each
+    /// commit ([`WriteDb::wal_frames`]), so that the batch engine runs the
+    /// checkpoint itself after the commit (outside the measured lock hold).
+    /// Returns whether the database is in WAL mode.
     pub fn tune_for_batches(&self) -> anyhow::Result<bool> {
         let mode: String = self
             .conn
@@ -388,18 +443,78 @@ impl WriteDb {
             self.conn
                 .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")
                 .map_err(|e| classify(&self.path, e, true))?;
+            let arg: *const AtomicU32 = &*self.wal_frames;
+            // SAFETY: the handle is this open connection's; the argument
+            // points into `self.wal_frames`, which outlives the connection
+            // (see the field), and `record_wal_frames` only stores into it.
+            // Registering replaces the auto-checkpoint hook turned off above.
+            unsafe {
+                rusqlite::ffi::sqlite3_wal_hook(
+                    self.conn.handle(),
+                    Some(record_wal_frames),
+                    arg.cast_mut().cast(),
+                );
+            }
         }
         Ok(wal)
     }
 
-    /// `PRAGMA wal_checkpoint(PASSIVE)` outside any transaction: waits for
-    /// nobody, never fails the run (a problem is logged).
-    pub fn checkpoint_passive(&self) {
-        if let Err(e) = self
+    /// `PRAGMA data_version`: changes whenever another connection commits
+    /// (this connection's own commits leave it alone). None on an error.
+    pub fn data_version(&self) -> Option<i64> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .ok()
+    }
+
+    /// True when no other connection holds the write lock right now: a
+    /// `BEGIN IMMEDIATE` that does not wait (busy timeout 0 for that one
+    /// statement), rolled back at once. Any error other than "busy" counts
+    /// as free, so that the real transaction reports it.
+    pub fn write_lock_free(&self) -> bool {
+        if self.conn.busy_timeout(Duration::ZERO).is_err() {
+            return true;
+        }
+        let begun = self.conn.execute_batch("BEGIN IMMEDIATE");
+        let _ = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        {
-            log::debug!("passive checkpoint of {}: {e}", self.path.display());
+            .busy_timeout(Duration::from_millis(self.busy_timeout_ms));
+        match begun {
+            Ok(()) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                true
+            }
+            Err(e) => e.sqlite_error_code() != Some(rusqlite::ErrorCode::DatabaseBusy),
+        }
+    }
+
+    /// Frames in the WAL after this connection's last commit (0 until
+    /// [`WriteDb::tune_for_batches`] installed the hook, or when not in WAL
+    /// mode). SQLite's auto-checkpoint compares the same number with
+    /// `wal_autocheckpoint` (1000 by default, the ingestor's setting).
+    pub fn wal_frames(&self) -> u32 {
+        self.wal_frames.load(Ordering::Relaxed)
+    }
+
+    /// `PRAGMA wal_checkpoint(PASSIVE)` outside any transaction: waits for
+    /// nobody, never fails the run (a problem is logged). Returns whether
+    /// another connection's checkpoint was running (SQLite's `busy`), the
+    /// frames in the WAL and the frames checkpointed (None on an error).
+    pub fn checkpoint_passive(&self) -> Option<(bool, i64, i64)> {
+        match self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? != 0,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            }) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                log::debug!("passive checkpoint of {}: {e}", self.path.display());
+                None
+            }
         }
     }
 

@@ -37,6 +37,9 @@ use crate::store::maintenance::{checkpoint, incremental, FileSizes, FreeSpace, V
 use crate::store::{Deadline, ReadOnlyDb, WriteDb};
 use crate::timeutil;
 
+/// prune's page cache on the write connection, in KiB (16 MiB).
+const PRUNE_CACHE_KIB: u32 = 16 * 1024;
+
 /// What the kinds of one run did, in CoreScope's order.
 struct KindsDone {
     rows: Vec<(PruneKind, KindReport)>,
@@ -135,6 +138,22 @@ fn run_kinds(
         },
     )
     .context("preparing prune's connection for batched writes")?;
+    if !dry {
+        // A page cache that holds one batch's pages: with SQLite's default
+        // (2 MB) a batch spilled dirty pages into the WAL mid-transaction
+        // and re-read index pages from the OS (prune's profile). Bounded,
+        // so peak RSS stays far below 64 MB at any database size. Statement
+        // journals in memory: each multi-row DELETE journals the pages it
+        // changes (bounded by one batch), which in a temp file cost a write
+        // per page (10 % of prune's profile). Not for other commands: with
+        // `temp_store = MEMORY` a CREATE INDEX sorts in memory (migrate's
+        // peak RSS grew from 12 to 56 MB at 1 M).
+        eng.conn()
+            .execute_batch(&format!(
+                "PRAGMA cache_size = -{PRUNE_CACHE_KIB}; PRAGMA temp_store = MEMORY;"
+            ))
+            .context("setting prune's page cache")?;
+    }
     eng.show_progress(
         progress.then(|| {
             crate::progress::counter(if dry { "prune --dry-run" } else { "prune" }, "rows")
