@@ -84,6 +84,22 @@ fn shape(v: &Value) -> Value {
             let shapes: Vec<Value> = items.iter().map(shape).collect();
             shape_of_shapes(shapes.iter())
         }
+        // A map keyed by data (a degree distribution: "1", "2", "3-4", ...)
+        // has one shape for all its keys: which keys appear depends on the
+        // data (the demo's window ends now).
+        Value::Object(m)
+            if !m.is_empty()
+                && m.keys()
+                    .all(|k| k.starts_with(|c: char| c.is_ascii_digit())) =>
+        {
+            let shapes: Vec<Value> = m.values().map(shape).collect();
+            let merged = shape_of_shapes(shapes.iter());
+            let one = match merged {
+                Value::Array(mut kinds) if kinds.len() == 1 => kinds.remove(0),
+                other => other,
+            };
+            json!({ "<data key>": one })
+        }
         Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
     }
 }
