@@ -414,15 +414,7 @@ fn all_outputs(dir: &Path) -> Vec<(String, String, Value)> {
     let n = dir.join("new.db");
     push(&n, run("migrate", &["migrate", "--create"], 0));
     // A column of the wrong type: migrate reports it as not repaired.
-    {
-        let c = rusqlite::Connection::open(&n).expect("open new.db");
-        c.execute_batch(
-            "PRAGMA writable_schema = ON;
-             UPDATE sqlite_master SET sql = replace(sql, 'lat REAL', 'lat TEXT') WHERE name = 'nodes';
-             PRAGMA writable_schema = OFF;",
-        )
-        .expect("edit nodes.lat");
-    }
+    crate::schema_diff::edit_schema(&n, "nodes", "lat REAL", "lat TEXT");
     push(&n, run("migrate --dry-run", &["migrate", "--dry-run"], 0));
     push(&n, run("migrate", &["migrate"], 0));
     // An index built online (forced on a small table).
