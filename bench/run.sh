@@ -103,13 +103,18 @@ copy_db() { # src dst
 # Run a command under /usr/bin/time; record seconds, RSS and (corescope) max_lock_hold_ms.
 measure() { # size cmd side run -- command...
     local size=$1 cmd=$2 side=$3 run=$4; shift 5
-    local out="$WORK/out.$$" lock=""
+    local out="$WORK/out.$$" lock="" t0 t1
+    # Wall time from the clock in ns (/usr/bin/time's %e has 10 ms steps,
+    # too coarse for the tick); RSS from /usr/bin/time.
+    t0=$(date +%s%N)
     /usr/bin/time -f "%e %M" -o "$WORK/time.$$" "$@" >"$out" 2>"$WORK/err.$$" || {
         local rc=$?
         echo "bench: '$*' exited $rc:" >&2; tail -5 "$WORK/err.$$" >&2; tail -5 "$out" >&2
         return 0
     }
-    read -r secs rss <"$WORK/time.$$"
+    t1=$(date +%s%N)
+    read -r _ rss <"$WORK/time.$$"
+    secs=$(python3 -c "print(f'{($t1 - $t0) / 1e9:.4f}')")
     if [ "$side" = corescope ]; then
         lock=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d.get("max_lock_hold_ms",""))' "$out" 2>/dev/null || true)
     fi
@@ -191,6 +196,7 @@ run_size() {
             # tick: everything counted, then 1 000 new observations
             SQL "$w" "$TICK_SQL"
             measure "$size" "build-edges (tick, 1 000 new)" corescope "$run" -- "$BIN" --db "$w" --json build-edges
+            measure "$size" "build-edges (tick, nothing new)" corescope "$run" -- "$BIN" --db "$w" --json build-edges
             if have graph; then
                 measure "$size" "graph stats" corescope "$run" -- "$BIN" --db "$w" --json graph stats
                 measure "$size" "graph dump" corescope "$run" -- "$BIN" --db "$w" graph dump --format json
@@ -226,6 +232,8 @@ run_size() {
     if have build-edges; then
         copy_db "$base" "$w"; "$BIN" --db "$w" -q backfill path-json
         probe "$size" "build-edges --rebuild" corescope "$w" -- "$BIN" --db "$w" -q build-edges --rebuild
+        SQL "$w" "$TICK_SQL"
+        probe "$size" "build-edges (tick, 1 000 new)" corescope "$w" -- "$BIN" --db "$w" -q build-edges
         copy_db "$base" "$w"; probe "$size" "build-edges --rebuild" sqlite3 "$w" -- sqlite3 -bail -cmd ".timeout 5000" "$w" "BEGIN IMMEDIATE; $SCAN_SQL COMMIT;"
     fi
     if have backfill; then
@@ -240,6 +248,10 @@ run_size() {
     if have prune; then
         copy_db "$base" "$w"; probe "$size" prune corescope "$w" -- "$BIN" --db "$w" -q "${PRUNE_ARGS[@]}"
         copy_db "$base" "$w"; probe "$size" prune sqlite3 "$w" -- sqlite3 -bail -cmd ".timeout 5000" "$w" "$(prune_sql)"
+        if have vacuum; then
+            copy_db "$base" "$w"; "$BIN" --db "$w" -q "${PRUNE_ARGS[@]}" --vacuum-pages 0
+            probe "$size" vacuum corescope "$w" -- "$BIN" --db "$w" -q vacuum
+        fi
     fi
     rm -f "$w" "$w-wal" "$w-shm"
 }

@@ -124,6 +124,19 @@ pub const CONFIRM_STEP: Duration = Duration::from_millis(2);
 /// after this, the next transaction waits for the lock as usual.
 pub const YIELD_CAP: Duration = Duration::from_secs(1);
 
+/// The shortest yield cap ([`yield_cap`]), after a very short hold.
+pub const YIELD_FLOOR: Duration = Duration::from_millis(10);
+
+/// How long corescope yields at most after a transaction that held the lock
+/// for `held`: as long as the hold (at least [`YIELD_FLOOR`], at most
+/// [`YIELD_CAP`]). A writer that keeps committing therefore gets at least
+/// half of the time and corescope keeps going at half speed or better; with
+/// a fixed one-second cap a writer committing every 5 ms (200 packets/s)
+/// made every corescope transaction wait the whole second.
+pub fn yield_cap(held: Duration) -> Duration {
+    held.clamp(YIELD_FLOOR, YIELD_CAP)
+}
+
 /// True when another connection is running a checkpoint: a PASSIVE
 /// checkpoint of ours reports `busy` (else it copies what the WAL has
 /// beyond the last checkpoint, usually nothing or the ingestor's last
@@ -139,12 +152,13 @@ fn other_checkpoint_running(db: &WriteDb) -> bool {
 /// its `COMMIT` statement after the lock is released: its next packet is
 /// due right after it) and the write lock is free — twice in a row
 /// [`CONFIRM_STEP`] apart once another connection has committed since
-/// corescope's commit — or after [`YIELD_CAP`] from `since`. Returns how
-/// long it waited.
+/// corescope's commit — or after `cap` ([`yield_cap`] of the hold) from
+/// `since`. Returns how long it waited.
 pub(super) fn yield_to_other_writers(
     db: &WriteDb,
     mut seen: Option<i64>,
     since: Instant,
+    cap: Duration,
 ) -> Duration {
     let start = Instant::now();
     // Nobody committed since corescope's commit: no writer is catching up
@@ -162,7 +176,7 @@ pub(super) fn yield_to_other_writers(
         if quiet && quiet_before {
             break;
         }
-        if since.elapsed() >= YIELD_CAP {
+        if since.elapsed() >= cap {
             break;
         }
         seen = now;
@@ -310,6 +324,13 @@ impl<'a> Engine<'a> {
         self.batcher = Batcher::new(max_lock_ms);
     }
 
+    /// Start batch sizing over at `initial` rows under a budget of
+    /// `max_lock_ms` (a job that knows its rows are cheap under the lock
+    /// starts bigger than [`Batcher::new`]'s 500).
+    pub fn restart_batching_at(&mut self, max_lock_ms: u64, initial: usize) {
+        self.batcher = Batcher::with_bounds(max_lock_ms, initial, 1, 200_000);
+    }
+
     /// True once `--max-seconds` has passed: stop at this batch boundary.
     pub fn expired(&self) -> bool {
         self.deadline.expired()
@@ -355,9 +376,16 @@ impl<'a> Engine<'a> {
     }
 
     /// A PASSIVE checkpoint now (WAL mode, write handle only) when the
-    /// engine committed since its last one; jobs call it at their end.
+    /// engine committed since its last one and the WAL holds at least
+    /// [`CHECKPOINT_FRAMES`] frames (the same rule as after each commit:
+    /// fewer frames cost whoever checkpoints next little, and a timer's
+    /// tick of one small transaction then pays no checkpoint and no
+    /// fsync); jobs call it at their end.
     pub fn checkpoint(&mut self) {
         if let (true, true, Target::Write(db)) = (self.wal, self.dirty, &self.target) {
+            if db.wal_frames() < CHECKPOINT_FRAMES {
+                return;
+            }
             checkpoint_now(db);
             self.dirty = false;
         }
@@ -492,6 +520,16 @@ mod tests {
         // Never more than the busy handler's longest sleep (plus slack),
         // however long the hold: the old rule paused as long as the hold.
         assert_eq!(fairness_pause(ms(10_000)), ms(100) + PAUSE_SLACK);
+    }
+
+    #[test]
+    fn yielding_is_capped_by_the_hold() {
+        let ms = Duration::from_millis;
+        // A writer that never stops gets as much time as corescope held
+        // the lock: half of the time each, whatever the writer's rate.
+        assert_eq!(yield_cap(ms(80)), ms(80));
+        assert_eq!(yield_cap(ms(1)), YIELD_FLOOR);
+        assert_eq!(yield_cap(ms(5_000)), YIELD_CAP);
     }
 
     /// A WAL database with a `seq` table both writers append to.

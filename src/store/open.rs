@@ -218,6 +218,20 @@ impl ReadOnlyDb {
     }
 }
 
+/// What a write handle keeps about its last transaction until its next one
+/// ([`WriteDb::wait_for_turn`]).
+struct Turn {
+    /// When the lock became free.
+    free_since: Instant,
+    /// How long to leave it free at least ([`super::engine::fairness_pause`]).
+    pause: Duration,
+    /// `PRAGMA data_version` right after the commit.
+    seen: Option<i64>,
+    /// How long the transaction held the lock (the yield's cap,
+    /// [`super::engine::yield_cap`]).
+    held: Duration,
+}
+
 /// A read-write handle. All writes go through [`WriteDb::write`].
 pub struct WriteDb {
     conn: Connection,
@@ -233,10 +247,10 @@ pub struct WriteDb {
     /// so the connection (and its hook) is dropped first.
     wal_frames: Box<AtomicU32>,
     /// After a transaction: when the lock became free, how long to leave
-    /// it free, and `data_version` then. The next transaction waits for
+    /// it free, `data_version` then and the hold. The next transaction waits for
     /// its turn ([`WriteDb::wait_for_turn`]); the last one of a run never
     /// waits for nothing.
-    turn: Option<(Instant, Duration, Option<i64>)>,
+    turn: Option<Turn>,
 }
 
 /// SQLite's WAL hook: called after each commit of the connection with the
@@ -336,11 +350,18 @@ impl WriteDb {
     /// whatever corescope did in between counts), then while another
     /// connection keeps writing ([`super::engine::yield_to_other_writers`]).
     fn wait_for_turn(&mut self) {
-        let Some((free_since, pause, seen)) = self.turn.take() else {
+        let Some(Turn {
+            free_since,
+            pause,
+            seen,
+            held,
+        }) = self.turn.take()
+        else {
             return;
         };
         std::thread::sleep(pause.saturating_sub(free_since.elapsed()));
-        let yielded = super::engine::yield_to_other_writers(self, seen, free_since);
+        let cap = super::engine::yield_cap(held);
+        let yielded = super::engine::yield_to_other_writers(self, seen, free_since, cap);
         log::trace!(
             "lock left free for {:.1} ms (pause {:.0} ms, then {:.1} ms yielding to another writer)",
             free_since.elapsed().as_secs_f64() * 1000.0,
@@ -372,11 +393,12 @@ impl WriteDb {
             }
         };
         let held = start.elapsed();
-        self.turn = Some((
-            Instant::now(),
-            super::engine::fairness_pause(held),
-            self.data_version(),
-        ));
+        self.turn = Some(Turn {
+            free_since: Instant::now(),
+            pause: super::engine::fairness_pause(held),
+            seen: self.data_version(),
+            held,
+        });
         self.transactions += 1;
         self.last_hold = held;
         if held > self.max_hold {

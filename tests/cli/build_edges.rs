@@ -893,3 +893,61 @@ fn smallest_budget_still_writes_in_batches() {
         "{tx} transactions for 3000 observations: {r}"
     );
 }
+
+/// The write transactions a `-vv` run logged ("write transaction held the
+/// lock …", one line per transaction).
+fn write_transactions(stderr: &str) -> usize {
+    stderr
+        .lines()
+        .filter(|l| l.contains("write transaction held the lock"))
+        .count()
+}
+
+#[test]
+fn a_tick_is_one_write_transaction_that_also_records_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = random_db(dir.path(), "tick.db", 300, 17);
+    let (code, _, err) = run_raw(&db, &["-q", "build-edges"]);
+    assert_eq!(code, 0, "{err}");
+    let c = Connection::open(&db).unwrap();
+    c.execute_batch(
+        "UPDATE _corescope_state SET value = 'x' WHERE key = 'jobs.build_edges.last_run'",
+    )
+    .unwrap();
+    // 40 new observations (copies of recent ones on another path).
+    c.execute_batch(
+        "INSERT INTO observations (transmission_id, observer_idx, path_json, timestamp)
+         SELECT transmission_id, observer_idx, '[\"EE\",\"' || id || '\"]', timestamp + 60
+           FROM observations ORDER BY id DESC LIMIT 40",
+    )
+    .unwrap();
+    let max: i64 = c
+        .query_row("SELECT max(id) FROM observations", [], |r| r.get(0))
+        .unwrap();
+    let (code, out, err) = run_raw(&db, &["-vv", "--json", "build-edges"]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["observations_scanned"], 40);
+    assert_eq!(j["watermark"], max);
+    // The upserts, the watermark and the run record: one transaction.
+    assert_eq!(write_transactions(&err), 1, "{err}");
+    let state = |k: &str| -> String {
+        c.query_row(
+            "SELECT value FROM _corescope_state WHERE key = ?1",
+            [k],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_ne!(state("jobs.build_edges.last_run"), "x");
+    assert_eq!(state("jobs.build_edges.last_complete"), "true");
+    // Nothing new: the run record alone, again one transaction.
+    c.execute_batch(
+        "UPDATE _corescope_state SET value = 'x' WHERE key = 'jobs.build_edges.last_run'",
+    )
+    .unwrap();
+    let (code, _, err) = run_raw(&db, &["-vv", "build-edges"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(write_transactions(&err), 1, "{err}");
+    assert_ne!(state("jobs.build_edges.last_run"), "x");
+}

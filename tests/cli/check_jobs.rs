@@ -72,7 +72,7 @@ fn build_edges_lag_and_last_run_equal_sql() {
     assert_eq!(e["lag"], 2000);
     // A run stopped by --max-seconds: one batch, then the rest is lag.
     Corescope::new()
-        .args(["build-edges", "--max-seconds", "0"])
+        .args(["build-edges", "--batch-size", "500", "--max-seconds", "0"])
         .db(&db)
         .expect_code(0)
         .run();

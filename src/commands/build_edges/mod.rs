@@ -140,6 +140,7 @@ fn build(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<BuildEdgesReport> {
         progress,
         staging_fresh: rebuild && start.resumed_from.is_none(),
         max_lock_ms: args.write.max_lock_ms,
+        logged: false,
     };
     let (complete, staging_wm) = if rebuild {
         let w = runner.drain_rebuild(&token, start.watermark)?;
@@ -148,6 +149,7 @@ fn build(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<BuildEdgesReport> {
         (runner.drain_live()?, None)
     };
     let totals = std::mem::take(&mut runner.totals);
+    let run_logged = runner.logged;
     if let Some(p) = runner.progress.take() {
         p.finish_and_clear();
     }
@@ -171,12 +173,16 @@ fn build(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<BuildEdgesReport> {
         }
         None => std::collections::BTreeMap::new(),
     };
-    engine.batch(|tx| {
-        Ok((
-            crate::store::state::record_run(tx, "build_edges", complete)?,
-            1,
-        ))
-    })?;
+    // An incremental run that caught up recorded itself in its last batch
+    // (a tick is one write transaction); anything else records now.
+    if !(run_logged && old_rows_deleted == 0) {
+        engine.batch(|tx| {
+            Ok((
+                crate::store::state::record_run(tx, "build_edges", complete)?,
+                1,
+            ))
+        })?;
+    }
     Ok(BuildEdgesReport {
         observations_scanned: totals.scanned,
         candidates: totals.candidates,
