@@ -1,6 +1,11 @@
 //! Reading observations into edge candidates (plain reads, outside any
-//! write lock).
+//! write lock). Reading ([`read`]) and extracting ([`RowBatch::extract`])
+//! are separate steps so that a rebuild can run them on two threads: the
+//! reader copies the columns of each row into a [`RowBatch`] (one buffer
+//! per chunk of rows, no allocation per row), the extractor turns a batch
+//! into candidates.
 
+use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 
 use super::agg::Agg;
@@ -72,15 +77,91 @@ impl Totals {
     }
 }
 
-/// Scans up to `limit` observations after `after` into `agg`, stopping
-/// before the first one a backfill will still change (never counted before
-/// the backfill has visited it).
-pub fn scan(
+/// Rows per [`RowBatch`] handed on by [`read`].
+pub const CHUNK_ROWS: usize = 2048;
+/// Bytes of column text per [`RowBatch`] beyond which it is handed on early
+/// (keeps a chunk of long `decoded_json` values small).
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// A column's bytes inside [`RowBatch::bytes`]: only TEXT values (any
+/// other storage class is no value, as `values::text` reads it).
+type Span = Option<(usize, usize)>;
+
+/// The columns of one observation that extraction reads.
+#[derive(Debug, Clone, Copy)]
+struct RawRow {
+    payload_type: Option<i64>,
+    ts: Option<i64>,
+    from_pubkey: Span,
+    decoded_json: Span,
+    observer_id: Span,
+    path_json: Span,
+}
+
+/// Observations as read, their text columns copied into one buffer.
+#[derive(Debug, Default)]
+pub struct RowBatch {
+    bytes: Vec<u8>,
+    rows: Vec<RawRow>,
+}
+
+impl RowBatch {
+    fn span(&mut self, v: ValueRef<'_>) -> Span {
+        match v {
+            ValueRef::Text(t) => {
+                let start = self.bytes.len();
+                self.bytes.extend_from_slice(t);
+                Some((start, self.bytes.len()))
+            }
+            _ => None,
+        }
+    }
+
+    /// TEXT as `&str`; invalid UTF-8 is no value (as `values::text`).
+    fn text(&self, s: Span) -> Option<&str> {
+        s.and_then(|(a, b)| std::str::from_utf8(&self.bytes[a..b]).ok())
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.rows.clear();
+    }
+
+    /// Adds the candidates of every row to `agg`; returns how many.
+    pub fn extract(&self, idx: &PrefixIndex, agg: &mut Agg) -> u64 {
+        let mut n = 0u64;
+        for r in &self.rows {
+            let obs = ObsInput {
+                payload_type: r.payload_type,
+                from_pubkey: self.text(r.from_pubkey),
+                decoded_json: self.text(r.decoded_json),
+                observer_id: self.text(r.observer_id),
+                path_json: self.text(r.path_json),
+            };
+            edges::extract_each(&obs, idx, |x, y| {
+                n += 1;
+                agg.add(x, y, r.ts);
+            });
+        }
+        n
+    }
+}
+
+/// Reads up to `limit` observations after `after`, stopping before the
+/// first one a backfill will still change (never counted before the
+/// backfill has visited it). Hands the rows to `sink` in batches of at most
+/// [`CHUNK_ROWS`] (TRACE rows are counted, not handed on); `sink` takes
+/// what it keeps and leaves the batch empty or clears it. `candidates` of
+/// the result is 0: the sink extracts.
+pub fn read(
     conn: &Connection,
-    idx: &PrefixIndex,
     after: i64,
     limit: usize,
-    agg: &mut Agg,
+    mut sink: impl FnMut(&mut RowBatch) -> anyhow::Result<()>,
 ) -> anyhow::Result<Scanned> {
     let (pj, fp) = backfill_state::edges_wait_cursors(conn)?;
     let mut st = conn.prepare_cached(&scan_sql())?;
@@ -89,6 +170,7 @@ pub fn scan(
         last_id: after,
         ..Default::default()
     };
+    let mut batch = RowBatch::default();
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
         if let Some(task) = backfill_state::edges_wait_task(r.get(7)?) {
@@ -102,21 +184,40 @@ pub fn scan(
             b.trace_skipped += 1;
             continue;
         }
-        let obs = ObsInput {
+        let row = RawRow {
             payload_type,
-            from_pubkey: text(r.get_ref(4)?),
-            decoded_json: text(r.get_ref(5)?),
-            observer_id: text(r.get_ref(6)?),
-            path_json: text(r.get_ref(2)?),
+            ts: epoch(r.get_ref(1)?),
+            from_pubkey: batch.span(r.get_ref(4)?),
+            decoded_json: batch.span(r.get_ref(5)?),
+            observer_id: batch.span(r.get_ref(6)?),
+            path_json: batch.span(r.get_ref(2)?),
         };
-        let ts = epoch(r.get_ref(1)?);
-        let mut n = 0u64;
-        edges::extract_each(&obs, idx, |x, y| {
-            n += 1;
-            agg.add(x, y, ts);
-        });
-        b.candidates += n;
+        batch.rows.push(row);
+        if batch.len() >= CHUNK_ROWS || batch.bytes.len() >= CHUNK_BYTES {
+            sink(&mut batch)?;
+            batch.clear();
+        }
     }
+    if batch.len() > 0 {
+        sink(&mut batch)?;
+    }
+    Ok(b)
+}
+
+/// [`read`] and extract on this thread, into `agg` (the incremental pass).
+pub fn scan(
+    conn: &Connection,
+    idx: &PrefixIndex,
+    after: i64,
+    limit: usize,
+    agg: &mut Agg,
+) -> anyhow::Result<Scanned> {
+    let mut candidates = 0u64;
+    let mut b = read(conn, after, limit, |batch| {
+        candidates += batch.extract(idx, agg);
+        Ok(())
+    })?;
+    b.candidates = candidates;
     Ok(b)
 }
 
