@@ -5,7 +5,7 @@
 //! per chunk of rows, no allocation per row), the extractor turns a batch
 //! into candidates.
 
-use rusqlite::types::ValueRef;
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::Connection;
 
 use super::agg::Agg;
@@ -14,9 +14,17 @@ use crate::packet;
 use crate::store::backfill_state;
 use crate::store::values::{epoch, int, text};
 
-/// The scan: every observation after ?1 (at most ?2), with what it waits
-/// for (column 7, the backfills' own candidate rules after their cursors
-/// ?3 and ?4).
+/// The scan: every observation after ?1 (at most ?2), with what it may
+/// wait for (column 7) and its transmission id (column 8).
+///
+/// Column 7 is the rule of `backfill_state::edges_wait_sql` split in two:
+/// 1 = the path-json backfill will still fill `path_json` (above its cursor
+/// ?3); 3 = an ADVERT the from-pubkey backfill will still visit (above its
+/// cursor ?4), which waits (code 2 there) unless its `decoded_json` already
+/// holds a usable key. That last test parses the JSON in SQLite; it is a
+/// function of the transmission alone, so [`read`] evaluates it once per
+/// transmission ([`KeyUsable`]) instead of once per observation (most of
+/// the scan's SQLite time otherwise, with ADVERT keys still NULL).
 fn scan_sql() -> String {
     format!(
         "SELECT o.id, o.timestamp, o.path_json, t.payload_type,
@@ -24,15 +32,64 @@ fn scan_sql() -> String {
        CASE WHEN t.payload_type = 4 AND (t.from_pubkey IS NULL OR t.from_pubkey = '')
             THEN t.decoded_json END,
        ob.id,
-       {}
+       CASE WHEN o.id > ?3 AND {} THEN 1
+            WHEN o.transmission_id > ?4 AND t.payload_type = 4 AND t.from_pubkey IS NULL THEN 3
+            ELSE 0 END,
+       o.transmission_id
   FROM observations o
   LEFT JOIN transmissions t ON t.id = o.transmission_id
   LEFT JOIN observers ob ON ob.rowid = o.observer_idx
  WHERE o.id > ?1
  ORDER BY o.id
  LIMIT ?2",
-        backfill_state::edges_wait_sql()
+        backfill_state::PATH_JSON_WHERE
     )
+}
+
+/// Column 7 of [`scan_sql`]: an ADVERT whose key test is still to be made.
+const CHECK_KEY: i64 = 3;
+/// The code of `backfill_state::edges_wait_sql` for an ADVERT that waits.
+const WAITS_FOR_FROM_PUBKEY: i64 = 2;
+
+/// `decoded_key_usable` of one transmission's `decoded_json` (bound as
+/// ?1: the value column 5 of [`scan_sql`] returns for such a row, which is
+/// `t.decoded_json` itself), memoized per transmission id for one read
+/// (one statement, one snapshot: a transmission's row cannot change within
+/// it).
+struct KeyUsable {
+    memo: crate::edges::FnvMap<i64, bool>,
+}
+
+/// Transmissions [`KeyUsable`] remembers before it starts over.
+const KEY_MEMO_MAX: usize = 4096;
+
+impl KeyUsable {
+    fn usable(
+        &mut self,
+        conn: &Connection,
+        tx_id: Option<i64>,
+        decoded_json: ValueRef<'_>,
+    ) -> anyhow::Result<bool> {
+        if let Some(&u) = tx_id.and_then(|id| self.memo.get(&id)) {
+            return Ok(u);
+        }
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {}",
+            backfill_state::decoded_key_usable("?1")
+        ))?;
+        // NULL counts as usable, as `NOT NULL` does not make the row wait
+        // in the rule it stands for.
+        let u = st.query_row([ToSqlOutput::Borrowed(decoded_json)], |r| {
+            r.get::<_, Option<bool>>(0)
+        })? != Some(false);
+        if let Some(id) = tx_id {
+            if self.memo.len() >= KEY_MEMO_MAX {
+                self.memo.clear();
+            }
+            self.memo.insert(id, u);
+        }
+        Ok(u)
+    }
 }
 
 /// What one scan batch saw.
@@ -171,9 +228,20 @@ pub fn read(
         ..Default::default()
     };
     let mut batch = RowBatch::default();
+    let mut keys = KeyUsable {
+        memo: Default::default(),
+    };
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
-        if let Some(task) = backfill_state::edges_wait_task(r.get(7)?) {
+        let mut wait: i64 = r.get(7)?;
+        if wait == CHECK_KEY {
+            wait = if keys.usable(conn, int(r.get_ref(8)?), r.get_ref(5)?)? {
+                0
+            } else {
+                WAITS_FOR_FROM_PUBKEY
+            };
+        }
+        if let Some(task) = backfill_state::edges_wait_task(wait) {
             b.waiting = Some((task, id));
             break;
         }
@@ -246,7 +314,7 @@ pub fn max_observation_id(conn: &Connection) -> anyhow::Result<i64> {
 #[cfg(test)]
 mod tests {
     use crate::store::values::{epoch, text};
-    use rusqlite::types::ValueRef;
+    use rusqlite::types::{ToSqlOutput, ValueRef};
 
     #[test]
     fn epoch_tolerates_storage_classes() {
