@@ -155,12 +155,14 @@ impl Run<'_, '_> {
         let result = std::thread::scope(|s| {
             let (to_worker, inbox) = mpsc::sync_channel::<ToWorker>(CHANNEL_CHUNKS);
             let (reply, replies) = mpsc::sync_channel::<Flushed>(1);
+            let (recycle, spares) = mpsc::sync_channel::<RowBatch>(CHANNEL_CHUNKS + 2);
             let worker = std::thread::Builder::new()
                 .name("build-edges-extract".into())
-                .spawn_scoped(s, || extract_worker(&idx, inbox, reply, &pairs))?;
+                .spawn_scoped(s, || extract_worker(&idx, inbox, reply, recycle, &pairs))?;
             let mut link = Link {
                 to_worker,
                 replies,
+                spares,
                 pairs: &pairs,
             };
             let r = self.rebuild_loop(token, start, &mut link);
@@ -242,6 +244,9 @@ struct Flushed {
 struct Link<'p> {
     to_worker: mpsc::SyncSender<ToWorker>,
     replies: mpsc::Receiver<Flushed>,
+    /// Chunks the extractor is done with (emptied, their buffers kept): no
+    /// new allocation and no regrowing per chunk.
+    spares: mpsc::Receiver<RowBatch>,
     /// Distinct pairs in the extractor's aggregate.
     pairs: &'p AtomicUsize,
 }
@@ -252,8 +257,9 @@ fn worker_gone() -> anyhow::Error {
 
 impl Link<'_> {
     fn send(&mut self, rows: &mut RowBatch) -> anyhow::Result<()> {
+        let spare = self.spares.try_recv().unwrap_or_default();
         self.to_worker
-            .send(ToWorker::Rows(std::mem::take(rows)))
+            .send(ToWorker::Rows(std::mem::replace(rows, spare)))
             .map_err(|_| worker_gone())
     }
 
@@ -271,15 +277,21 @@ fn extract_worker(
     idx: &PrefixIndex,
     inbox: mpsc::Receiver<ToWorker>,
     reply: mpsc::SyncSender<Flushed>,
+    recycle: mpsc::SyncSender<RowBatch>,
     pairs: &AtomicUsize,
 ) {
     let mut agg = Agg::default();
     let mut candidates = 0u64;
     for msg in inbox {
         match msg {
-            ToWorker::Rows(rows) => {
+            ToWorker::Rows(mut rows) => {
                 candidates += rows.extract(idx, &mut agg);
                 pairs.store(agg.len(), Ordering::Relaxed);
+                if rows.reusable() {
+                    rows.clear();
+                    // A full channel (or a reader gone): this one is dropped.
+                    let _ = recycle.try_send(rows);
+                }
             }
             ToWorker::Flush => {
                 let (names, rows) = agg.take_sorted();

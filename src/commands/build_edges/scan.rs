@@ -183,7 +183,13 @@ impl RowBatch {
         self.rows.len()
     }
 
-    fn clear(&mut self) {
+    /// Worth keeping for another chunk: not grown far past a chunk's size
+    /// by one huge value.
+    pub fn reusable(&self) -> bool {
+        self.bytes.capacity() <= 2 * CHUNK_BYTES
+    }
+
+    pub fn clear(&mut self) {
         self.bytes.clear();
         self.rows.clear();
     }
@@ -212,7 +218,7 @@ impl RowBatch {
 /// first one a backfill will still change (never counted before the
 /// backfill has visited it). Hands the rows to `sink` in batches of at most
 /// [`CHUNK_ROWS`] (TRACE rows are counted, not handed on); `sink` takes
-/// what it keeps and leaves the batch empty or clears it. `candidates` of
+/// what it keeps and leaves an empty batch in its place. `candidates` of
 /// the result is 0: the sink extracts.
 pub fn read(
     conn: &Connection,
