@@ -235,7 +235,7 @@ pub fn read(
     };
     let mut batch = RowBatch::default();
     let mut keys = KeyUsable {
-        memo: Default::default(),
+        memo: crate::edges::FnvMap::default(),
     };
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
@@ -320,7 +320,7 @@ pub fn max_observation_id(conn: &Connection) -> anyhow::Result<i64> {
 #[cfg(test)]
 mod tests {
     use crate::store::values::{epoch, text};
-    use rusqlite::types::{ToSqlOutput, ValueRef};
+    use rusqlite::types::ValueRef;
 
     #[test]
     fn epoch_tolerates_storage_classes() {
