@@ -487,9 +487,26 @@ pub struct ObsInput<'a> {
     pub path_json: Option<&'a str>,
 }
 
+/// The originator of an ADVERT: `from_pubkey`, else `decoded_json.pubKey`,
+/// lower-cased into `buf`; `None` unless a 64-hex key.
+fn originator_key<'b>(obs: &ObsInput<'_>, buf: &'b mut [u8; 64]) -> Option<&'b str> {
+    match obs.from_pubkey.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => lower_key(s, buf),
+        None => {
+            let decoded = obs.decoded_json.and_then(decoded_pubkey)?;
+            lower_key(&decoded, buf)
+        }
+    }
+}
+
 /// Calls `f(node_a, node_b)` for every edge candidate of one observation:
 /// lower-case, canonical order, never an empty endpoint or a
 /// self-edge. The same pair may come twice (once per rule); each counts.
+///
+/// An endpoint key is read (validated, lower-cased, for an ADVERT without
+/// `from_pubkey` parsed out of `decoded_json`) only when its rule can still
+/// produce a candidate: most observations yield none, because their hop
+/// does not resolve to one node.
 pub fn extract_each(obs: &ObsInput<'_>, idx: &PrefixIndex, mut f: impl FnMut(&str, &str)) {
     let payload_type = packet::stored_payload_type(obs.payload_type);
     if payload_type == Some(packet::PAYLOAD_TRACE) {
@@ -502,33 +519,28 @@ pub fn extract_each(obs: &ObsInput<'_>, idx: &PrefixIndex, mut f: impl FnMut(&st
         }
     };
     let (mut fbuf, mut obuf) = ([0u8; 64], [0u8; 64]);
-    let decoded;
-    let originator: Option<&str> = if is_advert {
-        match obs.from_pubkey.map(str::trim).filter(|s| !s.is_empty()) {
-            Some(s) => lower_key(s, &mut fbuf),
-            None => {
-                decoded = obs.decoded_json.and_then(decoded_pubkey);
-                decoded.as_deref().and_then(|s| lower_key(s, &mut fbuf))
-            }
-        }
-    } else {
-        None
-    };
-    let observer: Option<&str> = obs.observer_id.and_then(|o| lower_key(o, &mut obuf));
     match obs.path_json.and_then(path_ends) {
         None => {
-            if let (Some(fk), Some(ok)) = (originator, observer) {
+            if !is_advert {
+                return;
+            }
+            let Some(ok) = obs.observer_id.and_then(|o| lower_key(o, &mut obuf)) else {
+                return;
+            };
+            if let Some(fk) = originator_key(obs, &mut fbuf) {
                 emit(fk, ok);
             }
         }
         Some((first, last)) => {
-            if let Some(fk) = originator {
+            if is_advert {
                 if let Resolution::Unique(h0) = idx.resolve(&first) {
-                    emit(fk, h0);
+                    if let Some(fk) = originator_key(obs, &mut fbuf) {
+                        emit(fk, h0);
+                    }
                 }
             }
-            if let Some(ok) = observer {
-                if let Resolution::Unique(hl) = idx.resolve(&last) {
+            if let Resolution::Unique(hl) = idx.resolve(&last) {
+                if let Some(ok) = obs.observer_id.and_then(|o| lower_key(o, &mut obuf)) {
                     emit(ok, hl);
                 }
             }

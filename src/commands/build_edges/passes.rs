@@ -1,11 +1,13 @@
 //! The two passes of build-edges through the batch engine: the incremental
 //! pass into `neighbor_edges` and the rebuild pass into the staging table.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::Instant;
 
-use super::agg::Agg;
+use super::agg::{Agg, IdRow};
 use super::rows::{write_rows, Write};
-use super::scan::{scan, Totals};
+use super::scan::{read, scan, RowBatch, Totals};
 use super::staging::{check_owner, once};
 use super::EDGES_TABLE;
 use crate::edges::PrefixIndex;
@@ -102,12 +104,18 @@ impl Run<'_, '_> {
         }
     }
 
-    /// Writes the aggregate into the staging table and records `wm` as its
-    /// watermark. The staging watermark is cleared first, so a crash in
-    /// between leaves a staging table that the next rebuild discards.
-    fn flush_staging(&mut self, token: &str, agg: &mut Agg, wm: i64) -> anyhow::Result<()> {
+    /// Writes the aggregated `rows` into the staging table and records
+    /// `wm` as its watermark. The staging watermark is cleared first, so a
+    /// crash in between leaves a staging table that the next rebuild
+    /// discards.
+    fn flush_staging(&mut self, token: &str, flushed: Flushed, wm: i64) -> anyhow::Result<()> {
         let t0 = Instant::now();
-        let (names, rows) = agg.take_sorted();
+        let Flushed {
+            names,
+            rows,
+            candidates,
+        } = flushed;
+        self.totals.candidates += candidates;
         // Per-row cost differs from the previous flush (bigger table, other
         // key spread): start small again rather than overshoot the budget,
         // and aim at a quarter of it (bulk work: margin over throughput).
@@ -152,39 +160,168 @@ impl Run<'_, '_> {
 
     /// Rebuild pass into the staging table from `start`. Returns the
     /// staging watermark when caught up, None when stopped by the deadline.
+    ///
+    /// Two threads: this one reads the observations (the connection stays
+    /// here) and writes the flushes; an extractor thread turns the rows
+    /// into candidates and aggregates them, so SQLite's scan and the graph
+    /// work overlap. Between them a bounded channel of row chunks (memory
+    /// stays bounded); a flush asks the extractor for its aggregate of every
+    /// row sent so far.
     pub fn drain_rebuild(&mut self, token: &str, start: i64) -> anyhow::Result<Option<i64>> {
-        let mut agg = Agg::default();
+        let idx = std::mem::take(&mut self.idx);
+        let pairs = AtomicUsize::new(0);
+        let result = std::thread::scope(|s| {
+            let (to_worker, inbox) = mpsc::sync_channel::<ToWorker>(CHANNEL_CHUNKS);
+            let (reply, replies) = mpsc::sync_channel::<Flushed>(1);
+            let (recycle, spares) = mpsc::sync_channel::<RowBatch>(CHANNEL_CHUNKS + 2);
+            let worker = std::thread::Builder::new()
+                .name("build-edges-extract".into())
+                .spawn_scoped(s, || extract_worker(&idx, inbox, reply, recycle, &pairs))?;
+            let mut link = Link {
+                to_worker,
+                replies,
+                spares,
+                pairs: &pairs,
+            };
+            let r = self.rebuild_loop(token, start, &mut link);
+            drop(link);
+            if worker.join().is_err() {
+                anyhow::bail!("internal error: the build-edges extractor thread panicked");
+            }
+            r
+        });
+        self.idx = idx;
+        result
+    }
+
+    fn rebuild_loop(
+        &mut self,
+        token: &str,
+        start: i64,
+        link: &mut Link<'_>,
+    ) -> anyhow::Result<Option<i64>> {
         let mut wm = start;
+        let mut pending = false;
         let size = self.fixed_batch.unwrap_or(REBUILD_SCAN_ROWS).max(1);
         let t0 = Instant::now();
         loop {
-            if agg.len() == 0 {
+            if !pending {
                 log::info!(
                     "rebuild: scanning after observation {wm} ({:.0} ms so far)",
                     t0.elapsed().as_secs_f64() * 1000.0
                 );
             }
-            let batch = scan(self.engine.conn(), &self.idx, wm, size, &mut agg)?;
+            let batch = read(self.engine.conn(), wm, size, |rows| link.send(rows))?;
             if batch.rows == 0 {
                 self.totals.waiting = batch.waiting;
-                self.flush_staging(token, &mut agg, wm)?;
+                self.flush_staging(token, link.flush()?, wm)?;
                 return Ok(Some(wm));
             }
+            pending = true;
             wm = batch.last_id;
             self.totals.add_scan(&batch);
             self.tick(batch.rows);
             if batch.waiting.is_some() {
                 // Swapped in up to here; incremental runs go on once the
                 // backfill has passed.
-                self.flush_staging(token, &mut agg, wm)?;
+                self.flush_staging(token, link.flush()?, wm)?;
                 return Ok(Some(wm));
             }
             if self.engine.expired() {
-                self.flush_staging(token, &mut agg, wm)?;
+                self.flush_staging(token, link.flush()?, wm)?;
                 return Ok(None);
             }
-            if agg.len() >= REBUILD_MAX_PAIRS {
-                self.flush_staging(token, &mut agg, wm)?;
+            // The extractor's count lags by the chunks still in the
+            // channel: at most a few thousand rows' pairs more.
+            if link.pairs.load(Ordering::Relaxed) >= REBUILD_MAX_PAIRS {
+                self.flush_staging(token, link.flush()?, wm)?;
+                pending = false;
+            }
+        }
+    }
+}
+
+/// Row chunks in the channel between the reader and the extractor.
+const CHANNEL_CHUNKS: usize = 4;
+
+enum ToWorker {
+    Rows(RowBatch),
+    /// Send back the aggregate of every row so far and start a new one.
+    Flush,
+}
+
+/// An aggregate taken from the extractor.
+struct Flushed {
+    names: Vec<String>,
+    rows: Vec<IdRow>,
+    /// Candidates counted into it.
+    candidates: u64,
+}
+
+/// The reader's ends of the channels to the extractor.
+struct Link<'p> {
+    to_worker: mpsc::SyncSender<ToWorker>,
+    replies: mpsc::Receiver<Flushed>,
+    /// Chunks the extractor is done with (emptied, their buffers kept): no
+    /// new allocation and no regrowing per chunk.
+    spares: mpsc::Receiver<RowBatch>,
+    /// Distinct pairs in the extractor's aggregate.
+    pairs: &'p AtomicUsize,
+}
+
+fn worker_gone() -> anyhow::Error {
+    anyhow::anyhow!("internal error: the build-edges extractor thread stopped")
+}
+
+impl Link<'_> {
+    fn send(&mut self, rows: &mut RowBatch) -> anyhow::Result<()> {
+        let spare = self.spares.try_recv().unwrap_or_default();
+        self.to_worker
+            .send(ToWorker::Rows(std::mem::replace(rows, spare)))
+            .map_err(|_| worker_gone())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<Flushed> {
+        self.to_worker
+            .send(ToWorker::Flush)
+            .map_err(|_| worker_gone())?;
+        self.replies.recv().map_err(|_| worker_gone())
+    }
+}
+
+/// The extractor: aggregates the candidates of every chunk received, hands
+/// the aggregate over (sorted) on each flush; ends when the reader hangs up.
+fn extract_worker(
+    idx: &PrefixIndex,
+    inbox: mpsc::Receiver<ToWorker>,
+    reply: mpsc::SyncSender<Flushed>,
+    recycle: mpsc::SyncSender<RowBatch>,
+    pairs: &AtomicUsize,
+) {
+    let mut agg = Agg::default();
+    let mut candidates = 0u64;
+    for msg in inbox {
+        match msg {
+            ToWorker::Rows(mut rows) => {
+                candidates += rows.extract(idx, &mut agg);
+                pairs.store(agg.len(), Ordering::Relaxed);
+                if rows.reusable() {
+                    rows.clear();
+                    // A full channel (or a reader gone): this one is dropped.
+                    let _ = recycle.try_send(rows);
+                }
+            }
+            ToWorker::Flush => {
+                let (names, rows) = agg.take_sorted();
+                pairs.store(0, Ordering::Relaxed);
+                let flushed = Flushed {
+                    names,
+                    rows,
+                    candidates: std::mem::take(&mut candidates),
+                };
+                if reply.send(flushed).is_err() {
+                    return;
+                }
             }
         }
     }

@@ -1,6 +1,11 @@
 //! Reading observations into edge candidates (plain reads, outside any
-//! write lock).
+//! write lock). Reading ([`read`]) and extracting ([`RowBatch::extract`])
+//! are separate steps so that a rebuild can run them on two threads: the
+//! reader copies the columns of each row into a [`RowBatch`] (one buffer
+//! per chunk of rows, no allocation per row), the extractor turns a batch
+//! into candidates.
 
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::Connection;
 
 use super::agg::Agg;
@@ -9,9 +14,17 @@ use crate::packet;
 use crate::store::backfill_state;
 use crate::store::values::{epoch, int, text};
 
-/// The scan: every observation after ?1 (at most ?2), with what it waits
-/// for (column 7, the backfills' own candidate rules after their cursors
-/// ?3 and ?4).
+/// The scan: every observation after ?1 (at most ?2), with what it may
+/// wait for (column 7) and its transmission id (column 8).
+///
+/// Column 7 is the rule of `backfill_state::edges_wait_sql` split in two:
+/// 1 = the path-json backfill will still fill `path_json` (above its cursor
+/// ?3); 3 = an ADVERT the from-pubkey backfill will still visit (above its
+/// cursor ?4), which waits (code 2 there) unless its `decoded_json` already
+/// holds a usable key. That last test parses the JSON in SQLite; it is a
+/// function of the transmission alone, so [`read`] evaluates it once per
+/// transmission ([`KeyUsable`]) instead of once per observation (most of
+/// the scan's SQLite time otherwise, with ADVERT keys still NULL).
 fn scan_sql() -> String {
     format!(
         "SELECT o.id, o.timestamp, o.path_json, t.payload_type,
@@ -19,15 +32,64 @@ fn scan_sql() -> String {
        CASE WHEN t.payload_type = 4 AND (t.from_pubkey IS NULL OR t.from_pubkey = '')
             THEN t.decoded_json END,
        ob.id,
-       {}
+       CASE WHEN o.id > ?3 AND {} THEN 1
+            WHEN o.transmission_id > ?4 AND t.payload_type = 4 AND t.from_pubkey IS NULL THEN 3
+            ELSE 0 END,
+       o.transmission_id
   FROM observations o
   LEFT JOIN transmissions t ON t.id = o.transmission_id
   LEFT JOIN observers ob ON ob.rowid = o.observer_idx
  WHERE o.id > ?1
  ORDER BY o.id
  LIMIT ?2",
-        backfill_state::edges_wait_sql()
+        backfill_state::PATH_JSON_WHERE
     )
+}
+
+/// Column 7 of [`scan_sql`]: an ADVERT whose key test is still to be made.
+const CHECK_KEY: i64 = 3;
+/// The code of `backfill_state::edges_wait_sql` for an ADVERT that waits.
+const WAITS_FOR_FROM_PUBKEY: i64 = 2;
+
+/// `decoded_key_usable` of one transmission's `decoded_json` (bound as
+/// ?1: the value column 5 of [`scan_sql`] returns for such a row, which is
+/// `t.decoded_json` itself), memoized per transmission id for one read
+/// (one statement, one snapshot: a transmission's row cannot change within
+/// it).
+struct KeyUsable {
+    memo: crate::edges::FnvMap<i64, bool>,
+}
+
+/// Transmissions [`KeyUsable`] remembers before it starts over.
+const KEY_MEMO_MAX: usize = 4096;
+
+impl KeyUsable {
+    fn usable(
+        &mut self,
+        conn: &Connection,
+        tx_id: Option<i64>,
+        decoded_json: ValueRef<'_>,
+    ) -> anyhow::Result<bool> {
+        if let Some(&u) = tx_id.and_then(|id| self.memo.get(&id)) {
+            return Ok(u);
+        }
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {}",
+            backfill_state::decoded_key_usable("?1")
+        ))?;
+        // NULL counts as usable, as `NOT NULL` does not make the row wait
+        // in the rule it stands for.
+        let u = st.query_row([ToSqlOutput::Borrowed(decoded_json)], |r| {
+            r.get::<_, Option<bool>>(0)
+        })? != Some(false);
+        if let Some(id) = tx_id {
+            if self.memo.len() >= KEY_MEMO_MAX {
+                self.memo.clear();
+            }
+            self.memo.insert(id, u);
+        }
+        Ok(u)
+    }
 }
 
 /// What one scan batch saw.
@@ -72,15 +134,97 @@ impl Totals {
     }
 }
 
-/// Scans up to `limit` observations after `after` into `agg`, stopping
-/// before the first one a backfill will still change (never counted before
-/// the backfill has visited it).
-pub fn scan(
+/// Rows per [`RowBatch`] handed on by [`read`].
+pub const CHUNK_ROWS: usize = 2048;
+/// Bytes of column text per [`RowBatch`] beyond which it is handed on early
+/// (keeps a chunk of long `decoded_json` values small).
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// A column's bytes inside [`RowBatch::bytes`]: only TEXT values (any
+/// other storage class is no value, as `values::text` reads it).
+type Span = Option<(usize, usize)>;
+
+/// The columns of one observation that extraction reads.
+#[derive(Debug, Clone, Copy)]
+struct RawRow {
+    payload_type: Option<i64>,
+    ts: Option<i64>,
+    from_pubkey: Span,
+    decoded_json: Span,
+    observer_id: Span,
+    path_json: Span,
+}
+
+/// Observations as read, their text columns copied into one buffer.
+#[derive(Debug, Default)]
+pub struct RowBatch {
+    bytes: Vec<u8>,
+    rows: Vec<RawRow>,
+}
+
+impl RowBatch {
+    fn span(&mut self, v: ValueRef<'_>) -> Span {
+        match v {
+            ValueRef::Text(t) => {
+                let start = self.bytes.len();
+                self.bytes.extend_from_slice(t);
+                Some((start, self.bytes.len()))
+            }
+            _ => None,
+        }
+    }
+
+    /// TEXT as `&str`; invalid UTF-8 is no value (as `values::text`).
+    fn text(&self, s: Span) -> Option<&str> {
+        s.and_then(|(a, b)| std::str::from_utf8(&self.bytes[a..b]).ok())
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Worth keeping for another chunk: not grown far past a chunk's size
+    /// by one huge value.
+    pub fn reusable(&self) -> bool {
+        self.bytes.capacity() <= 2 * CHUNK_BYTES
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.rows.clear();
+    }
+
+    /// Adds the candidates of every row to `agg`; returns how many.
+    pub fn extract(&self, idx: &PrefixIndex, agg: &mut Agg) -> u64 {
+        let mut n = 0u64;
+        for r in &self.rows {
+            let obs = ObsInput {
+                payload_type: r.payload_type,
+                from_pubkey: self.text(r.from_pubkey),
+                decoded_json: self.text(r.decoded_json),
+                observer_id: self.text(r.observer_id),
+                path_json: self.text(r.path_json),
+            };
+            edges::extract_each(&obs, idx, |x, y| {
+                n += 1;
+                agg.add(x, y, r.ts);
+            });
+        }
+        n
+    }
+}
+
+/// Reads up to `limit` observations after `after`, stopping before the
+/// first one a backfill will still change (never counted before the
+/// backfill has visited it). Hands the rows to `sink` in batches of at most
+/// [`CHUNK_ROWS`] (TRACE rows are counted, not handed on); `sink` takes
+/// what it keeps and leaves an empty batch in its place. `candidates` of
+/// the result is 0: the sink extracts.
+pub fn read(
     conn: &Connection,
-    idx: &PrefixIndex,
     after: i64,
     limit: usize,
-    agg: &mut Agg,
+    mut sink: impl FnMut(&mut RowBatch) -> anyhow::Result<()>,
 ) -> anyhow::Result<Scanned> {
     let (pj, fp) = backfill_state::edges_wait_cursors(conn)?;
     let mut st = conn.prepare_cached(&scan_sql())?;
@@ -89,9 +233,21 @@ pub fn scan(
         last_id: after,
         ..Default::default()
     };
+    let mut batch = RowBatch::default();
+    let mut keys = KeyUsable {
+        memo: crate::edges::FnvMap::default(),
+    };
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
-        if let Some(task) = backfill_state::edges_wait_task(r.get(7)?) {
+        let mut wait: i64 = r.get(7)?;
+        if wait == CHECK_KEY {
+            wait = if keys.usable(conn, int(r.get_ref(8)?), r.get_ref(5)?)? {
+                0
+            } else {
+                WAITS_FOR_FROM_PUBKEY
+            };
+        }
+        if let Some(task) = backfill_state::edges_wait_task(wait) {
             b.waiting = Some((task, id));
             break;
         }
@@ -102,21 +258,40 @@ pub fn scan(
             b.trace_skipped += 1;
             continue;
         }
-        let obs = ObsInput {
+        let row = RawRow {
             payload_type,
-            from_pubkey: text(r.get_ref(4)?),
-            decoded_json: text(r.get_ref(5)?),
-            observer_id: text(r.get_ref(6)?),
-            path_json: text(r.get_ref(2)?),
+            ts: epoch(r.get_ref(1)?),
+            from_pubkey: batch.span(r.get_ref(4)?),
+            decoded_json: batch.span(r.get_ref(5)?),
+            observer_id: batch.span(r.get_ref(6)?),
+            path_json: batch.span(r.get_ref(2)?),
         };
-        let ts = epoch(r.get_ref(1)?);
-        let mut n = 0u64;
-        edges::extract_each(&obs, idx, |x, y| {
-            n += 1;
-            agg.add(x, y, ts);
-        });
-        b.candidates += n;
+        batch.rows.push(row);
+        if batch.len() >= CHUNK_ROWS || batch.bytes.len() >= CHUNK_BYTES {
+            sink(&mut batch)?;
+            batch.clear();
+        }
     }
+    if batch.len() > 0 {
+        sink(&mut batch)?;
+    }
+    Ok(b)
+}
+
+/// [`read`] and extract on this thread, into `agg` (the incremental pass).
+pub fn scan(
+    conn: &Connection,
+    idx: &PrefixIndex,
+    after: i64,
+    limit: usize,
+    agg: &mut Agg,
+) -> anyhow::Result<Scanned> {
+    let mut candidates = 0u64;
+    let mut b = read(conn, after, limit, |batch| {
+        candidates += batch.extract(idx, agg);
+        Ok(())
+    })?;
+    b.candidates = candidates;
     Ok(b)
 }
 
