@@ -110,7 +110,8 @@ def main():
     version = (cmd_out([a.bin, "--version"]).splitlines() or [""])[0]
     out.append(f"- corescope: {version} ({cmd_out(['git', 'describe', '--always', '--dirty'])})")
     out.append(f"- sqlite3 CLI: {cmd_out(['sqlite3', '--version']).split(' ')[0]}")
-    out.append(f"- figures: medians of {a.runs} alternating runs (corescope, baseline, corescope, …) on fresh copies")
+    runs_s = a.runs if len(a.runs.split()) == 1 else f"{a.runs} (per size, in the order of the sizes)"
+    out.append(f"- figures: medians of {runs_s} alternating runs (corescope, baseline, corescope, …) on fresh copies")
     out.append("")
     if synth:
         out.append("Synthetic databases created in this run:\n")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # corescope benchmark harness (run by hand, not in CI). See bench/README.md.
 #
-#   bench/run.sh [--sizes "1M 10M"] [--runs 3] [--no-probe] [--only "migrate check"] [--out FILE]
+#   bench/run.sh [--sizes "1M 10M"] [--runs 3 | --runs "3 1"] [--no-probe] [--only "migrate check"] [--out FILE]
+#   (--runs: runs per size; a list gives each size its own, in the order of --sizes)
 #   (CORESCOPE_BIN=path benchmarks that binary instead of building this checkout)
 #
 # For each size: creates (once, cached in bench/cache/) synthetic databases with
@@ -28,7 +29,7 @@ while [ $# -gt 0 ]; do
         --no-probe) PROBE=0; shift ;;
         --out) OUT="$2"; shift 2 ;;
         --only) ONLY="$2"; shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -171,7 +172,7 @@ TICK_SQL="INSERT INTO observations (transmission_id, observer_idx, direction, sn
   FROM observations WHERE path_json LIKE '[\"%' ORDER BY id DESC LIMIT 1000;"
 
 run_size() {
-    local size=$1 base seed
+    local size=$1 RUNS=$2 base seed
     local w="$WORK/db.db"
     base=$(cached_db "$size" latest)
     seed=$(cached_db "$size" seed)
@@ -256,8 +257,13 @@ run_size() {
     rm -f "$w" "$w-wal" "$w-shm"
 }
 
+RUNS_LIST=($RUNS)
+i=0
 for size in $SIZES; do
-    run_size "$size"
+    # the i-th number of --runs, or its last one
+    n=${RUNS_LIST[$i]:-${RUNS_LIST[-1]}}
+    run_size "$size" "$n"
+    i=$((i + 1))
 done
 
 # ---- report ----
