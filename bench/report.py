@@ -96,6 +96,10 @@ def main():
                     probes[(p[0], p[1], p[2])] = json.loads(p[3])
                 except json.JSONDecodeError:
                     pass
+    # Rows measured only by a probe (`--runs 0`: probes alone).
+    for (size, cmd, _side) in probes:
+        if (size, cmd) not in order:
+            order.append((size, cmd))
     synth = []
     with open(a.synth) as f:
         for line in f:

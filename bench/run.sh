@@ -2,7 +2,8 @@
 # corescope benchmark harness (run by hand, not in CI). See bench/README.md.
 #
 #   bench/run.sh [--sizes "1M 10M"] [--runs 3 | --runs "3 1"] [--no-probe] [--only "migrate check"] [--out FILE]
-#   (--runs: runs per size; a list gives each size its own, in the order of --sizes)
+#   (--runs: runs per size; a list gives each size its own, in the order of --sizes;
+#    0: the live-writer probes alone)
 #   (CORESCOPE_BIN=path benchmarks that binary instead of building this checkout)
 #
 # For each size: creates (once, cached in bench/cache/) synthetic databases with

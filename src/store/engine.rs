@@ -124,18 +124,14 @@ pub const CONFIRM_STEP: Duration = Duration::from_millis(2);
 /// after this, the next transaction waits for the lock as usual.
 pub const YIELD_CAP: Duration = Duration::from_secs(1);
 
-/// The shortest yield cap ([`yield_cap`]), after a very short hold.
-pub const YIELD_FLOOR: Duration = Duration::from_millis(10);
-
-/// How long corescope yields at most after a transaction that held the lock
-/// for `held`: as long as the hold (at least [`YIELD_FLOOR`], at most
-/// [`YIELD_CAP`]). A writer that keeps committing therefore gets at least
-/// half of the time and corescope keeps going at half speed or better; with
-/// a fixed one-second cap a writer committing every 5 ms (200 packets/s)
-/// made every corescope transaction wait the whole second.
-pub fn yield_cap(held: Duration) -> Duration {
-    held.clamp(YIELD_FLOOR, YIELD_CAP)
-}
+/// A writer that commits all the time but leaves the lock free between its
+/// commits (a steady 200 packets/s, one short transaction each) is never
+/// quiet by `data_version`; corescope takes the lock once this many checks
+/// in a row, [`CONFIRM_STEP`] apart, find the lock free and no checkpoint
+/// running. A writer catching up on a backlog holds the lock nearly all the
+/// time (its transactions follow each other with sub-millisecond gaps), so
+/// three free checks in a row do not happen while it catches up.
+pub const FREE_CHECKS: u32 = 3;
 
 /// True when another connection is running a checkpoint: a PASSIVE
 /// checkpoint of ours reports `busy` (else it copies what the WAL has
@@ -152,13 +148,14 @@ fn other_checkpoint_running(db: &WriteDb) -> bool {
 /// its `COMMIT` statement after the lock is released: its next packet is
 /// due right after it) and the write lock is free — twice in a row
 /// [`CONFIRM_STEP`] apart once another connection has committed since
-/// corescope's commit — or after `cap` ([`yield_cap`] of the hold) from
-/// `since`. Returns how long it waited.
+/// corescope's commit —, or once [`FREE_CHECKS`] checks in a row find the
+/// lock free and no checkpoint running (a writer that keeps committing but
+/// is not catching up), or after [`YIELD_CAP`] from `since`. Returns how
+/// long it waited.
 pub(super) fn yield_to_other_writers(
     db: &WriteDb,
     mut seen: Option<i64>,
     since: Instant,
-    cap: Duration,
 ) -> Duration {
     let start = Instant::now();
     // Nobody committed since corescope's commit: no writer is catching up
@@ -168,19 +165,21 @@ pub(super) fn yield_to_other_writers(
     // ingestor's runs after its commit), so only then is it looked for.
     let mut active = db.data_version() != seen;
     let mut quiet_before = !active;
+    let mut free_run = 0;
     loop {
         let now = db.data_version();
         active |= now != seen;
-        let quiet =
-            now == seen && !(active && other_checkpoint_running(db)) && db.write_lock_free();
-        if quiet && quiet_before {
+        let free = !(active && other_checkpoint_running(db)) && db.write_lock_free();
+        let quiet = now == seen && free;
+        free_run = if free { free_run + 1 } else { 0 };
+        if (quiet && quiet_before) || free_run >= FREE_CHECKS {
             break;
         }
-        if since.elapsed() >= cap {
+        if since.elapsed() >= YIELD_CAP {
             break;
         }
         seen = now;
-        std::thread::sleep(if quiet { CONFIRM_STEP } else { YIELD_STEP });
+        std::thread::sleep(if free { CONFIRM_STEP } else { YIELD_STEP });
         quiet_before = quiet;
     }
     start.elapsed()
@@ -522,16 +521,6 @@ mod tests {
         assert_eq!(fairness_pause(ms(10_000)), ms(100) + PAUSE_SLACK);
     }
 
-    #[test]
-    fn yielding_is_capped_by_the_hold() {
-        let ms = Duration::from_millis;
-        // A writer that never stops gets as much time as corescope held
-        // the lock: half of the time each, whatever the writer's rate.
-        assert_eq!(yield_cap(ms(80)), ms(80));
-        assert_eq!(yield_cap(ms(1)), YIELD_FLOOR);
-        assert_eq!(yield_cap(ms(5_000)), YIELD_CAP);
-    }
-
     /// A WAL database with a `seq` table both writers append to.
     fn wal_db_with_seq() -> (tempfile::TempDir, std::path::PathBuf) {
         let (d, p) = tmpdb();
@@ -606,6 +595,54 @@ mod tests {
             .map(String::from)
             .collect();
         assert_eq!(seq(&p), want);
+    }
+
+    /// A writer that never stops committing (one short transaction every
+    /// 3 ms, like an ingestor at 300 packets/s) but leaves the lock free
+    /// between its commits does not stall corescope: its 10 batches all
+    /// commit while the writer is still writing (row order). With the
+    /// quiet rule alone (no commit for two checks, else up to the 1 s cap),
+    /// every batch waited the whole second and came after the writer's
+    /// 300 commits.
+    #[test]
+    fn a_writer_that_never_stops_but_leaves_the_lock_free_does_not_stall_a_job() {
+        let (_d, p) = wal_db_with_seq();
+        let wp = p.clone();
+        let writer = std::thread::spawn(move || {
+            let c = Connection::open(&wp).unwrap();
+            c.busy_timeout(Duration::from_secs(5)).unwrap();
+            for _ in 0..300 {
+                c.execute_batch("BEGIN IMMEDIATE; INSERT INTO seq(who) VALUES ('writer'); COMMIT;")
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        });
+        let mut db = WriteDb::open(&p, &OpenOptions::default()).unwrap();
+        let mut e = Engine::new(
+            Target::Write(&mut db),
+            Settings {
+                max_lock_ms: 200,
+                deadline: Deadline::new(None),
+            },
+        )
+        .unwrap();
+        for _ in 0..10 {
+            e.batch(|tx| {
+                tx.execute("INSERT INTO seq(who) VALUES ('corescope')", [])?;
+                Ok(((), 1))
+            })
+            .unwrap();
+        }
+        drop(e);
+        writer.join().unwrap();
+        let rows = seq(&p);
+        let last_corescope = rows.iter().rposition(|w| w == "corescope").unwrap();
+        let last_writer = rows.iter().rposition(|w| w == "writer").unwrap();
+        assert_eq!(rows.iter().filter(|w| *w == "corescope").count(), 10);
+        assert!(
+            last_corescope < last_writer,
+            "corescope's batches waited for the writer to stop: {rows:?}"
+        );
     }
 
     /// `mxFrame` (frames in the WAL) and `nBackfill` (frames already copied

@@ -227,9 +227,6 @@ struct Turn {
     pause: Duration,
     /// `PRAGMA data_version` right after the commit.
     seen: Option<i64>,
-    /// How long the transaction held the lock (the yield's cap,
-    /// [`super::engine::yield_cap`]).
-    held: Duration,
 }
 
 /// A read-write handle. All writes go through [`WriteDb::write`].
@@ -247,7 +244,7 @@ pub struct WriteDb {
     /// so the connection (and its hook) is dropped first.
     wal_frames: Box<AtomicU32>,
     /// After a transaction: when the lock became free, how long to leave
-    /// it free, `data_version` then and the hold. The next transaction waits for
+    /// it free and `data_version` then. The next transaction waits for
     /// its turn ([`WriteDb::wait_for_turn`]); the last one of a run never
     /// waits for nothing.
     turn: Option<Turn>,
@@ -354,14 +351,12 @@ impl WriteDb {
             free_since,
             pause,
             seen,
-            held,
         }) = self.turn.take()
         else {
             return;
         };
         std::thread::sleep(pause.saturating_sub(free_since.elapsed()));
-        let cap = super::engine::yield_cap(held);
-        let yielded = super::engine::yield_to_other_writers(self, seen, free_since, cap);
+        let yielded = super::engine::yield_to_other_writers(self, seen, free_since);
         log::trace!(
             "lock left free for {:.1} ms (pause {:.0} ms, then {:.1} ms yielding to another writer)",
             free_since.elapsed().as_secs_f64() * 1000.0,
@@ -397,7 +392,6 @@ impl WriteDb {
             free_since: Instant::now(),
             pause: super::engine::fairness_pause(held),
             seen: self.data_version(),
-            held,
         });
         self.transactions += 1;
         self.last_hold = held;
