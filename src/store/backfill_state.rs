@@ -64,12 +64,36 @@ pub fn decoded_key_usable(col: &str) -> String {
 /// from-pubkey rule reads the joined `t` (the row the backfill would
 /// visit; no second lookup of it per observation).
 pub fn edges_wait_sql() -> String {
+    edges_wait_case(&format!(
+        "AND NOT {} THEN {EDGES_WAIT_FROM_PUBKEY}",
+        decoded_key_usable("t.decoded_json")
+    ))
+}
+
+/// A value of [`edges_wait_sql`]: the from-pubkey backfill will still
+/// change the row.
+pub const EDGES_WAIT_FROM_PUBKEY: i64 = 2;
+
+/// A value of [`edges_wait_sql_deferred`]: an ADVERT the from-pubkey
+/// backfill will still visit, which waits unless its `decoded_json` holds a
+/// usable key ([`decoded_key_usable`], left to the caller).
+pub const EDGES_WAIT_CHECK_KEY: i64 = 3;
+
+/// [`edges_wait_sql`] without its `decoded_json` test: such rows give
+/// [`EDGES_WAIT_CHECK_KEY`]. The test depends on the transmission alone,
+/// so a scan over many observations of one transmission makes it once per
+/// transmission instead of once per row (the build-edges scan).
+pub fn edges_wait_sql_deferred() -> String {
+    edges_wait_case(&format!("THEN {EDGES_WAIT_CHECK_KEY}"))
+}
+
+/// The rule both forms share; `advert` ends the from-pubkey branch.
+fn edges_wait_case(advert: &str) -> String {
     format!(
         "CASE WHEN o.id > ?3 AND {PATH_JSON_WHERE} THEN 1 \
               WHEN o.transmission_id > ?4 AND t.payload_type = 4 AND t.from_pubkey IS NULL \
-                   AND NOT {} THEN 2 \
-              ELSE 0 END",
-        decoded_key_usable("t.decoded_json")
+                   {advert} \
+              ELSE 0 END"
     )
 }
 
@@ -77,7 +101,7 @@ pub fn edges_wait_sql() -> String {
 pub fn edges_wait_task(code: i64) -> Option<&'static str> {
     match code {
         1 => Some("path-json"),
-        2 => Some("from-pubkey"),
+        EDGES_WAIT_FROM_PUBKEY => Some("from-pubkey"),
         _ => None,
     }
 }

@@ -17,14 +17,12 @@ use crate::store::values::{epoch, int, text};
 /// The scan: every observation after ?1 (at most ?2), with what it may
 /// wait for (column 7) and its transmission id (column 8).
 ///
-/// Column 7 is the rule of `backfill_state::edges_wait_sql` split in two:
-/// 1 = the path-json backfill will still fill `path_json` (above its cursor
-/// ?3); 3 = an ADVERT the from-pubkey backfill will still visit (above its
-/// cursor ?4), which waits (code 2 there) unless its `decoded_json` already
-/// holds a usable key. That last test parses the JSON in SQLite; it is a
-/// function of the transmission alone, so [`read`] evaluates it once per
-/// transmission ([`KeyUsable`]) instead of once per observation (most of
-/// the scan's SQLite time otherwise, with ADVERT keys still NULL).
+/// Column 7 is `backfill_state::edges_wait_sql_deferred`: the wait rule
+/// with an ADVERT's `decoded_json` key test left out (`EDGES_WAIT_CHECK_KEY`).
+/// That test parses the JSON in SQLite; it is a function of the
+/// transmission alone, so [`read`] evaluates it once per transmission
+/// ([`KeyUsable`]) instead of once per observation (most of the scan's
+/// SQLite time otherwise, with ADVERT keys still NULL).
 fn scan_sql() -> String {
     format!(
         "SELECT o.id, o.timestamp, o.path_json, t.payload_type,
@@ -32,9 +30,7 @@ fn scan_sql() -> String {
        CASE WHEN t.payload_type = 4 AND (t.from_pubkey IS NULL OR t.from_pubkey = '')
             THEN t.decoded_json END,
        ob.id,
-       CASE WHEN o.id > ?3 AND {} THEN 1
-            WHEN o.transmission_id > ?4 AND t.payload_type = 4 AND t.from_pubkey IS NULL THEN 3
-            ELSE 0 END,
+       {},
        o.transmission_id
   FROM observations o
   LEFT JOIN transmissions t ON t.id = o.transmission_id
@@ -42,14 +38,9 @@ fn scan_sql() -> String {
  WHERE o.id > ?1
  ORDER BY o.id
  LIMIT ?2",
-        backfill_state::PATH_JSON_WHERE
+        backfill_state::edges_wait_sql_deferred()
     )
 }
-
-/// Column 7 of [`scan_sql`]: an ADVERT whose key test is still to be made.
-const CHECK_KEY: i64 = 3;
-/// The code of `backfill_state::edges_wait_sql` for an ADVERT that waits.
-const WAITS_FOR_FROM_PUBKEY: i64 = 2;
 
 /// `decoded_key_usable` of one transmission's `decoded_json` (bound as
 /// ?1: the value column 5 of [`scan_sql`] returns for such a row, which is
@@ -240,11 +231,11 @@ pub fn read(
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
         let mut wait: i64 = r.get(7)?;
-        if wait == CHECK_KEY {
+        if wait == backfill_state::EDGES_WAIT_CHECK_KEY {
             wait = if keys.usable(conn, int(r.get_ref(8)?), r.get_ref(5)?)? {
                 0
             } else {
-                WAITS_FOR_FROM_PUBKEY
+                backfill_state::EDGES_WAIT_FROM_PUBKEY
             };
         }
         if let Some(task) = backfill_state::edges_wait_task(wait) {
