@@ -421,14 +421,7 @@ mod tests {
     fn batches_commit_roll_back_and_count() {
         let (_d, p) = tmpdb();
         let mut db = WriteDb::open(&p, &OpenOptions::default()).unwrap();
-        let mut e = Engine::new(
-            Target::Write(&mut db),
-            Settings {
-                max_lock_ms: 200,
-                deadline: Deadline::new(None),
-            },
-        )
-        .unwrap();
+        let mut e = write_engine(&mut db);
         e.batch(|c| {
             c.execute("INSERT INTO transmissions(x) VALUES ('b')", [])?;
             Ok(((), 1))
@@ -447,6 +440,18 @@ mod tests {
         let s = e.stats(true);
         assert_eq!((s.transactions, s.complete), (2, true));
         assert!(!e.expired());
+    }
+
+    /// An engine on the write target with the default budget, no deadline.
+    fn write_engine(db: &mut WriteDb) -> Engine<'_> {
+        Engine::new(
+            Target::Write(db),
+            Settings {
+                max_lock_ms: 200,
+                deadline: Deadline::new(None),
+            },
+        )
+        .unwrap()
     }
 
     /// An engine on the dry-run target with the default budget.
@@ -550,14 +555,7 @@ mod tests {
     fn a_writer_blocked_during_a_batch_gets_in_before_the_next_batch() {
         let (_d, p) = wal_db_with_seq();
         let mut db = WriteDb::open(&p, &OpenOptions::default()).unwrap();
-        let mut e = Engine::new(
-            Target::Write(&mut db),
-            Settings {
-                max_lock_ms: 200,
-                deadline: Deadline::new(None),
-            },
-        )
-        .unwrap();
+        let mut e = write_engine(&mut db);
         // Holds that end in different steps of the busy handler's schedule
         // (5, 15, 25, 50 and 100 ms sleeps).
         let holds = [5u64, 25, 90, 150, 260];
@@ -618,14 +616,7 @@ mod tests {
             }
         });
         let mut db = WriteDb::open(&p, &OpenOptions::default()).unwrap();
-        let mut e = Engine::new(
-            Target::Write(&mut db),
-            Settings {
-                max_lock_ms: 200,
-                deadline: Deadline::new(None),
-            },
-        )
-        .unwrap();
+        let mut e = write_engine(&mut db);
         for _ in 0..10 {
             e.batch(|tx| {
                 tx.execute("INSERT INTO seq(who) VALUES ('corescope')", [])?;
@@ -668,14 +659,7 @@ mod tests {
         keep.query_row("SELECT count(*) FROM seq", [], |r| r.get::<_, i64>(0))
             .unwrap();
         let mut db = WriteDb::open(&p, &OpenOptions::default()).unwrap();
-        let mut e = Engine::new(
-            Target::Write(&mut db),
-            Settings {
-                max_lock_ms: 200,
-                deadline: Deadline::new(None),
-            },
-        )
-        .unwrap();
+        let mut e = write_engine(&mut db);
         let mut checkpointed = 0;
         for _ in 0..6 {
             // About 300 pages per batch: each commit leaves more than
