@@ -56,11 +56,67 @@ fn non_hex_keys_still_resolve_by_prefix() {
     assert_eq!(idx.resolve("ZZ-G"), Resolution::Unique("zz-garbage-key"));
     assert_eq!(idx.resolve("zy00"), Resolution::Unique("zy0000"));
     assert_eq!(idx.resolve("00"), Resolution::None);
-    assert_eq!(pack_hex(b"0aF"), Some((3, 0x0af)));
-    assert_eq!(pack_hex(b"00"), Some((2, 0)));
-    assert_ne!(pack_hex(b"00"), pack_hex(b"0000"));
-    assert_eq!(pack_hex(b"0123456789abcdef0"), None);
-    assert_eq!(pack_hex(b""), None);
+}
+
+/// The index against the rule written out: the candidates of a hop are the
+/// keys whose first `hop.len()` bytes are the hop lower-cased, for the
+/// indexed lengths only. Keys drawn so that buckets hold many keys, share
+/// long prefixes, sit at the ends of the byte range and are not all hex.
+#[test]
+fn lookup_matches_the_rule_on_many_keys() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let alphabet = b"0123456789abcdefABCDEFz-\x7f";
+    let mut raw: Vec<String> = Vec::new();
+    for _ in 0..3000 {
+        let len = 1 + (next() % 20) as usize;
+        let k: String = (0..len)
+            .map(|_| {
+                alphabet[(next() % 5) as usize * (next() % 6) as usize % alphabet.len()] as char
+            })
+            .collect();
+        raw.push(k);
+    }
+    raw.push("\u{1}0".into());
+    raw.push("\u{7f}ffff".into());
+    let idx = PrefixIndex::new(&raw);
+    let folded: std::collections::BTreeSet<String> = raw
+        .iter()
+        .map(|k| crate::keys::fold_id(k))
+        .filter(|k| !k.is_empty())
+        .collect();
+    assert_eq!(idx.len(), folded.len());
+    let mut hops: Vec<String> = raw.iter().take(500).cloned().collect();
+    for k in raw.iter().take(500) {
+        for n in 1..=k.len().min(17) {
+            hops.push(k[..n].to_uppercase());
+        }
+    }
+    hops.extend(["", "z", "zz", "\u{7f}f", "\u{1}0", "ffffffffffffffff"].map(String::from));
+    let mut checked_multi = 0;
+    for hop in &hops {
+        let want: Vec<&str> = if PREFIX_HEX_LENS.contains(&hop.len()) {
+            let h = hop.to_ascii_lowercase();
+            folded
+                .iter()
+                .filter(|k| k.as_bytes().starts_with(h.as_bytes()))
+                .map(String::as_str)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        checked_multi += usize::from(want.len() > 1);
+        assert_eq!(idx.candidates(hop), want, "hop {hop:?}");
+    }
+    assert!(
+        checked_multi > 100,
+        "{checked_multi} hops with several keys"
+    );
 }
 
 #[test]

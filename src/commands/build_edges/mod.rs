@@ -41,8 +41,6 @@ mod staging;
 
 use std::time::Instant;
 
-use anyhow::Context;
-
 use crate::cli::BuildEdgesArgs;
 use crate::context::Ctx;
 use crate::report::Outcome;
@@ -113,7 +111,6 @@ fn build(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<BuildEdgesReport> {
     // 8 MiB page cache (SQLite's default is 2 MiB): upserts into a large
     // edge table touch pages all over its two B-trees.
     engine.conn().execute_batch("PRAGMA cache_size = -8192")?;
-    let idx = scan::load_index(engine.conn()).context("loading the node prefix index")?;
     let token = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
     // A graph marked stale (a rewrite of rows it had counted) is rebuilt by
     // the next run, exactly as `--rebuild`.
@@ -134,7 +131,7 @@ fn build(ctx: &Ctx, args: &BuildEdgesArgs) -> anyhow::Result<BuildEdgesReport> {
 
     let mut runner = passes::Run {
         engine: &mut engine,
-        idx,
+        idx: None,
         fixed_batch: args.batch_size.map(|n| n.min(1_000_000) as usize),
         totals: scan::Totals::default(),
         progress,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::agg::{Agg, IdRow};
 use super::rows::{write_rows, Write};
-use super::scan::{read, scan, RowBatch, Totals};
+use super::scan::{load_index, max_observation_id, read, scan, RowBatch, Totals};
 use super::staging::{check_owner, once};
 use super::EDGES_TABLE;
 use crate::edges::PrefixIndex;
@@ -23,7 +23,9 @@ const REBUILD_MAX_PAIRS: usize = 400_000;
 
 pub struct Run<'e, 'db> {
     pub engine: &'e mut Engine<'db>,
-    pub idx: PrefixIndex,
+    /// The prefix index of the nodes' keys, loaded when the first batch has
+    /// observations to extract (an idle tick never builds it).
+    pub idx: Option<PrefixIndex>,
     /// `--batch-size`: observations per batch instead of the adaptive size.
     pub fixed_batch: Option<usize>,
     pub totals: Totals,
@@ -62,7 +64,17 @@ impl Run<'_, '_> {
                 .unwrap_or_else(|| self.engine.batch_size())
                 .max(1);
             agg.clear();
-            let batch = scan(self.engine.conn(), &self.idx, wm, size, &mut agg)?;
+            let idx = match self.idx.take() {
+                Some(idx) => idx,
+                None if max_observation_id(self.engine.conn())? <= wm => {
+                    self.totals.waiting = None;
+                    return Ok(true);
+                }
+                None => load_index(self.engine.conn())?,
+            };
+            let batch = scan(self.engine.conn(), &idx, wm, size, &mut agg);
+            self.idx = Some(idx);
+            let batch = batch?;
             if batch.rows == 0 {
                 self.totals.waiting = batch.waiting;
                 return Ok(true);
@@ -168,7 +180,10 @@ impl Run<'_, '_> {
     /// stays bounded); a flush asks the extractor for its aggregate of every
     /// row sent so far.
     pub fn drain_rebuild(&mut self, token: &str, start: i64) -> anyhow::Result<Option<i64>> {
-        let idx = std::mem::take(&mut self.idx);
+        let idx = match self.idx.take() {
+            Some(idx) => idx,
+            None => load_index(self.engine.conn())?,
+        };
         let pairs = AtomicUsize::new(0);
         let result = std::thread::scope(|s| {
             let (to_worker, inbox) = mpsc::sync_channel::<ToWorker>(CHANNEL_CHUNKS);
@@ -190,7 +205,7 @@ impl Run<'_, '_> {
             }
             r
         });
-        self.idx = idx;
+        self.idx = Some(idx);
         result
     }
 

@@ -5,6 +5,7 @@
 //! per chunk of rows, no allocation per row), the extractor turns a batch
 //! into candidates.
 
+use anyhow::Context;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::Connection;
 
@@ -288,6 +289,10 @@ pub fn scan(
 
 /// The prefix index of every node's public key.
 pub fn load_index(conn: &Connection) -> anyhow::Result<PrefixIndex> {
+    load_keys(conn).context("loading the node prefix index")
+}
+
+fn load_keys(conn: &Connection) -> anyhow::Result<PrefixIndex> {
     let mut st = conn.prepare("SELECT public_key FROM nodes")?;
     let mut rows = st.query([])?;
     let mut keys = Vec::new();
