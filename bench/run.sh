@@ -9,7 +9,7 @@
 # For each size: creates (once, cached in bench/cache/) synthetic databases with
 # `corescope synth`, then for every command this build has, alternating run by
 # run: corescope's time vs the sqlite3 CLI doing the equivalent SQL, their ratio,
-# peak RSS (/usr/bin/time), max_lock_hold_ms (--json), the 1-minute load average
+# peak RSS (bench/timed.rs: wall clock and wait4), max_lock_hold_ms (--json), the 1-minute load average
 # at each run, and a live-writer probe (bench/live_writer.py: packets arriving
 # at 100/s into a queue written one transaction each, busy_timeout 5000) while
 # each one runs; per-packet traces in bench/cache/traces/.
@@ -38,6 +38,7 @@ done
 need() { command -v "$1" >/dev/null 2>&1 || { echo "bench: $1 is required ($2)" >&2; exit 1; }; }
 need sqlite3 "apt-get install sqlite3"
 need python3 "for the live-writer probe and the report"
+need rustc "to compile bench/timed.rs (comes with cargo)"
 [ -x /usr/bin/time ] || { echo "bench: /usr/bin/time is required (apt-get install time)" >&2; exit 1; }
 
 echo "== building release binary" >&2
@@ -52,6 +53,9 @@ SYNTH_BIN="$WORK/corescope-synth"
 cp "$ROOT/target/release/corescope" "$SYNTH_BIN"
 BIN="$WORK/corescope"
 cp "${CORESCOPE_BIN:-$ROOT/target/release/corescope}" "$BIN"
+# Wall time and peak RSS of each command (std-only Rust, no crate needed).
+TIMED="$WORK/timed"
+rustc -O --edition 2021 "$ROOT/bench/timed.rs" -o "$TIMED"
 RAW="$WORK/raw.tsv"      # size cmd side run seconds rss_kb lock_ms load1
 PROBES="$WORK/probe.tsv" # size cmd side json
 SYNTH="$WORK/synth.tsv"  # size kind seconds bytes
@@ -102,21 +106,16 @@ copy_db() { # src dst
     sync "$2" 2>/dev/null || sync
 }
 
-# Run a command under /usr/bin/time; record seconds, RSS and (corescope) max_lock_hold_ms.
+# Run a command under bench/timed.rs; record seconds, RSS and (corescope) max_lock_hold_ms.
 measure() { # size cmd side run -- command...
     local size=$1 cmd=$2 side=$3 run=$4; shift 5
-    local out="$WORK/out.$$" lock="" t0 t1
-    # Wall time from the clock in ns (/usr/bin/time's %e has 10 ms steps,
-    # too coarse for the tick); RSS from /usr/bin/time.
-    t0=$(date +%s%N)
-    /usr/bin/time -f "%e %M" -o "$WORK/time.$$" "$@" >"$out" 2>"$WORK/err.$$" || {
+    local out="$WORK/out.$$" lock="" secs rss
+    "$TIMED" "$WORK/time.$$" "$@" >"$out" 2>"$WORK/err.$$" || {
         local rc=$?
         echo "bench: '$*' exited $rc:" >&2; tail -5 "$WORK/err.$$" >&2; tail -5 "$out" >&2
         return 0
     }
-    t1=$(date +%s%N)
-    read -r _ rss <"$WORK/time.$$"
-    secs=$(python3 -c "print(f'{($t1 - $t0) / 1e9:.4f}')")
+    read -r secs rss <"$WORK/time.$$"
     if [ "$side" = corescope ]; then
         lock=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d.get("max_lock_hold_ms",""))' "$out" 2>/dev/null || true)
     fi
