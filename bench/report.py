@@ -18,6 +18,7 @@ RATIO_GOALS = {
 }
 TICK = "build-edges (tick, 1 000 new)"
 IDLE_TICK = "build-edges (tick, nothing new)"
+HELD_TICK = "build-edges (tick, 1 000 new, ingestor connected)"
 # Absolute goals (seconds): the default modes of check at any size.
 TIME_GOALS = {"check": 0.2, "check -q": 0.2}
 RSS_GOAL_MB = 64
@@ -153,9 +154,9 @@ def main():
             ratio = t_cs / scans[size]
             goal = "≤ 1 % of the full scan"
             ok = ratio <= 0.01
-        elif cmd == IDLE_TICK and t_cs is not None and scans.get(size):
+        elif cmd in (IDLE_TICK, HELD_TICK) and t_cs is not None and scans.get(size):
             ratio = t_cs / scans[size]
-        ratio_s = "–" if ratio is None else (f"{ratio * 100:.2f} %" if cmd in (TICK, IDLE_TICK) else f"{ratio:.2f}×")
+        ratio_s = "–" if ratio is None else (f"{ratio * 100:.2f} %" if cmd in (TICK, IDLE_TICK, HELD_TICK) else f"{ratio:.2f}×")
         rss_s = "–" if rss is None else f"{rss:.0f}{mark(rss <= RSS_GOAL_MB)}"
         lock_s = "–" if lock is None else f"{lock:.0f}{mark(lock <= LOCK_GOAL_MS)}"
 

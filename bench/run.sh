@@ -198,6 +198,17 @@ run_size() {
             SQL "$w" "$TICK_SQL"
             measure "$size" "build-edges (tick, 1 000 new)" corescope "$run" -- "$BIN" --db "$w" --json build-edges
             measure "$size" "build-edges (tick, nothing new)" corescope "$run" -- "$BIN" --db "$w" --json build-edges
+            # The same tick while another connection keeps the database open,
+            # as the ingestor does: the WAL exists and corescope's close does
+            # not checkpoint it (the last connection to close does).
+            SQL "$w" "$TICK_SQL"
+            python3 -c 'import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1]); c.execute("SELECT count(*) FROM nodes").fetchall()
+open(sys.argv[2], "w").close(); time.sleep(600)' "$w" "$WORK/held" &
+            local holder=$!
+            for _ in $(seq 200); do [ -f "$WORK/held" ] && break; sleep 0.05; done
+            measure "$size" "build-edges (tick, 1 000 new, ingestor connected)" corescope "$run" -- "$BIN" --db "$w" --json build-edges
+            kill "$holder" 2>/dev/null || true; wait "$holder" 2>/dev/null || true; rm -f "$WORK/held"
             if have graph; then
                 measure "$size" "graph stats" corescope "$run" -- "$BIN" --db "$w" --json graph stats
                 measure "$size" "graph dump" corescope "$run" -- "$BIN" --db "$w" graph dump --format json
