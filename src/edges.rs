@@ -95,17 +95,15 @@ pub enum Resolution<'a> {
 /// Hop-prefix → node keys, built once per run from `nodes.public_key`.
 ///
 /// The keys are kept sorted, so the keys that start with a hop are one run
-/// of consecutive ids, found by binary search within the keys of the hop's
+/// of consecutive keys, found by binary search within the keys of the hop's
 /// first byte (about a 256th of them). Building it is a sort: a hash map of
 /// every prefix of every key cost about 2 ms for 3 000 keys, most of an idle
 /// timer tick, and was no faster to look up.
 #[derive(Debug, Default, Clone)]
 pub struct PrefixIndex {
     keys: Vec<String>,
-    /// 0..keys.len(): the slices that lookups return.
-    ids: Vec<u32>,
     /// `keys[first[b]..first[b + 1]]` are the keys whose first byte is `b`.
-    first: Vec<u32>,
+    first: Vec<usize>,
 }
 
 /// Orders `key`'s first `hop.len()` bytes against `hop` lower-cased (ASCII),
@@ -138,19 +136,14 @@ impl PrefixIndex {
             .collect();
         keys.sort_unstable();
         keys.dedup();
-        keys.truncate(u32::MAX as usize);
-        let mut first = vec![0u32; 257];
+        let mut first = vec![0usize; 257];
         for k in &keys {
             first[usize::from(k.as_bytes()[0]) + 1] += 1;
         }
         for b in 1..first.len() {
             first[b] += first[b - 1];
         }
-        PrefixIndex {
-            ids: (0..keys.len() as u32).collect(),
-            keys,
-            first,
-        }
+        PrefixIndex { keys, first }
     }
 
     /// Number of distinct keys indexed.
@@ -163,29 +156,25 @@ impl PrefixIndex {
         self.keys.is_empty()
     }
 
-    /// Key ids with prefix `hop` (any case); none when the hop's length is
-    /// not one of [`PREFIX_HEX_LENS`].
-    fn lookup(&self, hop: &str) -> &[u32] {
+    /// The keys with prefix `hop` (any case), sorted; none when the hop's
+    /// length is not one of [`PREFIX_HEX_LENS`].
+    fn lookup(&self, hop: &str) -> &[String] {
         let hop = hop.as_bytes();
         if !PREFIX_HEX_LENS.contains(&hop.len()) || self.keys.is_empty() {
             return &[];
         }
         let b = usize::from(hop[0].to_ascii_lowercase());
-        let (lo, hi) = (self.first[b] as usize, self.first[b + 1] as usize);
-        let bucket = &self.keys[lo..hi];
+        let bucket = &self.keys[self.first[b]..self.first[b + 1]];
         let start = bucket.partition_point(|k| cmp_prefix(k.as_bytes(), hop).is_lt());
         let end =
             start + bucket[start..].partition_point(|k| cmp_prefix(k.as_bytes(), hop).is_eq());
-        &self.ids[lo + start..lo + end]
+        &bucket[start..end]
     }
 
     /// Every indexed key that starts with `hop` (compared lower-case), sorted.
     /// Empty when the hop length is not one of [`PREFIX_HEX_LENS`].
     pub fn candidates(&self, hop: &str) -> Vec<&str> {
-        self.lookup(hop)
-            .iter()
-            .map(|&i| self.keys[i as usize].as_str())
-            .collect()
+        self.lookup(hop).iter().map(String::as_str).collect()
     }
 
     /// The unique-candidate rule: a hop resolves only when exactly one key has
@@ -193,7 +182,7 @@ impl PrefixIndex {
     pub fn resolve(&self, hop: &str) -> Resolution<'_> {
         match self.lookup(hop) {
             [] => Resolution::None,
-            [one] => Resolution::Unique(self.keys[*one as usize].as_str()),
+            [one] => Resolution::Unique(one.as_str()),
             _ => Resolution::Ambiguous,
         }
     }
