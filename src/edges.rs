@@ -289,6 +289,25 @@ pub fn decoded_pubkey(decoded_json: &str) -> Option<String> {
     found
 }
 
+/// True when `doc` certainly passes the from-pubkey wait rule's test of
+/// `decoded_json` (`store::backfill_state::decoded_key_usable`, which
+/// SQLite's JSON functions evaluate): valid JSON whose top-level `pubKey`
+/// is a string of exactly 64 hex digits. Decided here only where SQLite and
+/// [`decoded_pubkey`] cannot read the document differently: it has no
+/// backslash (no escaped key or string), the text `"pubKey"` occurs once
+/// (no duplicate key, of which SQLite reads the first and `decoded_pubkey`
+/// the last), and `decoded_pubkey`'s strict RFC 8259 parse accepts it (so
+/// SQLite's `json_valid` does too). Anything else gives false, and the
+/// caller asks SQLite. build-edges asks this once per ADVERT transmission
+/// whose `from_pubkey` the backfill has still to fill; the SQL test cost
+/// about a fifth of a timer tick's scan.
+pub fn decoded_key_certainly_usable(doc: &str) -> bool {
+    !doc.contains('\\')
+        && doc.matches("\"pubKey\"").count() == 1
+        && decoded_pubkey(doc)
+            .is_some_and(|k| k.len() == 64 && k.bytes().all(|c| c.is_ascii_hexdigit()))
+}
+
 /// The visitors of [`decoded_pubkey`].
 mod pubkey {
     use std::fmt;

@@ -494,6 +494,61 @@ fn path_resolution_target(n: u32) -> u64 {
     u64::from(n)
 }
 
+/// `decoded_json` text for the from-pubkey wait rule: objects of members
+/// whose labels include `pubKey` (also escaped, repeated, other case),
+/// whose values are keys of about 64 hex digits, other scalars, nested
+/// objects and escaped strings; also cut short, and the texts of
+/// [`json_text`].
+fn advert_json() -> impl Strategy<Value = String> {
+    let label = prop_oneof![
+        4 => Just("pubKey".to_string()),
+        1 => Just("pub\\u004bey".to_string()),
+        1 => Just("pubkey".to_string()),
+        2 => "[a-z]{1,6}",
+    ];
+    let value = prop_oneof![
+        4 => "[0-9a-fA-F]{64}".prop_map(|k| format!("\"{k}\"")),
+        1 => "[0-9a-gA-G ]{62,66}".prop_map(|k| format!("\"{k}\"")),
+        1 => "[0-9a-fA-F]{64}".prop_map(|k| format!("{{\"pubKey\":\"{k}\"}}")),
+        1 => ".{0,12}".prop_map(|s| serde_json::Value::String(s).to_string()),
+        1 => prop_oneof![Just("null"), Just("12"), Just("-0.5e3"), Just("true"), Just("[]"), Just("\"pubKey\"")]
+            .prop_map(str::to_string),
+        1 => "[ -~]{0,8}",
+    ];
+    let member = (label, value, prop_oneof![Just(""), Just(" "), Just("\n\t")])
+        .prop_map(|(l, v, ws)| format!("{ws}\"{l}\"{ws}:{ws}{v}{ws}"));
+    let object =
+        proptest::collection::vec(member, 0..5).prop_map(|m| format!("{{{}}}", m.join(",")));
+    let cut = (object.clone(), any::<prop::sample::Index>()).prop_map(|(s, i)| {
+        let at = i.index(s.len() + 1);
+        let at = (0..=at).rev().find(|c| s.is_char_boundary(*c)).unwrap_or(0);
+        s[..at].to_string()
+    });
+    prop_oneof![6 => object, 1 => cut, 2 => json_text()]
+}
+
+/// `edges::decoded_key_certainly_usable` never says "usable" where
+/// SQLite's rule (`backfill_state::decoded_key_usable`) does not.
+fn decoded_key_target(n: u32) -> u64 {
+    let mut r = runner(n);
+    let c = rusqlite::Connection::open_in_memory().expect("in-memory database");
+    let sql = format!(
+        "SELECT {}",
+        crate::store::backfill_state::decoded_key_usable("?1")
+    );
+    r.run(&advert_json(), |doc| {
+        if edges::decoded_key_certainly_usable(&doc) {
+            let u: Option<bool> = c
+                .query_row(&sql, [&doc], |row| row.get(0))
+                .expect("the rule evaluates");
+            prop_assert_eq!(u, Some(true), "{}", doc);
+        }
+        Ok(())
+    })
+    .unwrap();
+    u64::from(n)
+}
+
 // CI smoke variants: a few hundred cases each, well under a second.
 #[test]
 fn fuzz_smoke_time_parsing() {
@@ -512,6 +567,7 @@ fn fuzz_smoke_packets_and_paths() {
     packet_target(cases(300));
     packet_roundtrip_target(cases(300));
     path_resolution_target(cases(200));
+    decoded_key_target(cases(1000));
 }
 
 #[test]
@@ -576,4 +632,10 @@ fn fuzz_long_packet_roundtrip() {
 #[ignore = "long fuzz run: cargo test --release -- --ignored fuzz_long"]
 fn fuzz_long_path_resolution() {
     long("path_json/decoded_json/resolution", path_resolution_target);
+}
+
+#[test]
+#[ignore = "long fuzz run: cargo test --release -- --ignored fuzz_long"]
+fn fuzz_long_decoded_key() {
+    long("decoded_json key shortcut vs SQLite", decoded_key_target);
 }

@@ -23,7 +23,8 @@ use crate::store::values::{epoch, int, text};
 /// That test parses the JSON in SQLite; it is a function of the
 /// transmission alone, so [`read`] evaluates it once per transmission
 /// ([`KeyUsable`]) instead of once per observation (most of the scan's
-/// SQLite time otherwise, with ADVERT keys still NULL).
+/// SQLite time otherwise, with ADVERT keys still NULL), and without SQLite
+/// where the answer is certain (`edges::decoded_key_certainly_usable`).
 fn scan_sql() -> String {
     format!(
         "SELECT o.id, o.timestamp, o.path_json, t.payload_type,
@@ -65,15 +66,14 @@ impl KeyUsable {
         if let Some(&u) = tx_id.and_then(|id| self.memo.get(&id)) {
             return Ok(u);
         }
-        let mut st = conn.prepare_cached(&format!(
-            "SELECT {}",
-            backfill_state::decoded_key_usable("?1")
-        ))?;
-        // NULL counts as usable, as `NOT NULL` does not make the row wait
-        // in the rule it stands for.
-        let u = st.query_row([ToSqlOutput::Borrowed(decoded_json)], |r| {
-            r.get::<_, Option<bool>>(0)
-        })? != Some(false);
+        // Most documents are decided without SQLite (see the function).
+        let certain = match decoded_json {
+            ValueRef::Text(b) => {
+                std::str::from_utf8(b).is_ok_and(edges::decoded_key_certainly_usable)
+            }
+            _ => false,
+        };
+        let u = certain || sql_key_usable(conn, decoded_json)?;
         if let Some(id) = tx_id {
             if self.memo.len() >= KEY_MEMO_MAX {
                 self.memo.clear();
@@ -82,6 +82,19 @@ impl KeyUsable {
         }
         Ok(u)
     }
+}
+
+/// `decoded_key_usable` evaluated by SQLite, for `decoded_json` bound as ?1.
+fn sql_key_usable(conn: &Connection, decoded_json: ValueRef<'_>) -> anyhow::Result<bool> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {}",
+        backfill_state::decoded_key_usable("?1")
+    ))?;
+    // NULL counts as usable, as `NOT NULL` does not make the row wait in
+    // the rule it stands for.
+    Ok(st.query_row([ToSqlOutput::Borrowed(decoded_json)], |r| {
+        r.get::<_, Option<bool>>(0)
+    })? != Some(false))
 }
 
 /// What one scan batch saw.
@@ -315,8 +328,73 @@ pub fn max_observation_id(conn: &Connection) -> anyhow::Result<i64> {
 
 #[cfg(test)]
 mod tests {
+    use crate::edges::decoded_key_certainly_usable;
     use crate::store::values::{epoch, text};
     use rusqlite::types::ValueRef;
+
+    /// The Rust shortcut never says "usable" where SQLite's rule does not,
+    /// and it decides the usual ADVERT documents itself.
+    #[test]
+    fn key_shortcut_agrees_with_the_sql_rule() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        let k = "0123456789abcdefABCDEF".repeat(3)[..64].to_string();
+        let usual = [
+            format!(
+                r#"{{"type":"ADVERT","pubKey":"{k}","name":"Node 7","lat":37.5,"lon":-122.1}}"#
+            ),
+            format!(r#" {{ "pubKey" : "{k}" }} "#),
+            format!(
+                r#"{{"a":[1,{{"b":null}}],"pubKey":"{}"}}"#,
+                k.to_lowercase()
+            ),
+            format!(r#"{{"pubKey":"{k}","name":"Zürich ☃"}}"#),
+        ];
+        for doc in &usual {
+            assert!(decoded_key_certainly_usable(doc), "{doc}");
+            assert!(super::sql_key_usable(&c, ValueRef::Text(doc.as_bytes())).unwrap());
+        }
+        // Left to SQLite: escapes, a repeated key, or the text "pubKey"
+        // twice; and every document the rule rejects.
+        let short = &k[..63];
+        let others = [
+            format!(r#"{{"pub\u004bey":"{k}"}}"#),
+            format!(r#"{{"pubKey":"{k}","name":"a\"b"}}"#),
+            format!(r#"{{"pubKey":"{}","pubKey":"{k}"}}"#, "z".repeat(64)),
+            format!(r#"{{"pubKey":"{k}","pubKey":"{}"}}"#, "z".repeat(64)),
+            format!(r#"{{"pubKey":"{k}","name":"pubKey"}}"#),
+            format!(r#"{{"inner":{{"pubKey":"{k}"}}}}"#),
+            format!(r#"{{"pubKey":"{short}"}}"#),
+            format!(r#"{{"pubKey":"{k}0"}}"#),
+            format!(r#"{{"pubKey":" {short}"}}"#),
+            format!(r#"{{"pubKey":"{}g"}}"#, short),
+            r#"{"pubKey":12}"#.to_string(),
+            r#"{"pubKey":null}"#.to_string(),
+            format!(r#"["pubKey","{k}"]"#),
+            format!(r#"{{"pubKey":"{k}"}} x"#),
+            format!(r#"{{"pubKey":"{k}","#),
+            format!("{{\"pubKey\":\"{k}\",\"n\":\"\t\"}}"),
+            format!(r"{{'pubKey':'{k}'}}"),
+            format!(r#"{{pubKey:"{k}"}}"#),
+            String::new(),
+        ];
+        for doc in &others {
+            assert!(!decoded_key_certainly_usable(doc), "{doc}");
+        }
+        let sql: Vec<bool> = others
+            .iter()
+            .map(|d| super::sql_key_usable(&c, ValueRef::Text(d.as_bytes())).unwrap())
+            .collect();
+        // SQLite: the escaped key and the escaped name are fine, and of a
+        // repeated key the first counts; JSON5 documents are not valid JSON.
+        assert_eq!(
+            sql,
+            [
+                true, true, false, true, true, false, false, false, false, false, false, false,
+                false, false, false, false, false, false, false
+            ]
+        );
+        assert!(super::sql_key_usable(&c, ValueRef::Null).is_ok_and(|u| !u));
+    }
 
     #[test]
     fn epoch_tolerates_storage_classes() {
