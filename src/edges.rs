@@ -25,7 +25,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::keys::{canonical_pair, fold_id, lower_key};
+use crate::keys::{canonical_pair, fold_id, lower_key, KEY_HEX_LEN};
 use crate::packet;
 
 /// A fast, deterministic hasher for the hot path (FxHash-style: one
@@ -305,7 +305,7 @@ pub fn decoded_key_certainly_usable(doc: &str) -> bool {
     !doc.contains('\\')
         && doc.matches("\"pubKey\"").count() == 1
         && decoded_pubkey(doc)
-            .is_some_and(|k| k.len() == 64 && k.bytes().all(|c| c.is_ascii_hexdigit()))
+            .is_some_and(|k| k.len() == KEY_HEX_LEN && k.bytes().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// The visitors of [`decoded_pubkey`].

@@ -67,12 +67,11 @@ pub fn parse() -> Cli {
     // Built once: building the command tree is most of clap's share of a
     // run's start (about 0.15 ms each time).
     let root = Cli::command();
-    let nested: Vec<String> = root
+    let nested: Vec<&str> = root
         .get_subcommands()
         .filter(|s| s.has_subcommands())
-        .map(|s| s.get_name().to_string())
+        .map(clap::Command::get_name)
         .collect();
-    let nested: Vec<&str> = nested.iter().map(String::as_str).collect();
     // Options that were global flags once may still come before the
     // subcommand (`corescope --db x check`).
     let args = super::move_leading_options(std::env::args_os(), &nested);

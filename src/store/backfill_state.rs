@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::Connection;
 
 use super::probe::{columns, table_exists};
@@ -50,6 +51,19 @@ pub fn decoded_key_usable(col: &str) -> String {
       AND unhex(substr(json_extract({col}, '$.pubKey'), 1, 64)) IS NOT NULL \
      ELSE 0 END)"
     )
+}
+
+/// [`decoded_key_usable`] of one `decoded_json` value, evaluated by
+/// SQLite. NULL (the rule's result for a NULL value) counts as usable, as
+/// `NOT NULL` does not make the row wait in [`edges_wait_sql`].
+pub fn decoded_key_usable_in_sqlite(
+    conn: &Connection,
+    decoded_json: ValueRef<'_>,
+) -> rusqlite::Result<bool> {
+    let mut st = conn.prepare_cached(&format!("SELECT {}", decoded_key_usable("?1")))?;
+    Ok(st.query_row([ToSqlOutput::Borrowed(decoded_json)], |r| {
+        r.get::<_, Option<bool>>(0)
+    })? != Some(false))
 }
 
 /// What `build-edges` must not count yet, as one SQL condition over an

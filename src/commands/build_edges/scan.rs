@@ -6,7 +6,7 @@
 //! into candidates.
 
 use anyhow::Context;
-use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 
 use super::agg::Agg;
@@ -73,7 +73,7 @@ impl KeyUsable {
             }
             _ => false,
         };
-        let u = certain || sql_key_usable(conn, decoded_json)?;
+        let u = certain || backfill_state::decoded_key_usable_in_sqlite(conn, decoded_json)?;
         if let Some(id) = tx_id {
             if self.memo.len() >= KEY_MEMO_MAX {
                 self.memo.clear();
@@ -82,19 +82,6 @@ impl KeyUsable {
         }
         Ok(u)
     }
-}
-
-/// `decoded_key_usable` evaluated by SQLite, for `decoded_json` bound as ?1.
-fn sql_key_usable(conn: &Connection, decoded_json: ValueRef<'_>) -> anyhow::Result<bool> {
-    let mut st = conn.prepare_cached(&format!(
-        "SELECT {}",
-        backfill_state::decoded_key_usable("?1")
-    ))?;
-    // NULL counts as usable, as `NOT NULL` does not make the row wait in
-    // the rule it stands for.
-    Ok(st.query_row([ToSqlOutput::Borrowed(decoded_json)], |r| {
-        r.get::<_, Option<bool>>(0)
-    })? != Some(false))
 }
 
 /// What one scan batch saw.
@@ -329,6 +316,7 @@ pub fn max_observation_id(conn: &Connection) -> anyhow::Result<i64> {
 #[cfg(test)]
 mod tests {
     use crate::edges::decoded_key_certainly_usable;
+    use crate::store::backfill_state::decoded_key_usable_in_sqlite;
     use crate::store::values::{epoch, text};
     use rusqlite::types::ValueRef;
 
@@ -351,7 +339,7 @@ mod tests {
         ];
         for doc in &usual {
             assert!(decoded_key_certainly_usable(doc), "{doc}");
-            assert!(super::sql_key_usable(&c, ValueRef::Text(doc.as_bytes())).unwrap());
+            assert!(decoded_key_usable_in_sqlite(&c, ValueRef::Text(doc.as_bytes())).unwrap());
         }
         // Left to SQLite: escapes, a repeated key, or the text "pubKey"
         // twice; and every document the rule rejects.
@@ -382,7 +370,7 @@ mod tests {
         }
         let sql: Vec<bool> = others
             .iter()
-            .map(|d| super::sql_key_usable(&c, ValueRef::Text(d.as_bytes())).unwrap())
+            .map(|d| decoded_key_usable_in_sqlite(&c, ValueRef::Text(d.as_bytes())).unwrap())
             .collect();
         // SQLite: the escaped key and the escaped name are fine, and of a
         // repeated key the first counts; JSON5 documents are not valid JSON.
@@ -393,7 +381,7 @@ mod tests {
                 false, false, false, false, false, false, false
             ]
         );
-        assert!(super::sql_key_usable(&c, ValueRef::Null).is_ok_and(|u| !u));
+        assert!(decoded_key_usable_in_sqlite(&c, ValueRef::Null).is_ok_and(|u| !u));
     }
 
     #[test]
