@@ -38,6 +38,17 @@ impl Batcher {
         self.size
     }
 
+    /// The hold one transaction is aimed at.
+    pub fn aim(&self) -> Duration {
+        self.target
+    }
+
+    /// Aim one transaction at `target` instead of half the budget (never
+    /// above the budget).
+    pub fn aim_at(&mut self, target: Duration) {
+        self.target = target.min(self.limit);
+    }
+
     /// Feed back how long a batch of `rows` rows held the lock.
     pub fn observe(&mut self, rows: usize, elapsed: Duration) {
         if rows == 0 {
@@ -100,6 +111,18 @@ mod tests {
         assert_eq!(b.size(), 500);
         b.observe(10, Duration::from_millis(1)); // short batch: unchanged
         assert_eq!(b.size(), 500);
+    }
+
+    #[test]
+    fn a_shorter_aim_sizes_batches_for_it() {
+        let mut b = Batcher::with_bounds(200, 1000, 1, 1_000_000);
+        assert_eq!(b.aim(), Duration::from_millis(100));
+        b.aim_at(Duration::from_millis(50));
+        b.observe(1000, Duration::from_millis(80)); // 80 µs/row → 625 rows for 50 ms
+        assert_eq!(b.size(), 625);
+        b.aim_at(Duration::from_secs(1)); // capped at the 200 ms budget
+        b.observe(625, Duration::from_millis(50)); // → 2 500, grown at most 2×
+        assert_eq!(b.size(), 1250);
     }
 
     #[test]

@@ -203,6 +203,19 @@ pub(super) fn yield_to_other_writers(
 /// would run inside corescope's `COMMIT` and count as lock hold.
 pub const CHECKPOINT_FRAMES: u32 = 250;
 
+/// The hold a job beside a live ingestor aims at: a quarter of the lock
+/// budget (50 ms at the default 200). A transaction that ends by then lets a
+/// writer that has waited in SQLite's busy handler since it began in at its
+/// 53 ms retry, or, a little over, at the 78 ms one; a writer's first
+/// waiting packet then commits within about 80 ms of its arrival. Holds near
+/// half the budget (the default aim, 100 ms) that end a little early, at
+/// 75–90 ms, make it wait for the 103 ms retry (the probe beside the
+/// from-pubkey backfill at 10 M: p99 104 ms). Prune stops a batch at this
+/// point; the backfills size their batches for it.
+pub fn short_hold(max_lock_ms: u64) -> Duration {
+    Duration::from_micros(max_lock_ms.saturating_mul(250))
+}
+
 /// Settings of one job (from `--max-lock-ms`, `--max-seconds`).
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -232,6 +245,9 @@ pub struct Engine<'a> {
     /// A commit since the last checkpoint (nothing to copy otherwise).
     dirty: bool,
     transactions: u64,
+    /// The hold batches are sized for when not half the budget
+    /// ([`Engine::aim_short_holds`]; kept across restarts).
+    aim: Option<Duration>,
     /// Counts the rows of every batch ([`Engine::show_progress`]).
     progress: Option<indicatif::ProgressBar>,
 }
@@ -271,6 +287,7 @@ impl<'a> Engine<'a> {
             wal,
             dirty: false,
             transactions: 0,
+            aim: None,
             progress: None,
         })
     }
@@ -320,14 +337,30 @@ impl<'a> Engine<'a> {
     /// whose rows cost differently from the previous one: start small
     /// rather than overshoot the lock budget).
     pub fn restart_batching(&mut self, max_lock_ms: u64) {
-        self.batcher = Batcher::new(max_lock_ms);
+        self.set_batcher(Batcher::new(max_lock_ms));
+    }
+
+    /// Size batches for [`short_hold`] of the budget instead of half of it,
+    /// from now on (also after a restart of batch sizing).
+    pub fn aim_short_holds(&mut self, max_lock_ms: u64) {
+        let aim = short_hold(max_lock_ms);
+        self.aim = Some(aim);
+        self.batcher.aim_at(aim);
+    }
+
+    fn set_batcher(&mut self, mut batcher: Batcher) {
+        if let Some(aim) = self.aim {
+            batcher.aim_at(aim);
+        }
+        self.batcher = batcher;
     }
 
     /// Start batch sizing over at `initial` rows under a budget of
     /// `max_lock_ms` (a job that knows its rows are cheap under the lock
     /// starts bigger than [`Batcher::new`]'s 500).
     pub fn restart_batching_at(&mut self, max_lock_ms: u64, initial: usize) {
-        self.batcher = Batcher::with_bounds(max_lock_ms, initial, 1, 200_000);
+        let b = Batcher::with_bounds(max_lock_ms, initial, 1, 200_000);
+        self.set_batcher(b);
     }
 
     /// True once `--max-seconds` has passed: stop at this batch boundary.
@@ -489,6 +522,22 @@ mod tests {
         assert_eq!(e.batch_size(), 500);
         e.restart_batching(20);
         assert_eq!(e.batch_size(), 100);
+    }
+
+    #[test]
+    fn short_holds_are_kept_when_batch_sizing_restarts() {
+        let (_d, p) = tmpdb();
+        let db = ReadOnlyDb::open(&p, 1000).unwrap();
+        let mut e = dry_engine(&db, None);
+        assert_eq!(e.batcher.aim(), Duration::from_millis(100));
+        e.aim_short_holds(200);
+        assert_eq!(e.batcher.aim(), Duration::from_millis(50));
+        e.restart_batching(120);
+        assert_eq!(e.batcher.aim(), Duration::from_millis(50));
+        e.restart_batching_at(20, 1000);
+        // Never above the budget: 20 ms, aimed at 50 → 20.
+        assert_eq!(e.batcher.aim(), Duration::from_millis(20));
+        assert_eq!(short_hold(200), Duration::from_millis(50));
     }
 
     #[test]

@@ -108,10 +108,13 @@ fn run_tasks(
     let ids = blacklist_ids(&args.observers, &ctx.config.observer_blacklist);
     let deadline = Deadline::new(args.write.max_seconds);
     // Per task: the cost of a row differs between tasks (path_json is in
-    // the dedup index, resolved_path is not). The Batcher aims at half the
-    // budget it is given; on large tables the hold of equal-sized batches
-    // varies about ±2× (page-cache misses on the from_pubkey / dedup
-    // indexes), so it gets two thirds of --max-lock-ms and aims at a third.
+    // the dedup index, resolved_path is not). On large tables the hold of
+    // equal-sized batches varies about ±2× (page-cache misses on the
+    // from_pubkey / dedup indexes), so the Batcher gets two thirds of
+    // --max-lock-ms as its limit (a batch over it shrinks the next one at
+    // once) and aims at a short hold (a quarter of --max-lock-ms, 50 ms by
+    // default; see `short_hold`): aimed at a third, holds of 75-90 ms made
+    // the ingestor's first waiting packet wait for its 103 ms retry.
     let settings = Settings {
         max_lock_ms: (args.write.max_lock_ms * 2 / 3).max(1),
         deadline,
@@ -120,6 +123,7 @@ fn run_tasks(
     let mut max_hold = 0.0f64;
     for &task in selected {
         let mut e = Engine::new(target.reborrow(), settings)?;
+        e.aim_short_holds(args.write.max_lock_ms);
         let rep = if task == BackfillTask::ObserverBlacklist {
             run_blacklist(&mut e, &ids)?
         } else if e.expired() {

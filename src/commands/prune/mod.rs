@@ -19,7 +19,7 @@ mod settings;
 mod walk;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 
@@ -159,15 +159,14 @@ fn run_kinds(
             crate::progress::counter(if dry { "prune --dry-run" } else { "prune" }, "rows")
         }),
     );
-    // A batch stops acting after a quarter of the budget (50 ms at the
-    // default 200): with its last chunk and the commit the hold then ends
-    // near 70 ms, before the 78 ms retry of a writer waiting in SQLite's
-    // busy handler (1, 2, 5, 10, 15, 20, 25 ms sleeps); at 0.4 the holds of
-    // 80-110 ms made the ingestor's first waiting packet wait for the
-    // 103 ms retry (probe p99 116 ms at 1 M and 10 M, now 84-86 and 97 ms;
-    // prune 5-10 % slower).
+    // A batch stops acting after a short hold (a quarter of the budget,
+    // 50 ms at the default 200): with its last chunk and the commit the
+    // hold then ends near 70 ms, before the 78 ms retry of a writer waiting
+    // in SQLite's busy handler; at 0.4 the holds of 80-110 ms made the
+    // ingestor's first waiting packet wait for the 103 ms retry (probe p99
+    // 116 ms at 1 M and 10 M, then 84-86 and 97 ms; prune 5-10 % slower).
     let mut runner = Runner {
-        budget: Duration::from_micros(args.write.max_lock_ms.saturating_mul(250)),
+        budget: engine::short_hold(args.write.max_lock_ms),
         dry_excluded_observers: None,
     };
     let mut done = KindsDone {
