@@ -207,11 +207,11 @@ pub const CHECKPOINT_FRAMES: u32 = 250;
 /// budget (50 ms at the default 200). A transaction that ends by then lets a
 /// writer that has waited in SQLite's busy handler since it began in at its
 /// 53 ms retry, or, a little over, at the 78 ms one; a writer's first
-/// waiting packet then commits within about 80 ms of its arrival. Holds near
-/// half the budget (the default aim, 100 ms) that end a little early, at
-/// 75–90 ms, make it wait for the 103 ms retry (the probe beside the
-/// from-pubkey backfill at 10 M: p99 104 ms). Prune stops a batch at this
-/// point; the backfills size their batches for it.
+/// waiting packet then commits within about 80 ms of its arrival. Holds
+/// that end just after the 78 ms retry make it wait for the 103 ms one: the
+/// backfills' batches, aimed at about 67 ms, often held 75–90 ms (the probe
+/// beside the from-pubkey backfill at 10 M: p99 104 ms, now 71 ms). Prune
+/// stops a batch at this point; the backfills size their batches for it.
 pub fn short_hold(max_lock_ms: u64) -> Duration {
     Duration::from_micros(max_lock_ms.saturating_mul(250))
 }
