@@ -54,8 +54,9 @@ pub fn decoded_key_usable(col: &str) -> String {
 }
 
 /// [`decoded_key_usable`] of one `decoded_json` value, evaluated by
-/// SQLite. NULL (the rule's result for a NULL value) counts as usable, as
-/// `NOT NULL` does not make the row wait in [`edges_wait_sql`].
+/// SQLite. A NULL value (not valid JSON) gives false; a NULL result would
+/// count as usable, as `NOT NULL` does not make the row wait in
+/// [`edges_wait_sql`].
 pub fn decoded_key_usable_in_sqlite(
     conn: &Connection,
     decoded_json: ValueRef<'_>,

@@ -39,6 +39,7 @@ impl Batcher {
     }
 
     /// The hold one transaction is aimed at.
+    #[cfg(test)]
     pub fn aim(&self) -> Duration {
         self.target
     }
