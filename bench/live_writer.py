@@ -24,7 +24,8 @@ SIGINT (or --seconds) no more packets arrive; the queue is drained (at most
   drained (the queue was empty again before the stop), begin_wait / insert /
   commit {max, p99, mean} ms, seconds, rate, errors, upsert (the observation
   statement was the ingestor's UPSERT; false on a table without the dedup
-  index, e.g. a seed database before `migrate`, where a plain INSERT is used).
+  index, e.g. a seed database before `migrate`, where a plain INSERT is used),
+  t0_monotonic (the probe's start, CLOCK_MONOTONIC seconds: the trace's zero).
 
 --trace FILE writes one CSV line per packet: seq, arrival, start (both ms
 since the probe's start), begin_wait_ms, insert_ms, commit_ms, delay_ms,
@@ -246,6 +247,9 @@ def main():
         "rate": a.rate,
         "upsert": upsert,
         "errors": errors,
+        # The trace's times are milliseconds since this instant
+        # (CLOCK_MONOTONIC seconds, as Python's time.monotonic()).
+        "t0_monotonic": t0,
     }
     if trace:
         trace.close()
