@@ -84,6 +84,11 @@ def main():
     ap.add_argument("--ready")
     ap.add_argument("--trace")
     ap.add_argument("--start-epoch", type=int, default=int(time.time()))
+    ap.add_argument(
+        "--wal-autocheckpoint",
+        type=int,
+        help="PRAGMA wal_autocheckpoint for the probe's connection (default: SQLite's 1000, as the ingestor)",
+    )
     a = ap.parse_args()
 
     stop = {"at": None}
@@ -101,6 +106,8 @@ def main():
     conn.execute("PRAGMA busy_timeout = 5000")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA foreign_keys = ON")
+    if a.wal_autocheckpoint is not None:
+        conn.execute(f"PRAGMA wal_autocheckpoint = {int(a.wal_autocheckpoint)}")
     n_observers = conn.execute("SELECT COUNT(*) FROM observers").fetchone()[0] or 1
     obs_sql, obs_cols, upsert = observation_sql(conn)
 
