@@ -63,13 +63,19 @@ def observation_sql(conn):
         return plain, names, False
 
 
+def percentile(s, p):
+    """The p-th percentile of the sorted list `s` (0.0 when empty): the
+    value at index p % of its length (also used by trace_report.py)."""
+    return s[min(len(s) - 1, int(p / 100.0 * len(s)))] if s else 0.0
+
+
 def stats(xs):
     if not xs:
         return {"max": 0.0, "p99": 0.0, "mean": 0.0}
     s = sorted(xs)
     return {
         "max": round(s[-1], 1),
-        "p99": round(s[min(len(s) - 1, int(0.99 * len(s)))], 1),
+        "p99": round(percentile(s, 99), 1),
         "mean": round(sum(s) / len(s), 2),
     }
 
@@ -232,18 +238,13 @@ def main():
         lost += len(chunk) - found
     s = sorted(delays)
 
-    def pct(p):
-        if not s:
-            return 0.0
-        return round(s[min(len(s) - 1, int(p / 100.0 * len(s)))], 1)
-
     out = {
         "inserted": len(committed),
         "failures": failures,
         "lost": lost,
         "max_ms": round(s[-1], 1) if s else 0.0,
-        "p99_ms": pct(99),
-        "p50_ms": pct(50),
+        "p99_ms": round(percentile(s, 99), 1),
+        "p50_ms": round(percentile(s, 50), 1),
         "max_backlog": max_backlog,
         "backlog_at_stop": backlog_at_stop or 0,
         "drained": bool(empty_after_stop and (backlog_at_stop or 0) <= 1),

@@ -34,6 +34,8 @@ import re
 import sys
 import time
 
+from live_writer import percentile
+
 HOLD = re.compile(r"held the lock ([\d.]+) ms")
 FREE = re.compile(r"lock left free for ([\d.]+) ms \(pause (\d+) ms, then ([\d.]+) ms")
 CKPT = re.compile(r"left (\d+) WAL frames: (-?\d+) of (-?\d+) copied in ([\d.]+) ms")
@@ -47,23 +49,20 @@ def stamp(out):
             f.flush()
 
 
-def pct(values, p):
-    s = sorted(values)
-    return s[min(len(s) - 1, int(p / 100.0 * len(s)))] if s else 0.0
-
-
 def summary(name, values):
     if not values:
         return f"{name}: none"
+    s = sorted(values)
     return (
-        f"{name}: n={len(values)} p50={pct(values, 50):.1f} p90={pct(values, 90):.1f} "
-        f"p99={pct(values, 99):.1f} max={max(values):.1f} ms"
+        f"{name}: n={len(s)} p50={percentile(s, 50):.1f} p90={percentile(s, 90):.1f} "
+        f"p99={percentile(s, 99):.1f} max={s[-1]:.1f} ms"
     )
 
 
 def report(a):
     t0 = json.load(open(a.probe))["t0_monotonic"]
-    holds, frees, ckpts = [], [], []  # holds/ckpts: (start, end, text); ms since the probe's start
+    # holds: (start, end); frees: (free, pause, yielding); ckpts: (start, end, text); ms since the probe's start
+    holds, frees, ckpts = [], [], []
     for line in open(a.log):
         ts, _, rest = line.partition(" ")
         try:
@@ -125,12 +124,14 @@ def report(a):
     for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]):
         print(f"  overlapping {k}: {n}")
 
+    # One writer: the probe's COMMITs follow each other, so their starts
+    # and ends are both in order.
     commits = sorted((p["commit"], p["end"], p["commit_ms"]) for p in packets)
     starts = [c[0] for c in commits]
+    ends = [c[1] for c in commits]
     table = {}
     for s, e, _ in ckpts:
-        lo = bisect.bisect_right([c[1] for c in commits], s)
-        committed_during = any(s < c[1] <= e for c in commits[lo : lo + 50])
+        committed_during = bisect.bisect_right(ends, e) > bisect.bisect_right(ends, s)
         i = bisect.bisect_left(starts, e)
         next_slow = i < len(commits) and commits[i][2] > SLOW_COMMIT_MS
         key = (committed_during, next_slow)
