@@ -39,6 +39,7 @@ from live_writer import percentile
 HOLD = re.compile(r"held the lock ([\d.]+) ms")
 FREE = re.compile(r"lock left free for ([\d.]+) ms \(pause (\d+) ms, then ([\d.]+) ms")
 CKPT = re.compile(r"left (\d+) WAL frames: (-?\d+) of (-?\d+) copied in ([\d.]+) ms")
+CATCH_UP = re.compile(r"(\d+) catch-up checkpoint\(s\) .* ([\d.]+) ms since the first began: (-?\d+) of (-?\d+) copied")
 SLOW_COMMIT_MS = 20.0
 
 
@@ -75,6 +76,10 @@ def report(a):
             frees.append((float(m.group(1)), float(m.group(2)), float(m.group(3))))
         elif m := CKPT.search(rest):
             ckpts.append((t - float(m.group(4)), t, f"{m.group(2)} of {m.group(3)} frames"))
+        elif (m := CATCH_UP.search(rest)) and ckpts:
+            # The catch-up rounds right after a checkpoint: one span with it.
+            s, _, txt = ckpts[-1]
+            ckpts[-1] = (s, t, f"{txt}, then {m.group(1)} catch-up round(s): {m.group(3)} of {m.group(4)}")
     if not holds:
         sys.exit("trace_report: no 'held the lock' lines in the log (run corescope with -vv)")
     first, last = holds[0][0], holds[-1][1]
