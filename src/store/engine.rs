@@ -292,8 +292,8 @@ type CheckpointResult = (bool, i64, i64);
 
 /// The longest [`catch_up`] goes on after corescope's checkpoint began (a
 /// writer that never stops committing makes every round find new frames).
-/// The lock is free all that time; the catch-up took 72 ms p50 and at most
-/// 108 ms since the first checkpoint began beside the probe at 10 M.
+/// The lock is free all that time; beside the probe at 10 M the catch-up
+/// ended 78 ms p50, at most 137 ms, after the first checkpoint began.
 pub const CATCH_UP_CAP: Duration = Duration::from_millis(250);
 
 /// The catch-up after corescope's post-commit checkpoint: another PASSIVE
