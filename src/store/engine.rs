@@ -652,6 +652,16 @@ mod tests {
         (d, p)
     }
 
+    /// [`wal_db_with_seq`] and a reader connection that keeps its WAL and
+    /// -shm files (the last close would checkpoint and delete them).
+    fn wal_db_kept_open() -> (tempfile::TempDir, std::path::PathBuf, Connection) {
+        let (d, p) = wal_db_with_seq();
+        let keep = Connection::open(&p).unwrap();
+        keep.query_row("SELECT count(*) FROM seq", [], |r| r.get::<_, i64>(0))
+            .unwrap();
+        (d, p, keep)
+    }
+
     fn seq(p: &std::path::Path) -> Vec<String> {
         let c = Connection::open(p).unwrap();
         let mut st = c.prepare("SELECT who FROM seq ORDER BY n").unwrap();
@@ -812,12 +822,7 @@ mod tests {
     /// copied when it returns, and the writer's next write restarts it.
     #[test]
     fn the_catch_up_copies_what_another_writer_committed_during_the_checkpoint() {
-        let (_d, p) = wal_db_with_seq();
-        // A reader connection keeps the WAL and -shm files (the last close
-        // would checkpoint and delete them).
-        let keep = Connection::open(&p).unwrap();
-        keep.query_row("SELECT count(*) FROM seq", [], |r| r.get::<_, i64>(0))
-            .unwrap();
+        let (_d, p, keep) = wal_db_kept_open();
         let mut db = WriteDb::open(&p, &OpenOptions::default()).unwrap();
         db.write(|tx| {
             for _ in 0..300 {
@@ -871,12 +876,7 @@ mod tests {
     /// corescope's pages inside its own COMMIT.
     #[test]
     fn corescope_checkpoints_its_own_pages_after_its_commit() {
-        let (_d, p) = wal_db_with_seq();
-        // A reader connection keeps the WAL and -shm files (the last close
-        // would checkpoint and delete them).
-        let keep = Connection::open(&p).unwrap();
-        keep.query_row("SELECT count(*) FROM seq", [], |r| r.get::<_, i64>(0))
-            .unwrap();
+        let (_d, p, keep) = wal_db_kept_open();
         let mut db = WriteDb::open(&p, &OpenOptions::default()).unwrap();
         let mut e = write_engine(&mut db);
         let mut checkpointed = 0;
