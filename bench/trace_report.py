@@ -19,8 +19,9 @@ Two steps (both clocks are CLOCK_MONOTONIC, shared by all processes):
 The report counts the probe's packets that arrived while the command ran:
 their delay, lock wait and COMMIT times; corescope's transactions (lock
 holds), the time it left the lock free (pause, then yielding), its
-checkpoints (each with the catch-up rounds that follow it); the packets whose COMMIT took over 20 ms, by whether a
-corescope transaction or checkpoint overlapped it; and, for every
+checkpoints (each with the catch-up rounds that follow it); the packets
+whose COMMIT took over 20 ms, by whether a corescope transaction or
+checkpoint overlapped it; and, for every
 corescope checkpoint, whether the probe committed during it and whether the
 probe's next COMMIT after it was slow. `--show N` prints the N slowest
 packets with corescope's events around them.

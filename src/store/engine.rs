@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::batch::{Batcher, Deadline};
+use super::open::CheckpointResult;
 use super::{ReadOnlyDb, WriteDb};
 
 /// Where a job's batches go: the write handle, or (dry run) the read-only
@@ -285,10 +286,6 @@ fn checkpoint_now(db: &WriteDb) {
         );
     }
 }
-
-/// What one PASSIVE checkpoint reports: another connection's checkpoint
-/// was running (SQLite's `busy`), frames in the WAL, frames copied.
-type CheckpointResult = (bool, i64, i64);
 
 /// The longest [`catch_up`] goes on after corescope's checkpoint began (a
 /// writer that never stops committing makes every round find new frames).

@@ -229,6 +229,10 @@ struct Turn {
     seen: Option<i64>,
 }
 
+/// What one PASSIVE checkpoint reports: another connection's checkpoint
+/// was running (SQLite's `busy`), frames in the WAL, frames copied.
+pub type CheckpointResult = (bool, i64, i64);
+
 /// A read-write handle. All writes go through [`WriteDb::write`].
 pub struct WriteDb {
     conn: Connection,
@@ -513,10 +517,9 @@ impl WriteDb {
     }
 
     /// `PRAGMA wal_checkpoint(PASSIVE)` outside any transaction: waits for
-    /// nobody, never fails the run (a problem is logged). Returns whether
-    /// another connection's checkpoint was running (SQLite's `busy`), the
-    /// frames in the WAL and the frames checkpointed (None on an error).
-    pub fn checkpoint_passive(&self) -> Option<(bool, i64, i64)> {
+    /// nobody, never fails the run (a problem is logged). Returns its
+    /// [`CheckpointResult`] (None on an error).
+    pub fn checkpoint_passive(&self) -> Option<CheckpointResult> {
         match self
             .conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
